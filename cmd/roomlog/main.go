@@ -1,0 +1,43 @@
+// Command roomlog is roomlog's one binary: the server and the operator's tools.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+const usage = `roomlog: an event-sourced real-time collaboration server.
+
+Usage:
+  roomlog serve [flags]    run the server
+  roomlog version          print the version
+
+Run 'roomlog CMD --help' for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:])
+	case "version":
+		fmt.Println("roomlog", version)
+		return 0
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

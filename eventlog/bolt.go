@@ -1,0 +1,350 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// FormatVersion is the on-disk format this package writes and reads (see the package comment).
+const FormatVersion = 1
+
+// Defaults for Options.
+const (
+	DefaultKeyRetention = 24 * time.Hour
+	DefaultLockTimeout  = time.Second
+	DefaultQueueSize    = 16384
+	DefaultMaxBatch     = 4096
+)
+
+// Options configure Open. The zero value gives the documented defaults.
+type Options struct {
+	// MaxBody limits an event body's compact JSON size. Default DefaultMaxBody (64 KiB).
+	MaxBody int
+	// KeyRetention is how long idempotency keys are remembered. Default 24 h.
+	KeyRetention time.Duration
+	// LockTimeout is how long Open waits for another process to release the file. Default 1 s.
+	LockTimeout time.Duration
+	// ReadOnly opens the file without the writer: appends fail, and the file is never modified.
+	// Other read-only openers may share it; a writer may not.
+	ReadOnly bool
+	// QueueSize bounds the appends waiting for the writer; queuing blocks when it is full.
+	QueueSize int
+	// MaxBatch bounds the appends committed in one transaction.
+	MaxBatch int
+	// OnCommit, when set, is called by the writer after each commit with the number of
+	// operations committed and the time the commit (including fsync) took. It must not block.
+	OnCommit func(ops int, took time.Duration)
+	// Now is the clock; tests set it. Default time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBody <= 0 {
+		o.MaxBody = DefaultMaxBody
+	}
+	if o.KeyRetention <= 0 {
+		o.KeyRetention = DefaultKeyRetention
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Bucket and key names of the layout in the package comment.
+var (
+	bucketMeta     = []byte("meta")
+	bucketRooms    = []byte("rooms")
+	bucketKeys     = []byte("keys")
+	bucketAcks     = []byte("acks")
+	bucketSessions = []byte("sessions")
+	keyFormat      = []byte("format")
+	keyLast        = []byte("last")
+	keyHead        = []byte{0}
+)
+
+// BoltLog is the embedded Log backend: one bbolt file, one writer goroutine doing group commit.
+type BoltLog struct {
+	db   *bolt.DB
+	path string
+	opts Options
+
+	// mu guards closed and sending on ops: AppendAsync holds it shared while queuing, Close
+	// exclusively to close ops once, so no send can hit a closed channel.
+	mu     sync.RWMutex
+	closed bool
+	ops    chan *writeOp
+	done   chan struct{} // closed when the writer has exited
+
+	watchMu sync.Mutex
+	watches map[string]map[*Watch]struct{}
+
+	// Owned by the writer goroutine.
+	ids  idSource
+	gens []uint64 // idempotency generations, oldest first (start in unix ms)
+}
+
+var _ Log = (*BoltLog)(nil)
+
+// Open opens (creating it if needed, unless opts.ReadOnly) the data file at path.
+//
+// It fails with an error wrapping ErrLocked when another process holds the file, ErrNotLog when
+// the file is not a bbolt file or not roomlog's, ErrCorrupt when bbolt finds it damaged, and
+// ErrFormatVersion when it was written by an unknown format.
+func Open(path string, opts Options) (*BoltLog, error) {
+	opts = opts.withDefaults()
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+		}
+	}
+	db, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	l := &BoltLog{
+		db:      db,
+		path:    path,
+		opts:    opts,
+		watches: make(map[string]map[*Watch]struct{}),
+		done:    make(chan struct{}),
+		ids:     idSource{now: opts.Now},
+	}
+	if err := l.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+	}
+	if opts.ReadOnly {
+		l.closed = true // no writer
+		close(l.done)
+		return l, nil
+	}
+	l.ops = make(chan *writeOp, opts.QueueSize)
+	go l.run()
+	return l, nil
+}
+
+func openBolt(path string, opts Options) (db *bolt.DB, err error) {
+	// bbolt validates the meta pages at open; a damaged file can still make it panic while
+	// mapping. Either way the caller gets an error, never a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrCorrupt, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         opts.LockTimeout,
+		ReadOnly:        opts.ReadOnly,
+		NoFreelistSync:  true, // the freelist is rebuilt at open: less to write per commit
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: 1 << 30, // readers then rarely hold up a remap by the writer
+	})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("eventlog: open %s: %w (waited %s)", path, ErrLocked, opts.LockTimeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, io.EOF), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrNotLog, err)
+	case errors.Is(err, berrors.ErrChecksum):
+		return nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrCorrupt, err)
+	default:
+		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+	}
+}
+
+// init checks (or, for a new writable file, creates) the layout and loads the writer's state.
+func (l *BoltLog) init() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	check := func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errNoMeta
+		}
+		v := meta.Get(keyFormat)
+		if len(v) != 4 {
+			return fmt.Errorf("%w: meta has no format number", ErrNotLog)
+		}
+		if f := binary.BigEndian.Uint32(v); f != FormatVersion {
+			return fmt.Errorf("%w: file has format %d, this build reads %d", ErrFormatVersion, f, FormatVersion)
+		}
+		if last := meta.Get(keyLast); len(last) == 16 {
+			copy(l.ids.last[:], last)
+		}
+		l.gens = l.gens[:0]
+		if keys := tx.Bucket(bucketKeys); keys != nil {
+			keys.ForEachBucket(func(k []byte) error {
+				if len(k) == 8 {
+					l.gens = append(l.gens, binary.BigEndian.Uint64(k))
+				}
+				return nil
+			})
+		}
+		return nil
+	}
+	if l.opts.ReadOnly {
+		err := l.db.View(check)
+		if errors.Is(err, errNoMeta) {
+			return fmt.Errorf("%w: no meta bucket", ErrNotLog)
+		}
+		return err
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		err := check(tx)
+		if !errors.Is(err, errNoMeta) {
+			return err
+		}
+		// A new file, or someone else's bbolt file: only an empty one becomes a log.
+		empty := true
+		tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return fmt.Errorf("%w: a bbolt file without roomlog's meta bucket", ErrNotLog)
+		}
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		format := binary.BigEndian.AppendUint32(nil, FormatVersion)
+		if err := meta.Put(keyFormat, format); err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bucketRooms, bucketKeys, bucketAcks, bucketSessions} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+var errNoMeta = errors.New("no meta bucket")
+
+// Path is the data file's path.
+func (l *BoltLog) Path() string { return l.path }
+
+// WriteTo writes a consistent copy of the whole data file to w, from one read transaction: a hot
+// backup that does not stop appends.
+func (l *BoltLog) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Close stops accepting appends, waits for the queued ones to commit and closes the file.
+func (l *BoltLog) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.ops)
+	}
+	l.mu.Unlock()
+	<-l.done
+	l.watchMu.Lock()
+	for _, ws := range l.watches {
+		for w := range ws {
+			close(w.c)
+		}
+	}
+	l.watches = map[string]map[*Watch]struct{}{}
+	l.watchMu.Unlock()
+	return l.db.Close()
+}
+
+// Watch implements Log.
+func (l *BoltLog) Watch(room string) *Watch {
+	w := NewWatch(room, l.unwatch)
+	l.watchMu.Lock()
+	defer l.watchMu.Unlock()
+	ws := l.watches[room]
+	if ws == nil {
+		ws = make(map[*Watch]struct{})
+		l.watches[room] = ws
+	}
+	ws[w] = struct{}{}
+	return w
+}
+
+func (l *BoltLog) unwatch(w *Watch) {
+	l.watchMu.Lock()
+	defer l.watchMu.Unlock()
+	if ws := l.watches[w.room]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(l.watches, w.room)
+		}
+	}
+}
+
+// notify wakes the watchers of the rooms in touched and of all rooms.
+func (l *BoltLog) notify(touched []string) {
+	l.watchMu.Lock()
+	defer l.watchMu.Unlock()
+	for _, room := range touched {
+		for w := range l.watches[room] {
+			w.Notify()
+		}
+	}
+	for w := range l.watches[""] {
+		w.Notify()
+	}
+}
+
+// view runs fn in a read transaction and turns a panic from a damaged file into ErrCorrupt.
+func (l *BoltLog) view(fn func(tx *bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("eventlog: read %s: %w: %v", l.path, ErrCorrupt, r)
+		}
+	}()
+	return l.db.View(fn)
+}
+
+func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
+	return tx.Bucket(bucketRooms).Bucket([]byte(room))
+}
+
+func (l *BoltLog) checkOpen() error {
+	if l.opts.ReadOnly {
+		return nil
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// errCtx returns ctx's error, if any, so reads stop promptly when their caller has gone.
+func errCtx(ctx context.Context) error {
+	if ctx == nil {
+		return nil
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,58 @@
+package eventlog_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
+)
+
+func TestMain(m *testing.M) {
+	if runCrashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// boltBackend runs the conformance suite on real files in the test's temporary directory.
+func boltBackend() logtest.Backend {
+	paths := map[eventlog.Log]openArgs{}
+	return logtest.Backend{
+		Open: func(t testing.TB, cfg logtest.Config) eventlog.Log {
+			args := openArgs{
+				path: filepath.Join(t.TempDir(), "room.log"),
+				opts: eventlog.Options{KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now},
+			}
+			l, err := eventlog.Open(args.path, args.opts)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			paths[l] = args
+			return l
+		},
+		Reopen: func(t testing.TB, l eventlog.Log) eventlog.Log {
+			args := paths[l]
+			if err := l.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			nl, err := eventlog.Open(args.path, args.opts)
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			paths[nl] = args
+			return nl
+		},
+	}
+}
+
+type openArgs struct {
+	path string
+	opts eventlog.Options
+}
+
+func TestBoltConformance(t *testing.T) {
+	logtest.Run(t, boltBackend())
+}

@@ -1,0 +1,3 @@
+package eventlog_test
+
+func runCrashChild() bool { return false }

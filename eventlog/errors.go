@@ -1,0 +1,50 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors for bad input. Each is returned wrapped with what was wrong and where; test with
+// errors.Is. A request that fails with one of them changed nothing.
+var (
+	ErrBadRoom      = errors.New("bad room name")
+	ErrBadKind      = errors.New("bad kind")
+	ErrReservedKind = errors.New("reserved kind")
+	ErrBadUser      = errors.New("bad user")
+	ErrBadSession   = errors.New("bad session")
+	ErrBadKey       = errors.New("bad idempotency key")
+	ErrBadBody      = errors.New("bad body")
+	ErrBodyTooLarge = errors.New("body too large")
+	ErrBadCursor    = errors.New("bad cursor")
+	ErrBadLimit     = errors.New("bad limit")
+)
+
+// Errors of state.
+var (
+	// ErrConflict: a conditional append found another head. The error is a *ConflictError.
+	ErrConflict = errors.New("conflict")
+	// ErrClosed: the log was closed.
+	ErrClosed = errors.New("event log closed")
+)
+
+// Errors opening a data file.
+var (
+	ErrLocked        = errors.New("data file is locked by another process")
+	ErrNotLog        = errors.New("not a roomlog data file")
+	ErrCorrupt       = errors.New("data file is corrupt")
+	ErrFormatVersion = errors.New("unknown data file format version")
+)
+
+// ConflictError is returned when AppendRequest.Expect does not match the room's head.
+type ConflictError struct {
+	Room string
+	Head ID // the room's current last id (zero when the room is empty)
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("eventlog: conflict in room %q: head is %q", e.Room, e.Head.String())
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }

@@ -1,0 +1,239 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+)
+
+// Log is a durable, ordered, tamper-evident event log partitioned into rooms. The embedded
+// backend is Open; every backend passes the conformance suite in package logtest.
+//
+// All methods are safe for concurrent use. Events returned by reads share memory with each other;
+// treat them as read-only.
+type Log interface {
+	// Append validates req, appends it durably and returns the event as stored. It returns only
+	// after the event is committed to stable storage, or with an error after which nothing was
+	// appended. With req.Key set, a repeat of (User, Room, Key) within the retention window
+	// returns the first event with Duplicate set and appends nothing. With req.Expect set, a room
+	// whose head differs gets a *ConflictError (errors.Is(err, ErrConflict)).
+	Append(ctx context.Context, req AppendRequest) (AppendResult, error)
+
+	// AppendAsync queues req and returns at once. Requests queued by one goroutine are applied in
+	// the order they were queued, however many are outstanding: an editing client's publishes
+	// keep their order. Wait on the returned Pending for the outcome.
+	AppendAsync(req AppendRequest) *Pending
+
+	// ReadAfter returns up to limit events of room with id > after, in id order. The zero ID
+	// reads from the room's first event. An unknown room has no events.
+	ReadAfter(ctx context.Context, room string, after ID, limit int) ([]Event, error)
+
+	// ReadBefore returns up to limit events of room with id < before, oldest first (the page
+	// that ends just before before). The zero ID means from the head.
+	ReadBefore(ctx context.Context, room string, before ID, limit int) ([]Event, error)
+
+	// Contains reports whether id is an event of room.
+	Contains(ctx context.Context, room string, id ID) (bool, error)
+
+	// Head returns the room's last event id, hash and event count (zero values for an empty or
+	// unknown room).
+	Head(ctx context.Context, room string) (Head, error)
+
+	// Watch returns a Watch whose channel is signalled after events of room are committed; an
+	// empty room name watches every room. Signals coalesce: a reader wakes, reads after its
+	// cursor, and waits again, and so never misses an event.
+	Watch(room string) *Watch
+
+	// Rooms calls fn for every room with at least one event, in name order, until fn returns
+	// an error (which Rooms returns).
+	Rooms(ctx context.Context, fn func(RoomInfo) error) error
+
+	// Scan calls fn for every event that matches f, across rooms in id order, until fn returns
+	// an error (which Scan returns). Memory stays flat however large the log.
+	Scan(ctx context.Context, f ScanFilter, fn func(Event) error) error
+
+	// Verify recomputes the hash chain of room (every room when room is "") and reports the
+	// first broken link in the returned report; err is for failures to read.
+	Verify(ctx context.Context, room string) (VerifyReport, error)
+
+	// SetAck records that user's session has received room up to id. Only an id greater than the
+	// recorded one moves the cursor. It returns once the cursor is durable.
+	SetAck(ctx context.Context, user, session, room string, id ID) error
+
+	// Ack returns the cursor recorded by SetAck, or the zero ID.
+	Ack(ctx context.Context, user, session, room string) (ID, error)
+
+	// Sessions calls fn for every session that joined a room and has not left it, as recorded by
+	// the log's join and leave events: after a crash, these are the sessions to close.
+	Sessions(ctx context.Context, fn func(Session) error) error
+
+	// Close waits for queued appends to finish and releases the log. Appends after Close fail
+	// with ErrClosed.
+	Close() error
+}
+
+// Reserved kinds are written by the server itself (AppendRequest.System).
+const (
+	KindMessage  = "message"
+	KindJoin     = "join"
+	KindLeave    = "leave"
+	KindPresence = "presence"
+)
+
+// Event is one entry of the log, with the fields of PROTOCOL.md's event frame.
+type Event struct {
+	ID      ID
+	Room    string
+	Kind    string
+	User    string
+	Session string          // the publishing session; empty when the publisher had none
+	Key     string          // the publisher's idempotency key; empty when none was given
+	Body    json.RawMessage // compact JSON, or nil
+	Hash    [32]byte        // SHA-256 chaining this event to the previous one of its room
+}
+
+// Time is the instant the event was appended, to the millisecond (the time in its id).
+func (e *Event) Time() time.Time { return e.ID.Time() }
+
+// AppendRequest is what a caller asks to append.
+type AppendRequest struct {
+	Room    string
+	Kind    string // "message" when empty
+	User    string // required
+	Session string // optional
+	Key     string // optional idempotency key, 1-128 bytes
+	Body    json.RawMessage
+
+	// Expect, when not nil, makes the append conditional: it applies only if the room's last
+	// event id equals *Expect (the zero ID for an empty room).
+	Expect *ID
+
+	// System marks an append made by the server itself: only system appends may use the
+	// reserved kinds join, leave and presence.
+	System bool
+}
+
+// AppendResult is the outcome of a successful append.
+type AppendResult struct {
+	Event     Event
+	Duplicate bool // the key was seen before; Event is the first event appended with it
+}
+
+// Head describes the end of a room.
+type Head struct {
+	ID    ID       // the room's last event id, zero for an empty room
+	Hash  [32]byte // that event's chain hash
+	Count uint64   // events in the room
+}
+
+// RoomInfo summarises one room for listings.
+type RoomInfo struct {
+	Name  string
+	Count uint64
+	First ID // the room's first event id
+	Last  ID // the room's last event id (its head)
+}
+
+// Session is a member of a room as the log's join and leave events record it.
+type Session struct {
+	Room, User, Session string
+	Joined              ID // the id of the join event
+}
+
+// ScanFilter selects events for Scan. The zero value selects every event.
+type ScanFilter struct {
+	Rooms []string // room names or prefix patterns ending in '*'; none means every room
+	User  string   // only events by this user
+	Kind  string   // only events of this kind
+	After ID       // only ids > After
+	Until ID       // only ids < Until (zero: no bound)
+	Limit int      // at most this many events (0: no limit)
+}
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Rooms  int
+	Events uint64
+	First  ID     // the oldest id seen, zero when the log is empty
+	Last   ID     // the newest id seen
+	Broken *Break // the first broken link, nil when every chain verifies
+}
+
+// Break locates a broken link of a hash chain.
+type Break struct {
+	Room   string
+	ID     ID     // the event whose link is broken (zero when the room's head entry is)
+	Reason string // what is wrong, for a person
+}
+
+// Pending is an append in flight, returned by AppendAsync.
+type Pending struct {
+	done   chan struct{}
+	result AppendResult
+	err    error
+}
+
+// Done is closed when the outcome is known.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Result returns the outcome; call it after Done is closed.
+func (p *Pending) Result() (AppendResult, error) { return p.result, p.err }
+
+// Wait blocks until the outcome is known or ctx ends. When ctx ends first the append may still
+// happen (it is already queued); use a Key to make a retry safe.
+func (p *Pending) Wait(ctx context.Context) (AppendResult, error) {
+	select {
+	case <-p.done:
+		return p.result, p.err
+	case <-ctx.Done():
+		return AppendResult{}, ctx.Err()
+	}
+}
+
+func (p *Pending) complete(r AppendResult, err error) {
+	p.result, p.err = r, err
+	close(p.done)
+}
+
+func failed(err error) *Pending {
+	p := &Pending{done: make(chan struct{})}
+	p.complete(AppendResult{}, err)
+	return p
+}
+
+// Watch signals that a room (or any room) has new events. See Log.Watch.
+type Watch struct {
+	c      chan struct{}
+	room   string
+	once   sync.Once
+	cancel func(*Watch)
+}
+
+// NewWatch makes a Watch for backends: signal it with Notify, and cancel calls back on Close.
+func NewWatch(room string, cancel func(*Watch)) *Watch {
+	return &Watch{c: make(chan struct{}, 1), room: room, cancel: cancel}
+}
+
+// C is signalled (at most one signal pending) when events were committed.
+func (w *Watch) C() <-chan struct{} { return w.c }
+
+// Room is the watched room, "" for all.
+func (w *Watch) Room() string { return w.room }
+
+// Notify signals the watch without blocking.
+func (w *Watch) Notify() {
+	select {
+	case w.c <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the watch. It is safe to call more than once.
+func (w *Watch) Close() {
+	w.once.Do(func() {
+		if w.cancel != nil {
+			w.cancel(w)
+		}
+	})
+}

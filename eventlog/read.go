@@ -1,0 +1,262 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// arena copies records out of bbolt's memory map into a few large allocations instead of one per
+// event; decoded events point into it. It is never written again once handed out.
+type arena struct{ buf []byte }
+
+const arenaChunk = 64 << 10
+
+func (a *arena) copy(v []byte) []byte {
+	if len(v) > arenaChunk/4 {
+		return bytes.Clone(v)
+	}
+	if cap(a.buf)-len(a.buf) < len(v) {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	n := len(a.buf)
+	a.buf = append(a.buf, v...)
+	return a.buf[n:len(a.buf):len(a.buf)]
+}
+
+// decodeAt copies and decodes the record v of event k in room.
+func (a *arena) decode(room string, k, v []byte) (Event, error) {
+	ev := Event{Room: room}
+	if len(k) != 16 {
+		return ev, fmt.Errorf("eventlog: room %q: %w: key of %d bytes", room, ErrCorrupt, len(k))
+	}
+	copy(ev.ID[:], k)
+	if err := decodeRecord(&ev, a.copy(v)); err != nil {
+		return ev, fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, ErrCorrupt, err)
+	}
+	return ev, nil
+}
+
+func checkRead(room string, limit int) error {
+	if err := ValidRoom(room); err != nil {
+		return fmt.Errorf("eventlog: read: %w", err)
+	}
+	if limit <= 0 {
+		return fmt.Errorf("eventlog: read: %w: %d, must be positive", ErrBadLimit, limit)
+	}
+	return nil
+}
+
+// ReadAfter implements Log.
+func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit int) ([]Event, error) {
+	if err := checkRead(room, limit); err != nil {
+		return nil, err
+	}
+	if err := errCtx(ctx); err != nil {
+		return nil, err
+	}
+	var out []Event
+	err := l.view(func(tx *bolt.Tx) error {
+		b := l.roomBucket(tx, room)
+		if b == nil {
+			return nil
+		}
+		var a arena
+		c := b.Cursor()
+		k, v := c.Seek(after[:])
+		if k != nil && bytes.Equal(k, after[:]) {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			if len(k) != 16 {
+				continue
+			}
+			if out == nil {
+				out = make([]Event, 0, min(limit, 1024))
+			}
+			ev, err := a.decode(room, k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReadBefore implements Log.
+func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit int) ([]Event, error) {
+	if err := checkRead(room, limit); err != nil {
+		return nil, err
+	}
+	if err := errCtx(ctx); err != nil {
+		return nil, err
+	}
+	var out []Event
+	err := l.view(func(tx *bolt.Tx) error {
+		b := l.roomBucket(tx, room)
+		if b == nil {
+			return nil
+		}
+		var a arena
+		c := b.Cursor()
+		var k, v []byte
+		if before.IsZero() {
+			k, v = c.Last()
+		} else if k, _ = c.Seek(before[:]); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && len(k) == 16 && len(out) < limit; k, v = c.Prev() {
+			ev, err := a.decode(room, k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, err
+}
+
+// Contains implements Log.
+func (l *BoltLog) Contains(ctx context.Context, room string, id ID) (bool, error) {
+	if err := checkRead(room, 1); err != nil {
+		return false, err
+	}
+	var found bool
+	err := l.view(func(tx *bolt.Tx) error {
+		if b := l.roomBucket(tx, room); b != nil {
+			found = b.Get(id[:]) != nil
+		}
+		return nil
+	})
+	return found, err
+}
+
+// Head implements Log.
+func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
+	if err := checkRead(room, 1); err != nil {
+		return Head{}, err
+	}
+	var h Head
+	err := l.view(func(tx *bolt.Tx) error {
+		b := l.roomBucket(tx, room)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(keyHead)
+		if v == nil {
+			return nil
+		}
+		var err error
+		h, err = decodeHead(v)
+		if err != nil {
+			return fmt.Errorf("eventlog: room %q: %w", room, err)
+		}
+		return nil
+	})
+	return h, err
+}
+
+// Ack implements Log.
+func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
+	var id ID
+	err := l.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketAcks).Get(sessionKey(user, session, room)); len(v) == 16 {
+			copy(id[:], v)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// Rooms implements Log.
+func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
+	// Collect in bounded slices so that no read transaction is held while fn runs.
+	var after []byte
+	for {
+		var infos []RoomInfo
+		err := l.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketRooms).Cursor()
+			k, v := c.First()
+			if after != nil {
+				k, v = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(infos) < 256; k, v = c.Next() {
+				if v != nil {
+					continue // not a bucket
+				}
+				name := string(k)
+				b := tx.Bucket(bucketRooms).Bucket(k)
+				hv := b.Get(keyHead)
+				if hv == nil {
+					continue // created by a transaction that added no event
+				}
+				h, err := decodeHead(hv)
+				if err != nil {
+					return fmt.Errorf("eventlog: room %q: %w", name, err)
+				}
+				info := RoomInfo{Name: name, Count: h.Count, Last: h.ID}
+				rc := b.Cursor()
+				if fk, _ := rc.Seek(make([]byte, 16)); len(fk) == 16 {
+					copy(info.First[:], fk)
+				}
+				infos = append(infos, info)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, info := range infos {
+			if err := errCtx(ctx); err != nil {
+				return err
+			}
+			if err := fn(info); err != nil {
+				return err
+			}
+		}
+		if len(infos) < 256 {
+			return nil
+		}
+		after = []byte(infos[len(infos)-1].Name)
+	}
+}
+
+// Sessions implements Log.
+func (l *BoltLog) Sessions(ctx context.Context, fn func(Session) error) error {
+	var all []Session
+	err := l.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			parts := strings.SplitN(string(k), "\x00", 3)
+			if len(parts) != 3 || len(v) != 16 {
+				return fmt.Errorf("eventlog: %w: session entry %q", ErrCorrupt, k)
+			}
+			s := Session{Room: parts[0], User: parts[1], Session: parts[2]}
+			copy(s.Joined[:], v)
+			all = append(all, s)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range all {
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package eventlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits on names, from PROTOCOL.md.
+const (
+	MaxRoomLen    = 128
+	MaxKindLen    = 32
+	MaxKeyLen     = 128
+	MaxUserLen    = 256
+	MaxSessionLen = 128
+
+	// DefaultMaxBody is the default limit on an event body's compact JSON size.
+	DefaultMaxBody = 64 << 10
+)
+
+// ValidRoom checks a room name: 1-128 bytes of [A-Za-z0-9_.:@/-].
+func ValidRoom(room string) error {
+	if len(room) == 0 || len(room) > MaxRoomLen {
+		return fmt.Errorf("%w: %q must be 1-%d bytes", ErrBadRoom, room, MaxRoomLen)
+	}
+	for i := 0; i < len(room); i++ {
+		if !roomByte[room[i]] {
+			return fmt.Errorf("%w: %q has %q at byte %d; allowed are A-Z a-z 0-9 _ . : @ / -", ErrBadRoom, room, room[i], i)
+		}
+	}
+	return nil
+}
+
+// ValidKind checks an event kind: 1-32 bytes of [a-z0-9_.-]. Whether it is reserved is checked
+// separately (IsReservedKind).
+func ValidKind(kind string) error {
+	if len(kind) == 0 || len(kind) > MaxKindLen {
+		return fmt.Errorf("%w: %q must be 1-%d bytes", ErrBadKind, kind, MaxKindLen)
+	}
+	for i := 0; i < len(kind); i++ {
+		if !kindByte[kind[i]] {
+			return fmt.Errorf("%w: %q has %q at byte %d; allowed are a-z 0-9 _ . -", ErrBadKind, kind, kind[i], i)
+		}
+	}
+	return nil
+}
+
+// IsReservedKind reports whether only the server may write kind.
+func IsReservedKind(kind string) bool {
+	return kind == KindJoin || kind == KindLeave || kind == KindPresence
+}
+
+// MatchRoom reports whether room matches pattern: the room name itself, or a prefix ending in '*'.
+func MatchRoom(pattern, room string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(room, prefix)
+	}
+	return pattern == room
+}
+
+var roomByte, kindByte [256]bool
+
+func init() {
+	for c := 'a'; c <= 'z'; c++ {
+		roomByte[c], kindByte[c] = true, true
+		roomByte[c-'a'+'A'] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		roomByte[c], kindByte[c] = true, true
+	}
+	for _, c := range "_.:@/-" {
+		roomByte[c] = true
+	}
+	for _, c := range "_.-" {
+		kindByte[c] = true
+	}
+}
+
+// validText checks a free-form identifier (user, session, key): valid UTF-8, no NUL (the storage
+// layout separates fields with it), within max bytes and at least min.
+func validText(what error, name, s string, min, max int) error {
+	if len(s) < min || len(s) > max {
+		if min > 0 {
+			return fmt.Errorf("%w: %s must be %d-%d bytes, got %d", what, name, min, max, len(s))
+		}
+		return fmt.Errorf("%w: %s must be at most %d bytes, got %d", what, name, max, len(s))
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", what, name)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%w: %s contains a NUL byte", what, name)
+	}
+	return nil
+}
+
+// normalize validates req and returns it with defaults filled in and the body compacted. It is
+// all the checking an append needs before it reaches storage.
+func normalize(req AppendRequest, maxBody int) (AppendRequest, error) {
+	if err := ValidRoom(req.Room); err != nil {
+		return req, err
+	}
+	if req.Kind == "" {
+		req.Kind = KindMessage
+	}
+	if err := ValidKind(req.Kind); err != nil {
+		return req, err
+	}
+	if IsReservedKind(req.Kind) && !req.System {
+		return req, fmt.Errorf("%w: %q is written by the server only", ErrReservedKind, req.Kind)
+	}
+	if err := validText(ErrBadUser, "user", req.User, 1, MaxUserLen); err != nil {
+		return req, err
+	}
+	if err := validText(ErrBadSession, "session", req.Session, 0, MaxSessionLen); err != nil {
+		return req, err
+	}
+	if req.Key != "" {
+		if err := validText(ErrBadKey, "key", req.Key, 1, MaxKeyLen); err != nil {
+			return req, err
+		}
+	}
+	if len(req.Body) > 0 {
+		var buf bytes.Buffer
+		buf.Grow(len(req.Body))
+		if err := json.Compact(&buf, req.Body); err != nil {
+			return req, fmt.Errorf("%w: not JSON: %v", ErrBadBody, err)
+		}
+		if buf.Len() > maxBody {
+			return req, fmt.Errorf("%w: %d bytes, the limit is %d", ErrBodyTooLarge, buf.Len(), maxBody)
+		}
+		req.Body = buf.Bytes()
+		if string(req.Body) == "null" {
+			req.Body = nil
+		}
+	}
+	return req, nil
+}
