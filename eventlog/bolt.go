@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -78,7 +79,9 @@ var (
 	bucketSessions = []byte("sessions")
 	keyFormat      = []byte("format")
 	keyLast        = []byte("last")
-	keyHead        = []byte{0}
+	// keyHead is 17 bytes of 0xff: it sorts after every 16-byte id, so the head entry lives in
+	// the room's last leaf page, the one each commit rewrites anyway.
+	keyHead = bytes.Repeat([]byte{0xff}, 17)
 )
 
 // BoltLog is the embedded Log backend: one bbolt file, one writer goroutine doing group commit.
@@ -99,7 +102,7 @@ type BoltLog struct {
 
 	// Owned by the writer goroutine.
 	ids  idSource
-	gens []uint64 // idempotency generations, oldest first (start in unix ms)
+	keys keyIndex
 }
 
 var _ Log = (*BoltLog)(nil)
@@ -131,6 +134,12 @@ func Open(path string, opts Options) (*BoltLog, error) {
 	if err := l.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+	}
+	if !opts.ReadOnly {
+		if err := l.loadKeys(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+		}
 	}
 	if opts.ReadOnly {
 		l.closed = true // no writer
@@ -192,15 +201,6 @@ func (l *BoltLog) init() (err error) {
 		}
 		if last := meta.Get(keyLast); len(last) == 16 {
 			copy(l.ids.last[:], last)
-		}
-		l.gens = l.gens[:0]
-		if keys := tx.Bucket(bucketKeys); keys != nil {
-			keys.ForEachBucket(func(k []byte) error {
-				if len(k) == 8 {
-					l.gens = append(l.gens, binary.BigEndian.Uint64(k))
-				}
-				return nil
-			})
 		}
 		return nil
 	}

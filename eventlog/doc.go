@@ -33,9 +33,10 @@
 //	                      "last"   -> the last id assigned on this file (16 bytes), so ids keep
 //	                                  increasing after a restart even if the clock went back
 //	rooms/<room>          one bucket per room, keys:
-//	                      0x00       -> room head: id(16) | hash(32) | count(8, big-endian)
-//	                      id(16)     -> event record (below); 16-byte keys sort after 0x00, so
-//	                                    a cursor seek by id never meets the head entry
+//	                      id(16)     -> event record (below)
+//	                      0xff x 17  -> room head: id(16) | hash(32) | count(8, big-endian); it
+//	                                    sorts after every id, so it shares the last leaf page
+//	                                    with the newest events and a commit dirties one leaf
 //	keys/<start>          idempotency generations; <start> is the generation's first use in unix
 //	                      milliseconds (8 bytes, big-endian). Keys: room 0x00 user 0x00 key -> id(16)
 //	acks                  user 0x00 session 0x00 room -> id(16): the highest id acknowledged
@@ -43,11 +44,11 @@
 //
 // An event record is
 //
-//	version(1)=1 | hash(32) | kind code(1) [uvarint len | kind when code is 0] |
+//	hash(32) | kind code(1) [uvarint len | kind when code is 0] |
 //	uvarint len | user | uvarint len | session | uvarint len | key | body (compact JSON, to the end)
 //
 // Kind codes: 1 message, 2 join, 3 leave, 4 presence, 0 any other kind spelled out. The hash is
-// SHA-256(previous event's hash | id | uvarint len | room | record[33:]), with 32 zero bytes as the
+// SHA-256(previous event's hash | id | uvarint len | room | record[32:]), with 32 zero bytes as the
 // previous hash of a room's first event. The room and id are inside the hash, so moving an event to
 // another room or another id breaks the chain as surely as changing its body.
 //

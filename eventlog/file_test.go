@@ -217,7 +217,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 			b := tx.Bucket([]byte("rooms")).Bucket([]byte(e.Room))
 			v := bytes.Clone(b.Get(e.ID[:]))
 			v[len(v)-3] ^= 1
-			copy(v[1:33], bytes.Repeat([]byte{7}, 32))
+			copy(v[0:32], bytes.Repeat([]byte{7}, 32))
 			b.Put(e.ID[:], v)
 			return e.Room, e.ID
 		}},

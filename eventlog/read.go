@@ -72,7 +72,7 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 		}
 		for ; k != nil && len(out) < limit; k, v = c.Next() {
 			if len(k) != 16 {
-				continue
+				break // the head entry, after the last event
 			}
 			if out == nil {
 				out = make([]Event, 0, min(limit, 1024))
@@ -110,6 +110,9 @@ func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit 
 		} else if k, _ = c.Seek(before[:]); k == nil {
 			k, v = c.Last()
 		} else {
+			k, v = c.Prev()
+		}
+		for k != nil && len(k) != 16 { // the head entry
 			k, v = c.Prev()
 		}
 		for ; k != nil && len(k) == 16 && len(out) < limit; k, v = c.Prev() {
@@ -210,7 +213,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 				}
 				info := RoomInfo{Name: name, Count: h.Count, Last: h.ID}
 				rc := b.Cursor()
-				if fk, _ := rc.Seek(make([]byte, 16)); len(fk) == 16 {
+				if fk, _ := rc.First(); len(fk) == 16 {
 					copy(info.First[:], fk)
 				}
 				infos = append(infos, info)

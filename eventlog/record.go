@@ -10,9 +10,8 @@ import (
 
 // The event record format; see the package comment for the layout.
 const (
-	recordVersion = 1
-	hashOffset    = 1
-	fieldsOffset  = hashOffset + sha256.Size // record[fieldsOffset:] is what the hash covers
+	hashOffset   = 0
+	fieldsOffset = hashOffset + sha256.Size // record[fieldsOffset:] is what the hash covers
 )
 
 var kindCodes = [...]string{1: KindMessage, 2: KindJoin, 3: KindLeave, 4: KindPresence}
@@ -30,7 +29,6 @@ var errBadRecord = errors.New("malformed event record")
 
 // encodeRecord appends the record of an event (without its hash, which chain fills in) to dst.
 func encodeRecord(dst []byte, req *AppendRequest) []byte {
-	dst = append(dst, recordVersion)
 	dst = append(dst, make([]byte, sha256.Size)...)
 	code := kindCode(req.Kind)
 	dst = append(dst, code)
@@ -73,8 +71,8 @@ func chainHash(rec []byte, prev *[32]byte, room string, id ID) [32]byte {
 // decodeRecord fills e from rec. The strings and body of e point into rec, which the caller must
 // own and never change (reads copy records out of bbolt's memory map first).
 func decodeRecord(e *Event, rec []byte) error {
-	if len(rec) < fieldsOffset+4 || rec[0] != recordVersion {
-		return fmt.Errorf("%w: %d bytes, version %d", errBadRecord, len(rec), firstByte(rec))
+	if len(rec) < fieldsOffset+4 {
+		return fmt.Errorf("%w: %d bytes", errBadRecord, len(rec))
 	}
 	copy(e.Hash[:], rec[hashOffset:fieldsOffset])
 	p := rec[fieldsOffset:]
@@ -117,13 +115,6 @@ func readString(p []byte) (string, []byte, bool) {
 		return "", p[w:], true
 	}
 	return unsafe.String(&s[0], len(s)), p[w+int(n):], true
-}
-
-func firstByte(b []byte) int {
-	if len(b) == 0 {
-		return -1
-	}
-	return int(b[0])
 }
 
 // headValue is the room head entry: id(16) | hash(32) | count(8).

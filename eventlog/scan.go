@@ -116,7 +116,7 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 				k, v := c.Seek(rc.next[:])
 				for examined := 0; ; examined++ {
 					var id ID
-					if k == nil || copy(id[:], k) != 16 || !f.inRange(id) {
+					if len(k) != 16 || copy(id[:], k) != 16 || !f.inRange(id) {
 						heap.Pop(&h) // this room is done
 						break
 					}

@@ -91,9 +91,6 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 			var k, v []byte
 			if count == 0 {
 				k, v = c.First()
-				if bytes.Equal(k, keyHead) {
-					k, v = c.Next()
-				}
 			} else {
 				// Resume after the last verified event.
 				k, v = c.Seek(last[:])
@@ -104,7 +101,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 				k, v = c.Next()
 			}
 			for n := 0; n < verifyChunk; n++ {
-				if k == nil {
+				if k == nil || bytes.Equal(k, keyHead) {
 					done = true
 					return nil
 				}

@@ -3,9 +3,9 @@ package eventlog
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,10 +28,6 @@ type ackRequest struct {
 	user, session, room string
 	id                  ID
 }
-
-// pruneKeysPerCommit bounds how many expired idempotency keys one commit deletes, so expiry never
-// stalls appends.
-const pruneKeysPerCommit = 1024
 
 // Append implements Log.
 func (l *BoltLog) Append(ctx context.Context, req AppendRequest) (AppendResult, error) {
@@ -94,13 +90,16 @@ func (l *BoltLog) enqueue(op *writeOp) error {
 // transaction and completes them. It exits when ops is closed and drained.
 func (l *BoltLog) run() {
 	defer close(l.done)
-	prune := time.NewTicker(time.Minute)
-	defer prune.Stop()
+	maintain := time.NewTicker(keyFlushEvery)
+	defer maintain.Stop()
 	batch := make([]*writeOp, 0, l.opts.MaxBatch)
 	for {
 		select {
 		case op, ok := <-l.ops:
 			if !ok {
+				if len(l.keys.mem) > 0 {
+					l.commit(nil, true) // leave the keys on disk: a quicker next Open
+				}
 				return
 			}
 			batch = append(batch[:0], op)
@@ -116,11 +115,14 @@ func (l *BoltLog) run() {
 					break drain
 				}
 			}
-			l.commit(batch)
+			l.commit(batch, false)
 			clear(batch) // drop references for the GC
-		case <-prune.C:
-			if l.expiredGeneration() >= 0 {
-				l.commit(nil)
+			// The appenders just acked are runnable now; let them queue their next appends
+			// so that they join the next commit instead of waiting for the one after it.
+			runtime.Gosched()
+		case <-maintain.C:
+			if l.keyWorkDue() {
+				l.commit(nil, false)
 			}
 		}
 	}
@@ -128,12 +130,14 @@ func (l *BoltLog) run() {
 
 // batch is the writer's state during one transaction.
 type batch struct {
-	tx      *bolt.Tx
-	now     time.Time
-	rooms   map[string]*roomWrite
-	order   []string // rooms in first-touched order
-	changed []string // rooms with new events, for notification
-	gens    []uint64 // idempotency generations as this transaction sees them
+	tx          *bolt.Tx
+	now         time.Time
+	rooms       map[string]*roomWrite
+	order       []string      // rooms in first-touched order
+	changed     []string      // rooms with new events, for notification
+	gens        []uint64      // idempotency generations as this transaction sees them
+	newKeys     map[string]ID // idempotency keys of this batch's appends
+	keysFlushed bool          // this transaction wrote the keys in memory to disk
 }
 
 type roomWrite struct {
@@ -144,11 +148,11 @@ type roomWrite struct {
 
 // commit applies ops in order in one transaction and completes them after the commit. A storage
 // failure fails every op of the batch: the transaction is rolled back, so none of them happened.
-func (l *BoltLog) commit(ops []*writeOp) {
+func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) {
 	start := time.Now()
-	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: append([]uint64(nil), l.gens...)}
+	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: slices.Clone(l.keys.gens), newKeys: map[string]ID{}}
 	lastID := l.ids.last
-	err := l.apply(b, ops)
+	err := l.apply(b, ops, flushKeys)
 	if err == nil {
 		err = b.tx.Commit()
 	} else if b.tx != nil {
@@ -158,7 +162,7 @@ func (l *BoltLog) commit(ops []*writeOp) {
 		err = fmt.Errorf("eventlog: commit to %s: %w", l.path, err)
 		l.ids.last = lastID // not needed for order, but keeps ids dense in time
 	} else {
-		l.gens = b.gens
+		l.keysCommitted(b)
 	}
 	for _, op := range ops {
 		opErr := op.err
@@ -186,7 +190,7 @@ func (l *BoltLog) commit(ops []*writeOp) {
 	}
 }
 
-func (l *BoltLog) apply(b *batch, ops []*writeOp) (err error) {
+func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
@@ -206,7 +210,7 @@ func (l *BoltLog) apply(b *batch, ops []*writeOp) (err error) {
 			return err
 		}
 	}
-	if err := l.pruneKeys(b); err != nil {
+	if err := l.maintainKeys(b, flushKeys); err != nil {
 		return err
 	}
 	for _, room := range b.order {
@@ -298,9 +302,7 @@ func (l *BoltLog) applyAppend(b *batch, op *writeOp) error {
 	rw.head = Head{ID: id, Hash: hash, Count: rw.head.Count + 1}
 	rw.dirty = true
 	if req.Key != "" {
-		if err := l.putKey(b, req, id); err != nil {
-			return err
-		}
+		b.newKeys[idempotencyKey(req.Room, req.User, req.Key)] = id
 	}
 	if req.Kind == KindJoin || req.Kind == KindLeave {
 		if err := putSession(b.tx, req, id); err != nil {
@@ -345,120 +347,4 @@ func putSession(tx *bolt.Tx, req *AppendRequest, id ID) error {
 		return sessions.Delete(k)
 	}
 	return sessions.Put(k, id[:])
-}
-
-func idempotencyKey(req *AppendRequest) []byte {
-	k := make([]byte, 0, len(req.Room)+len(req.User)+len(req.Key)+2)
-	k = append(k, req.Room...)
-	k = append(k, 0)
-	k = append(k, req.User...)
-	k = append(k, 0)
-	return append(k, req.Key...)
-}
-
-// findKey looks for req's key in the generations, newest first. A key whose event is older than
-// the retention counts as absent.
-func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
-	keys := b.tx.Bucket(bucketKeys)
-	k := idempotencyKey(req)
-	cutoff := uint64(b.now.Add(-l.opts.KeyRetention).UnixMilli())
-	for i := len(b.gens) - 1; i >= 0; i-- {
-		gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[i]))
-		if gen == nil {
-			continue
-		}
-		v := gen.Get(k)
-		if v == nil {
-			continue
-		}
-		var id ID
-		if len(v) != 16 {
-			return Event{}, false, fmt.Errorf("%w: idempotency entry of %d bytes", ErrCorrupt, len(v))
-		}
-		copy(id[:], v)
-		if id.Millis() < cutoff {
-			return Event{}, false, nil // the newest use is expired, so every older one is
-		}
-		room := b.tx.Bucket(bucketRooms).Bucket([]byte(req.Room))
-		var rec []byte
-		if room != nil {
-			rec = room.Get(id[:])
-		}
-		if rec == nil {
-			return Event{}, false, fmt.Errorf("%w: idempotency key of room %q names missing event %s", ErrCorrupt, req.Room, id)
-		}
-		ev := Event{ID: id, Room: req.Room}
-		if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
-			return Event{}, false, fmt.Errorf("room %q event %s: %w", req.Room, id, err)
-		}
-		return ev, true, nil
-	}
-	return Event{}, false, nil
-}
-
-// putKey records req's key in the current generation, starting a new one when the newest is
-// older than half the retention (so at most about three generations are alive).
-func (l *BoltLog) putKey(b *batch, req *AppendRequest, id ID) error {
-	keys := b.tx.Bucket(bucketKeys)
-	now := uint64(b.now.UnixMilli())
-	genLen := uint64(l.opts.KeyRetention.Milliseconds() / 2)
-	if n := len(b.gens); n == 0 || now >= b.gens[n-1]+genLen {
-		start := now
-		if n > 0 && start <= b.gens[n-1] {
-			start = b.gens[n-1] + 1
-		}
-		if _, err := keys.CreateBucketIfNotExists(binary.BigEndian.AppendUint64(nil, start)); err != nil {
-			return err
-		}
-		b.gens = append(b.gens, start)
-	}
-	gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[len(b.gens)-1]))
-	return gen.Put(idempotencyKey(req), id[:])
-}
-
-// expiredGeneration returns the index of the oldest generation whose keys have all expired (the
-// next generation started more than the retention ago), or -1.
-func (l *BoltLog) expiredGeneration() int {
-	return expiredIn(l.gens, l.opts.Now(), l.opts.KeyRetention)
-}
-
-func expiredIn(gens []uint64, now time.Time, retention time.Duration) int {
-	if len(gens) < 2 {
-		return -1
-	}
-	if int64(gens[1]) <= now.Add(-retention).UnixMilli() {
-		return 0
-	}
-	return -1
-}
-
-// pruneKeys deletes up to pruneKeysPerCommit keys of an expired generation, and the generation
-// once it is empty.
-func (l *BoltLog) pruneKeys(b *batch) error {
-	if expiredIn(b.gens, b.now, l.opts.KeyRetention) != 0 {
-		return nil
-	}
-	keys := b.tx.Bucket(bucketKeys)
-	name := binary.BigEndian.AppendUint64(nil, b.gens[0])
-	gen := keys.Bucket(name)
-	if gen != nil {
-		var doomed [][]byte
-		c := gen.Cursor()
-		for k, _ := c.First(); k != nil && len(doomed) < pruneKeysPerCommit; k, _ = c.Next() {
-			doomed = append(doomed, bytes.Clone(k))
-		}
-		for _, k := range doomed {
-			if err := gen.Delete(k); err != nil {
-				return err
-			}
-		}
-		if len(doomed) == pruneKeysPerCommit {
-			return nil // more next time
-		}
-		if err := keys.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-			return err
-		}
-	}
-	b.gens = b.gens[1:]
-	return nil
 }

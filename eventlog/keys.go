@@ -1,0 +1,239 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Idempotency keys are an index from (room, user, key) to the event appended with it. Writing each
+// key into a B+tree as it comes would dirty one page per distinct publisher per commit (keys from
+// different clients land far apart), so the index is a small log-structured merge:
+//
+//   - keys of recent appends live in memory (keyIndex.mem) and in the events themselves, which
+//     carry their key and are durable;
+//   - about once a second, and on Close, the writer writes them sorted into the current on-disk
+//     generation in one go and records in meta "keys" the last id whose key is on disk;
+//   - at Open, the events after that id give back the keys that were only in memory.
+//
+// Lookups check the current batch, memory, then the generations newest first. A generation is
+// deleted, a bounded number of keys per commit, once the one after it started more than the
+// retention ago (every key in it is then older than the retention).
+const (
+	keyFlushEvery      = time.Second
+	keyFlushMax        = 1 << 16 // keys in memory that force a flush
+	pruneKeysPerCommit = 1024
+)
+
+var keyFlushed = []byte("keys")
+
+// keyIndex is the writer's view of the idempotency index. Only the writer goroutine uses it.
+type keyIndex struct {
+	retention time.Duration
+	gens      []uint64      // on-disk generations, oldest first (start in unix ms)
+	mem       map[string]ID // keys whose events are durable but which are not on disk yet
+	lastFlush time.Time
+}
+
+func idempotencyKey(room, user, key string) string {
+	return room + "\x00" + user + "\x00" + key
+}
+
+// loadKeys reads the generations and rebuilds mem from the events after the flushed mark.
+func (l *BoltLog) loadKeys() error {
+	k := &l.keys
+	k.retention = l.opts.KeyRetention
+	k.mem = make(map[string]ID)
+	k.lastFlush = l.opts.Now()
+	var flushed ID
+	err := l.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyFlushed); len(v) == 16 {
+			copy(flushed[:], v)
+		}
+		k.gens = k.gens[:0]
+		return tx.Bucket(bucketKeys).ForEachBucket(func(name []byte) error {
+			if len(name) != 8 {
+				return fmt.Errorf("%w: idempotency generation named %x", ErrCorrupt, name)
+			}
+			k.gens = append(k.gens, binary.BigEndian.Uint64(name))
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	from := flushed
+	if cutoff := MinIDAt(l.opts.Now().Add(-k.retention)); cutoff.Compare(from) > 0 {
+		from = cutoff
+	}
+	return l.Scan(context.Background(), ScanFilter{After: from}, func(e Event) error {
+		if e.Key != "" {
+			k.mem[idempotencyKey(e.Room, e.User, e.Key)] = e.ID
+		}
+		return nil
+	})
+}
+
+// findKey looks req's key up; a key whose newest use is older than the retention is absent.
+func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
+	key := idempotencyKey(req.Room, req.User, req.Key)
+	id, ok := b.newKeys[key]
+	if !ok {
+		id, ok = l.keys.mem[key]
+	}
+	if !ok {
+		var err error
+		if id, ok, err = b.findKeyOnDisk([]byte(key)); err != nil {
+			return Event{}, false, err
+		}
+	}
+	if !ok || id.Millis() < uint64(b.now.Add(-l.keys.retention).UnixMilli()) {
+		return Event{}, false, nil
+	}
+	room := b.tx.Bucket(bucketRooms).Bucket([]byte(req.Room))
+	var rec []byte
+	if room != nil {
+		rec = room.Get(id[:])
+	}
+	if rec == nil {
+		return Event{}, false, fmt.Errorf("%w: idempotency key of room %q names missing event %s", ErrCorrupt, req.Room, id)
+	}
+	ev := Event{ID: id, Room: req.Room}
+	if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
+		return Event{}, false, fmt.Errorf("room %q event %s: %w", req.Room, id, err)
+	}
+	return ev, true, nil
+}
+
+func (b *batch) findKeyOnDisk(key []byte) (ID, bool, error) {
+	keys := b.tx.Bucket(bucketKeys)
+	for i := len(b.gens) - 1; i >= 0; i-- {
+		gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[i]))
+		if gen == nil {
+			continue
+		}
+		if v := gen.Get(key); v != nil {
+			var id ID
+			if len(v) != 16 {
+				return id, false, fmt.Errorf("%w: idempotency entry of %d bytes", ErrCorrupt, len(v))
+			}
+			copy(id[:], v)
+			return id, true, nil // the newest generation holding the key has its newest use
+		}
+	}
+	return ID{}, false, nil
+}
+
+// maintainKeys runs at the end of every batch: it flushes the keys in memory when due (or when
+// force is set) and prunes an expired generation a little.
+func (l *BoltLog) maintainKeys(b *batch, force bool) error {
+	pending := len(l.keys.mem) + len(b.newKeys)
+	if pending > 0 && (force || pending >= keyFlushMax || b.now.Sub(l.keys.lastFlush) >= keyFlushEvery) {
+		if err := l.flushKeys(b); err != nil {
+			return err
+		}
+	}
+	return l.pruneKeys(b)
+}
+
+// flushKeys writes every key in memory and in this batch, sorted, into the current generation,
+// starting a new one when the newest is older than half the retention (so about three live).
+func (l *BoltLog) flushKeys(b *batch) error {
+	keys := b.tx.Bucket(bucketKeys)
+	now := uint64(b.now.UnixMilli())
+	genLen := uint64(l.keys.retention.Milliseconds() / 2)
+	if n := len(b.gens); n == 0 || now >= b.gens[n-1]+genLen {
+		start := now
+		if n > 0 && start <= b.gens[n-1] {
+			start = b.gens[n-1] + 1
+		}
+		if _, err := keys.CreateBucket(binary.BigEndian.AppendUint64(nil, start)); err != nil {
+			return err
+		}
+		b.gens = append(b.gens, start)
+	}
+	gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[len(b.gens)-1]))
+	all := make([]string, 0, len(l.keys.mem)+len(b.newKeys))
+	for k := range l.keys.mem {
+		if _, newer := b.newKeys[k]; !newer {
+			all = append(all, k)
+		}
+	}
+	for k := range b.newKeys {
+		all = append(all, k)
+	}
+	slices.Sort(all) // sorted inserts touch each leaf page once
+	for _, k := range all {
+		id, ok := b.newKeys[k]
+		if !ok {
+			id = l.keys.mem[k]
+		}
+		if err := gen.Put([]byte(k), bytes.Clone(id[:])); err != nil {
+			return err
+		}
+	}
+	last := l.ids.last
+	b.keysFlushed = true
+	return b.tx.Bucket(bucketMeta).Put(keyFlushed, last[:])
+}
+
+// keysCommitted updates the writer's key index after b committed.
+func (l *BoltLog) keysCommitted(b *batch) {
+	l.keys.gens = b.gens
+	if b.keysFlushed {
+		clear(l.keys.mem)
+		l.keys.lastFlush = b.now
+		return
+	}
+	for k, id := range b.newKeys {
+		l.keys.mem[k] = id
+	}
+}
+
+// pruneDue reports whether the oldest generation has expired: the next one started more than the
+// retention ago.
+func (k *keyIndex) pruneDue(gens []uint64, now time.Time) bool {
+	return len(gens) >= 2 && int64(gens[1]) <= now.Add(-k.retention).UnixMilli()
+}
+
+// pruneKeys deletes up to pruneKeysPerCommit keys of an expired generation, and the generation
+// once it is empty.
+func (l *BoltLog) pruneKeys(b *batch) error {
+	if !l.keys.pruneDue(b.gens, b.now) {
+		return nil
+	}
+	keys := b.tx.Bucket(bucketKeys)
+	name := binary.BigEndian.AppendUint64(nil, b.gens[0])
+	if gen := keys.Bucket(name); gen != nil {
+		var doomed [][]byte
+		c := gen.Cursor()
+		for k, _ := c.First(); k != nil && len(doomed) < pruneKeysPerCommit; k, _ = c.Next() {
+			doomed = append(doomed, bytes.Clone(k))
+		}
+		for _, k := range doomed {
+			if err := gen.Delete(k); err != nil {
+				return err
+			}
+		}
+		if len(doomed) == pruneKeysPerCommit {
+			return nil // more next time
+		}
+		if err := keys.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+	}
+	b.gens = b.gens[1:]
+	return nil
+}
+
+// keyWorkDue reports whether an idle writer has key maintenance to do.
+func (l *BoltLog) keyWorkDue() bool {
+	now := l.opts.Now()
+	return (len(l.keys.mem) > 0 && now.Sub(l.keys.lastFlush) >= keyFlushEvery) || l.keys.pruneDue(l.keys.gens, now)
+}
