@@ -50,7 +50,9 @@ type Log interface {
 	Rooms(ctx context.Context, fn func(RoomInfo) error) error
 
 	// Scan calls fn for every event that matches f, across rooms in id order, until fn returns
-	// an error (which Scan returns). Memory stays flat however large the log.
+	// an error (which Scan returns). It sees the log as it was when it started: events committed
+	// later are left for the next Scan, which can start after the last id this one returned
+	// without missing any. Memory stays flat however large the log.
 	Scan(ctx context.Context, f ScanFilter, fn func(Event) error) error
 
 	// Verify recomputes the hash chain of room (every room when room is "") and reports the
@@ -147,6 +149,7 @@ type ScanFilter struct {
 	User  string   // only events by this user
 	Kind  string   // only events of this kind
 	After ID       // only ids > After
+	Since ID       // only ids >= Since (MinIDAt turns a time into one)
 	Until ID       // only ids < Until (zero: no bound)
 	Limit int      // at most this many events (0: no limit)
 }

@@ -23,7 +23,7 @@ func (f *ScanFilter) Matches(e *Event) bool {
 	if f.Kind != "" && e.Kind != f.Kind {
 		return false
 	}
-	if e.ID.Compare(f.After) <= 0 {
+	if e.ID.Compare(f.After) <= 0 || e.ID.Compare(f.Since) < 0 {
 		return false
 	}
 	return f.Until.IsZero() || e.ID.Compare(f.Until) < 0
@@ -74,13 +74,24 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 	}
 	var h cursorHeap
 	err := l.view(func(tx *bolt.Tx) error {
+		// The snapshot: ids up to the last one committed now. Ids commit in order, so every
+		// smaller id is committed too.
+		var last ID
+		copy(last[:], tx.Bucket(bucketMeta).Get(keyLast))
+		if bound := nextID(last); f.Until.IsZero() || bound.Compare(f.Until) < 0 {
+			f.Until = bound
+		}
+		start := f.After
+		if f.Since.Compare(f.After) > 0 {
+			start = prevID(f.Since)
+		}
 		rooms := tx.Bucket(bucketRooms)
 		return rooms.ForEachBucket(func(name []byte) error {
 			room := string(name)
 			if !f.MatchesRoom(room) {
 				return nil
 			}
-			if next, ok := firstAfter(rooms.Bucket(name), f.After); ok && f.inRange(next) {
+			if next, ok := firstAfter(rooms.Bucket(name), start); ok && f.inRange(next) {
 				h = append(h, &roomCursor{room: room, next: next})
 			}
 			return nil
@@ -151,6 +162,27 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 		}
 	}
 	return nil
+}
+
+// nextID and prevID are the ids just after and before id in the order of ids.
+func nextID(id ID) ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]++
+		if id[i] != 0 {
+			break
+		}
+	}
+	return id
+}
+
+func prevID(id ID) ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]--
+		if id[i] != 0xff {
+			break
+		}
+	}
+	return id
 }
 
 // minNext is the smallest next id among the heap's entries other than the top.

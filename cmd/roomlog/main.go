@@ -1,4 +1,5 @@
-// Command roomlog is roomlog's one binary: the server and the operator's tools.
+// Command roomlog is roomlog's one binary: the server and the operator's tools. The logic lives
+// in the library packages; each command parses flags, calls them and prints.
 package main
 
 import (
@@ -14,8 +15,10 @@ const usage = `roomlog: an event-sourced real-time collaboration server.
 
 Usage:
   roomlog serve [flags]    run the server
+  roomlog token [flags]    print a signed HS256 token
   roomlog version          print the version
 
+Every flag has an environment variable (ROOMLOG_ADDR for --addr); the flag wins.
 Run 'roomlog CMD --help' for a command's flags.
 `
 
@@ -30,7 +33,9 @@ func run(args []string) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
-	case "version":
+	case "token":
+		return token(args[1:])
+	case "version", "--version":
 		fmt.Println("roomlog", version)
 		return 0
 	case "-h", "--help", "help":

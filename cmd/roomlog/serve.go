@@ -2,63 +2,173 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/transport"
 )
 
 func serve(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	addr := fs.String("addr", envOr("ROOMLOG_ADDR", "127.0.0.1:7070"), "listen address (ROOMLOG_ADDR)")
-	data := fs.String("data", envOr("ROOMLOG_DATA", "roomlog.db"), "data file (ROOMLOG_DATA)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("serve", "Runs the roomlog server: WebSocket API on /v1/ws, HTTP API, /healthz, /readyz and /metrics.")
+	addr := c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address")
+	data := c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing)")
+	secret := c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens")
+	publicKeys := c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)")
+	jwks := c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up")
+	issuer := c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim")
+	audience := c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim")
+	origins := c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is")
+	maxFrame := c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes")
+	grace := c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event")
+	publishRate := c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes per second per connection (0 turns the limit off)")
+	sendQueue := c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause")
+	heartbeat := c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings")
+	stall := c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected")
+	keyRetention := c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered")
+	logLevel := c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error")
+	if code, ok := c.parse(args); !ok {
+		return code
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	log, err := eventlog.Open(*data, eventlog.Options{})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "roomlog serve: "+format+"\n", args...)
 		return 1
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fail("--log-level: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	switch {
+	case *maxFrame < 1024:
+		return fail("--max-frame must be at least 1024 bytes")
+	case *grace < 0, *heartbeat <= 0, *stall <= 0, *keyRetention <= 0:
+		return fail("durations must be positive (--grace may be 0)")
+	case *publishRate < 0:
+		return fail("--publish-rate must be 0 (off) or positive")
+	case *sendQueue <= 0:
+		return fail("--send-queue must be positive")
+	}
+
+	auth := transport.AuthConfig{Secret: []byte(*secret), Issuer: *issuer, Audience: *audience}
+	for _, path := range splitList(*publicKeys) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fail("--jwt-public-key: %v", err)
+		}
+		auth.PublicKeys = append(auth.PublicKeys, b)
+	}
+	if *jwks != "" {
+		b, err := readJWKS(*jwks)
+		if err != nil {
+			return fail("--jwks: %v", err)
+		}
+		auth.JWKS = b
+	}
+	devMode := len(auth.Secret) == 0 && len(auth.PublicKeys) == 0 && len(auth.JWKS) == 0
+	if devMode {
+		raw := make([]byte, 32)
+		rand.Read(raw)
+		auth.Secret = []byte(hex.EncodeToString(raw))
+	}
+	verifier, err := transport.NewVerifier(auth)
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	metrics := transport.NewMetrics()
+	log, err := eventlog.Open(*data, eventlog.Options{MaxBody: *maxFrame, KeyRetention: *keyRetention, OnCommit: metrics.ObserveCommit})
+	if err != nil {
+		if errors.Is(err, eventlog.ErrLocked) {
+			return fail("%v\nIs another roomlog serving this file? Use another --data.", err)
+		}
+		return fail("%v", err)
 	}
 	defer log.Close()
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ready") })
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
-		return 1
+	hubGrace := *grace
+	if hubGrace == 0 {
+		hubGrace = -1 // no grace
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hub := rooms.NewHub(log, rooms.Options{Grace: hubGrace, Logger: logger})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(shutdown)
-	}()
-	logger.Info("roomlog serving", "addr", ln.Addr().String(), "data", *data)
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
-		return 1
+	if n, err := hub.CloseOrphans(ctx); err != nil {
+		return fail("closing sessions left by the last run: %v", err)
+	} else if n > 0 {
+		logger.Info("closed sessions left by an unclean stop", "sessions", n)
 	}
+	srv, err := transport.New(transport.Config{
+		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*origins), MaxFrame: *maxFrame, Heartbeat: *heartbeat,
+		PublishRate: publishRateOrOff(*publishRate), SendQueue: *sendQueue, StallTimeout: *stall, Metrics: metrics, Logger: logger,
+	})
+	if err != nil {
+		return fail("%v", err)
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fail("%v", err)
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *data, "version", version)
+	if devMode {
+		demo, _ := transport.NewToken(auth.Secret, transport.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
+		logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a secret made up for this run only",
+			"jwt_secret", string(auth.Secret))
+		fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret %s --sub alice --rooms 'doc:*'\n\n", demo, auth.Secret)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fail("%v", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: telling clients to reconnect, acking in-flight publishes")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	httpSrv.Shutdown(shutdownCtx)
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Error("shutdown", "err", err)
+	}
+	if err := log.Close(); err != nil {
+		return fail("closing the log: %v", err)
+	}
+	logger.Info("stopped cleanly")
 	return 0
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
+func publishRateOrOff(r float64) float64 {
+	if r == 0 {
+		return -1
 	}
-	return def
+	return r
+}
+
+func readJWKS(src string) ([]byte, error) {
+	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+		return os.ReadFile(src)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(src)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 }

@@ -721,6 +721,8 @@ func testScan(t *testing.T, b Backend) {
 		{"kind", eventlog.ScanFilter{Kind: "edit"}, func(e eventlog.Event) bool { return e.Kind == "edit" }},
 		{"after", eventlog.ScanFilter{After: mid}, func(e eventlog.Event) bool { return e.ID.Compare(mid) > 0 }},
 		{"until", eventlog.ScanFilter{Until: mid}, func(e eventlog.Event) bool { return e.ID.Compare(mid) < 0 }},
+		{"since (inclusive)", eventlog.ScanFilter{Since: mid}, func(e eventlog.Event) bool { return e.ID.Compare(mid) >= 0 }},
+		{"since and after", eventlog.ScanFilter{Since: mid, After: late}, func(e eventlog.Event) bool { return e.ID.Compare(late) > 0 }},
 		{"range and user and room", eventlog.ScanFilter{After: mid, Until: late, User: "cat", Rooms: []string{"doc:*"}}, func(e eventlog.Event) bool {
 			return e.ID.Compare(mid) > 0 && e.ID.Compare(late) < 0 && e.User == "cat" && e.Room[:4] == "doc:"
 		}},
@@ -735,6 +737,26 @@ func testScan(t *testing.T, b Backend) {
 				t.Fatalf("%s, limit %d: got %d events, want %d", tc.name, limit, len(got), len(exp))
 			}
 		}
+	}
+	// A scan is a snapshot: appends made while it runs are left to the next scan after its last id.
+	var last eventlog.ID
+	seen := 0
+	if err := l.Scan(ctx(t), eventlog.ScanFilter{}, func(e eventlog.Event) error {
+		if seen%100 == 0 {
+			all = append(all, mustAppend(t, l, msg(rooms[seen%len(rooms)], "late", "during scan")).Event)
+		}
+		seen++
+		last = e.ID
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 1500 {
+		t.Fatalf("a scan saw %d events, want the 1500 there when it started", seen)
+	}
+	more := scan(eventlog.ScanFilter{After: last})
+	if !slices.Equal(more, ids(all[1500:])) {
+		t.Fatalf("the scan after the snapshot got %d events, want the %d appended during it", len(more), len(all)-1500)
 	}
 	stop := errors.New("stop")
 	if err := l.Scan(ctx(t), eventlog.ScanFilter{}, func(eventlog.Event) error { return stop }); err != stop {

@@ -1,0 +1,344 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// Defaults for Options.
+const (
+	DefaultGrace    = 30 * time.Second
+	DefaultRingSize = 256
+)
+
+// Options configure a Hub. The zero value gives the defaults.
+type Options struct {
+	// Grace is how long a disconnected session stays a member before its leave event is
+	// appended: a quick reconnect makes no leave/join pair. Default 30 s; negative for none.
+	Grace time.Duration
+	// RingSize is how many recent events each active room keeps in memory for its members.
+	RingSize int
+	Logger   *slog.Logger
+}
+
+// ErrNotJoined is returned for presence updates by a session that is not a member.
+var ErrNotJoined = errors.New("not joined")
+
+// Hub owns the rooms of this node: who is a member, their presence, and the feed that fans each
+// room's new events out to its local subscribers.
+type Hub struct {
+	log    eventlog.Log
+	opts   Options
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+}
+
+// Room is one room's state on this node.
+type Room struct {
+	name string
+	hub  *Hub
+
+	mu      sync.Mutex
+	members map[memberKey]*member
+	feed    *feed // nil while nobody subscribes
+	subs    int
+}
+
+type memberKey struct{ user, session string }
+
+type member struct {
+	presence json.RawMessage
+	refs     int           // joins not yet left, across connections
+	leave    *time.Timer   // pending leave after the grace period
+	ready    chan struct{} // closed once the join event is durable
+	joinErr  error
+}
+
+// Member is a room member as PROTOCOL.md's joined frame lists it.
+type Member struct {
+	User     string          `json:"user" msgpack:"user"`
+	Session  string          `json:"session" msgpack:"session"`
+	Presence json.RawMessage `json:"presence,omitempty" msgpack:"presence,omitempty"`
+}
+
+// NewHub returns a Hub appending to log.
+func NewHub(log eventlog.Log, opts Options) *Hub {
+	if opts.Grace == 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.RingSize <= 0 {
+		opts.RingSize = DefaultRingSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Hub{log: log, opts: opts, logger: opts.Logger, rooms: map[string]*Room{}}
+}
+
+// Log is the hub's event log.
+func (h *Hub) Log() eventlog.Log { return h.log }
+
+func (h *Hub) room(name string) *Room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[name]
+	if r == nil {
+		r = &Room{name: name, hub: h, members: map[memberKey]*member{}}
+		h.rooms[name] = r
+	}
+	return r
+}
+
+// forget drops an idle room (no members, no subscribers). Called with r.mu held.
+func (h *Hub) forget(r *Room) {
+	if len(r.members) > 0 || r.subs > 0 {
+		return
+	}
+	h.mu.Lock()
+	if h.rooms[r.name] == r {
+		delete(h.rooms, r.name)
+	}
+	h.mu.Unlock()
+}
+
+// Join makes (user, session) a member of room. A session that is not yet a member gets a join
+// event (body: presence) appended durably first; one that is (another connection, or a
+// reconnect within the grace period) does not. It returns the join event's id when it appended
+// one.
+func (h *Hub) Join(ctx context.Context, room, user, session string, presence json.RawMessage) (eventlog.ID, error) {
+	r := h.room(room)
+	key := memberKey{user, session}
+	r.mu.Lock()
+	if m := r.members[key]; m != nil {
+		m.refs++
+		if m.leave != nil {
+			m.leave.Stop()
+			m.leave = nil
+		}
+		ready := m.ready
+		r.mu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return eventlog.ID{}, ctx.Err()
+		}
+		if m.joinErr != nil {
+			r.mu.Lock()
+			m.refs--
+			r.mu.Unlock()
+			return eventlog.ID{}, m.joinErr
+		}
+		return eventlog.ID{}, nil
+	}
+	m := &member{presence: presence, refs: 1, ready: make(chan struct{})}
+	r.members[key] = m
+	r.mu.Unlock()
+
+	res, err := h.log.Append(ctx, eventlog.AppendRequest{
+		Room: room, User: user, Session: session, Kind: eventlog.KindJoin, Body: presence, System: true,
+	})
+	r.mu.Lock()
+	if err != nil {
+		m.joinErr = fmt.Errorf("rooms: join %s: %w", room, err)
+		delete(r.members, key)
+		h.forget(r)
+	} else {
+		m.presence = res.Event.Body
+	}
+	close(m.ready)
+	r.mu.Unlock()
+	return res.Event.ID, m.joinErr
+}
+
+// Leave drops one join of (user, session) in room. When it was the last, the session leaves: at
+// once when immediate is set (an explicit leave), else after the grace period (a disconnect).
+func (h *Hub) Leave(ctx context.Context, room, user, session string, immediate bool) error {
+	r := h.room(room)
+	key := memberKey{user, session}
+	r.mu.Lock()
+	m := r.members[key]
+	if m == nil || m.refs == 0 {
+		h.forget(r)
+		r.mu.Unlock()
+		return ErrNotJoined
+	}
+	m.refs--
+	if m.refs > 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	if !immediate && h.opts.Grace > 0 {
+		m.leave = time.AfterFunc(h.opts.Grace, func() { h.expire(r, key, m) })
+		r.mu.Unlock()
+		return nil
+	}
+	delete(r.members, key)
+	h.forget(r)
+	r.mu.Unlock()
+	return h.appendLeave(ctx, room, user, session)
+}
+
+// expire appends the leave of a member whose grace period ran out.
+func (h *Hub) expire(r *Room, key memberKey, m *member) {
+	r.mu.Lock()
+	if r.members[key] != m || m.refs > 0 || m.leave == nil {
+		r.mu.Unlock()
+		return // rejoined in time, or already gone
+	}
+	delete(r.members, key)
+	h.forget(r)
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.appendLeave(ctx, r.name, key.user, key.session); err != nil && !errors.Is(err, eventlog.ErrClosed) {
+		h.logger.Error("cannot append leave", "room", r.name, "user", key.user, "session", key.session, "err", err)
+	}
+}
+
+func (h *Hub) appendLeave(ctx context.Context, room, user, session string) error {
+	_, err := h.log.Append(ctx, eventlog.AppendRequest{
+		Room: room, User: user, Session: session, Kind: eventlog.KindLeave, System: true,
+	})
+	return err
+}
+
+// SetPresence replaces the presence state of a member session and appends a presence event.
+func (h *Hub) SetPresence(ctx context.Context, room, user, session string, state json.RawMessage) (eventlog.Event, error) {
+	r := h.room(room)
+	key := memberKey{user, session}
+	r.mu.Lock()
+	m := r.members[key]
+	if m == nil || m.refs == 0 {
+		h.forget(r)
+		r.mu.Unlock()
+		return eventlog.Event{}, ErrNotJoined
+	}
+	r.mu.Unlock()
+	res, err := h.log.Append(ctx, eventlog.AppendRequest{
+		Room: room, User: user, Session: session, Kind: eventlog.KindPresence, Body: state, System: true,
+	})
+	if err != nil {
+		return eventlog.Event{}, err
+	}
+	r.mu.Lock()
+	m.presence = res.Event.Body
+	r.mu.Unlock()
+	return res.Event, nil
+}
+
+// Members lists the room's current members, by user then session.
+func (h *Hub) Members(room string) []Member {
+	r := h.room(room)
+	r.mu.Lock()
+	out := make([]Member, 0, len(r.members))
+	for k, m := range r.members {
+		select {
+		case <-m.ready:
+			if m.joinErr == nil {
+				out = append(out, Member{User: k.user, Session: k.session, Presence: m.presence})
+			}
+		default: // still joining
+		}
+	}
+	h.forget(r)
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].User != out[j].User {
+			return out[i].User < out[j].User
+		}
+		return out[i].Session < out[j].Session
+	})
+	return out
+}
+
+// Online returns the number of member sessions per room on this node.
+func (h *Hub) Online() map[string]int {
+	h.mu.Lock()
+	rooms := make([]*Room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		rooms = append(rooms, r)
+	}
+	h.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range rooms {
+		r.mu.Lock()
+		if n := len(r.members); n > 0 {
+			out[r.name] = n
+		}
+		r.mu.Unlock()
+	}
+	return out
+}
+
+// CloseOrphans appends a leave event for every session the log still records as a member: at
+// start-up, these are left over from a crash (nobody is connected yet). It returns how many.
+func (h *Hub) CloseOrphans(ctx context.Context) (int, error) {
+	var orphans []eventlog.Session
+	if err := h.log.Sessions(ctx, func(s eventlog.Session) error {
+		orphans = append(orphans, s)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	pending := make([]*eventlog.Pending, 0, len(orphans))
+	for _, s := range orphans {
+		pending = append(pending, h.log.AppendAsync(eventlog.AppendRequest{
+			Room: s.Room, User: s.User, Session: s.Session, Kind: eventlog.KindLeave, System: true,
+		}))
+	}
+	for _, p := range pending {
+		if _, err := p.Wait(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return len(orphans), nil
+}
+
+// Close appends a leave event for every member still joined (including those in their grace
+// period) and stops every feed. Call it after the last connection has gone.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	rooms := make([]*Room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		rooms = append(rooms, r)
+	}
+	h.mu.Unlock()
+	var pending []*eventlog.Pending
+	for _, r := range rooms {
+		r.mu.Lock()
+		for k, m := range r.members {
+			if m.leave != nil {
+				m.leave.Stop()
+			}
+			delete(r.members, k)
+			pending = append(pending, h.log.AppendAsync(eventlog.AppendRequest{
+				Room: r.name, User: k.user, Session: k.session, Kind: eventlog.KindLeave, System: true,
+			}))
+		}
+		f := r.feed
+		r.feed, r.subs = nil, 0
+		r.mu.Unlock()
+		if f != nil {
+			f.halt()
+		}
+	}
+	var firstErr error
+	for _, p := range pending {
+		if _, err := p.Wait(ctx); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,233 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/replay"
+)
+
+// The HTTP API of PROTOCOL.md, on the same listener. Errors are JSON:
+// {"error":{"code":"<code>","message":"<text>"}} with the WebSocket error codes.
+
+func (s *Server) routeAPI() {
+	s.mux.HandleFunc("POST /v1/rooms/{room}/events", s.apiPublish)
+	s.mux.HandleFunc("GET /v1/rooms/{room}/events", s.apiRoomEvents)
+	s.mux.HandleFunc("GET /v1/events", s.apiAudit)
+}
+
+type apiError struct {
+	Code    string  `json:"code"`
+	Message string  `json:"message"`
+	Head    *string `json:"head,omitempty"`
+}
+
+func writeAPIError(w http.ResponseWriter, status int, code, format string, args ...any) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: fmt.Sprintf(format, args...)}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// authenticate verifies the request's bearer token; nil means an error was written.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Claims {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		s.metrics.authFailures.Inc()
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeAPIError(w, http.StatusUnauthorized, CodeUnauthenticated, "an Authorization: Bearer <JWT> header is required")
+		return nil
+	}
+	claims, err := s.auth.Verify(token)
+	if err != nil {
+		s.metrics.authFailures.Inc()
+		code := CodeUnauthenticated
+		if errors.Is(err, ErrTokenExpired) {
+			code = CodeTokenExpired
+		}
+		w.Header().Set("WWW-Authenticate", "Bearer")
+		writeAPIError(w, http.StatusUnauthorized, code, "%v", err)
+		return nil
+	}
+	return claims
+}
+
+func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
+	claims := s.authenticate(w, r)
+	if claims == nil {
+		return
+	}
+	room := r.PathValue("room")
+	if err := eventlog.ValidRoom(room); err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
+		return
+	}
+	g := claims.Grants()
+	if !g.CanWrite(room) {
+		writeAPIError(w, http.StatusForbidden, CodeForbidden, "your token does not allow publishing to %q", room)
+		return
+	}
+	var in struct {
+		Kind   string          `json:"kind"`
+		Key    string          `json:"key"`
+		Body   json.RawMessage `json:"body"`
+		Expect *string         `json:"expect"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrame)+1))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "reading the request: %v", err)
+		return
+	}
+	if len(body) > s.cfg.MaxFrame {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, CodeFrameTooLarge, "requests are limited to %d bytes", s.cfg.MaxFrame)
+		return
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "the body must be a JSON object: %v", err)
+		return
+	}
+	req := eventlog.AppendRequest{Room: room, Kind: in.Kind, User: claims.Subject, Key: in.Key, Body: in.Body}
+	if in.Expect != nil {
+		id, err := eventlog.ParseID(*in.Expect)
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "expect: %v", err)
+			return
+		}
+		req.Expect = &id
+	}
+	start := time.Now()
+	res, err := s.log.Append(r.Context(), req)
+	var conflict *eventlog.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		s.metrics.appends.WithLabelValues("conflict").Inc()
+		head := conflict.Head.String()
+		writeJSON(w, http.StatusConflict, map[string]apiError{"error": {Code: CodeConflict, Message: "the room's head is not the expected id", Head: &head}})
+		return
+	case isBadInput(err):
+		s.metrics.appends.WithLabelValues("refused").Inc()
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
+		return
+	case err != nil:
+		s.metrics.appends.WithLabelValues("failed").Inc()
+		s.logger.Error("HTTP publish failed", "room", room, "err", err)
+		writeAPIError(w, http.StatusInternalServerError, CodeInternal, "publish failed; try again")
+		return
+	}
+	s.metrics.appendLatency.Observe(time.Since(start).Seconds())
+	ev := jsonCodec.appendEvent(nil, &res.Event)
+	status := http.StatusCreated
+	if res.Duplicate {
+		s.metrics.appends.WithLabelValues("duplicate").Inc()
+		status = http.StatusOK
+		ev = append(ev[:len(ev)-1], `,"duplicate":true}`...)
+	} else {
+		s.metrics.appends.WithLabelValues("appended").Inc()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(ev, '\n'))
+}
+
+func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
+	claims := s.authenticate(w, r)
+	if claims == nil {
+		return
+	}
+	room := r.PathValue("room")
+	if err := eventlog.ValidRoom(room); err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
+		return
+	}
+	g := claims.Grants()
+	if !g.CanRead(room) && !g.CanAudit() {
+		writeAPIError(w, http.StatusForbidden, CodeForbidden, "your token does not allow reading %q", room)
+		return
+	}
+	q := r.URL.Query()
+	after, err := eventlog.ParseID(q.Get("after"))
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "after: %v", err)
+		return
+	}
+	limit, err := queryLimit(q.Get("limit"), defaultHistoryLimit, maxHistoryLimit)
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
+		return
+	}
+	evs, err := s.log.ReadAfter(r.Context(), room, after, limit)
+	if err != nil {
+		s.logger.Error("HTTP read failed", "room", room, "err", err)
+		writeAPIError(w, http.StatusInternalServerError, CodeInternal, "read failed; try again")
+		return
+	}
+	out := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		out[i] = jsonCodec.appendEvent(nil, &evs[i])
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room": room, "events": out})
+}
+
+func queryLimit(s string, def, max int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("limit must be a positive integer, got %q", s)
+	}
+	return min(n, max), nil
+}
+
+// apiAudit streams matching events across rooms as JSON lines, in id order. With follow=true it
+// keeps streaming new events until the client goes away.
+func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
+	claims := s.authenticate(w, r)
+	if claims == nil {
+		return
+	}
+	if !claims.Admin {
+		writeAPIError(w, http.StatusForbidden, CodeForbidden, "the audit stream needs an admin token")
+		return
+	}
+	q := r.URL.Query()
+	f, err := replay.ParseFilter(replay.FilterArgs{
+		Rooms: q["room"], User: q.Get("user"), Kind: q.Get("kind"),
+		Since: q.Get("since"), Until: q.Get("until"), After: q.Get("after"), Limit: q.Get("limit"),
+	})
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
+		return
+	}
+	follow, _ := strconv.ParseBool(q.Get("follow"))
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	flusher := http.NewResponseController(w)
+	err = replay.Audit(r.Context(), s.log, f, follow, func(e *eventlog.Event) error {
+		b := jsonCodec.appendEvent(bw.AvailableBuffer(), e)
+		_, err := bw.Write(append(b, '\n'))
+		return err
+	}, func() error {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return flusher.Flush()
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.logger.Warn("audit stream ended", "err", err)
+	}
+	bw.Flush()
+}

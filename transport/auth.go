@@ -1,0 +1,272 @@
+package transport
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/roomlog/roomlog/rooms"
+)
+
+// AuthConfig says which tokens the server accepts. At least one key must be set.
+type AuthConfig struct {
+	Secret     []byte   // HS256 shared secret
+	PublicKeys [][]byte // PEM public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA)
+	JWKS       []byte   // a JWKS document: {"keys":[...]} with RSA, EC P-256 and OKP Ed25519 keys
+	Issuer     string   // when set, iss must equal it
+	Audience   string   // when set, aud must contain it
+	Leeway     time.Duration
+	Now        func() time.Time
+}
+
+// Claims are the token claims roomlog reads.
+type Claims struct {
+	jwt.RegisteredClaims
+	Rooms     []string `json:"rooms,omitempty"`
+	ReadRooms []string `json:"read_rooms,omitempty"`
+	Admin     bool     `json:"admin,omitempty"`
+}
+
+// Grants turns the claims into what rooms authorises by.
+func (c *Claims) Grants() rooms.Grants {
+	return rooms.Grants{User: c.Subject, Rooms: c.Rooms, ReadRooms: c.ReadRooms, Admin: c.Admin}
+}
+
+// Expiry is the token's exp.
+func (c *Claims) Expiry() time.Time {
+	if c.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return c.ExpiresAt.Time
+}
+
+// Verifier checks tokens against the configured keys.
+type Verifier struct {
+	parser *jwt.Parser
+	hmac   []byte
+	keys   map[string][]verificationKey // by algorithm
+}
+
+type verificationKey struct {
+	kid string
+	key crypto.PublicKey
+}
+
+// Errors of Verify, for choosing the bye code.
+var (
+	ErrTokenExpired = errors.New("token expired")
+	ErrBadToken     = errors.New("token refused")
+)
+
+// NewVerifier checks cfg and returns a Verifier.
+func NewVerifier(cfg AuthConfig) (*Verifier, error) {
+	v := &Verifier{hmac: cfg.Secret, keys: map[string][]verificationKey{}}
+	var methods []string
+	if len(cfg.Secret) > 0 {
+		methods = append(methods, "HS256")
+	}
+	for i, p := range cfg.PublicKeys {
+		k, err := parsePEMPublicKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("public key %d: %w", i+1, err)
+		}
+		v.add("", k)
+	}
+	if len(cfg.JWKS) > 0 {
+		keys, err := parseJWKS(cfg.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("JWKS: %w", err)
+		}
+		for _, k := range keys {
+			v.add(k.kid, k.key)
+		}
+	}
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		if len(v.keys[alg]) > 0 {
+			methods = append(methods, alg)
+		}
+	}
+	if len(methods) == 0 {
+		return nil, errors.New("no token key configured: set a secret, a public key or a JWKS")
+	}
+	leeway := cfg.Leeway
+	if leeway == 0 {
+		leeway = 5 * time.Second
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithLeeway(leeway)}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+func (v *Verifier) add(kid string, k crypto.PublicKey) {
+	var alg string
+	switch k := k.(type) {
+	case *rsa.PublicKey:
+		alg = "RS256"
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return
+		}
+		alg = "ES256"
+	case ed25519.PublicKey:
+		alg = "EdDSA"
+	default:
+		return
+	}
+	v.keys[alg] = append(v.keys[alg], verificationKey{kid, k})
+}
+
+// Verify parses and checks a token. The error wraps ErrTokenExpired or ErrBadToken.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	var c Claims
+	_, err := v.parser.ParseWithClaims(token, &c, v.keyFor)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, fmt.Errorf("%w: %v", ErrTokenExpired, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
+	case c.Subject == "":
+		return nil, fmt.Errorf("%w: no sub claim", ErrBadToken)
+	}
+	return &c, nil
+}
+
+func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	if alg == "HS256" {
+		return v.hmac, nil
+	}
+	kid, _ := t.Header["kid"].(string)
+	var set jwt.VerificationKeySet
+	for _, k := range v.keys[alg] {
+		if kid == "" || k.kid == "" || k.kid == kid {
+			set.Keys = append(set.Keys, k.key)
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("no %s key with kid %q", alg, kid)
+	}
+	return set, nil
+}
+
+func parsePEMPublicKey(p []byte) (crypto.PublicKey, error) {
+	block, _ := pem.Decode(p)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	if k, err := jwt.ParseRSAPublicKeyFromPEM(p); err == nil {
+		return k, nil
+	}
+	if k, err := jwt.ParseECPublicKeyFromPEM(p); err == nil {
+		return k, nil
+	}
+	if k, err := jwt.ParseEdPublicKeyFromPEM(p); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("PEM block %q is not an RSA, ECDSA or Ed25519 public key", block.Type)
+}
+
+// parseJWKS reads the RSA, EC P-256 and Ed25519 keys of a JWKS document; other keys are skipped.
+func parseJWKS(doc []byte) ([]verificationKey, error) {
+	var set struct {
+		Keys []struct {
+			Kty, Kid, Crv, N, E, X, Y, Use string
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(doc, &set); err != nil {
+		return nil, err
+	}
+	b64 := base64.RawURLEncoding.DecodeString
+	var out []verificationKey
+	for i, k := range set.Keys {
+		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		var key crypto.PublicKey
+		switch {
+		case k.Kty == "RSA":
+			n, err1 := b64(k.N)
+			e, err2 := b64(k.E)
+			if err := errors.Join(err1, err2); err != nil || len(e) > 4 {
+				return nil, fmt.Errorf("key %d: bad RSA modulus or exponent", i)
+			}
+			key = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		case k.Kty == "EC" && k.Crv == "P-256":
+			x, err1 := b64(k.X)
+			y, err2 := b64(k.Y)
+			if err := errors.Join(err1, err2); err != nil || len(x) != 32 || len(y) != 32 {
+				return nil, fmt.Errorf("key %d: bad P-256 point", i)
+			}
+			pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			if err != nil {
+				return nil, fmt.Errorf("key %d: %v", i, err)
+			}
+			key = pk
+		case k.Kty == "OKP" && k.Crv == "Ed25519":
+			x, err := b64(k.X)
+			if err != nil || len(x) != ed25519.PublicKeySize {
+				return nil, fmt.Errorf("key %d: bad Ed25519 key", i)
+			}
+			key = ed25519.PublicKey(x)
+		default:
+			continue
+		}
+		out = append(out, verificationKey{k.Kid, key})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no usable signing key")
+	}
+	return out, nil
+}
+
+// TokenSpec describes a token for NewToken.
+type TokenSpec struct {
+	Subject   string
+	Rooms     []string
+	ReadRooms []string
+	Admin     bool
+	TTL       time.Duration
+	Issuer    string
+	Audience  string
+}
+
+// NewToken signs an HS256 token with secret: what `roomlog token` prints and tests use.
+func NewToken(secret []byte, s TokenSpec) (string, error) {
+	if s.Subject == "" {
+		return "", errors.New("a token needs a subject")
+	}
+	if len(secret) == 0 {
+		return "", errors.New("a token needs a secret")
+	}
+	now := time.Now()
+	c := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: s.Subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.TTL)), Issuer: s.Issuer,
+		},
+		Rooms: s.Rooms, ReadRooms: s.ReadRooms, Admin: s.Admin,
+	}
+	if s.Audience != "" {
+		c.Audience = jwt.ClaimStrings{s.Audience}
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}

@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// corkConn lets the connection's writer put many WebSocket frames into one write system call:
+// between cork and uncork, writes collect in a buffer; outside, they go straight through (so
+// control frames gorilla writes on its own, such as a close in reply to a protocol error, are
+// never held back).
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+const corkLimit = 64 << 10 // flush early past this many buffered bytes
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		if len(c.buf) > 0 {
+			if err := c.flushLocked(); err != nil {
+				return 0, err
+			}
+		}
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	if len(c.buf) >= corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// uncork writes out what collected.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
+
+func (c *corkConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > 4*corkLimit {
+		c.buf = nil // do not keep a burst's buffer for an idle connection
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// release drops the buffer of an idle connection.
+func (c *corkConn) release() {
+	c.mu.Lock()
+	if !c.corked && len(c.buf) == 0 {
+		c.buf = nil
+	}
+	c.mu.Unlock()
+}
+
+// hijackWriter hands gorilla's Upgrade a corkConn instead of the raw connection.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *corkConn
+}
+
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: nc}
+	return w.conn, brw, nil
+}

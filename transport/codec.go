@@ -1,0 +1,255 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// Subprotocols of PROTOCOL.md.
+const (
+	SubprotocolJSON    = "roomlog.v1.json"
+	SubprotocolMsgpack = "roomlog.v1.msgpack"
+)
+
+// codec turns client frames into clientFrame values and server frames into bytes. Each codec has
+// a slot in rooms.Entry's encoding cache, so an event is encoded once per codec, not per member.
+type codec interface {
+	subprotocol() string
+	messageType() int
+	slot() int
+	decode(data []byte, f *clientFrame) error
+	encode(v any) ([]byte, error)
+	appendEvent(dst []byte, e *eventlog.Event) []byte
+	// rawEvent wraps an encoded event for embedding in another frame (history).
+	rawEvent(b []byte) any
+}
+
+var (
+	jsonCodec    codec = jsonC{}
+	msgpackCodec codec = msgpackC{}
+)
+
+func codecFor(subprotocol string) codec {
+	if subprotocol == SubprotocolMsgpack {
+		return msgpackCodec
+	}
+	return jsonCodec
+}
+
+var errBadFrame = errors.New("bad frame")
+
+type jsonC struct{}
+
+func (jsonC) subprotocol() string { return SubprotocolJSON }
+func (jsonC) messageType() int    { return websocket.TextMessage }
+func (jsonC) slot() int           { return 0 }
+
+func (jsonC) decode(data []byte, f *clientFrame) error {
+	if err := json.Unmarshal(data, f); err != nil {
+		return fmt.Errorf("%w: %v", errBadFrame, err)
+	}
+	return nil
+}
+
+func (jsonC) encode(v any) ([]byte, error) { return json.Marshal(v) }
+
+func (jsonC) rawEvent(b []byte) any { return json.RawMessage(b) }
+
+// appendEvent writes the event frame with plain byte appends: the body is stored as compact JSON
+// and copied as is.
+func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte {
+	dst = append(dst, `{"type":"event","room":`...)
+	dst = appendJSONString(dst, e.Room)
+	dst = append(dst, `,"id":"`...)
+	dst, _ = e.ID.AppendText(dst)
+	dst = append(dst, `","kind":`...)
+	dst = appendJSONString(dst, e.Kind)
+	dst = append(dst, `,"user":`...)
+	dst = appendJSONString(dst, e.User)
+	if e.Session != "" {
+		dst = append(dst, `,"session":`...)
+		dst = appendJSONString(dst, e.Session)
+	}
+	if e.Key != "" {
+		dst = append(dst, `,"key":`...)
+		dst = appendJSONString(dst, e.Key)
+	}
+	dst = append(dst, `,"ts":"`...)
+	dst = appendTS(dst, e.ID)
+	dst = append(dst, '"')
+	if len(e.Body) > 0 {
+		dst = append(dst, `,"body":`...)
+		dst = append(dst, e.Body...)
+	}
+	return append(dst, '}')
+}
+
+// appendTS writes the id's time as RFC 3339 with milliseconds, UTC.
+func appendTS(dst []byte, id eventlog.ID) []byte {
+	return time.UnixMilli(int64(id.Millis())).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+}
+
+// appendJSONString appends s as a JSON string. Identifiers rarely need escaping, so the common
+// case is one copy.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			b, _ := json.Marshal(s)
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+type msgpackC struct{}
+
+func (msgpackC) subprotocol() string { return SubprotocolMsgpack }
+func (msgpackC) messageType() int    { return websocket.BinaryMessage }
+func (msgpackC) slot() int           { return 1 }
+
+// msgpackFrame is clientFrame as MessagePack carries it: bodies are MessagePack values, turned
+// into JSON for the log.
+type msgpackFrame struct {
+	Type     string  `msgpack:"type"`
+	Ref      string  `msgpack:"ref"`
+	Token    string  `msgpack:"token"`
+	Session  string  `msgpack:"session"`
+	Client   string  `msgpack:"client"`
+	Room     string  `msgpack:"room"`
+	After    *string `msgpack:"after"`
+	Presence any     `msgpack:"presence"`
+	Kind     string  `msgpack:"kind"`
+	Key      string  `msgpack:"key"`
+	Body     any     `msgpack:"body"`
+	Expect   *string `msgpack:"expect"`
+	State    any     `msgpack:"state"`
+	ID       string  `msgpack:"id"`
+	Before   string  `msgpack:"before"`
+	Limit    *int    `msgpack:"limit"`
+}
+
+func (msgpackC) decode(data []byte, f *clientFrame) error {
+	var m msgpackFrame
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("%w: %v", errBadFrame, err)
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return fmt.Errorf("%w: data after the frame's map", errBadFrame)
+	}
+	*f = clientFrame{
+		Type: m.Type, Ref: m.Ref, Token: m.Token, Session: m.Session, Client: m.Client, Room: m.Room,
+		After: m.After, Kind: m.Kind, Key: m.Key, Expect: m.Expect, ID: m.ID, Before: m.Before, Limit: m.Limit,
+	}
+	var err error
+	if f.Presence, err = msgpackToJSON("presence", m.Presence); err != nil {
+		return err
+	}
+	if f.Body, err = msgpackToJSON("body", m.Body); err != nil {
+		return err
+	}
+	if f.State, err = msgpackToJSON("state", m.State); err != nil {
+		return err
+	}
+	return nil
+}
+
+func msgpackToJSON(field string, v any) (json.RawMessage, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s has no JSON form: %v", errBadFrame, field, err)
+	}
+	return b, nil
+}
+
+func (msgpackC) encode(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+func (msgpackC) rawEvent(b []byte) any { return msgpack.RawMessage(b) }
+
+func (msgpackC) appendEvent(dst []byte, e *eventlog.Event) []byte {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	n := 6 // type, room, id, kind, user, ts
+	if e.Session != "" {
+		n++
+	}
+	if e.Key != "" {
+		n++
+	}
+	if len(e.Body) > 0 {
+		n++
+	}
+	enc.EncodeMapLen(n)
+	kv := func(k, v string) { enc.EncodeString(k); enc.EncodeString(v) }
+	kv("type", "event")
+	kv("room", e.Room)
+	kv("id", e.ID.String())
+	kv("kind", e.Kind)
+	kv("user", e.User)
+	if e.Session != "" {
+		kv("session", e.Session)
+	}
+	if e.Key != "" {
+		kv("key", e.Key)
+	}
+	kv("ts", string(appendTS(nil, e.ID)))
+	if len(e.Body) > 0 {
+		enc.EncodeString("body")
+		enc.Encode(jsonToMsgpackValue(e.Body))
+	}
+	return append(dst, buf.Bytes()...)
+}
+
+// jsonToMsgpackValue decodes stored JSON into values MessagePack encodes naturally: integers
+// stay integers.
+func jsonToMsgpackValue(b []byte) any {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return string(b) // cannot happen for a stored body; keep the text rather than lose it
+	}
+	return numbers(v)
+}
+
+func numbers(v any) any {
+	switch t := v.(type) {
+	case json.Number:
+		if i, err := strconv.ParseInt(string(t), 10, 64); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(string(t), 10, 64); err == nil {
+			return u
+		}
+		f, err := t.Float64()
+		if err != nil || math.IsInf(f, 0) {
+			return string(t)
+		}
+		return f
+	case map[string]any:
+		for k, x := range t {
+			t[k] = numbers(x)
+		}
+	case []any:
+		for i, x := range t {
+			t[i] = numbers(x)
+		}
+	}
+	return v
+}

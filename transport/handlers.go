@@ -1,0 +1,443 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/replay"
+	"github.com/roomlog/roomlog/rooms"
+)
+
+func newConnID() string { return ulid.Make().String() }
+
+// opTimeout bounds the log operations one client frame waits for.
+const opTimeout = 30 * time.Second
+
+// handle answers one client frame. A bad frame gets an error and changes nothing.
+func (c *conn) handle(f *clientFrame) {
+	switch f.Type {
+	case "join":
+		c.join(f)
+	case "leave":
+		c.leave(f)
+	case "presence":
+		c.presence(f)
+	case "publish":
+		c.publish(f)
+	case "ack":
+		c.ack(f)
+	case "history":
+		c.history(f)
+	case "refresh":
+		c.refresh(f)
+	case "ping":
+		c.reply(&refFrame{Type: "pong", Ref: f.Ref})
+	case "hello":
+		c.replyError(f.Ref, CodeBadFrame, "already authenticated")
+	case "":
+		c.s.metrics.badFrames.Inc()
+		c.replyError(f.Ref, CodeBadFrame, "a frame needs a string field type")
+	default:
+		c.s.metrics.badFrames.Inc()
+		c.replyError(f.Ref, CodeBadFrame, "unknown frame type %q", f.Type)
+	}
+}
+
+func (c *conn) grantsNow() rooms.Grants {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.grants
+}
+
+// checkRoom validates the room name; false means an error was sent.
+func (c *conn) checkRoom(f *clientFrame) bool {
+	if err := eventlog.ValidRoom(f.Room); err != nil {
+		c.replyError(f.Ref, CodeBadRoom, "%v", err)
+		return false
+	}
+	return true
+}
+
+func (c *conn) join(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	g := c.grantsNow()
+	if !g.CanRead(f.Room) {
+		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		return
+	}
+	var after *eventlog.ID
+	if f.After != nil {
+		id, err := eventlog.ParseID(*f.After)
+		if err != nil {
+			c.replyError(f.Ref, CodeBadFrame, "after: %v", err)
+			return
+		}
+		after = &id
+	}
+	if len(f.Presence) > 0 && !json.Valid(f.Presence) {
+		c.replyError(f.Ref, CodeBadFrame, "presence is not JSON")
+		return
+	}
+	c.mu.Lock()
+	_, already := c.streams[f.Room]
+	c.mu.Unlock()
+	if already {
+		c.replyError(f.Ref, CodeBadFrame, "already joined %q on this connection; leave first", f.Room)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	log := c.s.log
+	var resumedFrom eventlog.ID
+	if after == nil {
+		recorded, err := log.Ack(ctx, c.user, c.session, f.Room)
+		if err != nil {
+			c.internal(f.Ref, "join", err)
+			return
+		}
+		if !recorded.IsZero() {
+			after, resumedFrom = &recorded, recorded
+		}
+	}
+	if _, err := c.s.hub.Join(ctx, f.Room, c.user, c.session, f.Presence); err != nil {
+		c.appendFailed(f.Ref, f.Room, err)
+		return
+	}
+	head, err := log.Head(ctx, f.Room)
+	if err != nil {
+		c.internal(f.Ref, "join", err)
+		c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
+		return
+	}
+	unknown := false
+	start := head.ID // a live join starts at the head, after its own join event
+	if after != nil {
+		start = *after
+		if !after.IsZero() {
+			found, err := log.Contains(ctx, f.Room, *after)
+			if err != nil {
+				c.internal(f.Ref, "join", err)
+				c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
+				return
+			}
+			unknown = !found
+		}
+	}
+	sub, err := c.s.hub.Subscribe(f.Room, c)
+	if err != nil {
+		c.internal(f.Ref, "join", err)
+		c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
+		return
+	}
+	joined, _ := c.codec.encode(&joinedFrame{
+		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: c.s.hub.Members(f.Room),
+		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown,
+	})
+	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID), joined: joined}
+	c.mu.Lock()
+	c.streams[f.Room] = rs
+	c.order = append(c.order, f.Room)
+	c.wakeWriterLocked()
+	c.mu.Unlock()
+	c.s.metrics.joins.Inc()
+}
+
+// dropStream removes the room's stream from the connection; nil when it was not joined.
+func (c *conn) dropStream(room string) *roomStream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs := c.streams[room]
+	if rs == nil {
+		return nil
+	}
+	delete(c.streams, room)
+	for i, r := range c.order {
+		if r == room {
+			c.order = append(c.order[:i:i], c.order[i+1:]...)
+			break
+		}
+	}
+	return rs
+}
+
+func (c *conn) leave(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	rs := c.dropStream(f.Room)
+	if rs == nil {
+		c.replyError(f.Ref, CodeNotJoined, "not joined to %q", f.Room)
+		return
+	}
+	rs.end()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := c.s.hub.Leave(ctx, f.Room, c.user, c.session, true); err != nil && !errors.Is(err, rooms.ErrNotJoined) {
+		c.internal(f.Ref, "leave", err)
+		return
+	}
+	c.reply(&refFrame{Type: "left", Ref: f.Ref, Room: f.Room})
+}
+
+func (c *conn) presence(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	c.mu.Lock()
+	_, joined := c.streams[f.Room]
+	c.mu.Unlock()
+	if !joined {
+		c.replyError(f.Ref, CodeNotJoined, "join %q before setting presence in it", f.Room)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := c.s.hub.SetPresence(ctx, f.Room, c.user, c.session, f.State); err != nil {
+		if errors.Is(err, rooms.ErrNotJoined) {
+			c.replyError(f.Ref, CodeNotJoined, "not joined to %q", f.Room)
+			return
+		}
+		c.appendFailed(f.Ref, f.Room, err)
+		return
+	}
+	c.reply(&refFrame{Type: "ok", Ref: f.Ref, Room: f.Room})
+}
+
+func (c *conn) publish(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	g := c.grantsNow()
+	if !g.CanWrite(f.Room) {
+		c.s.metrics.appends.WithLabelValues("refused").Inc()
+		c.replyError(f.Ref, CodeForbidden, "your token does not allow publishing to %q", f.Room)
+		return
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		c.s.metrics.appends.WithLabelValues("refused").Inc()
+		c.replyError(f.Ref, CodeRateLimited, "more than %g publishes per second", c.s.cfg.PublishRate)
+		return
+	}
+	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, User: c.user, Session: c.session, Key: f.Key, Body: f.Body}
+	if f.Expect != nil {
+		id, err := eventlog.ParseID(*f.Expect)
+		if err != nil {
+			c.replyError(f.Ref, CodeBadFrame, "expect: %v", err)
+			return
+		}
+		req.Expect = &id
+	}
+	// Queued in frame order, so the log applies this connection's publishes in the order sent.
+	p := c.s.log.AppendAsync(req)
+	c.mu.Lock()
+	c.inflight = append(c.inflight, inflight{ref: f.Ref, room: f.Room, pending: p, start: time.Now()})
+	if !c.ackWaiting {
+		c.ackWaiting = true
+		c.s.wg.Add(1)
+		go c.ackLoop()
+	}
+	c.mu.Unlock()
+}
+
+// ackLoop answers in-flight publishes in the order they were made, each once it is durable.
+func (c *conn) ackLoop() {
+	defer c.s.wg.Done()
+	for {
+		c.mu.Lock()
+		if len(c.inflight) == 0 {
+			c.ackWaiting = false
+			if c.closing != nil {
+				c.wakeWriterLocked() // the close was waiting for these acks
+			}
+			c.mu.Unlock()
+			return
+		}
+		in := c.inflight[0]
+		c.mu.Unlock()
+
+		<-in.pending.Done()
+		res, err := in.pending.Result()
+		if err != nil {
+			c.appendFailed(in.ref, in.room, err)
+		} else {
+			outcome := "appended"
+			if res.Duplicate {
+				outcome = "duplicate"
+			}
+			c.s.metrics.appends.WithLabelValues(outcome).Inc()
+			c.s.metrics.appendLatency.Observe(time.Since(in.start).Seconds())
+			c.reply(&ackFrame{Type: "ack", Ref: in.ref, Room: in.room, ID: res.Event.ID.String(), Duplicate: res.Duplicate})
+		}
+		c.mu.Lock()
+		c.inflight = c.inflight[1:]
+		c.mu.Unlock()
+	}
+}
+
+// appendFailed answers an append's error with the code PROTOCOL.md gives it.
+func (c *conn) appendFailed(ref, room string, err error) {
+	var conflict *eventlog.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		c.s.metrics.appends.WithLabelValues("conflict").Inc()
+		head := conflict.Head.String()
+		c.reply(&errorFrame{Type: "error", Ref: ref, Code: CodeConflict, Room: room, Head: &head,
+			Message: "the room's head is not the expected id"})
+	case errors.Is(err, eventlog.ErrBadRoom):
+		c.replyError(ref, CodeBadRoom, "%v", err)
+	case isBadInput(err):
+		c.s.metrics.appends.WithLabelValues("refused").Inc()
+		c.replyError(ref, CodeBadFrame, "%v", err)
+	default:
+		c.s.metrics.appends.WithLabelValues("failed").Inc()
+		c.internal(ref, "publish", err)
+	}
+}
+
+func isBadInput(err error) bool {
+	for _, e := range []error{eventlog.ErrBadKind, eventlog.ErrReservedKind, eventlog.ErrBadUser, eventlog.ErrBadSession,
+		eventlog.ErrBadKey, eventlog.ErrBadBody, eventlog.ErrBodyTooLarge, eventlog.ErrBadCursor, eventlog.ErrBadLimit} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *conn) internal(ref, what string, err error) {
+	c.s.logger.Error("request failed", "op", what, "conn", c.id, "user", c.user, "err", err)
+	c.replyError(ref, CodeInternal, "%s failed; try again", what)
+}
+
+// ack records the client's receipt cursor. Acks are coalesced per room and written by one
+// goroutine at a time, so a client acking often costs a few commits, not one per frame.
+func (c *conn) ack(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	id, err := eventlog.ParseID(f.ID)
+	if err != nil || id.IsZero() {
+		c.replyError(f.Ref, CodeBadFrame, "ack needs the id of an event")
+		return
+	}
+	g := c.grantsNow()
+	if !g.CanRead(f.Room) {
+		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.acks[f.Room]; !ok || id.Compare(cur) > 0 {
+		c.acks[f.Room] = id
+	}
+	if !c.ackRecorder {
+		c.ackRecorder = true
+		c.s.wg.Add(1)
+		go c.recordAcks()
+	}
+}
+
+func (c *conn) recordAcks() {
+	defer c.s.wg.Done()
+	for {
+		c.mu.Lock()
+		acks := c.acks
+		if len(acks) == 0 {
+			c.ackRecorder = false
+			c.mu.Unlock()
+			return
+		}
+		c.acks = map[string]eventlog.ID{}
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		for room, id := range acks {
+			if err := c.s.log.SetAck(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
+				c.s.logger.Warn("cannot record ack", "room", room, "user", c.user, "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+// Limits of the history frame.
+const (
+	defaultHistoryLimit = 100
+	maxHistoryLimit     = 1000
+)
+
+func (c *conn) history(f *clientFrame) {
+	if !c.checkRoom(f) {
+		return
+	}
+	g := c.grantsNow()
+	if !g.CanRead(f.Room) {
+		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		return
+	}
+	before, err := eventlog.ParseID(f.Before)
+	if err != nil {
+		c.replyError(f.Ref, CodeBadFrame, "before: %v", err)
+		return
+	}
+	limit := defaultHistoryLimit
+	if f.Limit != nil {
+		if *f.Limit <= 0 {
+			c.replyError(f.Ref, CodeBadFrame, "limit must be positive")
+			return
+		}
+		limit = min(*f.Limit, maxHistoryLimit)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	evs, err := c.s.log.ReadBefore(ctx, f.Room, before, limit)
+	if err != nil {
+		c.internal(f.Ref, "history", err)
+		return
+	}
+	out := make([]any, len(evs))
+	for i := range evs {
+		out[i] = c.codec.rawEvent(c.codec.appendEvent(nil, &evs[i]))
+	}
+	c.reply(&historyFrame{Type: "history", Ref: f.Ref, Room: f.Room, Events: out})
+}
+
+func (c *conn) refresh(f *clientFrame) {
+	claims, err := c.s.auth.Verify(f.Token)
+	if err != nil {
+		c.s.metrics.authFailures.Inc()
+		c.replyError(f.Ref, CodeForbidden, "token refused: %v", err)
+		return
+	}
+	if claims.Subject != c.user {
+		c.s.metrics.authFailures.Inc()
+		c.replyError(f.Ref, CodeForbidden, "the new token is for %q, this connection is %q", claims.Subject, c.user)
+		return
+	}
+	g := claims.Grants()
+	c.mu.Lock()
+	c.grants = g
+	var lost []string
+	for _, room := range c.order {
+		if !g.CanRead(room) {
+			lost = append(lost, room)
+		}
+	}
+	c.mu.Unlock()
+	c.armExpiry(claims.Expiry())
+	// Rooms the new token no longer allows are left.
+	for _, room := range lost {
+		if rs := c.dropStream(room); rs != nil {
+			rs.end()
+			c.s.hub.Leave(context.Background(), room, c.user, c.session, true)
+			c.reply(&refFrame{Type: "left", Room: room})
+		}
+	}
+	c.reply(&refFrame{Type: "ok", Ref: f.Ref})
+}

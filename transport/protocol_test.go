@@ -1,0 +1,414 @@
+package transport_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/transport"
+)
+
+func TestHandshake(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{HandshakeTimeout: 500 * time.Millisecond}})
+	t.Run("welcome", func(t *testing.T) {
+		c, _, err := dial(t, ts, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ws.Subprotocol() != "" && c.ws.Subprotocol() != transport.SubprotocolJSON {
+			t.Fatalf("subprotocol %q", c.ws.Subprotocol())
+		}
+		w := c.hello(token(t, "alice", nil), "phone-1")
+		if w.str("user") != "alice" || w.str("session") != "phone-1" || w.str("conn") == "" ||
+			w["heartbeat_ms"] != json.Number("25000") || w["max_frame"] != json.Number("65536") {
+			t.Fatalf("welcome = %v", w)
+		}
+	})
+	t.Run("session defaults to the connection id", func(t *testing.T) {
+		c := connect(t, ts, token(t, "alice", nil), "")
+		_ = c
+	})
+	t.Run("first frame not hello", func(t *testing.T) {
+		c, _, _ := dial(t, ts, "", nil)
+		c.send(frame{"type": "join", "room": "r"})
+		code, seen := c.expectClosed()
+		if len(seen) != 1 || seen[0].str("type") != "bye" || seen[0].str("code") != "unauthenticated" || code != websocket.ClosePolicyViolation {
+			t.Fatalf("got %v and close %d", seen, code)
+		}
+	})
+	t.Run("no hello in time", func(t *testing.T) {
+		c, _, _ := dial(t, ts, "", nil)
+		start := time.Now()
+		_, err := c.recvErr(10 * time.Second)
+		if err == nil || time.Since(start) > 5*time.Second {
+			t.Fatalf("connection without hello stayed open: %v", err)
+		}
+	})
+	t.Run("oversize first frame", func(t *testing.T) {
+		c, _, _ := dial(t, ts, "", nil)
+		c.sendRaw(websocket.TextMessage, []byte(`{"type":"hello","token":"`+strings.Repeat("x", 70000)+`"}`))
+		code, seen := c.expectClosed()
+		if code != websocket.CloseMessageTooBig || len(seen) != 1 || seen[0].str("code") != "frame_too_large" {
+			t.Fatalf("close %d after %v", code, seen)
+		}
+	})
+}
+
+func TestAuthRefusals(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	expired, _ := transport.NewToken([]byte(testSecret), transport.TokenSpec{Subject: "alice", TTL: -time.Minute})
+	wrongKey, _ := transport.NewToken([]byte("another secret"), transport.TokenSpec{Subject: "alice", TTL: time.Hour})
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
+		SignedString(jwt.UnsafeAllowNoneSignatureType)
+	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString([]byte(testSecret))
+	noSub, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(testSecret))
+	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(testSecret))
+	cases := []struct{ name, token, code string }{
+		{"missing", "", "unauthenticated"},
+		{"malformed", "not.a.jwt", "unauthenticated"},
+		{"expired", expired, "token_expired"},
+		{"wrong key", wrongKey, "unauthenticated"},
+		{"alg none", none, "unauthenticated"},
+		{"no exp", noExp, "unauthenticated"},
+		{"no sub", noSub, "unauthenticated"},
+		{"unconfigured algorithm", hs512, "unauthenticated"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := dial(t, ts, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.send(frame{"type": "hello", "token": tc.token})
+			_, seen := c.expectClosed()
+			if len(seen) != 1 || seen[0].str("type") != "bye" || seen[0].str("code") != tc.code {
+				t.Fatalf("got %v, want bye %s", seen, tc.code)
+			}
+		})
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{AllowedOrigins: []string{"https://app.example"}}})
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{{"", true}, {"https://app.example", true}, {"https://evil.example", false}, {ts.url, true}} {
+		hdr := http.Header{}
+		if tc.origin != "" {
+			hdr.Set("Origin", tc.origin)
+		}
+		_, resp, err := dial(t, ts, "", hdr)
+		if tc.ok && err != nil {
+			t.Fatalf("origin %q refused: %v", tc.origin, err)
+		}
+		if !tc.ok && (err == nil || resp == nil || resp.StatusCode != http.StatusForbidden) {
+			t.Fatalf("origin %q: err %v, response %v; want 403", tc.origin, err, resp)
+		}
+	}
+}
+
+func TestJoinPublishReplay(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) {
+			ts := startServer(t, serverOpts{})
+			tok := token(t, "alice", []string{"doc:*"})
+			a, _, err := dial(t, ts, sub, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.ws.Subprotocol() != sub {
+				t.Fatalf("negotiated %q, want %q", a.ws.Subprotocol(), sub)
+			}
+			a.hello(tok, "a1")
+			joined, replayed := a.join("doc:1", nil)
+			if len(replayed) != 0 || joined.str("head") == "" || joined.str("ref") != "j-doc:1" {
+				t.Fatalf("live join: %v then %d events", joined, len(replayed))
+			}
+			members, _ := joined["members"].([]any)
+			if len(members) != 1 {
+				t.Fatalf("members = %v, want alice/a1", joined["members"])
+			}
+
+			b := connect(t, ts, token(t, "bob", []string{"doc:*"}), "b1")
+			b.join("doc:1", nil)
+			// a sees bob's join live.
+			if ev := a.expect("event"); ev.str("kind") != "join" || ev.str("user") != "bob" || ev.str("session") != "b1" {
+				t.Fatalf("a got %v, want bob's join", ev)
+			}
+			ack := b.publish("doc:1", map[string]any{"text": "hi"}, frame{"key": "c-17", "kind": "message"})
+			if ack.str("type") != "ack" || ack.str("room") != "doc:1" || ack.str("id") == "" {
+				t.Fatalf("publish answered %v", ack)
+			}
+			ev := a.expect("event")
+			if ev.str("id") != ack.str("id") || ev.str("user") != "bob" || ev.str("key") != "c-17" || ev.str("kind") != "message" {
+				t.Fatalf("a got %v for ack %v", ev, ack)
+			}
+			body, _ := ev["body"].(map[string]any)
+			if body["text"] != "hi" {
+				t.Fatalf("body = %v", ev["body"])
+			}
+			id, _ := eventlog.ParseID(ev.str("id"))
+			if ts, _ := time.Parse(time.RFC3339, ev.str("ts")); !ts.Equal(id.Time()) || !strings.HasSuffix(ev.str("ts"), "Z") || len(ev.str("ts")) != 24 {
+				t.Fatalf("ts %q does not match the id's time %s", ev.str("ts"), id.Time())
+			}
+			// Idempotent resend.
+			dup := b.publish("doc:1", map[string]any{"text": "hi again"}, frame{"key": "c-17"})
+			if dup.str("id") != ack.str("id") || dup["duplicate"] != true {
+				t.Fatalf("resend answered %v", dup)
+			}
+
+			// A third client replays everything from the start: both joins, then the message,
+			// and its own join last (head includes it).
+			c := connect(t, ts, token(t, "carol", []string{"doc:*"}), "c1")
+			joined, evs := c.join("doc:1", strp(""))
+			var kinds []string
+			for _, e := range evs {
+				kinds = append(kinds, e.str("user")+":"+e.str("kind"))
+			}
+			if got := strings.Join(kinds, " "); got != "alice:join bob:join bob:message carol:join" {
+				t.Fatalf("replay = %s", got)
+			}
+			if joined.str("head") != evs[len(evs)-1].str("id") {
+				t.Fatalf("head %s is not the last replayed event %s", joined.str("head"), evs[len(evs)-1].str("id"))
+			}
+			// After a cursor: only what follows.
+			_, evs = connect(t, ts, token(t, "dave", []string{"doc:*"}), "d1").join("doc:1", strp(ack.str("id")))
+			if len(evs) != 2 || evs[0].str("user") != "carol" || evs[1].str("user") != "dave" {
+				t.Fatalf("after the message: %v", evs)
+			}
+		})
+	}
+}
+
+func TestErrorsChangeNothing(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: 5}})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}, func(s *transport.TokenSpec) { s.ReadRooms = []string{"news"} }), "s")
+	c.join("doc:1", nil)
+	head := func(room string) eventlog.Head {
+		h, err := ts.log.Head(context.Background(), room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	before := head("doc:1")
+
+	c.sendRaw(websocket.TextMessage, []byte(`{"type":"publish",`))
+	c.expectError("bad_frame")
+	c.sendRaw(websocket.TextMessage, []byte(`[1,2,3]`))
+	c.expectError("bad_frame")
+	c.send(frame{"type": "teleport", "ref": "1"})
+	if e := c.expectError("bad_frame"); e.str("ref") != "1" {
+		t.Fatalf("error does not echo ref: %v", e)
+	}
+	c.send(frame{"ref": "2"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "publish", "ref": "3", "room": 42})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "publish", "ref": "4", "room": "doc 1"})
+	c.expectError("bad_room")
+	c.send(frame{"type": "publish", "ref": "5", "room": "news", "body": 1})
+	c.expectError("forbidden")
+	c.send(frame{"type": "join", "ref": "6", "room": "secret"})
+	c.expectError("forbidden")
+	c.send(frame{"type": "publish", "ref": "7", "room": "doc:1", "kind": "join"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "publish", "ref": "8", "room": "doc:1", "kind": "Bad Kind"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "publish", "ref": "9", "room": "doc:1", "expect": "garbage"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "leave", "ref": "10", "room": "doc:2"})
+	c.expectError("not_joined")
+	c.send(frame{"type": "presence", "ref": "11", "room": "doc:2", "state": map[string]any{}})
+	c.expectError("not_joined")
+	c.send(frame{"type": "join", "ref": "12", "room": "doc:2", "after": "not-an-id"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "history", "ref": "13", "room": "doc:1", "limit": 0})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "ack", "room": "doc:1", "id": "nope"})
+	c.expectError("bad_frame")
+	c.send(frame{"type": "join", "ref": "14", "room": "doc:1"})
+	c.expectError("bad_frame") // already joined
+	if after := head("doc:1"); after != before {
+		t.Fatalf("bad frames changed the room: %+v -> %+v", before, after)
+	}
+	// Conflict, with the head.
+	e := c.publish("doc:1", 1, frame{"expect": ""})
+	if e.str("code") != "conflict" || e.str("head") != before.ID.String() {
+		t.Fatalf("expect on a non-empty room: %v", e)
+	}
+	ok := c.publish("doc:1", 1, frame{"expect": before.ID.String()})
+	if ok.str("type") != "ack" {
+		t.Fatalf("expect on the head: %v", ok)
+	}
+	// The connection is still healthy; the rate limit (5/s, burst 5) refuses the excess once the
+	// bucket has refilled from the publishes above.
+	time.Sleep(1100 * time.Millisecond)
+	limited := 0
+	for i := range 20 {
+		c.send(frame{"type": "publish", "ref": fmt.Sprint("r", i), "room": "doc:9", "body": i})
+	}
+	acked := 0
+	for limited+acked < 20 {
+		f := c.recv()
+		switch {
+		case f.str("type") == "event":
+		case f.str("code") == "rate_limited":
+			limited++
+		case f.str("type") == "ack":
+			acked++
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	if limited < 10 || acked == 0 {
+		t.Fatalf("%d of 20 rapid publishes were rate limited, want most", limited)
+	}
+	if h := head("doc:9"); int(h.Count) != acked {
+		t.Fatalf("rate-limited publishes appended: %d events, %d acked", h.Count, acked)
+	}
+	// Oversize frame: error, then close 1009.
+	c.sendRaw(websocket.TextMessage, []byte(`{"type":"publish","room":"doc:1","body":"`+strings.Repeat("x", 70000)+`"}`))
+	code, seen := c.expectClosed()
+	if code != websocket.CloseMessageTooBig || len(seen) == 0 || seen[len(seen)-1].str("code") != "frame_too_large" {
+		t.Fatalf("oversize frame: close %d after %v", code, seen)
+	}
+}
+
+func TestPresenceHistoryPing(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	a := connect(t, ts, token(t, "alice", []string{"doc:*"}), "a")
+	a.join("doc:1", nil)
+	a.send(frame{"type": "presence", "ref": "p", "room": "doc:1", "state": map[string]any{"cursor": 3}})
+	var sawOK, sawEvent bool
+	for !sawOK || !sawEvent {
+		f := a.recv()
+		switch {
+		case f.str("type") == "ok" && f.str("ref") == "p":
+			sawOK = true
+		case f.str("type") == "event" && f.str("kind") == "presence":
+			sawEvent = true
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	b := connect(t, ts, token(t, "bob", []string{"doc:*"}), "b")
+	joined, _ := b.join("doc:1", nil)
+	members := joined["members"].([]any)
+	if len(members) != 2 || members[0].(map[string]any)["presence"].(map[string]any)["cursor"] != json.Number("3") {
+		t.Fatalf("members = %v", members)
+	}
+	var ids []string
+	for i := range 25 {
+		ids = append(ids, b.publish("doc:1", i, nil).str("id"))
+	}
+	b.send(frame{"type": "history", "ref": "h", "room": "doc:1", "before": ids[20], "limit": 5})
+	h := b.answer("history")
+	evs := h["events"].([]any)
+	if len(evs) != 5 || evs[4].(map[string]any)["id"] != ids[19] || evs[0].(map[string]any)["id"] != ids[15] {
+		t.Fatalf("history page = %v", evs)
+	}
+	b.send(frame{"type": "history", "ref": "h2", "room": "doc:1"})
+	// From the head: alice's join, her presence, bob's join, 25 messages.
+	if h := b.answer("history"); len(h["events"].([]any)) != 28 {
+		t.Fatalf("history from the head has %d events, want 28", len(h["events"].([]any)))
+	}
+	b.send(frame{"type": "ping"})
+	b.answer("pong")
+	b.send(frame{"type": "leave", "ref": "l", "room": "doc:1"})
+	if f := b.answer("left"); f.str("ref") != "l" {
+		t.Fatalf("left = %v", f)
+	}
+}
+
+func TestClientAckResumes(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	tok := token(t, "alice", []string{"doc:*"})
+	c := connect(t, ts, tok, "phone")
+	c.join("doc:1", nil)
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, c.publish("doc:1", i, nil).str("id"))
+	}
+	c.send(frame{"type": "ack", "room": "doc:1", "id": ids[6]})
+	// The ack is recorded asynchronously; wait until it is durable.
+	want, _ := eventlog.ParseID(ids[6])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := ts.log.Ack(context.Background(), "alice", "phone", "doc:1")
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ack not recorded: %s", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.ws.Close()
+	d := connect(t, ts, tok, "phone")
+	joined, evs := d.join("doc:1", nil)
+	if joined.str("resumed_from") != ids[6] {
+		t.Fatalf("resumed_from = %q, want %s", joined.str("resumed_from"), ids[6])
+	}
+	if len(evs) < 3 || evs[0].str("id") != ids[7] || evs[2].str("id") != ids[9] {
+		t.Fatalf("resume delivered %d events starting %v", len(evs), evs)
+	}
+	// A cursor that is not in the room is answered with unknown_cursor and the events after it.
+	e := connect(t, ts, tok, "tablet")
+	unknown := eventlog.MinIDAt(time.Now().Add(-time.Hour)).String()
+	joined, evs = e.join("doc:1", &unknown)
+	if joined["unknown_cursor"] != true || len(evs) < 10 {
+		t.Fatalf("unknown cursor: %v with %d events", joined, len(evs))
+	}
+}
+
+func TestRefresh(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*", "chat"}), "s")
+	c.join("chat", nil)
+	c.send(frame{"type": "refresh", "ref": "1", "token": token(t, "bob", []string{"doc:*"})})
+	c.expectError("forbidden")
+	c.send(frame{"type": "refresh", "ref": "2", "token": "garbage"})
+	c.expectError("forbidden")
+	c.send(frame{"type": "refresh", "ref": "3", "token": token(t, "alice", []string{"doc:*"})})
+	if f := c.expect("left"); f.str("room") != "chat" {
+		t.Fatalf("a room the new token does not allow was not left: %v", f)
+	}
+	if f := c.expect("ok"); f.str("ref") != "3" {
+		t.Fatalf("refresh answered %v", f)
+	}
+	c.send(frame{"type": "publish", "ref": "4", "room": "chat", "body": 1})
+	c.expectError("forbidden")
+}
+
+func TestTokenExpiryClosesWithBye(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	tok, _ := transport.NewToken([]byte(testSecret), transport.TokenSpec{Subject: "alice", TTL: 1500 * time.Millisecond})
+	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(testSecret), Leeway: -1})
+	_ = v
+	c := connect(t, ts, tok, "s")
+	code, seen := c.expectClosed()
+	if len(seen) != 1 || seen[0].str("code") != "token_expired" || code != websocket.ClosePolicyViolation {
+		t.Fatalf("at expiry got %v and close %d", seen, code)
+	}
+}
+
+func TestShutdownSaysBye(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
+	c.join("doc:1", nil)
+	go ts.stop()
+	code, seen := c.expectClosed()
+	if len(seen) == 0 || seen[len(seen)-1].str("code") != "shutdown" || seen[len(seen)-1]["reconnect_ms"] != json.Number("1000") || code != websocket.CloseGoingAway {
+		t.Fatalf("shutdown: close %d after %v", code, seen)
+	}
+}

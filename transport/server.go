@@ -1,0 +1,233 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/rooms"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxFrame         = 64 << 10
+	DefaultHeartbeat        = 25 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultPublishRate      = 10000
+	DefaultSendQueue        = 1024
+	DefaultStallTimeout     = 30 * time.Second
+	DefaultReconnect        = time.Second
+)
+
+// Config configures a Server. Hub and Auth are required; zero values of the rest give the
+// defaults above.
+type Config struct {
+	Hub  *rooms.Hub
+	Auth *Verifier
+
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
+	// allows any. A request from the server's own host is always allowed, and so is one without
+	// an Origin header (not a browser).
+	AllowedOrigins   []string
+	MaxFrame         int
+	Heartbeat        time.Duration
+	HandshakeTimeout time.Duration
+	// PublishRate limits publishes per second per connection (with an equal burst); negative
+	// turns the limit off.
+	PublishRate float64
+	// SendQueue bounds the reply frames (acks, errors, joined...) waiting to be written to one
+	// connection; a client that does not read them stops being read from.
+	SendQueue int
+	// StallTimeout is how long a write may make no progress before the client is disconnected
+	// as a slow consumer.
+	StallTimeout time.Duration
+	// ReconnectAfter is the reconnect_ms sent with bye on shutdown.
+	ReconnectAfter time.Duration
+	Metrics        *Metrics
+	Logger         *slog.Logger
+}
+
+// Server speaks PROTOCOL.md over WebSocket and serves the HTTP API.
+type Server struct {
+	cfg      Config
+	hub      *rooms.Hub
+	log      eventlog.Log
+	auth     *Verifier
+	metrics  *Metrics
+	logger   *slog.Logger
+	upgrader websocket.Upgrader
+	mux      *http.ServeMux
+
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	closing bool
+	wg      sync.WaitGroup // every goroutine a connection started
+	ready   atomic.Bool
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Hub == nil || cfg.Auth == nil {
+		return nil, errors.New("transport: Config needs a Hub and an Auth verifier")
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = DefaultMaxFrame
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.PublishRate == 0 {
+		cfg.PublishRate = DefaultPublishRate
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = DefaultSendQueue
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = DefaultStallTimeout
+	}
+	if cfg.ReconnectAfter <= 0 {
+		cfg.ReconnectAfter = DefaultReconnect
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			return nil, fmt.Errorf("transport: allowed origin %q is not scheme://host[:port]", o)
+		}
+	}
+	s := &Server{
+		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,
+		conns: map[*conn]struct{}{},
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Subprotocols:     []string{SubprotocolJSON, SubprotocolMsgpack},
+		CheckOrigin:      s.checkOrigin,
+		WriteBufferPool:  &sync.Pool{},
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /v1/ws", s.serveWS)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	s.routeAPI()
+	s.ready.Store(true)
+	return s, nil
+}
+
+// ServeHTTP serves the WebSocket endpoint, the health checks, the metrics and the HTTP API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if _, err := s.log.Head(r.Context(), "readyz"); err != nil {
+		http.Error(w, "event log unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hw, r, nil)
+	if err != nil {
+		return // the upgrader has answered (403 for a refused origin)
+	}
+	c := newConn(s, ws, hw.conn)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ws.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	// The handler returns now; one goroutine per connection reads, and a writer runs only while
+	// there is something to write.
+	go c.readLoop()
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.connections.Dec()
+}
+
+// Shutdown refuses new connections, sends every client bye shutdown once its in-flight publishes
+// are acked, waits for the connections to close (or ctx to end, when it closes the rest), and
+// closes the rooms (leave events for every member).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.ready.Store(false)
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown(&byeFrame{Type: "bye", Code: CodeShutdown, Reason: "server shutting down", ReconnectMS: s.cfg.ReconnectAfter.Milliseconds()}, websocket.CloseGoingAway)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.cc.Conn.Close()
+		}
+		<-done
+	}
+	return s.hub.Close(ctx)
+}
