@@ -42,6 +42,7 @@ type testServer struct {
 type serverOpts struct {
 	cfg   transport.Config
 	grace time.Duration
+	ring  int
 	path  string
 }
 
@@ -59,7 +60,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if grace == 0 {
 		grace = -1
 	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: grace})
+	hub := rooms.NewHub(log, rooms.Options{Grace: grace, RingSize: o.ring})
 	if _, err := hub.CloseOrphans(context.Background()); err != nil {
 		t.Fatal(err)
 	}

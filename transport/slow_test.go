@@ -1,0 +1,142 @@
+package transport_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/roomlog/roomlog/transport"
+)
+
+// publishMany publishes n events of about size bytes to room from conns connections, 32 in flight
+// each, and returns once all are acked.
+func publishMany(t *testing.T, ts *testServer, room string, conns, n, size int) {
+	t.Helper()
+	tok := token(t, "pub", []string{"*"})
+	pad := strings.Repeat("x", size)
+	var wg sync.WaitGroup
+	for p := range conns {
+		wg.Go(func() {
+			c := connect(t, ts, tok, fmt.Sprint("pub-", p))
+			per := n / conns
+			sent, acked := 0, 0
+			for acked < per {
+				for sent < per && sent-acked < 32 {
+					c.send(frame{"type": "publish", "ref": fmt.Sprint(sent), "room": room, "body": map[string]any{"p": p, "i": sent, "pad": pad}})
+					sent++
+				}
+				if f := c.recv(); f.str("type") != "ack" {
+					t.Errorf("publisher got %v", f)
+					return
+				}
+				acked++
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// readEvents reads n message events and checks they arrive in order, each once.
+func readEvents(t *testing.T, c *client, n int, delay time.Duration) {
+	t.Helper()
+	prev := ""
+	for got := 0; got < n; {
+		f, err := c.recvErr(30 * time.Second)
+		if err != nil {
+			t.Errorf("after %d of %d events: %v", got, n, err)
+			return
+		}
+		if f.str("type") != "event" || f.str("kind") != "message" {
+			continue
+		}
+		if id := f.str("id"); id <= prev {
+			t.Errorf("event %s after %s: out of order or repeated", id, prev)
+			return
+		} else {
+			prev = id
+		}
+		got++
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+	}
+}
+
+// TestSlowConsumer: a client that reads slowly still gets every event once, in order (reading
+// the log at its pace once it falls out of the room's memory); one that stops reading is
+// disconnected after the stall time; a fast member receives everything meanwhile; and the
+// server's heap does not grow with the backlog.
+func TestSlowConsumer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow consumer test skipped in -short mode")
+	}
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1, StallTimeout: 3 * time.Second}, ring: 64})
+	tok := token(t, "sub", []string{"*"})
+	const room, n, size = "busy", 6000, 1000
+
+	fast := connect(t, ts, tok, "fast")
+	fast.join(room, nil)
+	slow := connect(t, ts, tok, "slow")
+	slow.join(room, nil)
+	// The stalled client shrinks its receive buffer, joins, then reads nothing.
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	ws, _, err := d.Dial(ts.wsURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	stalled := &client{t: t, ws: ws}
+	stalled.hello(tok, "stalled")
+	stalled.join(room, nil)
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { readEvents(t, fast, n, 0) })
+	wg.Go(func() { readEvents(t, slow, n, 200*time.Microsecond) })
+	publishMany(t, ts, room, 3, n, size)
+	wg.Wait()
+
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 64<<20 {
+		t.Errorf("heap grew by %d MiB while %d MiB of events flowed to a stalled client", grown>>20, n*size>>20)
+	}
+	if replayed := metric(t, ts, "roomlog_replayed_events_total"); replayed == 0 {
+		t.Errorf("no member ever fell back to reading the log (ring of 64, %d events)", n)
+	}
+	// The stalled client is disconnected within the stall time (plus a margin) of its last
+	// progress, whatever it then tries to read.
+	deadline := time.Now().Add(30 * time.Second)
+	for metric(t, ts, "roomlog_slow_consumers_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled client was never disconnected")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for {
+		_, _, err := ws.ReadMessage()
+		if err != nil {
+			var ne net.Error
+			if !websocket.IsUnexpectedCloseError(err) && !errors.As(err, &ne) && !strings.Contains(err.Error(), "reset") && !strings.Contains(err.Error(), "EOF") {
+				t.Logf("stalled client ended with %v", err)
+			}
+			break
+		}
+	}
+}
