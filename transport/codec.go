@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -120,51 +121,97 @@ func (msgpackC) subprotocol() string { return SubprotocolMsgpack }
 func (msgpackC) messageType() int    { return websocket.BinaryMessage }
 func (msgpackC) slot() int           { return 1 }
 
-// msgpackFrame is clientFrame as MessagePack carries it: bodies are MessagePack values, turned
-// into JSON for the log.
-type msgpackFrame struct {
-	Type     string  `msgpack:"type"`
-	Ref      string  `msgpack:"ref"`
-	Token    string  `msgpack:"token"`
-	Session  string  `msgpack:"session"`
-	Client   string  `msgpack:"client"`
-	Room     string  `msgpack:"room"`
-	After    *string `msgpack:"after"`
-	Presence any     `msgpack:"presence"`
-	Kind     string  `msgpack:"kind"`
-	Key      string  `msgpack:"key"`
-	Body     any     `msgpack:"body"`
-	Expect   *string `msgpack:"expect"`
-	State    any     `msgpack:"state"`
-	ID       string  `msgpack:"id"`
-	Before   string  `msgpack:"before"`
-	Limit    *int    `msgpack:"limit"`
-}
-
 func (msgpackC) decode(data []byte, f *clientFrame) error {
-	var m msgpackFrame
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&m); err != nil {
-		return fmt.Errorf("%w: %v", errBadFrame, err)
+	// The decoder allocates what an array header declares before reading its elements, so a
+	// few bytes claiming a billion elements would exhaust memory. A skip pass first checks that
+	// every declared element is really there (each takes at least a byte), bounding what the
+	// decode allocates by the frame's size.
+	check := msgpack.NewDecoder(bytes.NewReader(data))
+	if err := check.Skip(); err != nil {
+		return fmt.Errorf("%w: not a MessagePack value: %v", errBadFrame, err)
 	}
-	if _, err := dec.PeekCode(); err == nil {
+	if _, err := check.PeekCode(); err == nil {
 		return fmt.Errorf("%w: data after the frame's map", errBadFrame)
 	}
+	// Decoding into a generic map, not a struct: msgpack's reflection decoder panics on some
+	// inputs (a repeated key of another type), and fields are type-checked here anyway.
+	v, err := msgpack.NewDecoder(bytes.NewReader(data)).DecodeInterface()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errBadFrame, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("%w: a frame is a map with string keys", errBadFrame)
+	}
+	var errs []string
+	str := func(k string) string {
+		switch x := m[k].(type) {
+		case nil:
+			return ""
+		case string:
+			return x
+		default:
+			errs = append(errs, k+" must be a string")
+			return ""
+		}
+	}
+	optStr := func(k string) *string {
+		if _, present := m[k]; !present || m[k] == nil {
+			return nil
+		}
+		s := str(k)
+		return &s
+	}
 	*f = clientFrame{
-		Type: m.Type, Ref: m.Ref, Token: m.Token, Session: m.Session, Client: m.Client, Room: m.Room,
-		After: m.After, Kind: m.Kind, Key: m.Key, Expect: m.Expect, ID: m.ID, Before: m.Before, Limit: m.Limit,
+		Type: str("type"), Ref: str("ref"), Token: str("token"), Session: str("session"), Client: str("client"),
+		Room: str("room"), After: optStr("after"), Kind: str("kind"), Key: str("key"), Expect: optStr("expect"),
+		ID: str("id"), Before: str("before"),
 	}
-	var err error
-	if f.Presence, err = msgpackToJSON("presence", m.Presence); err != nil {
+	if l, present := m["limit"]; present && l != nil {
+		n, ok := msgpackInt(l)
+		if !ok {
+			errs = append(errs, "limit must be an integer")
+		}
+		f.Limit = &n
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", errBadFrame, strings.Join(errs, "; "))
+	}
+	if f.Presence, err = msgpackToJSON("presence", m["presence"]); err != nil {
 		return err
 	}
-	if f.Body, err = msgpackToJSON("body", m.Body); err != nil {
+	if f.Body, err = msgpackToJSON("body", m["body"]); err != nil {
 		return err
 	}
-	if f.State, err = msgpackToJSON("state", m.State); err != nil {
+	if f.State, err = msgpackToJSON("state", m["state"]); err != nil {
 		return err
 	}
 	return nil
+}
+
+func msgpackInt(v any) (int, bool) {
+	switch n := v.(type) {
+	case int8:
+		return int(n), true
+	case int16:
+		return int(n), true
+	case int32:
+		return int(n), true
+	case int64:
+		return int(n), true
+	case uint8:
+		return int(n), true
+	case uint16:
+		return int(n), true
+	case uint32:
+		return int(n), true
+	case uint64:
+		if n > math.MaxInt32 {
+			return 0, false
+		}
+		return int(n), true
+	}
+	return 0, false
 }
 
 func msgpackToJSON(field string, v any) (json.RawMessage, error) {

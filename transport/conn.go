@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -183,6 +184,13 @@ func (c *conn) readFrame(buf []byte) ([]byte, error) {
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer c.cleanup()
+	defer func() {
+		// A bug handling one client's frame must not take the server down with it.
+		if r := recover(); r != nil {
+			c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
+			c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
+		}
+	}()
 	c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	var buf []byte
 	data, err := c.readFrame(buf)

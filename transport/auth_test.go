@@ -1,0 +1,118 @@
+package transport_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/roomlog/roomlog/transport"
+)
+
+func pemOf(t *testing.T, pub any) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func claims(sub string, exp time.Duration) jwt.MapClaims {
+	return jwt.MapClaims{"sub": sub, "exp": time.Now().Add(exp).Unix(), "rooms": []string{"doc:*"}}
+}
+
+func sign(t *testing.T, m jwt.SigningMethod, key any, c jwt.MapClaims, kid string) string {
+	tok := jwt.NewWithClaims(m, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestVerifierAlgorithms(t *testing.T) {
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	otherRSA, _ := rsa.GenerateKey(rand.Reader, 2048)
+
+	pemVerifier, err := transport.NewVerifier(transport.AuthConfig{PublicKeys: [][]byte{pemOf(t, &rsaKey.PublicKey), pemOf(t, &ecKey.PublicKey), pemOf(t, edPub)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{
+		{"kty": "RSA", "kid": "r1", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
+		{"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+		{"kty": "OKP", "kid": "o1", "crv": "Ed25519", "x": b64(edPub)},
+		{"kty": "RSA", "kid": "enc", "use": "enc", "n": b64(otherRSA.N.Bytes()), "e": "AQAB"},
+	}})
+	jwksVerifier, err := transport.NewVerifier(transport.AuthConfig{JWKS: jwks, Issuer: "https://id.example", Audience: "roomlog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withIssAud := func(c jwt.MapClaims) jwt.MapClaims { c["iss"] = "https://id.example"; c["aud"] = "roomlog"; return c }
+
+	good := []struct {
+		name string
+		v    *transport.Verifier
+		tok  string
+	}{
+		{"RS256 PEM", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Hour), "")},
+		{"ES256 PEM", pemVerifier, sign(t, jwt.SigningMethodES256, ecKey, claims("a", time.Hour), "")},
+		{"EdDSA PEM", pemVerifier, sign(t, jwt.SigningMethodEdDSA, edKey, claims("a", time.Hour), "")},
+		{"RS256 JWKS", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, withIssAud(claims("a", time.Hour)), "r1")},
+		{"ES256 JWKS", jwksVerifier, sign(t, jwt.SigningMethodES256, ecKey, withIssAud(claims("a", time.Hour)), "e1")},
+		{"EdDSA JWKS", jwksVerifier, sign(t, jwt.SigningMethodEdDSA, edKey, withIssAud(claims("a", time.Hour)), "o1")},
+		{"within leeway", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", -2*time.Second), "")},
+	}
+	for _, tc := range good {
+		c, err := tc.v.Verify(tc.tok)
+		if err != nil || c.Subject != "a" || len(c.Rooms) != 1 {
+			t.Errorf("%s: %v %+v", tc.name, err, c)
+		}
+	}
+	bad := []struct {
+		name string
+		v    *transport.Verifier
+		tok  string
+		want error
+	}{
+		{"wrong RSA key", pemVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, claims("a", time.Hour), ""), transport.ErrBadToken},
+		{"HS256 with no secret configured", pemVerifier, sign(t, jwt.SigningMethodHS256, []byte("s"), claims("a", time.Hour), ""), transport.ErrBadToken},
+		{"RS384 not configured", pemVerifier, sign(t, jwt.SigningMethodRS384, rsaKey, claims("a", time.Hour), ""), transport.ErrBadToken},
+		{"expired", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", -time.Minute), ""), transport.ErrTokenExpired},
+		{"not yet valid", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "a", "exp": time.Now().Add(time.Hour).Unix(), "nbf": time.Now().Add(time.Minute).Unix()}, ""), transport.ErrBadToken},
+		{"wrong issuer", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Hour), "r1"), transport.ErrBadToken},
+		{"unknown kid", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, withIssAud(claims("a", time.Hour)), "nope"), transport.ErrBadToken},
+		{"encryption key is not a signing key", jwksVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, withIssAud(claims("a", time.Hour)), "enc"), transport.ErrBadToken},
+	}
+	for _, tc := range bad {
+		if _, err := tc.v.Verify(tc.tok); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := transport.NewVerifier(transport.AuthConfig{}); err == nil {
+		t.Errorf("a verifier with no key was made")
+	}
+	if _, err := transport.NewVerifier(transport.AuthConfig{PublicKeys: [][]byte{[]byte("not pem")}}); err == nil {
+		t.Errorf("a bad PEM key was accepted")
+	}
+	if _, err := transport.NewVerifier(transport.AuthConfig{JWKS: []byte(`{"keys":[]}`)}); err == nil {
+		t.Errorf("an empty JWKS was accepted")
+	}
+}
