@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/transport"
+)
+
+// The tests run this test binary as the roomlog command: with ROOMLOG_RUN_MAIN set, TestMain runs
+// main's code on the arguments instead of the tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("ROOMLOG_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+const crashSecret = "crash-test-secret"
+
+// serverProc is a roomlog serve process.
+type serverProc struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *strings.Builder
+	mu   sync.Mutex
+	done chan struct{}
+}
+
+func startProc(t *testing.T, data string, extra ...string) *serverProc {
+	t.Helper()
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "ROOMLOG_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProc{cmd: cmd, logs: &strings.Builder{}, done: make(chan struct{})}
+	addrCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		re := regexp.MustCompile(`addr=http://(\S+)`)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addrCh <- m[1]
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	select {
+	case p.addr = <-addrCh:
+	case <-p.done:
+		t.Fatalf("server exited at start:\n%s", p.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not start:\n%s", p.log())
+	}
+	return p
+}
+
+func (p *serverProc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+func crashToken(t *testing.T, sub string, admin bool) string {
+	tok, err := transport.NewToken([]byte(crashSecret), transport.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func wsConnect(t *testing.T, addr, tok, session string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.WriteJSON(map[string]any{"type": "hello", "token": tok, "session": session})
+	var w map[string]any
+	if err := ws.ReadJSON(&w); err != nil || w["type"] != "welcome" {
+		t.Fatalf("hello: %v %v", w, err)
+	}
+	return ws
+}
+
+type sent struct{ room, key string }
+
+// TestKillDashNine kills a real roomlog serve process with SIGKILL while publishers are writing,
+// restarts it on the same data file, and checks that every acked event is there exactly once,
+// that resending every key appends nothing twice, and that the presence of the session that was
+// joined when the server died is closed with a leave event.
+func TestKillDashNine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	data := filepath.Join(t.TempDir(), "crash.db")
+	for round := range 3 {
+		p := startProc(t, data)
+		member := wsConnect(t, p.addr, crashToken(t, "watcher", false), fmt.Sprint("watch-", round))
+		member.WriteJSON(map[string]any{"type": "join", "ref": "j", "room": "crash-0"})
+
+		var mu sync.Mutex
+		acked := map[sent]string{}
+		var all []sent
+		var wg sync.WaitGroup
+		killAt := 300 + rand.IntN(1500)
+		for w := range 4 {
+			wg.Go(func() {
+				ws := wsConnect(t, p.addr, crashToken(t, fmt.Sprint("pub", w), false), fmt.Sprint("s", w))
+				defer ws.Close()
+				refs := map[string]sent{}
+				for i := 0; i < 5000; i++ {
+					k := sent{fmt.Sprintf("crash-%d", i%3), fmt.Sprintf("r%d-w%d-%d", round, w, i)}
+					ref := fmt.Sprint(i)
+					refs[ref] = k
+					mu.Lock()
+					all = append(all, k)
+					mu.Unlock()
+					if ws.WriteJSON(map[string]any{"type": "publish", "ref": ref, "room": k.room, "key": k.key, "body": map[string]any{"i": i}}) != nil {
+						return
+					}
+					if i < 16 {
+						continue // keep 16 in flight
+					}
+					var f map[string]any
+					if ws.ReadJSON(&f) != nil {
+						return // the server died
+					}
+					if f["type"] != "ack" {
+						t.Errorf("publish answered %v", f)
+						return
+					}
+					mu.Lock()
+					acked[refs[f["ref"].(string)]] = f["id"].(string)
+					n := len(acked)
+					mu.Unlock()
+					if n == killAt {
+						p.cmd.Process.Signal(syscall.SIGKILL)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		<-p.done
+		member.Close()
+		if len(acked) < killAt {
+			t.Fatalf("round %d: the server died before the kill (after %d acks):\n%s", round, len(acked), p.log())
+		}
+
+		// Restart on the same file.
+		p = startProc(t, data)
+		if !strings.Contains(p.log(), "closed sessions left by an unclean stop") {
+			t.Fatalf("round %d: no orphaned session was closed at start:\n%s", round, p.log())
+		}
+		admin := crashToken(t, "auditor", true)
+		counts := map[sent]int{}
+		ids := map[sent]string{}
+		kinds := map[string]int{}
+		resp := httpGet(t, "http://"+p.addr+"/v1/events", admin)
+		sc := bufio.NewScanner(strings.NewReader(resp))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var e map[string]any
+			json.Unmarshal(sc.Bytes(), &e)
+			k := sent{e["room"].(string), fmt.Sprint(e["key"])}
+			counts[k]++
+			ids[k] = e["id"].(string)
+			if e["user"] == "watcher" && e["session"] == fmt.Sprint("watch-", round) {
+				kinds[e["kind"].(string)]++
+			}
+		}
+		for k, id := range acked {
+			if counts[k] != 1 || ids[k] != id {
+				t.Fatalf("round %d: acked %s (%s) found %d times (id %s) after kill -9", round, k.key, id, counts[k], ids[k])
+			}
+		}
+		if kinds["join"] != 1 || kinds["leave"] != 1 {
+			t.Fatalf("round %d: the watcher's presence: %v, want one join and one leave", round, kinds)
+		}
+		// Resend every key that was sent, acked or not: nothing doubles.
+		pub := wsConnect(t, p.addr, crashToken(t, "pub0", false), "resend")
+		for _, k := range all {
+			if !strings.Contains(k.key, "-w0-") {
+				continue // keys are per user: resend those of pub0 as pub0
+			}
+			pub.WriteJSON(map[string]any{"type": "publish", "ref": k.key, "room": k.room, "key": k.key, "body": map[string]any{"resent": true}})
+			var f map[string]any
+			if err := pub.ReadJSON(&f); err != nil || f["type"] != "ack" {
+				t.Fatalf("resend: %v %v", f, err)
+			}
+			if id, ok := acked[k]; ok && (f["duplicate"] != true || f["id"] != id) {
+				t.Fatalf("resend of acked key %s: %v", k.key, f)
+			}
+			if counts[k] == 1 && f["duplicate"] != true {
+				t.Fatalf("resend of stored key %s appended again", k.key)
+			}
+		}
+		pub.Close()
+		// A clean stop: SIGTERM, exit 0.
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("SIGTERM did not stop the server")
+		}
+		if p.cmd.ProcessState.ExitCode() != 0 || !strings.Contains(p.log(), "stopped cleanly") {
+			t.Fatalf("clean stop: exit %d\n%s", p.cmd.ProcessState.ExitCode(), p.log())
+		}
+		t.Logf("round %d: %d acked events survived kill -9", round, len(acked))
+	}
+	l, err := eventlog.Open(data, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if rep, err := l.Verify(context.Background(), ""); err != nil || rep.Broken != nil {
+		t.Fatalf("verify after the crashes: %+v %v", rep.Broken, err)
+	}
+}
+
+func httpGet(t *testing.T, url, tok string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
