@@ -21,9 +21,6 @@ type Entry struct {
 	enc   [MaxEncodings]atomic.Pointer[any]
 }
 
-// NewEntry wraps an event read outside the feed (a catch-up read).
-func NewEntry(ev eventlog.Event) *Entry { return &Entry{Event: ev} }
-
 // Encoded returns the entry's encoding number slot, making it with encode the first time. Two
 // goroutines racing may both encode; one result wins and both are equal.
 func (e *Entry) Encoded(slot int, encode func(*eventlog.Event) any) any {

@@ -40,6 +40,33 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// writeFrame writes one whole WebSocket data frame (server frames are unmasked), so frames
+// written here and control frames written by gorilla can only interleave at frame boundaries.
+func (c *corkConn) writeFrame(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, frame...)
+	if !c.corked || len(c.buf) >= corkLimit {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// appendFrame appends a final, unmasked data frame with the payload to dst (RFC 6455, 5.2).
+func appendFrame(dst []byte, messageType int, payload []byte) []byte {
+	n := len(payload)
+	dst = append(dst, 0x80|byte(messageType))
+	switch {
+	case n < 126:
+		dst = append(dst, byte(n))
+	case n <= 0xffff:
+		dst = append(dst, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, payload...)
+}
+
 func (c *corkConn) cork() {
 	c.mu.Lock()
 	c.corked = true

@@ -96,9 +96,26 @@ func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte {
 	return append(dst, '}')
 }
 
-// appendTS writes the id's time as RFC 3339 with milliseconds, UTC.
+// appendTS writes the id's time as RFC 3339 with milliseconds, UTC (2026-11-27T10:21:06.123Z),
+// with digit appends rather than time.Format: it runs for every event sent.
 func appendTS(dst []byte, id eventlog.ID) []byte {
-	return time.UnixMilli(int64(id.Millis())).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	ms := int64(id.Millis())
+	t := time.UnixMilli(ms).UTC()
+	year, month, day := t.Date()
+	hour, minute, sec := t.Clock()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	}
+	d2 := func(b []byte, v int) []byte { return append(b, byte('0'+v/10), byte('0'+v%10)) }
+	dst = d2(dst, year/100)
+	dst = d2(dst, year%100)
+	dst = d2(append(dst, '-'), int(month))
+	dst = d2(append(dst, '-'), day)
+	dst = d2(append(dst, 'T'), hour)
+	dst = d2(append(dst, ':'), minute)
+	dst = d2(append(dst, ':'), sec)
+	m := int(ms % 1000)
+	return append(dst, '.', byte('0'+m/100), byte('0'+m/10%10), byte('0'+m%10), 'Z')
 }
 
 // appendJSONString appends s as a JSON string. Identifiers rarely need escaping, so the common

@@ -54,6 +54,9 @@ type conn struct {
 	ackRecorder bool
 	expiry      *time.Timer
 	pinger      *time.Timer
+
+	// Owned by the writer goroutine: buffers for encoding events read from the log.
+	scratch, frame []byte
 }
 
 type roomStream struct {
@@ -373,6 +376,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
+			c.scratch, c.frame = nil, nil // an idle connection keeps no buffers
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
@@ -393,7 +397,9 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 
-		c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.StallTimeout))
+		deadline := time.Now().Add(c.s.cfg.StallTimeout)
+		c.ws.SetWriteDeadline(deadline)      // frames gorilla writes
+		c.cc.Conn.SetWriteDeadline(deadline) // frames written directly
 		c.cc.cork()
 		err := c.writeReplies(replies)
 		more := false
@@ -447,35 +453,41 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 		}
 		rs.joined = nil
 	}
-	fromLog := rs.stream.FromLog
-	entries, synced, err := rs.stream.Next(ctx, writeBatch)
+	batch, synced, err := rs.stream.Next(ctx, writeBatch)
 	if err != nil {
 		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
 		return false, nil // the stream keeps its cursor; the next wake-up retries
 	}
 	slot := c.codec.slot()
-	for _, e := range entries {
-		pm := e.Encoded(slot, c.prepareEvent).(*websocket.PreparedMessage)
-		if err := c.ws.WritePreparedMessage(pm); err != nil {
+	for _, e := range batch.Shared {
+		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
 			return false, err
 		}
 	}
-	c.s.metrics.deliveries.Add(float64(len(entries)))
-	if n := rs.stream.FromLog - fromLog; n > 0 {
-		c.s.metrics.replayed.Add(float64(n))
+	// Events read from the log for this connection alone: encoded into a reused buffer.
+	for i := range batch.Own {
+		c.scratch = c.codec.appendEvent(c.scratch[:0], &batch.Own[i])
+		c.frame = appendFrame(c.frame[:0], mt, c.scratch)
+		if err := c.cc.writeFrame(c.frame); err != nil {
+			return false, err
+		}
 	}
+	c.s.metrics.deliveries.Add(float64(batch.Len()))
+	c.s.metrics.replayed.Add(float64(len(batch.Own)))
 	if synced {
 		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.ws.WriteMessage(mt, b); err != nil {
 			return false, err
 		}
 	}
-	return len(entries) == writeBatch || synced, nil
+	return batch.Len() == writeBatch || synced, nil
 }
 
-func (c *conn) prepareEvent(e *eventlog.Event) any {
-	pm, _ := websocket.NewPreparedMessage(c.codec.messageType(), c.codec.appendEvent(nil, e))
-	return pm
+// frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,
+// so members of a room share one encoding.
+func (c *conn) frameEvent(e *eventlog.Event) any {
+	payload := c.codec.appendEvent(make([]byte, 0, 160+len(e.Body)), e)
+	return appendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
 }
 
 func (c *conn) writeClose(cr *closeRequest) error {

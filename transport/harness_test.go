@@ -52,7 +52,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "roomlog.db")
 	}
-	log, err := eventlog.Open(path, eventlog.Options{})
+	log, err := eventlog.Open(path, eventlog.Options{MaxBody: o.cfg.MaxFrame})
 	if err != nil {
 		t.Fatal(err)
 	}

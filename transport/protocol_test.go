@@ -412,3 +412,27 @@ func TestShutdownSaysBye(t *testing.T) {
 		t.Fatalf("shutdown: close %d after %v", code, seen)
 	}
 }
+
+// TestLargeEventFrames: events near the size limit travel in frames with 16- and 64-bit lengths,
+// live and replayed.
+func TestLargeEventFrames(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{MaxFrame: 200000}})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
+	c.join("doc:big", nil)
+	sizes := []int{100, 1000, 65400, 120000}
+	for _, n := range sizes {
+		if a := c.publish("doc:big", strings.Repeat("z", n), nil); a.str("type") != "ack" {
+			t.Fatalf("publish of %d bytes: %v", n, a)
+		}
+	}
+	_, evs := connect(t, ts, token(t, "bob", []string{"doc:*"}), "b").join("doc:big", strp(""))
+	var got []int
+	for _, e := range evs {
+		if s, ok := e["body"].(string); ok {
+			got = append(got, len(s))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(sizes) {
+		t.Fatalf("replayed bodies of %v bytes, want %v", got, sizes)
+	}
+}
