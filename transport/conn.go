@@ -340,6 +340,15 @@ func (c *conn) cleanup() {
 		c.waitWriter()
 		deadline.Stop()
 	}
+	c.mu.Lock()
+	closing := c.closing != nil
+	c.mu.Unlock()
+	if closing {
+		// The read loop has stopped reading; discard what the client still sends until it
+		// closes too (see closeLinger).
+		c.cc.Conn.SetReadDeadline(time.Now().Add(closeLinger))
+		io.Copy(io.Discard, c.cc.Conn)
+	}
 	c.cc.Conn.Close()
 	c.mu.Lock()
 	c.closed = true
@@ -499,6 +508,11 @@ func (c *conn) writeClose(cr *closeRequest) error {
 	return c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(cr.closeCode, cr.reason), time.Now().Add(time.Second))
 }
 
+// closeLinger is how long a closing connection keeps reading (and discarding) what the client
+// still sends, so that closing the socket with unread input does not reset the connection and
+// destroy the frames that explain the close.
+const closeLinger = 2 * time.Second
+
 // writeFailed ends the connection after a write error or a completed close.
 func (c *conn) writeFailed(err error, closed bool) {
 	var ne net.Error
@@ -506,7 +520,14 @@ func (c *conn) writeFailed(err error, closed bool) {
 		c.s.metrics.slowConsumers.Inc()
 		c.s.logger.Warn("slow consumer disconnected", "conn", c.id, "user", c.user, "stalled", c.s.cfg.StallTimeout)
 	}
-	c.cc.Conn.Close() // the read loop ends and cleans up
+	if tcp, ok := c.cc.Conn.(*net.TCPConn); ok && err == nil && closed {
+		// Closing handshake: our close frame is out; send FIN and let the read side see the
+		// client's close frame (the read loop, or cleanup's drain) before the socket goes.
+		tcp.CloseWrite()
+		time.AfterFunc(closeLinger, func() { c.cc.Conn.Close() })
+	} else {
+		c.cc.Conn.Close() // the read loop ends and cleans up
+	}
 	c.mu.Lock()
 	c.writing = false
 	c.closed = true
