@@ -9,17 +9,22 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// arena copies records out of bbolt's memory map into a few large allocations instead of one per
-// event; decoded events point into it. It is never written again once handed out.
+// arena copies records out of bbolt's memory map into a few allocations instead of one per event;
+// decoded events point into it. It is never written again once handed out. Callers that know the
+// total size reserve it first, so that a page of events holds exactly its own memory (a room
+// feed keeps events for long; a chunk larger than they need would stay pinned with them).
 type arena struct{ buf []byte }
 
 const arenaChunk = 64 << 10
 
+// reserve makes room for n bytes in one allocation.
+func (a *arena) reserve(n int) { a.buf = make([]byte, 0, n) }
+
 func (a *arena) copy(v []byte) []byte {
-	if len(v) > arenaChunk/4 {
-		return bytes.Clone(v)
-	}
 	if cap(a.buf)-len(a.buf) < len(v) {
+		if len(v) > arenaChunk/4 {
+			return bytes.Clone(v)
+		}
 		a.buf = make([]byte, 0, arenaChunk)
 	}
 	n := len(a.buf)
@@ -64,19 +69,26 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 		if b == nil {
 			return nil
 		}
-		var a arena
 		c := b.Cursor()
-		k, v := c.Seek(after[:])
-		if k != nil && bytes.Equal(k, after[:]) {
-			k, v = c.Next()
+		first := func() ([]byte, []byte) {
+			k, v := c.Seek(after[:])
+			if k != nil && bytes.Equal(k, after[:]) {
+				k, v = c.Next()
+			}
+			return k, v
 		}
-		for ; k != nil && len(out) < limit; k, v = c.Next() {
-			if len(k) != 16 {
-				break // the head entry, after the last event
-			}
-			if out == nil {
-				out = make([]Event, 0, min(limit, 1024))
-			}
+		// Count first, then copy into one allocation of exactly the size needed.
+		n, size := 0, 0
+		for k, v := first(); len(k) == 16 && n < limit; k, v = c.Next() {
+			n, size = n+1, size+len(v)
+		}
+		if n == 0 {
+			return nil
+		}
+		var a arena
+		a.reserve(size)
+		out = make([]Event, 0, n)
+		for k, v := first(); len(k) == 16 && len(out) < n; k, v = c.Next() {
 			ev, err := a.decode(room, k, v)
 			if err != nil {
 				return err

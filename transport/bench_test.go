@@ -3,6 +3,8 @@ package transport_test
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +51,23 @@ func BenchmarkPublishAcked(b *testing.B) {
 		acked++
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "acks/s")
+	b.ReportMetric(metricB(b, ts, "roomlog_commit_batch_size_sum")/metricB(b, ts, "roomlog_commit_batch_size_count"), "events/commit")
+}
+
+func metricB(b *testing.B, ts *testServer, name string) float64 {
+	resp, err := http.Get(ts.url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // BenchmarkFanout: 10 rooms x 100 members, 10 publishers (one per room); every event is

@@ -36,12 +36,12 @@ type conn struct {
 	// Set by the handshake, then only read.
 	user, session string
 
-	limiter *rate.Limiter
+	limiter *rate.Limiter // made at the first publish; owned by the read loop
 
 	mu          sync.Mutex
 	cond        *sync.Cond // signalled when reply queue space frees or the connection closes
 	grants      rooms.Grants
-	streams     map[string]*roomStream
+	streams     map[string]*roomStream // made at the first join
 	order       []string // joined rooms in join order: the writer's round-robin
 	replies     [][]byte
 	inflight    []inflight
@@ -50,10 +50,12 @@ type conn struct {
 	wakeup      bool
 	closing     *closeRequest
 	closed      bool // the network connection is closed
-	acks        map[string]eventlog.ID
+	acks        map[string]eventlog.ID // made at the first ack
 	ackRecorder bool
 	expiry      *time.Timer
 	pinger      *time.Timer
+	inbox       [][]byte // frames read, waiting for the handler
+	handling    bool     // a handleLoop runs
 
 	// Owned by the writer goroutine: buffers for encoding events read from the log.
 	scratch, frame []byte
@@ -81,13 +83,8 @@ type closeRequest struct {
 func newConn(s *Server, ws *websocket.Conn, cc *corkConn) *conn {
 	c := &conn{
 		s: s, ws: ws, cc: cc, codec: codecFor(ws.Subprotocol()), id: newConnID(),
-		streams: map[string]*roomStream{},
-		acks:    map[string]eventlog.ID{},
 	}
 	c.cond = sync.NewCond(&c.mu)
-	if s.cfg.PublishRate > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.PublishRate), int(max(s.cfg.PublishRate, 1)))
-	}
 	return c
 }
 
@@ -184,32 +181,42 @@ func (c *conn) readFrame(buf []byte) ([]byte, error) {
 	}
 }
 
+// recoverFrame turns a panic while handling a client's frame into the end of that connection:
+// a bug triggered by one client must not take the server down.
+func (c *conn) recoverFrame() {
+	if r := recover(); r != nil {
+		c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
+		c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
+	}
+}
+
+// readLoop reads frames for the connection's lifetime. It stays shallow, so that the stack an idle
+// connection keeps is small: the handshake and the frames' handling run on goroutines that exist
+// only while there is work (hello below, handleLoop).
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer c.cleanup()
-	defer func() {
-		// A bug handling one client's frame must not take the server down with it.
-		if r := recover(); r != nil {
-			c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
-			c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
-		}
-	}()
 	c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
-	var buf []byte
-	data, err := c.readFrame(buf)
+	data, err := c.readFrame(nil)
 	if err != nil {
 		if errors.Is(err, errFrameTooLarge) {
 			c.tooLarge("")
 		}
 		return
 	}
-	var f clientFrame
-	if err := c.codec.decode(data, &f); err != nil || f.Type != "hello" {
-		c.s.metrics.authFailures.Inc()
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "the first frame must be hello"}, websocket.ClosePolicyViolation)
-		return
-	}
-	if !c.hello(&f) {
+	welcomed := make(chan bool, 1)
+	go func() {
+		defer c.recoverFrame()
+		var f clientFrame
+		if err := c.codec.decode(data, &f); err != nil || f.Type != "hello" {
+			c.s.metrics.authFailures.Inc()
+			c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "the first frame must be hello"}, websocket.ClosePolicyViolation)
+			welcomed <- false
+			return
+		}
+		welcomed <- c.hello(&f)
+	}()
+	if !<-welcomed {
 		return
 	}
 	hb := c.s.cfg.Heartbeat
@@ -217,27 +224,72 @@ func (c *conn) readLoop() {
 	c.schedulePing()
 	for {
 		c.ws.SetReadDeadline(time.Now().Add(2 * hb))
-		data, err := c.readFrame(buf)
+		data, err := c.readFrame(nil)
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				c.tooLarge("")
 			}
 			return
 		}
-		buf = data[:0] // reuse; frames are decoded before the next read
-		f = clientFrame{}
+		if !c.queueFrame(data) {
+			return // closing
+		}
+	}
+}
+
+// inboxLimit bounds the frames read but not yet handled; past it the read loop waits, and TCP
+// pushes back on the client.
+const inboxLimit = 256
+
+// queueFrame hands a frame to the handler, starting it if needed; false means the connection is
+// closing and reads should stop.
+func (c *conn) queueFrame(data []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.inbox) >= inboxLimit && c.closing == nil && !c.closed {
+		c.cond.Wait()
+	}
+	if c.closing != nil || c.closed {
+		return false
+	}
+	c.inbox = append(c.inbox, data)
+	if !c.handling {
+		c.handling = true
+		c.s.wg.Add(1)
+		go c.handleLoop()
+	}
+	return true
+}
+
+// handleLoop handles queued frames in order, one at a time, and exits when none is left.
+func (c *conn) handleLoop() {
+	defer c.s.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		c.handling = false
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}()
+	defer c.recoverFrame()
+	for {
+		c.mu.Lock()
+		if len(c.inbox) == 0 || c.closing != nil || c.closed {
+			c.inbox = nil
+			c.mu.Unlock()
+			return
+		}
+		data := c.inbox[0]
+		c.inbox[0] = nil
+		c.inbox = c.inbox[1:]
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		var f clientFrame
 		if err := c.codec.decode(data, &f); err != nil {
 			c.s.metrics.badFrames.Inc()
 			c.replyError(f.Ref, CodeBadFrame, "%v", err)
 			continue
 		}
 		c.handle(&f)
-		c.mu.Lock()
-		closing := c.closing != nil
-		c.mu.Unlock()
-		if closing {
-			return
-		}
 	}
 }
 
@@ -315,8 +367,12 @@ func (c *conn) schedulePing() {
 // cleanup runs when the read loop ends: the member sessions leave after the grace period.
 func (c *conn) cleanup() {
 	c.mu.Lock()
+	c.inbox = nil // frames not handled yet are dropped with the connection
+	for c.handling {
+		c.cond.Wait()
+	}
 	streams := c.streams
-	c.streams = map[string]*roomStream{}
+	c.streams = nil
 	c.order = nil
 	if c.expiry != nil {
 		c.expiry.Stop()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
@@ -142,6 +143,9 @@ func (c *conn) join(f *clientFrame) {
 	})
 	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID), joined: joined}
 	c.mu.Lock()
+	if c.streams == nil {
+		c.streams = map[string]*roomStream{}
+	}
 	c.streams[f.Room] = rs
 	c.order = append(c.order, f.Room)
 	c.wakeWriterLocked()
@@ -219,6 +223,9 @@ func (c *conn) publish(f *clientFrame) {
 		c.s.metrics.appends.WithLabelValues("refused").Inc()
 		c.replyError(f.Ref, CodeForbidden, "your token does not allow publishing to %q", f.Room)
 		return
+	}
+	if c.limiter == nil && c.s.cfg.PublishRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(c.s.cfg.PublishRate), int(max(c.s.cfg.PublishRate, 1)))
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
 		c.s.metrics.appends.WithLabelValues("refused").Inc()
@@ -334,6 +341,9 @@ func (c *conn) ack(f *clientFrame) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.acks == nil {
+		c.acks = map[string]eventlog.ID{}
+	}
 	if cur, ok := c.acks[f.Room]; !ok || id.Compare(cur) > 0 {
 		c.acks[f.Room] = id
 	}
@@ -354,7 +364,7 @@ func (c *conn) recordAcks() {
 			c.mu.Unlock()
 			return
 		}
-		c.acks = map[string]eventlog.ID{}
+		c.acks = nil
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		for room, id := range acks {

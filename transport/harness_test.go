@@ -52,7 +52,8 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "roomlog.db")
 	}
-	log, err := eventlog.Open(path, eventlog.Options{MaxBody: o.cfg.MaxFrame})
+	metrics := transport.NewMetrics()
+	log, err := eventlog.Open(path, eventlog.Options{MaxBody: o.cfg.MaxFrame, OnCommit: metrics.ObserveCommit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +67,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	cfg := o.cfg
 	cfg.Hub = hub
+	cfg.Metrics = metrics
 	if cfg.Auth == nil {
 		v, err := transport.NewVerifier(transport.AuthConfig{Secret: []byte(testSecret)})
 		if err != nil {

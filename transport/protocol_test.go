@@ -190,9 +190,25 @@ func TestJoinPublishReplay(t *testing.T) {
 }
 
 func TestErrorsChangeNothing(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) { testErrorsChangeNothing(t, sub) })
+	}
+}
+
+func testErrorsChangeNothing(t *testing.T, subprotocol string) {
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: 5}})
-	c := connect(t, ts, token(t, "alice", []string{"doc:*"}, func(s *transport.TokenSpec) { s.ReadRooms = []string{"news"} }), "s")
+	c, _, err := dial(t, ts, subprotocol, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.hello(token(t, "alice", []string{"doc:*"}, func(s *transport.TokenSpec) { s.ReadRooms = []string{"news"} }), "s")
 	c.join("doc:1", nil)
+	mt := websocket.TextMessage
+	truncated, notAMap := []byte(`{"type":"publish",`), []byte(`[1,2,3]`)
+	if c.msgpack {
+		mt = websocket.BinaryMessage
+		truncated, notAMap = []byte{0x82, 0xa4, 't', 'y', 'p', 'e'}, []byte{0x93, 1, 2, 3}
+	}
 	head := func(room string) eventlog.Head {
 		h, err := ts.log.Head(context.Background(), room)
 		if err != nil {
@@ -202,9 +218,9 @@ func TestErrorsChangeNothing(t *testing.T) {
 	}
 	before := head("doc:1")
 
-	c.sendRaw(websocket.TextMessage, []byte(`{"type":"publish",`))
+	c.sendRaw(mt, truncated)
 	c.expectError("bad_frame")
-	c.sendRaw(websocket.TextMessage, []byte(`[1,2,3]`))
+	c.sendRaw(mt, notAMap)
 	c.expectError("bad_frame")
 	c.send(frame{"type": "teleport", "ref": "1"})
 	if e := c.expectError("bad_frame"); e.str("ref") != "1" {
@@ -277,7 +293,7 @@ func TestErrorsChangeNothing(t *testing.T) {
 		t.Fatalf("rate-limited publishes appended: %d events, %d acked", h.Count, acked)
 	}
 	// Oversize frame: error, then close 1009.
-	c.sendRaw(websocket.TextMessage, []byte(`{"type":"publish","room":"doc:1","body":"`+strings.Repeat("x", 70000)+`"}`))
+	c.sendRaw(mt, []byte(`{"type":"publish","room":"doc:1","body":"`+strings.Repeat("x", 70000)+`"}`))
 	code, seen := c.expectClosed()
 	if code != websocket.CloseMessageTooBig || len(seen) == 0 || seen[len(seen)-1].str("code") != "frame_too_large" {
 		t.Fatalf("oversize frame: close %d after %v", code, seen)
@@ -434,5 +450,58 @@ func TestLargeEventFrames(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(sizes) {
 		t.Fatalf("replayed bodies of %v bytes, want %v", got, sizes)
+	}
+}
+
+// TestHeartbeat: the server pings; a client that answers (gorilla answers while it reads) stays,
+// one that does not is closed after two intervals.
+func TestHeartbeat(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{Heartbeat: 200 * time.Millisecond}})
+	tok := token(t, "alice", []string{"doc:*"})
+	alive := connect(t, ts, tok, "alive")
+	pings := 0
+	alive.ws.SetPingHandler(func(data string) error {
+		pings++
+		return alive.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	// Keep reading (app-level pings give it something to read) for over five intervals.
+	for range 6 {
+		time.Sleep(200 * time.Millisecond)
+		alive.send(frame{"type": "ping"})
+		alive.answer("pong")
+	}
+	if pings < 3 {
+		t.Fatalf("%d server pings in 1.2s at a 200ms heartbeat", pings)
+	}
+
+	silent := connect(t, ts, tok, "silent")
+	silent.ws.SetPingHandler(func(string) error { return nil }) // never answers
+	start := time.Now()
+	for {
+		if _, err := silent.recvErr(5 * time.Second); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("a client that answers no ping stayed %s", d)
+	}
+}
+
+// TestForbiddenRoomStaysSilent: after a refused join, nothing of the room reaches the client.
+func TestForbiddenRoomStaysSilent(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := connect(t, ts, token(t, "mallory", []string{"public"}), "m")
+	c.send(frame{"type": "join", "ref": "1", "room": "secret", "after": ""})
+	c.expectError("forbidden")
+	c.send(frame{"type": "history", "ref": "2", "room": "secret"})
+	c.expectError("forbidden")
+	owner := connect(t, ts, token(t, "owner", []string{"secret"}), "o")
+	owner.join("secret", nil)
+	for i := range 5 {
+		owner.publish("secret", i, nil)
+	}
+	c.send(frame{"type": "ping"})
+	if f := c.recv(); f.str("type") != "pong" {
+		t.Fatalf("after a refused join the client got %v", f)
 	}
 }

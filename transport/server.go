@@ -125,7 +125,11 @@ func New(cfg Config) (*Server, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Subprotocols:     []string{SubprotocolJSON, SubprotocolMsgpack},
 		CheckOrigin:      s.checkOrigin,
-		WriteBufferPool:  &sync.Pool{},
+		// Idle connections should cost little: a small read buffer (a large frame is read
+		// straight into the frame's own buffer anyway) and write buffers from a pool, held only
+		// while writing.
+		ReadBufferSize:  512,
+		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, reason.Error(), status)
 		},

@@ -44,7 +44,7 @@ type serverProc struct {
 	done chan struct{}
 }
 
-func startProc(t *testing.T, data string, extra ...string) *serverProc {
+func startProc(t testing.TB, data string, extra ...string) *serverProc {
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
@@ -88,7 +88,7 @@ func (p *serverProc) log() string {
 	return p.logs.String()
 }
 
-func crashToken(t *testing.T, sub string, admin bool) string {
+func crashToken(t testing.TB, sub string, admin bool) string {
 	tok, err := transport.NewToken([]byte(crashSecret), transport.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

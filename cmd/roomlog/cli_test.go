@@ -1,0 +1,102 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/roomlog/roomlog/transport"
+)
+
+// roomlog runs the command (this test binary as main) and returns its exit code and output.
+func roomlog(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "ROOMLOG_RUN_MAIN=1"), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String(), errb.String()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String(), errb.String()
+}
+
+func TestCLIBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notALog := filepath.Join(dir, "text.db")
+	os.WriteFile(notALog, []byte(strings.Repeat("hello\n", 2000)), 0o600)
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, nil, 2, "Usage"},
+		{"unknown command", nil, []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"unknown flag", nil, []string{"serve", "--nope"}, 2, "flag provided but not defined: -nope"},
+		{"bad duration", nil, []string{"serve", "--grace", "soon"}, 2, `invalid value "soon" for flag -grace`},
+		{"bad env duration", []string{"ROOMLOG_GRACE=soon"}, []string{"serve"}, 2, `ROOMLOG_GRACE="soon" is not a duration`},
+		{"stray argument", nil, []string{"serve", "extra"}, 2, `unexpected argument "extra"`},
+		{"small max frame", nil, []string{"serve", "--max-frame", "10", "--data", filepath.Join(dir, "a.db")}, 1, "--max-frame must be at least 1024"},
+		{"not a log", nil, []string{"serve", "--data", notALog, "--addr", "127.0.0.1:0"}, 1, "not a roomlog data file"},
+		{"bad origin", nil, []string{"serve", "--allowed-origins", "nope", "--data", filepath.Join(dir, "b.db"), "--addr", "127.0.0.1:0"}, 1, `allowed origin "nope"`},
+		{"missing key file", nil, []string{"serve", "--jwt-public-key", filepath.Join(dir, "none.pem"), "--data", filepath.Join(dir, "c.db")}, 1, "no such file"},
+		{"token without secret", nil, []string{"token", "--sub", "a"}, 2, "--secret is required"},
+		{"token without sub", nil, []string{"token", "--secret", "s"}, 2, "--sub is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := roomlog(t, tc.env, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d and %q", code, stderr, tc.code, tc.want)
+			}
+			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
+				t.Fatalf("a stack trace for bad input:\n%s", stderr)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(notALog); string(b) != strings.Repeat("hello\n", 2000) {
+		t.Fatalf("serve changed a file that is not a log")
+	}
+}
+
+func TestCLIHelpListsEnvironment(t *testing.T) {
+	code, stdout, _ := roomlog(t, nil, "serve", "--help")
+	if code != 0 {
+		t.Fatalf("--help exited %d", code)
+	}
+	for _, want := range []string{"--addr", "env ROOMLOG_ADDR, default 127.0.0.1:7070", "--jwt-secret", "env ROOMLOG_JWT_SECRET",
+		"--allowed-origins", "--max-frame", "--grace", "--publish-rate", "--send-queue", "--jwks", "--jwt-issuer", "--jwt-audience"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("serve --help lacks %q", want)
+		}
+	}
+	if code, stdout, _ := roomlog(t, nil, "version"); code != 0 || !strings.HasPrefix(stdout, "roomlog ") {
+		t.Errorf("version: %d %q", code, stdout)
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	code, stdout, stderr := roomlog(t, []string{"ROOMLOG_JWT_SECRET=s3cret"}, "token", "--sub", "alice", "--rooms", "doc:*, chat:1", "--read-rooms", "news:*", "--admin", "--ttl", "2h")
+	if code != 0 {
+		t.Fatalf("token: %d %s", code, stderr)
+	}
+	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte("s3cret")})
+	c, err := v.Verify(strings.TrimSpace(stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Grants()
+	if c.Subject != "alice" || !g.CanWrite("doc:7") || !g.CanWrite("chat:1") || g.CanWrite("news:1") || !g.CanRead("news:1") || !g.Admin {
+		t.Fatalf("token claims %+v", c)
+	}
+	if d := c.Expiry().Sub(c.IssuedAt.Time); d.Hours() != 2 {
+		t.Fatalf("ttl %s", d)
+	}
+}
