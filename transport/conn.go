@@ -42,14 +42,14 @@ type conn struct {
 	cond        *sync.Cond // signalled when reply queue space frees or the connection closes
 	grants      rooms.Grants
 	streams     map[string]*roomStream // made at the first join
-	order       []string // joined rooms in join order: the writer's round-robin
+	order       []string               // joined rooms in join order: the writer's round-robin
 	replies     [][]byte
 	inflight    []inflight
 	ackWaiting  bool
 	writing     bool
 	wakeup      bool
 	closing     *closeRequest
-	closed      bool // the network connection is closed
+	closed      bool                   // the network connection is closed
 	acks        map[string]eventlog.ID // made at the first ack
 	ackRecorder bool
 	expiry      *time.Timer
