@@ -65,11 +65,10 @@ type member struct {
 	joinErr  error
 }
 
-// Member is a room member as PROTOCOL.md's joined frame lists it.
+// Member is a room member session and its latest presence state (JSON, or nil).
 type Member struct {
-	User     string          `json:"user" msgpack:"user"`
-	Session  string          `json:"session" msgpack:"session"`
-	Presence json.RawMessage `json:"presence,omitempty" msgpack:"presence,omitempty"`
+	User, Session string
+	Presence      json.RawMessage
 }
 
 // NewHub returns a Hub appending to log.

@@ -3,6 +3,8 @@ package transport
 import (
 	"encoding/json"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/roomlog/roomlog/rooms"
 )
 
@@ -55,13 +57,45 @@ type welcomeFrame struct {
 }
 
 type joinedFrame struct {
-	Type          string         `json:"type" msgpack:"type"`
-	Ref           string         `json:"ref,omitempty" msgpack:"ref,omitempty"`
-	Room          string         `json:"room" msgpack:"room"`
-	Head          string         `json:"head" msgpack:"head"`
-	Members       []rooms.Member `json:"members" msgpack:"members"`
-	ResumedFrom   string         `json:"resumed_from,omitempty" msgpack:"resumed_from,omitempty"`
-	UnknownCursor bool           `json:"unknown_cursor,omitempty" msgpack:"unknown_cursor,omitempty"`
+	Type          string        `json:"type" msgpack:"type"`
+	Ref           string        `json:"ref,omitempty" msgpack:"ref,omitempty"`
+	Room          string        `json:"room" msgpack:"room"`
+	Head          string        `json:"head" msgpack:"head"`
+	Members       []memberFrame `json:"members" msgpack:"members"`
+	ResumedFrom   string        `json:"resumed_from,omitempty" msgpack:"resumed_from,omitempty"`
+	UnknownCursor bool          `json:"unknown_cursor,omitempty" msgpack:"unknown_cursor,omitempty"`
+}
+
+type memberFrame struct {
+	User     string  `json:"user" msgpack:"user"`
+	Session  string  `json:"session" msgpack:"session"`
+	Presence rawJSON `json:"presence,omitempty" msgpack:"presence,omitempty"`
+}
+
+func memberFrames(ms []rooms.Member) []memberFrame {
+	out := make([]memberFrame, len(ms))
+	for i, m := range ms {
+		out[i] = memberFrame{User: m.User, Session: m.Session, Presence: rawJSON(m.Presence)}
+	}
+	return out
+}
+
+// rawJSON is a stored JSON value: copied as is into JSON frames, converted to the equivalent
+// value in MessagePack frames.
+type rawJSON json.RawMessage
+
+func (r rawJSON) MarshalJSON() ([]byte, error) {
+	if len(r) == 0 {
+		return []byte("null"), nil
+	}
+	return r, nil
+}
+
+func (r rawJSON) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if len(r) == 0 {
+		return enc.EncodeNil()
+	}
+	return enc.Encode(jsonToMsgpackValue(r))
 }
 
 type syncedFrame struct {

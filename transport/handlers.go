@@ -138,7 +138,7 @@ func (c *conn) join(f *clientFrame) {
 		return
 	}
 	joined, _ := c.codec.encode(&joinedFrame{
-		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: c.s.hub.Members(f.Room),
+		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: memberFrames(c.s.hub.Members(f.Room)),
 		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown,
 	})
 	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID), joined: joined}

@@ -301,8 +301,25 @@ func testErrorsChangeNothing(t *testing.T, subprotocol string) {
 }
 
 func TestPresenceHistoryPing(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) { testPresenceHistoryPing(t, sub) })
+	}
+}
+
+// connectWith dials with a subprotocol and says hello.
+func connectWith(t *testing.T, ts *testServer, subprotocol, tok, session string) *client {
+	t.Helper()
+	c, _, err := dial(t, ts, subprotocol, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.hello(tok, session)
+	return c
+}
+
+func testPresenceHistoryPing(t *testing.T, sub string) {
 	ts := startServer(t, serverOpts{})
-	a := connect(t, ts, token(t, "alice", []string{"doc:*"}), "a")
+	a := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*"}), "a")
 	a.join("doc:1", nil)
 	a.send(frame{"type": "presence", "ref": "p", "room": "doc:1", "state": map[string]any{"cursor": 3}})
 	var sawOK, sawEvent bool
@@ -317,10 +334,10 @@ func TestPresenceHistoryPing(t *testing.T) {
 			t.Fatalf("unexpected %v", f)
 		}
 	}
-	b := connect(t, ts, token(t, "bob", []string{"doc:*"}), "b")
+	b := connectWith(t, ts, sub, token(t, "bob", []string{"doc:*"}), "b")
 	joined, _ := b.join("doc:1", nil)
 	members := joined["members"].([]any)
-	if len(members) != 2 || members[0].(map[string]any)["presence"].(map[string]any)["cursor"] != json.Number("3") {
+	if len(members) != 2 || fmt.Sprint(members[0].(map[string]any)["presence"].(map[string]any)["cursor"]) != "3" {
 		t.Fatalf("members = %v", members)
 	}
 	var ids []string
@@ -388,8 +405,14 @@ func TestClientAckResumes(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
+	}
+}
+
+func testRefresh(t *testing.T, sub string) {
 	ts := startServer(t, serverOpts{})
-	c := connect(t, ts, token(t, "alice", []string{"doc:*", "chat"}), "s")
+	c := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*", "chat"}), "s")
 	c.join("chat", nil)
 	c.send(frame{"type": "refresh", "ref": "1", "token": token(t, "bob", []string{"doc:*"})})
 	c.expectError("forbidden")
