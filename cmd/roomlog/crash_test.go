@@ -48,6 +48,10 @@ func startProc(t testing.TB, data string, extra ...string) *serverProc {
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
+	if prefix := strings.Fields(os.Getenv("ROOMLOG_PIN_PREFIX")); len(prefix) > 0 {
+		// taskset execs the server in place: the pid is the server's.
+		cmd = exec.Command(prefix[0], append(append(prefix[1:], os.Args[0]), args...)...)
+	}
 	cmd.Env = append(os.Environ(), "ROOMLOG_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Benchmarks of a real roomlog serve process with the load generated here, as two processes:
+//
+//	ROOMLOG_BENCH_SERVER_CPU=0 taskset -c 1 go test -run '^$' -bench BenchmarkServer -benchtime 1x ./cmd/roomlog/
+//
+// pins the server to CPU 0 (taskset) and this process to CPU 1. Payloads are 200-byte JSON
+// bodies; every ack is after fsync.
+
+// startBenchProc starts roomlog serve on a fresh data file, pinned when ROOMLOG_BENCH_SERVER_CPU
+// is set.
+func startBenchProc(b *testing.B, data string) *serverProc {
+	if cpu := os.Getenv("ROOMLOG_BENCH_SERVER_CPU"); cpu != "" {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			b.Fatalf("ROOMLOG_BENCH_SERVER_CPU needs taskset: %v", err)
+		}
+		os.Setenv("ROOMLOG_PIN_PREFIX", "taskset -c "+cpu)
+		defer os.Unsetenv("ROOMLOG_PIN_PREFIX")
+	}
+	return startProc(b, data, "--send-queue", "4096")
+}
+
+var body200 = `{"t":%d,"pad":"` + strings.Repeat("x", 170) + `"}`
+
+// leanClient reads frames into one reused buffer: one core of it must keep up with a server's
+// fan-out without being the bottleneck.
+type leanClient struct {
+	ws  *websocket.Conn
+	buf []byte
+}
+
+func dialLean(b *testing.B, addr, tok, session string) *leanClient {
+	d := websocket.Dialer{ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
+	ws, _, err := d.Dial("ws://"+addr+"/v1/ws", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &leanClient{ws: ws, buf: make([]byte, 0, 64<<10)}
+	c.write(fmt.Sprintf(`{"type":"hello","token":%q,"session":%q}`, tok, session))
+	if f := c.read(); !bytes.HasPrefix(f, []byte(`{"type":"welcome"`)) {
+		b.Fatalf("hello: %s", f)
+	}
+	return c
+}
+
+func (c *leanClient) write(s string) error { return c.ws.WriteMessage(websocket.TextMessage, []byte(s)) }
+
+// read returns the next frame; the slice is valid until the next read. nil on error.
+func (c *leanClient) read() []byte {
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		return nil
+	}
+	c.buf = c.buf[:0]
+	for {
+		if len(c.buf) == cap(c.buf) {
+			c.buf = slices.Grow(c.buf, len(c.buf))
+		}
+		n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.buf = c.buf[:len(c.buf)+n]
+		if err == io.EOF {
+			return c.buf
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+// sentAt extracts the publish time from a body made with body200.
+func sentAt(frame []byte) (int64, bool) {
+	i := bytes.Index(frame, []byte(`"t":`))
+	if i < 0 {
+		return 0, false
+	}
+	j := bytes.IndexByte(frame[i:], ',')
+	ns, err := strconv.ParseInt(string(frame[i+4:i+j]), 10, 64)
+	return ns, err == nil
+}
+
+// BenchmarkServerPublish: one connection, 64 publishes in flight, acks after fsync.
+func BenchmarkServerPublish(b *testing.B) {
+	for b.Loop() {
+		p := startBenchProc(b, b.TempDir()+"/pub.db")
+		c := dialLean(b, p.addr, crashToken(b, "pub", false), "s")
+		const n, window = 50000, 64
+		start := time.Now()
+		sent, acked := 0, 0
+		for acked < n {
+			for sent < n && sent-acked < window {
+				c.write(fmt.Sprintf(`{"type":"publish","ref":"%d","room":"bench","key":"k%d","body":`+body200+`}`, sent, sent, time.Now().UnixNano()))
+				sent++
+			}
+			if f := c.read(); !bytes.HasPrefix(f, []byte(`{"type":"ack"`)) {
+				b.Fatalf("publish answered %s", f)
+			}
+			acked++
+		}
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "acks/s")
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// BenchmarkServerFanout: 10 rooms x 100 members, 10 publishers at a total rate stepped from 1,000
+// to 8,000 publishes/s for 5 s each; deliveries/s and the p99 from publish to delivery.
+func BenchmarkServerFanout(b *testing.B) {
+	const rooms, members, seconds = 10, 100, 5
+	for _, rate := range []int{1000, 2000, 4000, 6000, 8000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			for b.Loop() {
+				runFanout(b, rooms, members, rate, seconds)
+			}
+		})
+	}
+}
+
+func runFanout(b *testing.B, rooms, members, rate, seconds int) {
+	p := startBenchProc(b, b.TempDir()+"/fan.db")
+	defer func() { p.cmd.Process.Kill(); <-p.done }()
+	tok := crashToken(b, "u", false)
+	perRoom := rate * seconds / rooms
+	var delivered atomic.Int64
+	lat := make([][]int64, rooms*members) // microseconds
+	var ready, done sync.WaitGroup
+	for r := range rooms {
+		for m := range members {
+			c := dialLean(b, p.addr, tok, fmt.Sprintf("m%d-%d", r, m))
+			ready.Add(1)
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				c.write(fmt.Sprintf(`{"type":"join","ref":"j","room":"fan-%d"}`, r))
+				for {
+					f := c.read()
+					if f == nil {
+						b.Error("member lost its connection")
+						ready.Done()
+						return
+					}
+					if bytes.HasPrefix(f, []byte(`{"type":"synced"`)) {
+						break
+					}
+				}
+				ready.Done()
+				mine := make([]int64, 0, perRoom)
+				for got := 0; got < perRoom; {
+					c.ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+					f := c.read()
+					if f == nil {
+						b.Errorf("member got %d of %d events", got, perRoom)
+						return
+					}
+					if !bytes.Contains(f, []byte(`"kind":"message"`)) {
+						continue
+					}
+					if ns, ok := sentAt(f); ok {
+						mine = append(mine, (time.Now().UnixNano()-ns)/1000)
+					}
+					got++
+					delivered.Add(1)
+				}
+				lat[r*members+m] = mine
+				c.ws.Close()
+			}()
+		}
+	}
+	ready.Wait()
+	start := time.Now()
+	var pubs sync.WaitGroup
+	for r := range rooms {
+		c := dialLean(b, p.addr, tok, fmt.Sprint("pub-", r))
+		pubs.Add(2)
+		go func() { // acks
+			defer pubs.Done()
+			for range perRoom {
+				if c.read() == nil {
+					b.Error("publisher lost its connection")
+					return
+				}
+			}
+		}()
+		go func() { // paced sends
+			defer pubs.Done()
+			interval := time.Second / time.Duration(rate/rooms)
+			next := time.Now()
+			for i := range perRoom {
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
+				next = next.Add(interval)
+				c.write(fmt.Sprintf(`{"type":"publish","ref":"%d","room":"fan-%d","body":`+body200+`}`, i, r, time.Now().UnixNano()))
+			}
+		}()
+	}
+	pubs.Wait()
+	done.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "deliveries/s")
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2])/1000, "p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100])/1000, "p99-ms")
+	}
+	if want := int64(rooms * members * perRoom); delivered.Load() != want {
+		b.Errorf("delivered %d of %d", delivered.Load(), want)
+	}
+}
+
+// BenchmarkServerResume: clients that missed 10,000 events resume, one alone and 100 at once,
+// after the server was killed with SIGKILL and restarted on its file.
+func BenchmarkServerResume(b *testing.B) {
+	for _, clients := range []int{1, 100} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			data := b.TempDir() + "/resume.db"
+			p := startBenchProc(b, data)
+			tok := crashToken(b, "u", false)
+			c := dialLean(b, p.addr, tok, "filler")
+			var first string
+			for sent, acked := 0, 0; acked < 10000; {
+				for sent < 10000 && sent-acked < 256 {
+					c.write(fmt.Sprintf(`{"type":"publish","ref":"%d","room":"resume","body":`+body200+`}`, sent, sent))
+					sent++
+				}
+				f := c.read()
+				if first == "" {
+					i := bytes.Index(f, []byte(`"id":"`))
+					first = string(f[i+6 : i+6+26])
+				}
+				acked++
+			}
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.done
+			p = startBenchProc(b, data)
+			defer func() { p.cmd.Process.Kill(); <-p.done }()
+			var total time.Duration
+			for b.Loop() {
+				conns := make([]*leanClient, clients)
+				for i := range conns {
+					conns[i] = dialLean(b, p.addr, tok, fmt.Sprint("r", i))
+				}
+				start := time.Now()
+				var wg sync.WaitGroup
+				for _, c := range conns {
+					wg.Go(func() {
+						c.write(`{"type":"join","ref":"j","room":"resume","after":"` + first + `"}`)
+						n := 0
+						for {
+							f := c.read()
+							if f == nil {
+								b.Error("resume connection lost")
+								return
+							}
+							if bytes.HasPrefix(f, []byte(`{"type":"event"`)) {
+								n++
+							} else if bytes.HasPrefix(f, []byte(`{"type":"synced"`)) {
+								break
+							}
+						}
+						if n < 9999 {
+							b.Errorf("resumed %d events, want 9999", n)
+						}
+					})
+				}
+				wg.Wait()
+				total += time.Since(start)
+				for _, c := range conns {
+					c.ws.Close()
+				}
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
+		})
+	}
+}
