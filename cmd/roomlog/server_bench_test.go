@@ -61,7 +61,9 @@ func dialLean(b *testing.B, addr, tok, session string) *leanClient {
 	return c
 }
 
-func (c *leanClient) write(s string) error { return c.ws.WriteMessage(websocket.TextMessage, []byte(s)) }
+func (c *leanClient) write(s string) error {
+	return c.ws.WriteMessage(websocket.TextMessage, []byte(s))
+}
 
 // read returns the next frame; the slice is valid until the next read. nil on error.
 func (c *leanClient) read() []byte {
