@@ -8,8 +8,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/vmihailenco/msgpack/v5"
@@ -67,70 +65,7 @@ func (jsonC) encode(v any) ([]byte, error) { return json.Marshal(v) }
 
 func (jsonC) rawEvent(b []byte) any { return json.RawMessage(b) }
 
-// appendEvent writes the event frame with plain byte appends: the body is stored as compact JSON
-// and copied as is.
-func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte {
-	dst = append(dst, `{"type":"event","room":`...)
-	dst = appendJSONString(dst, e.Room)
-	dst = append(dst, `,"id":"`...)
-	dst, _ = e.ID.AppendText(dst)
-	dst = append(dst, `","kind":`...)
-	dst = appendJSONString(dst, e.Kind)
-	dst = append(dst, `,"user":`...)
-	dst = appendJSONString(dst, e.User)
-	if e.Session != "" {
-		dst = append(dst, `,"session":`...)
-		dst = appendJSONString(dst, e.Session)
-	}
-	if e.Key != "" {
-		dst = append(dst, `,"key":`...)
-		dst = appendJSONString(dst, e.Key)
-	}
-	dst = append(dst, `,"ts":"`...)
-	dst = appendTS(dst, e.ID)
-	dst = append(dst, '"')
-	if len(e.Body) > 0 {
-		dst = append(dst, `,"body":`...)
-		dst = append(dst, e.Body...)
-	}
-	return append(dst, '}')
-}
-
-// appendTS writes the id's time as RFC 3339 with milliseconds, UTC (2026-11-27T10:21:06.123Z),
-// with digit appends rather than time.Format: it runs for every event sent.
-func appendTS(dst []byte, id eventlog.ID) []byte {
-	ms := int64(id.Millis())
-	t := time.UnixMilli(ms).UTC()
-	year, month, day := t.Date()
-	hour, minute, sec := t.Clock()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(dst, "2006-01-02T15:04:05.000Z")
-	}
-	d2 := func(b []byte, v int) []byte { return append(b, byte('0'+v/10), byte('0'+v%10)) }
-	dst = d2(dst, year/100)
-	dst = d2(dst, year%100)
-	dst = d2(append(dst, '-'), int(month))
-	dst = d2(append(dst, '-'), day)
-	dst = d2(append(dst, 'T'), hour)
-	dst = d2(append(dst, ':'), minute)
-	dst = d2(append(dst, ':'), sec)
-	m := int(ms % 1000)
-	return append(dst, '.', byte('0'+m/100), byte('0'+m/10%10), byte('0'+m%10), 'Z')
-}
-
-// appendJSONString appends s as a JSON string. Identifiers rarely need escaping, so the common
-// case is one copy.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
-			b, _ := json.Marshal(s)
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
-}
+func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte { return e.AppendJSON(dst) }
 
 type msgpackC struct{}
 
@@ -272,7 +207,7 @@ func (msgpackC) appendEvent(dst []byte, e *eventlog.Event) []byte {
 	if e.Key != "" {
 		kv("key", e.Key)
 	}
-	kv("ts", string(appendTS(nil, e.ID)))
+	kv("ts", string(eventlog.AppendTimestamp(nil, e.ID)))
 	if len(e.Body) > 0 {
 		enc.EncodeString("body")
 		enc.Encode(jsonToMsgpackValue(e.Body))

@@ -2,27 +2,11 @@ package transport
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
-
-	"github.com/roomlog/roomlog/eventlog"
 )
-
-func TestAppendTSMatchesTimeFormat(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for range 10000 {
-		ms := rng.Int64N(253402300799999) // up to 9999-12-31
-		id := eventlog.MinIDAt(time.UnixMilli(ms))
-		want := time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
-		if got := string(appendTS(nil, id)); got != want {
-			t.Fatalf("appendTS(%d) = %s, want %s", ms, got, want)
-		}
-	}
-}
 
 // TestAppendFrameHeader checks the header of every length class; the end-to-end tests read
 // these frames with gorilla's client (TestLargeEventFrames for the 64-bit length).
