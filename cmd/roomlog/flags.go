@@ -125,7 +125,11 @@ func (c *command) usage(w io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(w, "  --%s\n        %s (env %s, default %s)\n", f.Name, f.Usage, envOf[f.Name], def)
+		if env := envOf[f.Name]; env != "" {
+			fmt.Fprintf(w, "  --%s\n        %s (env %s, default %s)\n", f.Name, f.Usage, env, def)
+		} else {
+			fmt.Fprintf(w, "  --%s\n        %s (default %s)\n", f.Name, f.Usage, def)
+		}
 	})
 }
 

@@ -16,6 +16,10 @@ const usage = `roomlog: an event-sourced real-time collaboration server.
 Usage:
   roomlog serve [flags]    run the server
   roomlog token [flags]    print a signed HS256 token
+  roomlog replay [flags]   print events from a data file or a live server, filtered
+  roomlog verify [flags]   check the log's hash chains and order
+  roomlog rooms [flags]    list the rooms
+  roomlog backup [flags]   copy a live server's or an idle data file, and verify the copy
   roomlog version          print the version
 
 Every flag has an environment variable (ROOMLOG_ADDR for --addr); the flag wins.
@@ -35,6 +39,14 @@ func run(args []string) int {
 		return serve(args[1:])
 	case "token":
 		return token(args[1:])
+	case "replay":
+		return replayCmd(args[1:])
+	case "verify":
+		return verifyCmd(args[1:])
+	case "rooms":
+		return roomsCmd(args[1:])
+	case "backup":
+		return backupCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("roomlog", version)
 		return 0
