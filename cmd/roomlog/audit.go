@@ -166,7 +166,7 @@ func decodeEventLine(b []byte) (eventlog.Event, error) {
 }
 
 func usageError(cmd string, err error) int {
-	fmt.Fprintf(os.Stderr, "roomlog %s: %v\nRun 'roomlog %s --help' for its flags.\n", cmd, err, cmd)
+	fmt.Fprintf(os.Stderr, "roomlog %s: %v (see 'roomlog %s --help')\n", cmd, err, cmd)
 	return 2
 }
 

@@ -57,6 +57,9 @@ func TestCLIBadInput(t *testing.T) {
 			if code != tc.code || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d and %q", code, stderr, tc.code, tc.want)
 			}
+			if tc.name != "no command" && strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+				t.Fatalf("more than one line for bad input:\n%s", stderr)
+			}
 			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
 				t.Fatalf("a stack trace for bad input:\n%s", stderr)
 			}

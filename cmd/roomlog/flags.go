@@ -108,7 +108,7 @@ func (c *command) parse(args []string) (code int, ok bool) {
 		err = fmt.Errorf("unexpected argument %q", c.fs.Arg(0))
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "roomlog %s: %v\nRun 'roomlog %s --help' for its flags.\n", c.name, err, c.name)
+		fmt.Fprintf(os.Stderr, "roomlog %s: %v (see 'roomlog %s --help')\n", c.name, err, c.name)
 		return 2, false
 	}
 	return 0, true

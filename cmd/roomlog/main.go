@@ -54,7 +54,7 @@ func run(args []string) int {
 		fmt.Print(usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, backup, version; see 'roomlog --help')\n", args[0])
 		return 2
 	}
 }

@@ -92,7 +92,7 @@ func serve(args []string) int {
 	log, err := eventlog.Open(*data, eventlog.Options{MaxBody: *maxFrame, KeyRetention: *keyRetention, OnCommit: metrics.ObserveCommit})
 	if err != nil {
 		if errors.Is(err, eventlog.ErrLocked) {
-			return fail("%v\nIs another roomlog serving this file? Use another --data.", err)
+			return fail("%v (is another roomlog serving it? use another --data)", err)
 		}
 		return fail("%v", err)
 	}
