@@ -1,0 +1,385 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roomlog/roomlog/client"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func dial(t *testing.T, url string, opts client.Options) *client.Client {
+	t.Helper()
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff, opts.MaxBackoff = 20*time.Millisecond, 300*time.Millisecond
+	}
+	c, err := client.Dial(ctxT(t), url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// collector records delivered events.
+type collector struct {
+	mu  sync.Mutex
+	evs []client.Event
+}
+
+func (c *collector) handle(e client.Event) {
+	c.mu.Lock()
+	c.evs = append(c.evs, e)
+	c.mu.Unlock()
+}
+
+func (c *collector) messages() []client.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []client.Event
+	for _, e := range c.evs {
+		if e.Kind == "message" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (c *collector) waitMessages(t *testing.T, n int) []client.Event {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m := c.messages(); len(m) >= n {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d of %d messages", len(c.messages()), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestJoinPublishReceive(t *testing.T) {
+	for _, codec := range []client.Codec{client.JSON, client.MessagePack} {
+		t.Run(fmt.Sprint("codec=", codec), func(t *testing.T) {
+			s := startInProc(t)
+			url := "ws://" + s.addr + "/v1/ws"
+			var got collector
+			sub := dial(t, url, client.Options{Token: token(t, "alice", "doc:*"), Session: "phone", Codec: codec})
+			room, err := sub.Join(ctxT(t), "doc:1", client.JoinOptions{Handler: got.handle, Presence: map[string]string{"name": "Alice"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sub.User() != "alice" {
+				t.Fatalf("user %q", sub.User())
+			}
+			pub := dial(t, url, client.Options{Token: token(t, "bob", "doc:*"), Codec: codec})
+			for i := range 5 {
+				ack, err := pub.Publish(ctxT(t), "doc:1", "", map[string]int{"i": i})
+				if err != nil || ack.ID == "" || ack.Duplicate {
+					t.Fatalf("publish %d: %+v %v", i, ack, err)
+				}
+			}
+			msgs := got.waitMessages(t, 5)
+			for i, e := range msgs {
+				var body map[string]int
+				json.Unmarshal(e.Body, &body)
+				if body["i"] != i || e.User != "bob" || e.Key == "" || e.Time.IsZero() {
+					t.Fatalf("message %d: %+v", i, e)
+				}
+			}
+			if m := room.Members(); len(m) != 1 || m[0].User != "alice" || string(m[0].Presence) != `{"name":"Alice"}` {
+				t.Fatalf("members %+v", m)
+			}
+			if err := room.SetPresence(ctxT(t), map[string]int{"cursor": 9}); err != nil {
+				t.Fatal(err)
+			}
+			if err := room.Leave(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	s := startInProc(t)
+	c := dial(t, "ws://"+s.addr+"/v1/ws", client.Options{Token: token(t, "alice", "doc:*")})
+	start := time.Now()
+	_, err := c.Publish(ctxT(t), "secret", "", 1)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "forbidden" || !client.IsPermanent(err) || time.Since(start) > 5*time.Second {
+		t.Fatalf("forbidden publish: %v", err)
+	}
+	if _, err := c.Publish(ctxT(t), "doc:1", "join", 1); !client.IsPermanent(err) {
+		t.Fatalf("reserved kind: %v", err)
+	}
+	ack, _ := c.Publish(ctxT(t), "doc:1", "", 1)
+	if _, err := c.PublishExpect(ctxT(t), "doc:1", "", 2, ""); !errors.As(err, &e) || e.Code != "conflict" || e.Head != ack.ID {
+		t.Fatalf("conflict: %v", err)
+	}
+	if c.Pending() != 0 {
+		t.Fatalf("%d refused publishes still pending", c.Pending())
+	}
+	if _, err := c.Join(ctxT(t), "secret", client.JoinOptions{}); !client.IsPermanent(err) {
+		t.Fatalf("forbidden join: %v", err)
+	}
+	_, err = client.Dial(ctxT(t), "ws://"+s.addr+"/v1/ws", client.Options{Token: func(context.Context) (string, error) { return "garbage", nil }})
+	if !errors.Is(err, client.ErrRefused) {
+		t.Fatalf("dial with a bad token: %v", err)
+	}
+}
+
+// TestNetworkCuts: the network between clients and server is cut at random moments while one
+// client publishes and another receives. The receiver sees every message once, in order; every
+// publish is acked and appears in the log once.
+func TestNetworkCuts(t *testing.T) {
+	s := startInProc(t)
+	px := startProxy(t, s.addr)
+	var got collector
+	sub := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), Session: "sub"})
+	if _, err := sub.Join(ctxT(t), "doc:cut", client.JoinOptions{Handler: got.handle}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, px.url(), client.Options{Token: token(t, "bob", "doc:*"), Session: "pub"})
+	const n = 400
+	stop := make(chan struct{})
+	var cuts atomic.Int32
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+				px.cut()
+				cuts.Add(1)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	acks := make([]client.Ack, n)
+	for w := range 4 { // four publishers, in order within each
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				ack, err := pub.Publish(ctxT(t), "doc:cut", "", map[string]int{"i": i})
+				if err != nil {
+					t.Errorf("publish %d: %v", i, err)
+					return
+				}
+				acks[i] = ack
+			}
+		})
+	}
+	wg.Wait()
+	msgs := got.waitMessages(t, n)
+	close(stop)
+	checkExactlyOnce(t, s.log, "doc:cut", msgs, acks)
+	t.Logf("%d messages across %d network cuts", n, cuts.Load())
+}
+
+// checkExactlyOnce: msgs are the log's messages of room, in order, once each, and every ack is
+// one of them.
+func checkExactlyOnce(t *testing.T, l eventlog.Log, room string, msgs []client.Event, acks []client.Ack) {
+	t.Helper()
+	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logIDs []string
+	keys := map[string]int{}
+	for _, e := range evs {
+		if e.Kind == "message" {
+			logIDs = append(logIDs, e.ID.String())
+			keys[e.Key]++
+		}
+	}
+	var got []string
+	for _, e := range msgs {
+		got = append(got, e.ID)
+	}
+	if !slices.Equal(got, logIDs) {
+		t.Fatalf("delivered %d messages, the log has %d (first difference at %d)", len(got), len(logIDs), firstDiff(got, logIDs))
+	}
+	for k, n := range keys {
+		if n != 1 {
+			t.Fatalf("key %s appended %d times", k, n)
+		}
+	}
+	for i, a := range acks {
+		if !slices.Contains(logIDs, a.ID) {
+			t.Fatalf("ack %d (%s) is not in the log", i, a.ID)
+		}
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestServerKilledAndRestarted kills the server with SIGKILL (and once stops it gracefully)
+// repeatedly, mid-stream and mid-publish, restarting it on the same file each time.
+func TestServerKilledAndRestarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test skipped in -short mode")
+	}
+	data := filepath.Join(t.TempDir(), "rooms.db")
+	srv := startProc(t, data)
+	px := startProxy(t, srv.addr)
+	var got collector
+	sub := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), Session: "sub"})
+	if _, err := sub.Join(ctxT(t), "doc:k", client.JoinOptions{Handler: got.handle}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, px.url(), client.Options{Token: token(t, "bob", "doc:*"), Session: "pub"})
+	const n = 600
+	acks := make([]client.Ack, n)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			ack, err := pub.Publish(ctxT(t), "doc:k", "", map[string]int{"i": i})
+			if err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				return
+			}
+			acks[i] = ack
+		}
+	})
+	for round := range 4 {
+		time.Sleep(time.Duration(150+rand.IntN(200)) * time.Millisecond)
+		if round == 2 {
+			srv.cmd.Process.Signal(syscall.SIGTERM)
+		} else {
+			srv.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		<-srv.done
+		srv = startProc(t, data)
+		px.setTarget(srv.addr)
+		px.cut() // connections to the dead server may linger in the proxy
+	}
+	wg.Wait()
+	msgs := got.waitMessages(t, n)
+	// Check against the file itself, after a last clean stop.
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	<-srv.done
+	l, err := eventlog.Open(data, eventlog.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	checkExactlyOnce(t, l, "doc:k", msgs, acks)
+	for i := 1; i < n; i++ {
+		if acks[i].ID <= acks[i-1].ID {
+			t.Fatalf("publishes acked out of order at %d", i)
+		}
+	}
+}
+
+// TestTokenRefresh: a short-lived token is refreshed before it expires; the connection stays.
+func TestTokenRefresh(t *testing.T) {
+	s := startInProc(t)
+	var issued atomic.Int32
+	tokens := tokenTTL(t, "alice", 3*time.Second, "doc:*")
+	c := dial(t, "ws://"+s.addr+"/v1/ws", client.Options{Token: func(ctx context.Context) (string, error) {
+		issued.Add(1)
+		return tokens(ctx)
+	}, AckInterval: 100 * time.Millisecond})
+	time.Sleep(5 * time.Second) // past the first token's expiry
+	if issued.Load() < 2 {
+		t.Fatalf("the token was never refreshed")
+	}
+	if c.Reconnects() != 0 {
+		t.Fatalf("%d reconnects: the token expired before its refresh", c.Reconnects())
+	}
+	if _, err := c.Publish(ctxT(t), "doc:1", "", 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileStoreSurvivesRestart: publishes made while the server is unreachable survive a restart
+// of the application in its file store, are sent once it can connect, and appear once; the
+// room's cursor survives too.
+func TestFileStoreSurvivesRestart(t *testing.T) {
+	s := startInProc(t)
+	px := startProxy(t, s.addr)
+	storePath := filepath.Join(t.TempDir(), "app.db")
+	store, err := client.OpenFileStore(storePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got collector
+	c := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), Session: "app", Store: store})
+	if _, err := c.Join(ctxT(t), "doc:f", client.JoinOptions{Handler: got.handle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctxT(t), "doc:f", "", "before"); err != nil {
+		t.Fatal(err)
+	}
+	got.waitMessages(t, 1)
+	// The network goes away; publishes wait in the outbox; the app is stopped.
+	px.setTarget("127.0.0.1:1")
+	px.cut()
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if _, err := c.Publish(ctx, "doc:f", "", fmt.Sprint("offline ", i)); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("offline publish: %v", err)
+		}
+		cancel()
+	}
+	c.Close()
+	store.Close()
+
+	// The app starts again with the same store; the network is back.
+	px.setTarget(s.addr)
+	store, err = client.OpenFileStore(storePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() }) // after the client's Close, which saves cursors
+	var again collector
+	c2 := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), Session: "app", Store: store})
+	if _, err := c2.Join(ctxT(t), "doc:f", client.JoinOptions{Handler: again.handle}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := again.waitMessages(t, 3)
+	deadline := time.Now().Add(30 * time.Second)
+	for c2.Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var bodies []string
+	for _, m := range msgs {
+		bodies = append(bodies, string(m.Body))
+	}
+	if fmt.Sprint(bodies) != `["offline 0" "offline 1" "offline 2"]` {
+		t.Fatalf("after the restart the app received %v (the cursor should skip \"before\")", bodies)
+	}
+	evs, _ := s.log.ReadAfter(context.Background(), "doc:f", eventlog.ID{}, 100)
+	n := 0
+	for _, e := range evs {
+		if e.Kind == "message" {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Fatalf("the log has %d messages, want 4 (each once)", n)
+	}
+}

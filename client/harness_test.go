@@ -1,0 +1,202 @@
+package client_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/transport"
+)
+
+const secret = "client-test-secret"
+
+var roomlogBin string // the roomlog binary, built once for the process tests
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "roomlog-client-test-")
+	if err != nil {
+		panic(err)
+	}
+	roomlogBin = filepath.Join(dir, "roomlog")
+	build := exec.Command("go", "build", "-o", roomlogBin, "github.com/roomlog/roomlog/cmd/roomlog")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building roomlog:", err)
+		os.Exit(1)
+	}
+	code := 0
+	func() {
+		defer func() {
+			if err := goleak.Find(); err != nil && code == 0 {
+				fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+				code = 1
+			}
+		}()
+		code = m.Run()
+	}()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func token(t testing.TB, sub string, rooms ...string) func(context.Context) (string, error) {
+	return tokenTTL(t, sub, time.Hour, rooms...)
+}
+
+func tokenTTL(t testing.TB, sub string, ttl time.Duration, rooms ...string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) {
+		return transport.NewToken([]byte(secret), transport.TokenSpec{Subject: sub, Rooms: rooms, TTL: ttl})
+	}
+}
+
+// inProcServer is a real server in this process, on a loopback port, with a real data file.
+type inProcServer struct {
+	addr string
+	log  *eventlog.BoltLog
+	srv  *transport.Server
+	http *http.Server
+}
+
+func startInProc(t *testing.T) *inProcServer {
+	t.Helper()
+	log, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(secret)})
+	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &inProcServer{addr: ln.Addr().String(), log: log, srv: srv, http: &http.Server{Handler: srv}}
+	go s.http.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.http.Shutdown(ctx)
+		s.srv.Shutdown(ctx)
+		s.log.Close()
+	})
+	return s
+}
+
+// proxy forwards loopback TCP connections to a target it can change, and can cut every
+// connection it carries: a network failure, as the client sees it.
+type proxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() { ln.Close(); p.cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *proxy) url() string { return "ws://" + p.ln.Addr().String() + "/v1/ws" }
+
+func (p *proxy) setTarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
+}
+
+func (p *proxy) accept() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		out, err := net.DialTimeout("tcp", target, time.Second)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		p.wg.Go(func() { pipe(out, in) })
+		p.wg.Go(func() { pipe(in, out) })
+	}
+}
+
+// cut closes every connection in flight.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// serverProc is a roomlog serve process.
+type serverProc struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+}
+
+func startProc(t *testing.T, data string) *serverProc {
+	t.Helper()
+	cmd := exec.Command(roomlogBin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", secret, "--grace", "2s", "--publish-rate", "0")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &serverProc{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`addr=http://(\S+)`)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	select {
+	case p.addr = <-addr:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	return p
+}

@@ -1,0 +1,154 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Publish publishes body (any JSON value) to room with the given kind ("" for message) and
+// returns once the server has acked it durably, or with a permanent error (forbidden, conflict,
+// bad_frame, bad_room). Until then the publish stays in the outbox under an idempotency key and is
+// resent after every reconnect, so it appears exactly once; it also survives a restart of the
+// application with a FileStore. Publishes to one room are acked in the order they were made.
+//
+// When ctx ends first, Publish returns ctx's error but the publish stays queued.
+func (c *Client) Publish(ctx context.Context, room, kind string, body any) (Ack, error) {
+	return c.PublishOutgoing(ctx, Outgoing{Room: room, Kind: kind}, body)
+}
+
+// PublishExpect is Publish with a conditional append: it applies only if the room's last event id
+// is expect ("" for an empty room); otherwise the error is an *Error with Code "conflict" and the
+// current Head.
+func (c *Client) PublishExpect(ctx context.Context, room, kind string, body any, expect string) (Ack, error) {
+	return c.PublishOutgoing(ctx, Outgoing{Room: room, Kind: kind, Expect: &expect}, body)
+}
+
+// PublishOutgoing publishes o (its Key and Body are filled in).
+func (c *Client) PublishOutgoing(ctx context.Context, o Outgoing, body any) (Ack, error) {
+	if c.ctx.Err() != nil {
+		return Ack{}, ErrClosed
+	}
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return Ack{}, err
+		}
+		o.Body = b
+	}
+	// The key and the outbox order are set under sendMu, so keys increase in send order.
+	c.sendMu.Lock()
+	o.Key = newKey()
+	if err := c.store.AddOutgoing(o); err != nil {
+		c.sendMu.Unlock()
+		return Ack{}, err
+	}
+	p := &pending{o: o, done: make(chan result, 1)}
+	c.mu.Lock()
+	c.outbox = append(c.outbox, p)
+	cn := c.conn
+	c.mu.Unlock()
+	if cn != nil {
+		cn.write(p.frame()) // a failure reconnects, and the outbox is resent then
+	}
+	c.sendMu.Unlock()
+	select {
+	case r := <-p.done:
+		return r.ack, r.err
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	case <-c.ctx.Done():
+		return Ack{}, ErrClosed
+	}
+}
+
+// Pending is the number of publishes waiting for their ack.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.outbox)
+}
+
+func (p *pending) frame() frame {
+	f := frame{"type": "publish", "ref": p.o.Key, "room": p.o.Room, "key": p.o.Key}
+	if p.o.Kind != "" {
+		f["kind"] = p.o.Kind
+	}
+	if len(p.o.Body) > 0 {
+		f["body"] = json.RawMessage(p.o.Body)
+	}
+	if p.o.Expect != nil {
+		f["expect"] = *p.o.Expect
+	}
+	return f
+}
+
+// take removes the outbox entry with key.
+func (c *Client) take(key string) *pending {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, p := range c.outbox {
+		if p.o.Key == key {
+			c.outbox = append(c.outbox[:i:i], c.outbox[i+1:]...)
+			return p
+		}
+	}
+	return nil
+}
+
+func (c *Client) acked(f frame) {
+	p := c.take(f.str("ref"))
+	if p == nil {
+		return // a resend's second ack
+	}
+	if err := c.store.RemoveOutgoing(p.o.Key); err != nil {
+		c.logger.Warn("roomlog cannot update the outbox", "err", err)
+	}
+	p.done <- result{ack: Ack{Room: f.str("room"), ID: f.str("id"), Key: p.o.Key, Duplicate: f["duplicate"] == true}}
+}
+
+// publishFailed handles an error answering a publish; false when the error is not for one.
+func (c *Client) publishFailed(f frame) bool {
+	key := f.str("ref")
+	c.mu.Lock()
+	var p *pending
+	for _, q := range c.outbox {
+		if q.o.Key == key {
+			p = q
+			break
+		}
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	e := f.err()
+	if e.Temporary() {
+		// Resend after a pause, on whatever connection is current then.
+		time.AfterFunc(c.backoff(3), func() {
+			c.mu.Lock()
+			cn := c.conn
+			c.mu.Unlock()
+			if cn != nil && c.ctx.Err() == nil {
+				c.sendMu.Lock()
+				cn.write(p.frame())
+				c.sendMu.Unlock()
+			}
+		})
+		return true
+	}
+	// A permanent refusal: not retried.
+	c.take(key)
+	if err := c.store.RemoveOutgoing(key); err != nil {
+		c.logger.Warn("roomlog cannot update the outbox", "err", err)
+	}
+	p.done <- result{err: e}
+	return true
+}
+
+// IsPermanent reports whether err is a server refusal that retrying will not change.
+func IsPermanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && !e.Temporary()
+}

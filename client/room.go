@@ -1,0 +1,322 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// JoinOptions configure Join.
+type JoinOptions struct {
+	// Handler receives the room's events in order, each once, on the client's read goroutine
+	// (keep it quick). Without a Handler, events go to Room.Events.
+	Handler func(Event)
+	// Buffer is the capacity of Room.Events (default 1024). A full channel pauses reading, and
+	// the server then holds the room's events for this client in its log, not in memory.
+	Buffer int
+	// FromStart replays the room from its first event when the client has no cursor for it.
+	// Otherwise a room without a cursor is joined live.
+	FromStart bool
+	// Presence is this session's presence state in the room (any JSON value).
+	Presence any
+}
+
+// Member is a session in a room, with its presence state.
+type Member struct {
+	User, Session string
+	Presence      json.RawMessage
+}
+
+// Room is a joined room. It stays joined across reconnects until Leave.
+type Room struct {
+	c        *Client
+	name     string
+	handler  func(Event)
+	events   chan Event
+	presence json.RawMessage
+
+	mu        sync.Mutex
+	cursor    string // the id of the last event delivered
+	fromStart bool
+	acked     string // the last cursor acked to the server
+	members   map[[2]string]json.RawMessage
+	joinedCh  chan struct{} // closed at the first joined
+	syncedCh  chan struct{} // closed at the first synced
+	joinedErr error
+	left      bool
+}
+
+// Join joins room and returns once the server has answered. Events after the client's cursor for
+// the room (from the Store) are delivered first, then live ones.
+func (c *Client) Join(ctx context.Context, room string, opts JoinOptions) (*Room, error) {
+	cursor, err := c.store.Cursor(room)
+	if err != nil {
+		return nil, err
+	}
+	r := &Room{
+		c: c, name: room, handler: opts.Handler, cursor: cursor, fromStart: opts.FromStart,
+		acked: cursor, members: map[[2]string]json.RawMessage{},
+		joinedCh: make(chan struct{}), syncedCh: make(chan struct{}),
+	}
+	if opts.Presence != nil {
+		if r.presence, err = json.Marshal(opts.Presence); err != nil {
+			return nil, err
+		}
+	}
+	if r.handler == nil {
+		r.events = make(chan Event, max(opts.Buffer, 1024))
+	}
+	// Registered under sendMu: a connection being set up either includes this room in its
+	// rejoins or is current by the time we look, and then we send the join ourselves.
+	c.sendMu.Lock()
+	c.mu.Lock()
+	if _, dup := c.rooms[room]; dup {
+		c.mu.Unlock()
+		c.sendMu.Unlock()
+		return nil, errors.New("roomlog: room already joined")
+	}
+	c.rooms[room] = r
+	cn := c.conn
+	c.mu.Unlock()
+	if cn != nil {
+		cn.write(r.joinFrame()) // a failure reconnects, and the rejoin sends it again
+	}
+	c.sendMu.Unlock()
+	select {
+	case <-r.joinedCh:
+	case <-ctx.Done():
+		c.dropRoom(room)
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	}
+	if r.joinedErr != nil {
+		c.dropRoom(room)
+		return nil, r.joinedErr
+	}
+	return r, nil
+}
+
+// joinFrame is the join to send now: after the last delivered event when there is one.
+func (r *Room) joinFrame() frame {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := frame{"type": "join", "ref": "join:" + r.name, "room": r.name}
+	if r.cursor != "" {
+		f["after"] = r.cursor
+	} else if r.fromStart {
+		f["after"] = ""
+	}
+	if r.presence != nil {
+		f["presence"] = json.RawMessage(r.presence)
+	}
+	return f
+}
+
+// Name is the room's name.
+func (r *Room) Name() string { return r.name }
+
+// Events is the room's events when Join had no Handler.
+func (r *Room) Events() <-chan Event { return r.events }
+
+// Cursor is the id of the last event delivered.
+func (r *Room) Cursor() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cursor
+}
+
+// Synced is closed once the client has caught up with the room (the first synced frame).
+func (r *Room) Synced() <-chan struct{} { return r.syncedCh }
+
+// Members lists the room's member sessions as the client last saw them.
+func (r *Room) Members() []Member {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Member, 0, len(r.members))
+	for k, p := range r.members {
+		out = append(out, Member{User: k[0], Session: k[1], Presence: p})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].User+"\x00"+out[i].Session < out[j].User+"\x00"+out[j].Session })
+	return out
+}
+
+// SetPresence replaces this session's presence state in the room.
+func (r *Room) SetPresence(ctx context.Context, state any) error {
+	b, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	if _, err := r.c.call(ctx, frame{"type": "presence", "room": r.name, "state": json.RawMessage(b)}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.presence = b // rejoins carry it
+	r.mu.Unlock()
+	return nil
+}
+
+// Leave leaves the room.
+func (r *Room) Leave(ctx context.Context) error {
+	r.c.dropRoom(r.name)
+	_, err := r.c.call(ctx, frame{"type": "leave", "room": r.name})
+	var e *Error
+	if errors.As(err, &e) && e.Code == "not_joined" {
+		return nil
+	}
+	return err
+}
+
+func (c *Client) room(name string) *Room {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rooms[name]
+}
+
+func (c *Client) dropRoom(name string) {
+	c.mu.Lock()
+	r := c.rooms[name]
+	delete(c.rooms, name)
+	c.mu.Unlock()
+	if r != nil {
+		r.mu.Lock()
+		r.left = true
+		r.mu.Unlock()
+	}
+}
+
+// joined handles a joined frame (first join or rejoin) or the error answering a join.
+func (c *Client) joined(f frame) {
+	r := c.room(f.str("room"))
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.members)
+	if ms, ok := f["members"].([]any); ok {
+		for _, m := range ms {
+			if mm, ok := m.(map[string]any); ok {
+				p, _ := json.Marshal(mm["presence"])
+				r.members[[2]string{str(mm["user"]), str(mm["session"])}] = p
+			}
+		}
+	}
+	if r.cursor == "" && !r.fromStart {
+		// A live join: events after the head come live; a rejoin after a drop must start here.
+		r.cursor = f.str("head")
+	}
+	select {
+	case <-r.joinedCh:
+	default:
+		close(r.joinedCh)
+	}
+}
+
+// joinFailed handles an error answering a join: the room is not joined.
+func (c *Client) joinFailed(f frame) {
+	name := strings.TrimPrefix(f.str("ref"), "join:")
+	r := c.room(name)
+	if r == nil {
+		return
+	}
+	c.dropRoom(name)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.joinedCh:
+		c.logger.Warn("roomlog rejoin refused; the room is dropped", "room", name, "code", f.str("code"), "message", f.str("message"))
+	default:
+		r.joinedErr = f.err()
+		close(r.joinedCh)
+	}
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+func (r *Room) setSynced() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.syncedCh:
+	default:
+		close(r.syncedCh)
+	}
+}
+
+// deliver hands an event to the application once: an event at or before the cursor (a rejoin
+// overlapping what was delivered) is dropped.
+func (c *Client) deliver(f frame) {
+	r := c.room(f.str("room"))
+	if r == nil {
+		return
+	}
+	id := f.str("id")
+	r.mu.Lock()
+	if id <= r.cursor || r.left {
+		r.mu.Unlock()
+		return
+	}
+	ev := Event{Room: r.name, ID: id, Kind: f.str("kind"), User: f.str("user"), Session: f.str("session"), Key: f.str("key")}
+	if ts, err := time.Parse(time.RFC3339Nano, f.str("ts")); err == nil {
+		ev.Time = ts
+	}
+	if b, ok := f["body"]; ok {
+		ev.Body, _ = json.Marshal(b)
+	}
+	switch ev.Kind {
+	case "join", "presence":
+		r.members[[2]string{ev.User, ev.Session}] = ev.Body
+	case "leave":
+		delete(r.members, [2]string{ev.User, ev.Session})
+	}
+	r.cursor = id
+	r.mu.Unlock()
+	if r.handler != nil {
+		r.handler(ev)
+	} else {
+		select {
+		case r.events <- ev:
+		case <-c.ctx.Done():
+		}
+	}
+}
+
+// sendAcks acks each room's delivered events to the server and saves the cursors.
+func (c *Client) sendAcks(cn *conn) {
+	c.mu.Lock()
+	rooms := make([]*Room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		cursor, acked := r.cursor, r.acked
+		r.mu.Unlock()
+		if cursor == "" || cursor == acked {
+			continue
+		}
+		if err := c.store.SetCursor(r.name, cursor); err != nil {
+			c.logger.Warn("roomlog cannot save a cursor", "room", r.name, "err", err)
+		}
+		if cn != nil {
+			c.sendMu.Lock()
+			err := cn.write(frame{"type": "ack", "room": r.name, "id": cursor})
+			c.sendMu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+		r.mu.Lock()
+		r.acked = cursor
+		r.mu.Unlock()
+	}
+}
+
+// flushAcks saves the cursors at Close.
+func (c *Client) flushAcks() { c.sendAcks(nil) }
