@@ -157,7 +157,7 @@ func TestNetworkCuts(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := dial(t, px.url(), client.Options{Token: token(t, "bob", "doc:*"), Session: "pub"})
-	const n = 400
+	const n = 2000
 	stop := make(chan struct{})
 	var cuts atomic.Int32
 	go func() {
@@ -165,7 +165,7 @@ func TestNetworkCuts(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+			case <-time.After(time.Duration(5+rand.IntN(40)) * time.Millisecond):
 				px.cut()
 				cuts.Add(1)
 			}
@@ -188,6 +188,9 @@ func TestNetworkCuts(t *testing.T) {
 	wg.Wait()
 	msgs := got.waitMessages(t, n)
 	close(stop)
+	if cuts.Load() < 10 {
+		t.Fatalf("only %d cuts happened; the test proves little", cuts.Load())
+	}
 	checkExactlyOnce(t, s.log, "doc:cut", msgs, acks)
 	t.Logf("%d messages across %d network cuts", n, cuts.Load())
 }
