@@ -98,7 +98,12 @@ func (cn *conn) read() (frame, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeFrame(mt, b)
+}
+
+func decodeFrame(mt int, b []byte) (frame, error) {
 	var f frame
+	var err error
 	if mt == websocket.BinaryMessage {
 		err = msgpack.Unmarshal(b, &f)
 	} else {
@@ -255,9 +260,20 @@ func (c *Client) refresh(cn *conn) {
 // readLoop handles frames until the connection ends.
 func (c *Client) readLoop(cn *conn) time.Duration {
 	for {
-		f, err := cn.read()
+		mt, b, err := cn.ws.ReadMessage()
 		if err != nil {
 			return 0
+		}
+		if mt == websocket.TextMessage {
+			if e, ok := parseEventFrame(b); ok {
+				c.deliverEvent(e)
+				continue
+			}
+		}
+		f, err := decodeFrame(mt, b)
+		if err != nil {
+			c.logger.Warn("roomlog client got an undecodable frame", "err", err)
+			continue
 		}
 		switch f.str("type") {
 		case "event":

@@ -27,22 +27,59 @@ func (c *Client) PublishExpect(ctx context.Context, room, kind string, body any,
 
 // PublishOutgoing publishes o (its Key and Body are filled in).
 func (c *Client) PublishOutgoing(ctx context.Context, o Outgoing, body any) (Ack, error) {
-	if c.ctx.Err() != nil {
+	s, err := c.send(o, body)
+	if err != nil {
+		return Ack{}, err
+	}
+	return s.Wait(ctx)
+}
+
+// Sending is a publish on its way; Wait for its ack.
+type Sending struct {
+	c *Client
+	p *pending
+}
+
+// Key is the publish's idempotency key.
+func (s *Sending) Key() string { return s.p.o.Key }
+
+// Wait returns the ack, a permanent error, or ctx's error (the publish then stays queued).
+func (s *Sending) Wait(ctx context.Context) (Ack, error) {
+	select {
+	case r := <-s.p.done:
+		s.p.done <- r // Wait may be called again
+		return r.ack, r.err
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	case <-s.c.ctx.Done():
 		return Ack{}, ErrClosed
+	}
+}
+
+// Send queues a publish and returns without waiting for its ack: publishes sent one after
+// another are appended in that order, however many are in flight. It is Publish without the
+// wait, for pipelining (an editor sending keystrokes, a service streaming updates).
+func (c *Client) Send(room, kind string, body any) (*Sending, error) {
+	return c.send(Outgoing{Room: room, Kind: kind}, body)
+}
+
+func (c *Client) send(o Outgoing, body any) (*Sending, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
 	}
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return Ack{}, err
+			return nil, err
 		}
 		o.Body = b
 	}
 	// The key and the outbox order are set under sendMu, so keys increase in send order.
 	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	o.Key = newKey()
 	if err := c.store.AddOutgoing(o); err != nil {
-		c.sendMu.Unlock()
-		return Ack{}, err
+		return nil, err
 	}
 	p := &pending{o: o, done: make(chan result, 1)}
 	c.mu.Lock()
@@ -52,15 +89,7 @@ func (c *Client) PublishOutgoing(ctx context.Context, o Outgoing, body any) (Ack
 	if cn != nil {
 		cn.write(p.frame()) // a failure reconnects, and the outbox is resent then
 	}
-	c.sendMu.Unlock()
-	select {
-	case r := <-p.done:
-		return r.ack, r.err
-	case <-ctx.Done():
-		return Ack{}, ctx.Err()
-	case <-c.ctx.Done():
-		return Ack{}, ErrClosed
-	}
+	return &Sending{c: c, p: p}, nil
 }
 
 // Pending is the number of publishes waiting for their ack.

@@ -248,25 +248,29 @@ func (r *Room) setSynced() {
 	}
 }
 
-// deliver hands an event to the application once: an event at or before the cursor (a rejoin
-// overlapping what was delivered) is dropped.
+// deliver hands a generically decoded event frame (MessagePack, or unusual JSON) to deliverEvent.
 func (c *Client) deliver(f frame) {
-	r := c.room(f.str("room"))
-	if r == nil {
-		return
-	}
-	id := f.str("id")
-	r.mu.Lock()
-	if id <= r.cursor || r.left {
-		r.mu.Unlock()
-		return
-	}
-	ev := Event{Room: r.name, ID: id, Kind: f.str("kind"), User: f.str("user"), Session: f.str("session"), Key: f.str("key")}
+	ev := Event{Room: f.str("room"), ID: f.str("id"), Kind: f.str("kind"), User: f.str("user"), Session: f.str("session"), Key: f.str("key")}
 	if ts, err := time.Parse(time.RFC3339Nano, f.str("ts")); err == nil {
 		ev.Time = ts
 	}
 	if b, ok := f["body"]; ok {
 		ev.Body, _ = json.Marshal(b)
+	}
+	c.deliverEvent(ev)
+}
+
+// deliverEvent hands an event to the application once: an event at or before the cursor (a
+// rejoin overlapping what was delivered) is dropped.
+func (c *Client) deliverEvent(ev Event) {
+	r := c.room(ev.Room)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	if ev.ID <= r.cursor || r.left {
+		r.mu.Unlock()
+		return
 	}
 	switch ev.Kind {
 	case "join", "presence":
@@ -274,7 +278,7 @@ func (c *Client) deliver(f frame) {
 	case "leave":
 		delete(r.members, [2]string{ev.User, ev.Session})
 	}
-	r.cursor = id
+	r.cursor = ev.ID
 	r.mu.Unlock()
 	if r.handler != nil {
 		r.handler(ev)

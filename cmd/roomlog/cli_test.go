@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,3 +107,23 @@ func TestTokenCommand(t *testing.T) {
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestBenchCommand runs each scenario briefly against an in-process server.
+func TestBenchCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "publish", "--duration", "1s", "--in-flight", "8", "--json"},
+		{"bench", "fanout", "--duration", "1s", "--rooms", "2", "--subscribers", "2", "--publishers", "2", "--rate", "100", "--json"},
+		{"bench", "resume", "--clients", "3", "--missed", "300", "--json"},
+	} {
+		code, stdout, stderr := roomlog(t, nil, args...)
+		var res map[string]any
+		if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil || res["lost"] != float64(0) || res["duplicated"] != float64(0) {
+			t.Fatalf("%v: exit %d\n%s\n%s", args, code, stdout, stderr)
+		}
+	}
+	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"}} {
+		if code, _, _ := roomlog(t, nil, bad...); code == 0 {
+			t.Fatalf("%v succeeded", bad)
+		}
+	}
+}

@@ -20,6 +20,7 @@ Usage:
   roomlog verify [flags]   check the log's hash chains and order
   roomlog rooms [flags]    list the rooms
   roomlog backup [flags]   copy a live server's or an idle data file, and verify the copy
+  roomlog bench SCENARIO   load-test a server: fanout, publish or resume
   roomlog version          print the version
 
 Every flag has an environment variable (ROOMLOG_ADDR for --addr); the flag wins.
@@ -47,6 +48,8 @@ func run(args []string) int {
 		return roomsCmd(args[1:])
 	case "backup":
 		return backupCmd(args[1:])
+	case "bench":
+		return benchCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("roomlog", version)
 		return 0
@@ -54,7 +57,7 @@ func run(args []string) int {
 		fmt.Print(usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, backup, version; see 'roomlog --help')\n", args[0])
+		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, backup, bench, version; see 'roomlog --help')\n", args[0])
 		return 2
 	}
 }

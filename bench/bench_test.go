@@ -1,0 +1,73 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/roomlog/roomlog/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func event(p, seq int) client.Event {
+	b, _ := json.Marshal(newPayload(p, seq))
+	return client.Event{Kind: "message", Body: b}
+}
+
+// The checker behind every scenario: gaps, repeats and shortfalls are counted, not hidden.
+func TestSubscriberCountsLossAndDuplicates(t *testing.T) {
+	s := &subscriber{last: []int{-1, -1}}
+	for _, e := range []client.Event{event(0, 0), event(0, 1), event(0, 1), event(1, 0), event(0, 3)} {
+		s.handle(e)
+	}
+	if s.dup != 1 || s.gaps != 1 || s.received != 5 || s.last[0] != 3 {
+		t.Fatalf("checker state %+v", s)
+	}
+	if p, ok := readPayload(event(7, 42).Body); !ok || p.P != 7 || p.Seq != 42 || p.T == 0 {
+		t.Fatalf("readPayload = %+v %v", p, ok)
+	}
+	r := &Result{Lost: 2}
+	if r.OK() || !strings.Contains(r.Text(), "LOST 2") {
+		t.Fatalf("a lossy result reads OK: %s", r.Text())
+	}
+}
+
+// Each scenario, small, against a server in this process: it runs, measures and finds nothing
+// lost.
+func TestScenarios(t *testing.T) {
+	target, err := InProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runs := []func() (*Result, error){
+		func() (*Result, error) {
+			return Fanout(ctx, target, FanoutConfig{Rooms: 2, Subscribers: 3, Publishers: 2, Rate: 400, Duration: time.Second})
+		},
+		func() (*Result, error) {
+			return Publish(ctx, target, PublishConfig{InFlight: 16, Duration: time.Second})
+		},
+		func() (*Result, error) { return Resume(ctx, target, ResumeConfig{Clients: 5, Missed: 500}) },
+	}
+	for _, run := range runs {
+		res, err := run()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK() {
+			t.Fatalf("%s", res.Text())
+		}
+		var back map[string]any
+		if err := json.Unmarshal(res.JSON(), &back); err != nil || back["scenario"] != res.Scenario {
+			t.Fatalf("JSON result %s: %v", res.JSON(), err)
+		}
+		t.Logf("%s", res.Text())
+	}
+}

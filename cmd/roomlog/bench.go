@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/roomlog/roomlog/bench"
+)
+
+const benchUsage = `Usage: roomlog bench fanout|publish|resume [flags]
+
+Drives a server through the Go client and prints what it measured, checking that nothing was
+lost or duplicated (exit 1 if something was). Without --server it starts a server in this
+process on a temporary data file. Run 'roomlog bench SCENARIO --help' for the flags.
+`
+
+func benchCmd(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(os.Stderr, benchUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	scenario := args[0]
+	c := newCommand("bench "+scenario, "Runs the "+scenario+" scenario.")
+	server := c.String("server", "ROOMLOG_BENCH_SERVER", "", "server URL (ws:// or http://); empty starts one in this process")
+	secret := c.String("secret", "ROOMLOG_JWT_SECRET", "", "the server's HS256 secret, to sign the load generator's tokens (with --server)")
+	duration := c.Duration("duration", "ROOMLOG_BENCH_DURATION", 10*time.Second, "how long to publish")
+	asJSON := c.Bool("json", "ROOMLOG_BENCH_JSON", false, "print the result as JSON")
+	var run func(ctx context.Context, t *bench.Target) (*bench.Result, error)
+	switch scenario {
+	case "fanout":
+		rooms := c.Int("rooms", "ROOMLOG_BENCH_ROOMS", 10, "rooms")
+		subs := c.Int("subscribers", "ROOMLOG_BENCH_SUBSCRIBERS", 100, "subscribers per room")
+		pubs := c.Int("publishers", "ROOMLOG_BENCH_PUBLISHERS", 10, "publishers, spread over the rooms")
+		rate := c.Int("rate", "ROOMLOG_BENCH_RATE", 4000, "publishes per second, in total")
+		run = func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+			if *rooms <= 0 || *subs <= 0 || *pubs <= 0 || *rate <= 0 {
+				return nil, fmt.Errorf("--rooms, --subscribers, --publishers and --rate must be positive")
+			}
+			return bench.Fanout(ctx, t, bench.FanoutConfig{Rooms: *rooms, Subscribers: *subs, Publishers: *pubs, Rate: *rate, Duration: *duration})
+		}
+	case "publish":
+		inFlight := c.Int("in-flight", "ROOMLOG_BENCH_IN_FLIGHT", 64, "publishes kept in flight")
+		run = func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+			if *inFlight <= 0 {
+				return nil, fmt.Errorf("--in-flight must be positive")
+			}
+			return bench.Publish(ctx, t, bench.PublishConfig{InFlight: *inFlight, Duration: *duration})
+		}
+	case "resume":
+		clients := c.Int("clients", "ROOMLOG_BENCH_CLIENTS", 100, "clients resuming at once")
+		missed := c.Int("missed", "ROOMLOG_BENCH_MISSED", 10000, "events each client missed")
+		run = func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+			if *clients <= 0 || *missed <= 0 {
+				return nil, fmt.Errorf("--clients and --missed must be positive")
+			}
+			return bench.Resume(ctx, t, bench.ResumeConfig{Clients: *clients, Missed: *missed})
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, publish or resume)\n", scenario)
+		return 2
+	}
+	if code, ok := c.parse(args[1:]); !ok {
+		return code
+	}
+	if *duration <= 0 {
+		return usageError("bench "+scenario, fmt.Errorf("--duration must be positive"))
+	}
+	var target *bench.Target
+	var err error
+	if *server != "" {
+		target, err = bench.Remote(*server, *secret)
+	} else {
+		target, err = bench.InProcess()
+	}
+	if err != nil {
+		return fail("bench", err)
+	}
+	defer target.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *duration+5*time.Minute) // every run is bounded
+	defer cancel()
+	res, err := run(ctx, target)
+	if err != nil {
+		return fail("bench", err)
+	}
+	if *asJSON {
+		fmt.Println(string(res.JSON()))
+	} else {
+		fmt.Print(res.Text())
+	}
+	if !res.OK() {
+		return 1
+	}
+	return 0
+}
