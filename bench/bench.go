@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,6 +49,9 @@ func Remote(url, secret string) (*Target, error) {
 	if !strings.HasSuffix(url, "/v1/ws") {
 		url = strings.TrimRight(url, "/") + "/v1/ws"
 	}
+	if err := checkLoopback(url); err != nil {
+		return nil, err
+	}
 	if secret == "" {
 		return nil, fmt.Errorf("a remote server needs its --secret to sign the load generator's tokens")
 	}
@@ -60,6 +64,23 @@ func signer(secret string) func(sub string) func(context.Context) (string, error
 			return transport.NewToken([]byte(secret), transport.TokenSpec{Subject: sub, Rooms: []string{"*"}, TTL: time.Hour})
 		}
 	}
+}
+
+// checkLoopback refuses targets off this machine: a load generator aimed at the wrong address
+// is an attack, so this one only ever loads a loopback server.
+func checkLoopback(raw string) error {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("server %q: %v", raw, err)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("server %q is not on loopback (127.0.0.0/8, ::1, localhost): roomlog bench loads only a server on this machine", host)
 }
 
 // InProcess starts a server in this process on a loopback port with a fresh data file.

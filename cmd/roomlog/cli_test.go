@@ -121,7 +121,8 @@ func TestBenchCommand(t *testing.T) {
 			t.Fatalf("%v: exit %d\n%s\n%s", args, code, stdout, stderr)
 		}
 	}
-	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"}} {
+	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"},
+		{"bench", "publish", "--server", "http://10.0.0.1:7070", "--secret", "s"}} {
 		if code, _, _ := roomlog(t, nil, bad...); code == 0 {
 			t.Fatalf("%v succeeded", bad)
 		}
