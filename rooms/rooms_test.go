@@ -1,0 +1,199 @@
+package rooms_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/rooms"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func openLog(t *testing.T) *eventlog.BoltLog {
+	l, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func kinds(t *testing.T, l eventlog.Log, room string) string {
+	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Session+":"+e.Kind)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestGrants(t *testing.T) {
+	g := rooms.Grants{User: "alice", Rooms: []string{"doc:*", "chat"}, ReadRooms: []string{"news"}}
+	for _, c := range []struct {
+		room        string
+		read, write bool
+	}{
+		{"doc:1", true, true}, {"doc:", true, true}, {"chat", true, true}, {"chat2", false, false},
+		{"news", true, false}, {"user:alice", true, false}, {"user:bob", false, false}, {"do", false, false},
+	} {
+		if g.CanRead(c.room) != c.read || g.CanWrite(c.room) != c.write {
+			t.Errorf("%s: read %v write %v, want %v %v", c.room, g.CanRead(c.room), g.CanWrite(c.room), c.read, c.write)
+		}
+	}
+	all := rooms.Grants{User: "x", Rooms: []string{"*"}}
+	if !all.CanWrite("anything") || all.CanAudit() {
+		t.Errorf("'*' grants")
+	}
+}
+
+func TestMembershipAndGrace(t *testing.T) {
+	l := openLog(t)
+	h := rooms.NewHub(l, rooms.Options{Grace: 300 * time.Millisecond})
+	ctx := context.Background()
+	defer h.Close(ctx)
+	// Two connections of one session: one join event; the session stays while one remains.
+	id, err := h.Join(ctx, "r", "alice", "s1", json.RawMessage(`{"name":"A"}`))
+	if err != nil || id.IsZero() {
+		t.Fatalf("join: %s %v", id, err)
+	}
+	if id2, err := h.Join(ctx, "r", "alice", "s1", nil); err != nil || !id2.IsZero() {
+		t.Fatalf("second join of the session appended %s (%v)", id2, err)
+	}
+	h.Leave(ctx, "r", "alice", "s1", true)
+	if got := kinds(t, l, "r"); got != "s1:join" {
+		t.Fatalf("after one of two leaves: %q", got)
+	}
+	if m := h.Members("r"); len(m) != 1 || string(m[0].Presence) != `{"name":"A"}` {
+		t.Fatalf("members %+v", m)
+	}
+	h.Leave(ctx, "r", "alice", "s1", true)
+	if got := kinds(t, l, "r"); got != "s1:join s1:leave" {
+		t.Fatalf("explicit leave: %q", got)
+	}
+	if err := h.Leave(ctx, "r", "alice", "s1", true); !errors.Is(err, rooms.ErrNotJoined) {
+		t.Fatalf("leave when not joined: %v", err)
+	}
+	// A disconnect leaves after the grace period, unless the session is back.
+	h.Join(ctx, "g", "bob", "s2", nil)
+	h.Leave(ctx, "g", "bob", "s2", false)
+	h.Join(ctx, "g", "bob", "s2", nil) // back in time
+	time.Sleep(500 * time.Millisecond)
+	if got := kinds(t, l, "g"); got != "s2:join" {
+		t.Fatalf("reconnect within the grace period: %q", got)
+	}
+	h.Leave(ctx, "g", "bob", "s2", false)
+	deadline := time.Now().Add(5 * time.Second)
+	for kinds(t, l, "g") != "s2:join s2:leave" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no leave after the grace period: %q", kinds(t, l, "g"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Presence needs membership.
+	if _, err := h.SetPresence(ctx, "g", "bob", "s2", json.RawMessage(`1`)); !errors.Is(err, rooms.ErrNotJoined) {
+		t.Fatalf("presence of a non-member: %v", err)
+	}
+	h.Join(ctx, "p", "carol", "s3", nil)
+	if _, err := h.SetPresence(ctx, "p", "carol", "s3", json.RawMessage(`{"typing":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := h.Members("p"); len(m) != 1 || string(m[0].Presence) != `{"typing":true}` {
+		t.Fatalf("presence not kept: %+v", m)
+	}
+	if online := h.Online(); online["p"] != 1 || online["r"] != 0 {
+		t.Fatalf("online %v", online)
+	}
+}
+
+func TestCloseAndOrphans(t *testing.T) {
+	l := openLog(t)
+	ctx := context.Background()
+	h := rooms.NewHub(l, rooms.Options{Grace: time.Hour})
+	h.Join(ctx, "a", "u", "s", nil)
+	h.Join(ctx, "b", "u", "s", nil)
+	h.Leave(ctx, "b", "u", "s", false) // in its grace period
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if kinds(t, l, "a") != "s:join s:leave" || kinds(t, l, "b") != "s:join s:leave" {
+		t.Fatalf("close: %q / %q", kinds(t, l, "a"), kinds(t, l, "b"))
+	}
+	// A session the log records as joined (as after a crash) is closed by CloseOrphans.
+	l.Append(ctx, eventlog.AppendRequest{Room: "c", User: "u", Session: "s", Kind: eventlog.KindJoin, System: true})
+	h2 := rooms.NewHub(l, rooms.Options{})
+	defer h2.Close(ctx)
+	if n, err := h2.CloseOrphans(ctx); err != nil || n != 1 {
+		t.Fatalf("orphans: %d %v", n, err)
+	}
+	if kinds(t, l, "c") != "s:join s:leave" {
+		t.Fatalf("orphan not closed: %q", kinds(t, l, "c"))
+	}
+}
+
+type waker struct{ n atomic.Int32 }
+
+func (w *waker) Wake() { w.n.Add(1) }
+
+// TestFeedCoversItsRing: the feed wakes subscribers on commits and serves the recent events it
+// holds; a cursor older than its memory is told to read the log.
+func TestFeedCoversItsRing(t *testing.T) {
+	l := openLog(t)
+	ctx := context.Background()
+	h := rooms.NewHub(l, rooms.Options{RingSize: 8})
+	defer h.Close(ctx)
+	first, _ := l.Append(ctx, eventlog.AppendRequest{Room: "f", User: "u"})
+	w := &waker{}
+	sub, err := h.Subscribe("f", w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, ok := sub.After(eventlog.ID{}, 10); ok {
+		t.Fatalf("the feed claims events from before it started")
+	}
+	var ids []eventlog.ID
+	for range 20 {
+		r, _ := l.Append(ctx, eventlog.AppendRequest{Room: "f", User: "u"})
+		ids = append(ids, r.Event.ID)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, ok := sub.After(ids[18], 10); ok && len(got) == 1 && got[0].Event.ID == ids[19] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed never caught up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w.n.Load() == 0 {
+		t.Fatalf("the subscriber was never woken")
+	}
+	if _, ok := sub.After(first.Event.ID, 10); ok {
+		t.Fatalf("a cursor older than the ring of 8 was served from it")
+	}
+	got, ok := sub.After(ids[15], 2)
+	if !ok || len(got) != 2 || got[0].Event.ID != ids[16] {
+		t.Fatalf("After(ids[15], 2) = %d entries, %v", len(got), ok)
+	}
+	// One encoding per slot, shared.
+	calls := 0
+	enc := func(*eventlog.Event) any { calls++; return "x" }
+	got[0].Encoded(0, enc)
+	got[0].Encoded(0, enc)
+	if calls != 1 {
+		t.Fatalf("encoded %d times", calls)
+	}
+}
