@@ -56,9 +56,6 @@ type conn struct {
 	pinger      *time.Timer
 	inbox       [][]byte // frames read, waiting for the handler
 	handling    bool     // a handleLoop runs
-
-	// Owned by the writer goroutine: buffers for encoding events read from the log.
-	scratch, frame []byte
 }
 
 type roomStream struct {
@@ -185,9 +182,13 @@ func (c *conn) readFrame(buf []byte) ([]byte, error) {
 // a bug triggered by one client must not take the server down.
 func (c *conn) recoverFrame() {
 	if r := recover(); r != nil {
-		c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
+		c.panicked(r)
 	}
+}
+
+func (c *conn) panicked(r any) {
+	c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
+	c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
 }
 
 // readLoop reads frames for the connection's lifetime. It stays shallow, so that the stack an idle
@@ -262,19 +263,27 @@ func (c *conn) queueFrame(data []byte) bool {
 }
 
 // handleLoop handles queued frames in order, one at a time, and exits when none is left.
+//
+// It clears handling in the same critical section in which it finds the inbox empty: a frame
+// queued after that sees handling false and starts a new loop. (Clearing it later, after
+// unlocking, would strand a frame queued in between.)
 func (c *conn) handleLoop() {
 	defer c.s.wg.Done()
 	defer func() {
-		c.mu.Lock()
-		c.handling = false
-		c.cond.Broadcast()
-		c.mu.Unlock()
+		if r := recover(); r != nil {
+			c.mu.Lock()
+			c.handling = false
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			c.panicked(r)
+		}
 	}()
-	defer c.recoverFrame()
 	for {
 		c.mu.Lock()
 		if len(c.inbox) == 0 || c.closing != nil || c.closed {
 			c.inbox = nil
+			c.handling = false
+			c.cond.Broadcast()
 			c.mu.Unlock()
 			return
 		}
@@ -441,7 +450,6 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
-			c.scratch, c.frame = nil, nil // an idle connection keeps no buffers
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
@@ -518,34 +526,27 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 		}
 		rs.joined = nil
 	}
-	batch, synced, err := rs.stream.Next(ctx, writeBatch)
+	backfilled := rs.stream.Backfilled
+	entries, synced, err := rs.stream.Next(ctx, writeBatch)
 	if err != nil {
 		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
 		return false, nil // the stream keeps its cursor; the next wake-up retries
 	}
 	slot := c.codec.slot()
-	for _, e := range batch.Shared {
+	for _, e := range entries {
 		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
 			return false, err
 		}
 	}
-	// Events read from the log for this connection alone: encoded into a reused buffer.
-	for i := range batch.Own {
-		c.scratch = c.codec.appendEvent(c.scratch[:0], &batch.Own[i])
-		c.frame = appendFrame(c.frame[:0], mt, c.scratch)
-		if err := c.cc.writeFrame(c.frame); err != nil {
-			return false, err
-		}
-	}
-	c.s.metrics.deliveries.Add(float64(batch.Len()))
-	c.s.metrics.replayed.Add(float64(len(batch.Own)))
+	c.s.metrics.deliveries.Add(float64(len(entries)))
+	c.s.metrics.replayed.Add(float64(rs.stream.Backfilled - backfilled))
 	if synced {
 		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.ws.WriteMessage(mt, b); err != nil {
 			return false, err
 		}
 	}
-	return batch.Len() == writeBatch || synced, nil
+	return len(entries) == writeBatch || synced, nil
 }
 
 // frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,

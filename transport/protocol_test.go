@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -527,4 +528,35 @@ func TestForbiddenRoomStaysSilent(t *testing.T) {
 	if f := c.recv(); f.str("type") != "pong" {
 		t.Fatalf("after a refused join the client got %v", f)
 	}
+}
+
+// TestSequentialRequestsNeverStall: request, wait for the answer, repeat, thousands of times on
+// several connections at once. Every answer must come: a frame queued just as the connection's
+// handler goes idle must still be handled.
+func TestSequentialRequestsNeverStall(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	tok := token(t, "alice", []string{"doc:*"})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		c := connect(t, ts, tok, fmt.Sprint("s", w))
+		wg.Go(func() {
+			for i := range 2500 {
+				if i%10 == 0 {
+					c.send(frame{"type": "publish", "ref": fmt.Sprint(i), "room": "doc:stall", "body": i})
+				} else {
+					c.send(frame{"type": "ping", "ref": fmt.Sprint(i)})
+				}
+				f, err := c.recvErr(10 * time.Second)
+				if err != nil {
+					t.Errorf("connection %d, request %d: no answer: %v", w, i, err)
+					return
+				}
+				if f.str("ref") != fmt.Sprint(i) {
+					t.Errorf("connection %d, request %d: answered %v", w, i, f)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

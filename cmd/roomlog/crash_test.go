@@ -64,8 +64,17 @@ func startProc(t testing.TB, data string, extra ...string) *serverProc {
 	addrCh := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		re := regexp.MustCompile(`addr=http://(\S+)`)
+		var tee *os.File // ROOMLOG_TEST_SERVER_LOG keeps the servers' logs (and SIGQUIT dumps)
+		if path := os.Getenv("ROOMLOG_TEST_SERVER_LOG"); path != "" {
+			tee, _ = os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+			defer tee.Close()
+		}
 		for sc.Scan() {
+			if tee != nil {
+				fmt.Fprintln(tee, sc.Text())
+			}
 			p.mu.Lock()
 			p.logs.WriteString(sc.Text() + "\n")
 			p.mu.Unlock()
