@@ -386,3 +386,30 @@ func TestFileStoreSurvivesRestart(t *testing.T) {
 		t.Fatalf("the log has %d messages, want 4 (each once)", n)
 	}
 }
+
+// TestHonoursReconnectMS: a server shutting down says bye with reconnect_ms (1s); the client
+// waits that long before reconnecting, then resumes on the new server.
+func TestHonoursReconnectMS(t *testing.T) {
+	a := startInProc(t)
+	px := startProxy(t, a.addr)
+	c := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	b := startInProc(t)
+	px.setTarget(b.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go a.srv.Shutdown(ctx)
+	time.Sleep(600 * time.Millisecond)
+	if n := c.Reconnects(); n != 0 {
+		t.Fatalf("reconnected %d times within 600ms of a bye asking for 1000ms", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Reconnects() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("never reconnected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := c.Publish(ctxT(t), "doc:1", "", "after the move"); err != nil {
+		t.Fatal(err)
+	}
+}
