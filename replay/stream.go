@@ -21,9 +21,6 @@ type Stream struct {
 	cursor eventlog.ID
 	syncAt eventlog.ID
 	synced bool
-
-	// Backfilled counts the events handed out from behind the feed's memory.
-	Backfilled int
 }
 
 // NewStream starts a stream of sub's room after cursor after; the sync point is head (the room's
@@ -38,58 +35,57 @@ func (s *Stream) Cursor() eventlog.ID { return s.cursor }
 // Room is the streamed room.
 func (s *Stream) Room() string { return s.sub.Room() }
 
+// Batch is what Next hands out: events shared with the room's other members (from the feed's
+// memory, each encoded once for all of them) or events read from the log for this subscriber
+// alone. One of the two is set.
+type Batch struct {
+	Shared []*rooms.Entry
+	Own    []eventlog.Event
+}
+
+// Len is the number of events in the batch.
+func (b *Batch) Len() int { return len(b.Shared) + len(b.Own) }
+
 // Next returns up to max next events. synced is true exactly once: in the call whose events end
 // at the sync point (or with no events when the stream starts at or past it); the subscriber
-// sends them, then its sync frame. No events and synced false means nothing is new.
-//
-// The entries are shared with the room's other subscribers (each is encoded once for all): from
-// the feed's memory while the stream keeps up, from the room's backfill pages when it is behind.
-func (s *Stream) Next(ctx context.Context, max int) (entries []*rooms.Entry, synced bool, err error) {
+// sends them, then its sync frame. An empty batch with synced false means nothing is new.
+func (s *Stream) Next(ctx context.Context, max int) (b Batch, synced bool, err error) {
 	if !s.synced && s.cursor.Compare(s.syncAt) >= 0 {
 		s.synced = true
-		return nil, true, nil
+		return b, true, nil
 	}
-	entries, ok := s.sub.After(s.cursor, max)
-	if !ok {
-		// Behind the feed's memory: fill the batch from the backfill until it is full, the
-		// log has nothing more, or the memory reaches back to the cursor again.
-		cursor := s.cursor
-		for len(entries) < max {
-			more, atEnd, err := s.sub.Backfill(ctx, cursor, max-len(entries))
-			if err != nil {
-				return nil, false, err
-			}
-			entries = append(entries, more...)
-			s.Backfilled += len(more)
-			if len(more) > 0 {
-				cursor = more[len(more)-1].Event.ID
-			}
-			if atEnd || len(more) == 0 {
-				break
-			}
-			if live, ok := s.sub.After(cursor, max-len(entries)); ok {
-				entries = append(entries, live...)
-				break
-			}
+	var ok bool
+	if b.Shared, ok = s.sub.After(s.cursor, max); !ok {
+		if b.Own, err = s.log.ReadAfter(ctx, s.sub.Room(), s.cursor, max); err != nil {
+			return Batch{}, false, err
 		}
 	}
 	if !s.synced {
 		// Stop at the sync point so the sync frame follows the head event exactly.
-		for i, e := range entries {
+		for i, e := range b.Shared {
 			if e.Event.ID.Compare(s.syncAt) > 0 {
-				entries = entries[:i]
+				b.Shared = b.Shared[:i]
+				break
+			}
+		}
+		for i := range b.Own {
+			if b.Own[i].ID.Compare(s.syncAt) > 0 {
+				b.Own = b.Own[:i]
 				break
 			}
 		}
 	}
-	if n := len(entries); n > 0 {
-		s.cursor = entries[n-1].Event.ID
+	if n := len(b.Shared); n > 0 {
+		s.cursor = b.Shared[n-1].Event.ID
+	}
+	if n := len(b.Own); n > 0 {
+		s.cursor = b.Own[n-1].ID
 	}
 	if !s.synced && s.cursor.Compare(s.syncAt) >= 0 {
 		s.synced = true
 		synced = true
 	}
-	return entries, synced, nil
+	return b, synced, nil
 }
 
 // Pending reports whether the stream may have events to hand out without waiting for a wake-up:

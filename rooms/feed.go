@@ -11,9 +11,6 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-// backfillPages is how many pages of 256 events a room keeps for subscribers behind its ring.
-const backfillPages = 16
-
 // MaxEncodings is how many encodings of an event an Entry caches (one per wire codec).
 const MaxEncodings = 4
 
@@ -54,15 +51,12 @@ type feed struct {
 	head  eventlog.ID
 	subs  map[Waker]struct{}
 
-	backfill *backfill // pages behind the ring, shared by lagging subscribers
-
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newFeed(log eventlog.Log, room string, ringSize int) *feed {
-	return &feed{log: log, room: room, max: ringSize, subs: map[Waker]struct{}{},
-		backfill: newBackfill(log, room, backfillPages*pageSize)}
+	return &feed{log: log, room: room, max: ringSize, subs: map[Waker]struct{}{}}
 }
 
 // start reads the room's head and begins following it.

@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"context"
 	"sync"
 
 	"github.com/roomlog/roomlog/eventlog"
@@ -44,14 +43,6 @@ func (s *Subscription) Room() string { return s.room.name }
 // once it has caught up).
 func (s *Subscription) After(cursor eventlog.ID, max int) (entries []*Entry, ok bool) {
 	return s.feed.after(cursor, max)
-}
-
-// Backfill returns up to max of the room's events after cursor for a subscriber behind the
-// feed's memory: from pages other subscribers read recently, or from the log (a page that is then
-// kept for the others). atEnd reports that the log had nothing after the events returned; a short
-// answer without it means only that the page ended.
-func (s *Subscription) Backfill(ctx context.Context, cursor eventlog.ID, max int) (entries []*Entry, atEnd bool, err error) {
-	return s.feed.backfill.after(ctx, cursor, max)
 }
 
 // Close unregisters the subscriber; the last one stops the room's feed.

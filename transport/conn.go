@@ -56,6 +56,9 @@ type conn struct {
 	pinger      *time.Timer
 	inbox       [][]byte // frames read, waiting for the handler
 	handling    bool     // a handleLoop runs
+
+	// Owned by the writer goroutine: buffers for encoding events read from the log.
+	scratch, frame []byte
 }
 
 type roomStream struct {
@@ -450,6 +453,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
+			c.scratch, c.frame = nil, nil // an idle connection keeps no buffers
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
@@ -526,27 +530,34 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 		}
 		rs.joined = nil
 	}
-	backfilled := rs.stream.Backfilled
-	entries, synced, err := rs.stream.Next(ctx, writeBatch)
+	batch, synced, err := rs.stream.Next(ctx, writeBatch)
 	if err != nil {
 		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
 		return false, nil // the stream keeps its cursor; the next wake-up retries
 	}
 	slot := c.codec.slot()
-	for _, e := range entries {
+	for _, e := range batch.Shared {
 		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
 			return false, err
 		}
 	}
-	c.s.metrics.deliveries.Add(float64(len(entries)))
-	c.s.metrics.replayed.Add(float64(rs.stream.Backfilled - backfilled))
+	// Events read from the log for this connection alone: encoded into a reused buffer.
+	for i := range batch.Own {
+		c.scratch = c.codec.appendEvent(c.scratch[:0], &batch.Own[i])
+		c.frame = appendFrame(c.frame[:0], mt, c.scratch)
+		if err := c.cc.writeFrame(c.frame); err != nil {
+			return false, err
+		}
+	}
+	c.s.metrics.deliveries.Add(float64(batch.Len()))
+	c.s.metrics.replayed.Add(float64(len(batch.Own)))
 	if synced {
 		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.ws.WriteMessage(mt, b); err != nil {
 			return false, err
 		}
 	}
-	return len(entries) == writeBatch || synced, nil
+	return batch.Len() == writeBatch || synced, nil
 }
 
 // frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,
