@@ -160,16 +160,25 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 	return res.Event.ID, m.joinErr
 }
 
+// member finds a joined session. It returns with r.mu held when m is not nil; nil m (not a
+// member) returns with it released.
+func (h *Hub) member(room, user, session string) (r *Room, key memberKey, m *member) {
+	r = h.room(room)
+	key = memberKey{user, session}
+	r.mu.Lock()
+	if m = r.members[key]; m == nil || m.refs == 0 {
+		h.forget(r)
+		r.mu.Unlock()
+		return r, key, nil
+	}
+	return r, key, m
+}
+
 // Leave drops one join of (user, session) in room. When it was the last, the session leaves: at
 // once when immediate is set (an explicit leave), else after the grace period (a disconnect).
 func (h *Hub) Leave(ctx context.Context, room, user, session string, immediate bool) error {
-	r := h.room(room)
-	key := memberKey{user, session}
-	r.mu.Lock()
-	m := r.members[key]
-	if m == nil || m.refs == 0 {
-		h.forget(r)
-		r.mu.Unlock()
+	r, key, m := h.member(room, user, session)
+	if m == nil {
 		return ErrNotJoined
 	}
 	m.refs--
@@ -214,13 +223,8 @@ func (h *Hub) appendLeave(ctx context.Context, room, user, session string) error
 
 // SetPresence replaces the presence state of a member session and appends a presence event.
 func (h *Hub) SetPresence(ctx context.Context, room, user, session string, state json.RawMessage) (eventlog.Event, error) {
-	r := h.room(room)
-	key := memberKey{user, session}
-	r.mu.Lock()
-	m := r.members[key]
-	if m == nil || m.refs == 0 {
-		h.forget(r)
-		r.mu.Unlock()
+	r, _, m := h.member(room, user, session)
+	if m == nil {
 		return eventlog.Event{}, ErrNotJoined
 	}
 	r.mu.Unlock()

@@ -166,14 +166,24 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Claims {
 	return claims
 }
 
-func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
+// authenticateRoom authenticates the request and validates the {room} of its path; a nil claims
+// means an error was written.
+func (s *Server) authenticateRoom(w http.ResponseWriter, r *http.Request) (*Claims, string) {
 	claims := s.authenticate(w, r)
 	if claims == nil {
-		return
+		return nil, ""
 	}
 	room := r.PathValue("room")
 	if err := eventlog.ValidRoom(room); err != nil {
 		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
+		return nil, ""
+	}
+	return claims, room
+}
+
+func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
+	claims, room := s.authenticateRoom(w, r)
+	if claims == nil {
 		return
 	}
 	g := claims.Grants()
@@ -244,13 +254,8 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
-	claims := s.authenticate(w, r)
+	claims, room := s.authenticateRoom(w, r)
 	if claims == nil {
-		return
-	}
-	room := r.PathValue("room")
-	if err := eventlog.ValidRoom(room); err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
 		return
 	}
 	g := claims.Grants()

@@ -64,13 +64,21 @@ func (c *conn) checkRoom(f *clientFrame) bool {
 	return true
 }
 
-func (c *conn) join(f *clientFrame) {
+// readableRoom checks the room name and read permission; false means an error was sent.
+func (c *conn) readableRoom(f *clientFrame) bool {
 	if !c.checkRoom(f) {
-		return
+		return false
 	}
 	g := c.grantsNow()
 	if !g.CanRead(f.Room) {
 		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		return false
+	}
+	return true
+}
+
+func (c *conn) join(f *clientFrame) {
+	if !c.readableRoom(f) {
 		return
 	}
 	var after *eventlog.ID
@@ -383,12 +391,7 @@ const (
 )
 
 func (c *conn) history(f *clientFrame) {
-	if !c.checkRoom(f) {
-		return
-	}
-	g := c.grantsNow()
-	if !g.CanRead(f.Room) {
-		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+	if !c.readableRoom(f) {
 		return
 	}
 	before, err := eventlog.ParseID(f.Before)
