@@ -37,6 +37,17 @@ func TestSubscriberCountsLossAndDuplicates(t *testing.T) {
 	}
 }
 
+func TestMeasureLimits(t *testing.T) {
+	lim, err := MeasureLimits(200 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lim.FsyncsPerSec <= 0 || lim.CommitsPerSec <= 0 {
+		t.Fatalf("limits %+v", lim)
+	}
+	t.Logf("this disk: %.0f fsyncs/s, %.0f single-event commits/s", lim.FsyncsPerSec, lim.CommitsPerSec)
+}
+
 // Each scenario, small, against a server in this process: it runs, measures and finds nothing
 // lost.
 func TestScenarios(t *testing.T) {

@@ -87,10 +87,16 @@ func benchCmd(args []string) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *duration+5*time.Minute) // every run is bounded
 	defer cancel()
+	// The machine's raw limits, in the same run, to read the figures against.
+	limits, err := bench.MeasureLimits(2 * time.Second)
+	if err != nil {
+		return fail("bench", fmt.Errorf("measuring the disk: %v", err))
+	}
 	res, err := run(ctx, target)
 	if err != nil {
 		return fail("bench", err)
 	}
+	limits.Add(res)
 	if *asJSON {
 		fmt.Println(string(res.JSON()))
 	} else {
