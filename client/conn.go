@@ -35,7 +35,8 @@ type conn struct {
 	refreshAt time.Time // when to refresh the token; zero when no refresh is due
 }
 
-// setToken schedules the refresh of tok: a fifth of its lifetime before it expires, at most 30s.
+// setToken schedules the refresh of tok: a third of its lifetime before it expires, at most 30s
+// before.
 func (cn *conn) setToken(tok string) {
 	exp, ok := tokenExpiry(tok)
 	cn.refreshMu.Lock()
@@ -44,7 +45,7 @@ func (cn *conn) setToken(tok string) {
 		cn.refreshAt = time.Time{}
 		return
 	}
-	lead := min(30*time.Second, time.Until(exp)/5)
+	lead := min(30*time.Second, time.Until(exp)/3)
 	cn.refreshAt = exp.Add(-lead)
 }
 

@@ -24,7 +24,7 @@ func kindsOf(t *testing.T, l eventlog.Log, room string) string {
 }
 
 func TestGracePeriod(t *testing.T) {
-	ts := startServer(t, serverOpts{grace: 700 * time.Millisecond})
+	ts := startServer(t, serverOpts{grace: 1500 * time.Millisecond})
 	tok := token(t, "alice", []string{"doc:*"})
 	a := connect(t, ts, tok, "phone")
 	a.join("doc:1", nil)
