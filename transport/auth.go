@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -51,10 +52,17 @@ func (c *Claims) Expiry() time.Time {
 	return c.ExpiresAt.Time
 }
 
-// Verifier checks tokens against the configured keys.
+// Verifier checks tokens against the configured keys. Its JWKS keys can be replaced while it is
+// in use (SetJWKS), for identity providers that rotate their keys.
 type Verifier struct {
+	cfg   AuthConfig
+	pem   []verificationKey // from AuthConfig.PublicKeys, fixed
+	state atomic.Pointer[keyState]
+}
+
+// keyState is the key set and the parser accepting its algorithms, swapped as one.
+type keyState struct {
 	parser *jwt.Parser
-	hmac   []byte
 	keys   map[string][]verificationKey // by algorithm
 }
 
@@ -71,75 +79,101 @@ var (
 
 // NewVerifier checks cfg and returns a Verifier.
 func NewVerifier(cfg AuthConfig) (*Verifier, error) {
-	v := &Verifier{hmac: cfg.Secret, keys: map[string][]verificationKey{}}
-	var methods []string
-	if len(cfg.Secret) > 0 {
-		methods = append(methods, "HS256")
-	}
+	v := &Verifier{cfg: cfg}
 	for i, p := range cfg.PublicKeys {
 		k, err := parsePEMPublicKey(p)
 		if err != nil {
 			return nil, fmt.Errorf("public key %d: %w", i+1, err)
 		}
-		v.add("", k)
+		v.pem = append(v.pem, verificationKey{"", k})
 	}
+	var jwks []verificationKey
 	if len(cfg.JWKS) > 0 {
-		keys, err := parseJWKS(cfg.JWKS)
-		if err != nil {
+		var err error
+		if jwks, err = parseJWKS(cfg.JWKS); err != nil {
 			return nil, fmt.Errorf("JWKS: %w", err)
 		}
-		for _, k := range keys {
-			v.add(k.kid, k.key)
+	}
+	st, err := v.build(jwks)
+	if err != nil {
+		return nil, err
+	}
+	v.state.Store(st)
+	return v, nil
+}
+
+// SetJWKS replaces the JWKS keys with those of doc. On an error the current keys stay.
+func (v *Verifier) SetJWKS(doc []byte) error {
+	jwks, err := parseJWKS(doc)
+	if err != nil {
+		return fmt.Errorf("JWKS: %w", err)
+	}
+	st, err := v.build(jwks)
+	if err != nil {
+		return err
+	}
+	v.state.Store(st)
+	return nil
+}
+
+// build makes the key state for the fixed keys plus jwks.
+func (v *Verifier) build(jwks []verificationKey) (*keyState, error) {
+	st := &keyState{keys: map[string][]verificationKey{}}
+	for _, k := range append(append([]verificationKey(nil), v.pem...), jwks...) {
+		if alg := algorithmOf(k.key); alg != "" {
+			st.keys[alg] = append(st.keys[alg], k)
 		}
 	}
+	var methods []string
+	if len(v.cfg.Secret) > 0 {
+		methods = append(methods, "HS256")
+	}
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
-		if len(v.keys[alg]) > 0 {
+		if len(st.keys[alg]) > 0 {
 			methods = append(methods, alg)
 		}
 	}
 	if len(methods) == 0 {
 		return nil, errors.New("no token key configured: set a secret, a public key or a JWKS")
 	}
-	leeway := cfg.Leeway
+	leeway := v.cfg.Leeway
 	if leeway == 0 {
 		leeway = 5 * time.Second
 	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithLeeway(leeway)}
-	if cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	if v.cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
-	if cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	if v.cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
-	if cfg.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	if v.cfg.Now != nil {
+		opts = append(opts, jwt.WithTimeFunc(v.cfg.Now))
 	}
-	v.parser = jwt.NewParser(opts...)
-	return v, nil
+	st.parser = jwt.NewParser(opts...)
+	return st, nil
 }
 
-func (v *Verifier) add(kid string, k crypto.PublicKey) {
-	var alg string
+// algorithmOf is the JWT algorithm a public key verifies, "" for an unsupported key.
+func algorithmOf(k crypto.PublicKey) string {
 	switch k := k.(type) {
 	case *rsa.PublicKey:
-		alg = "RS256"
+		return "RS256"
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return
+		if k.Curve == elliptic.P256() {
+			return "ES256"
 		}
-		alg = "ES256"
 	case ed25519.PublicKey:
-		alg = "EdDSA"
-	default:
-		return
+		return "EdDSA"
 	}
-	v.keys[alg] = append(v.keys[alg], verificationKey{kid, k})
+	return ""
 }
 
 // Verify parses and checks a token. The error wraps ErrTokenExpired or ErrBadToken.
 func (v *Verifier) Verify(token string) (*Claims, error) {
+	st := v.state.Load()
 	var c Claims
-	_, err := v.parser.ParseWithClaims(token, &c, v.keyFor)
+	_, err := st.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) { return v.keyFor(st, t) })
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, fmt.Errorf("%w: %v", ErrTokenExpired, err)
@@ -151,14 +185,14 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	return &c, nil
 }
 
-func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
+func (v *Verifier) keyFor(st *keyState, t *jwt.Token) (any, error) {
 	alg := t.Method.Alg()
 	if alg == "HS256" {
-		return v.hmac, nil
+		return v.cfg.Secret, nil
 	}
 	kid, _ := t.Header["kid"].(string)
 	var set jwt.VerificationKeySet
-	for _, k := range v.keys[alg] {
+	for _, k := range st.keys[alg] {
 		if kid == "" || k.kid == "" || k.kid == kid {
 			set.Keys = append(set.Keys, k.key)
 		}

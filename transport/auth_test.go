@@ -116,3 +116,41 @@ func TestVerifierAlgorithms(t *testing.T) {
 		t.Errorf("an empty JWKS was accepted")
 	}
 }
+
+func TestJWKSRotation(t *testing.T) {
+	old, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	next, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b64 := base64.RawURLEncoding.EncodeToString
+	doc := func(kid string, k *ecdsa.PrivateKey) []byte {
+		b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": kid, "crv": "P-256",
+			"x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}}})
+		return b
+	}
+	v, err := transport.NewVerifier(transport.AuthConfig{JWKS: doc("k1", old)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byOld := sign(t, jwt.SigningMethodES256, old, claims("a", time.Hour), "k1")
+	byNext := sign(t, jwt.SigningMethodES256, next, claims("a", time.Hour), "k2")
+	if _, err := v.Verify(byOld); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(byNext); err == nil {
+		t.Fatalf("a key not yet published was accepted")
+	}
+	if err := v.SetJWKS([]byte(`{"keys":[]}`)); err == nil {
+		t.Fatalf("an empty JWKS replaced the keys")
+	}
+	if _, err := v.Verify(byOld); err != nil {
+		t.Fatalf("a failed refresh dropped the keys: %v", err)
+	}
+	if err := v.SetJWKS(doc("k2", next)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(byNext); err != nil {
+		t.Fatalf("the rotated key is refused: %v", err)
+	}
+	if _, err := v.Verify(byOld); err == nil {
+		t.Fatalf("the retired key is still accepted")
+	}
+}

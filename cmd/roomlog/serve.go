@@ -27,7 +27,8 @@ func serve(args []string) int {
 	data := c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing)")
 	secret := c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens")
 	publicKeys := c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)")
-	jwks := c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up")
+	jwks := c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh")
+	jwksRefresh := c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)")
 	issuer := c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim")
 	audience := c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim")
 	origins := c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is")
@@ -54,7 +55,7 @@ func serve(args []string) int {
 	switch {
 	case *maxFrame < 1024:
 		return fail("--max-frame must be at least 1024 bytes")
-	case *grace < 0, *heartbeat <= 0, *stall <= 0, *keyRetention <= 0:
+	case *grace < 0, *heartbeat <= 0, *stall <= 0, *keyRetention <= 0, *jwksRefresh <= 0:
 		return fail("durations must be positive (--grace may be 0)")
 	case *publishRate < 0:
 		return fail("--publish-rate must be 0 (off) or positive")
@@ -129,6 +130,9 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret %s --sub alice --rooms 'doc:*'\n\n", demo, auth.Secret)
 	}
 
+	if isURL(*jwks) {
+		go refreshJWKS(ctx, *jwks, *jwksRefresh, verifier, logger)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	select {
@@ -157,8 +161,31 @@ func publishRateOrOff(r float64) float64 {
 	return r
 }
 
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+// refreshJWKS fetches a JWKS URL every interval until ctx ends, so rotated keys are picked up; a
+// failed fetch keeps the keys in use.
+func refreshJWKS(ctx context.Context, url string, every time.Duration, v *transport.Verifier, logger *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		doc, err := readJWKS(url)
+		if err == nil {
+			err = v.SetJWKS(doc)
+		}
+		if err != nil {
+			logger.Warn("JWKS refresh failed; keeping the current keys", "url", url, "err", err)
+		}
+	}
+}
+
 func readJWKS(src string) ([]byte, error) {
-	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+	if !isURL(src) {
 		return os.ReadFile(src)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
