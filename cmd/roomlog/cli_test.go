@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roomlog/roomlog/transport"
 )
@@ -126,5 +129,29 @@ func TestBenchCommand(t *testing.T) {
 		if code, _, _ := roomlog(t, nil, bad...); code == 0 {
 			t.Fatalf("%v succeeded", bad)
 		}
+	}
+}
+
+// TestDebugListener: --debug-addr serves Go's profiles on a separate listener.
+func TestDebugListener(t *testing.T) {
+	p := startProc(t, filepath.Join(t.TempDir(), "d.db"), "--debug-addr", "127.0.0.1:0")
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil; time.Sleep(20 * time.Millisecond) {
+		if m = regexp.MustCompile(`debug=(http://\S+)`).FindStringSubmatch(p.log()); m == nil && time.Now().After(deadline) {
+			t.Fatalf("no profiling listener in the log:\n%s", p.log())
+		}
+	}
+	resp, err := http.Get(m[1] + "goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile") {
+		t.Fatalf("profile: %d %.200s", resp.StatusCode, body)
+	}
+	// Not on the API listener.
+	if resp, err := http.Get("http://" + p.addr + "/debug/pprof/"); err == nil && resp.StatusCode == 200 {
+		t.Fatalf("profiles are served on the API listener")
 	}
 }

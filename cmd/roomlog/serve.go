@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +41,7 @@ func serve(args []string) int {
 	stall := c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected")
 	keyRetention := c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered")
 	logLevel := c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error")
+	debugAddr := c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private")
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
@@ -130,6 +132,22 @@ func serve(args []string) int {
 		fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret %s --sub alice --rooms 'doc:*'\n\n", demo, auth.Secret)
 	}
 
+	if *debugAddr != "" {
+		dln, err := net.Listen("tcp", *debugAddr)
+		if err != nil {
+			return fail("--debug-addr: %v", err)
+		}
+		dmux := http.NewServeMux()
+		dmux.HandleFunc("/debug/pprof/", pprof.Index)
+		dmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dsrv := &http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}
+		go dsrv.Serve(dln)
+		defer dsrv.Close()
+		logger.Info("profiling listener", "debug", "http://"+dln.Addr().String()+"/debug/pprof/")
+	}
 	if isURL(*jwks) {
 		go refreshJWKS(ctx, *jwks, *jwksRefresh, verifier, logger)
 	}
