@@ -1,0 +1,174 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// This file is the writing side of a connection: replies and room events out, many frames per
+// system call, slow consumers detected by a write that makes no progress.
+
+// writeBatch bounds the events one room contributes to one write, so rooms take turns.
+const writeBatch = 128
+
+func (c *conn) writeLoop() {
+	defer c.s.wg.Done()
+	ctx := context.Background()
+	for {
+		c.mu.Lock()
+		if !c.wakeup || c.closed {
+			c.scratch, c.frame = nil, nil // an idle connection keeps no buffers
+			c.writing = false
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			c.cc.release()
+			return
+		}
+		c.wakeup = false
+		replies := c.replies
+		c.replies = nil
+		c.cond.Broadcast()
+		streams := make([]*roomStream, 0, len(c.order))
+		for _, room := range c.order {
+			streams = append(streams, c.streams[room])
+		}
+		var closing *closeRequest
+		if c.closing != nil && len(c.inflight) == 0 {
+			closing = c.closing
+		}
+		c.mu.Unlock()
+
+		deadline := time.Now().Add(c.s.cfg.StallTimeout)
+		c.ws.SetWriteDeadline(deadline)      // frames gorilla writes
+		c.cc.Conn.SetWriteDeadline(deadline) // frames written directly
+		c.cc.cork()
+		err := c.writeReplies(replies)
+		more := false
+		for _, rs := range streams {
+			if err != nil || closing != nil {
+				break
+			}
+			var m bool
+			m, err = c.writeRoom(ctx, rs)
+			more = more || m
+		}
+		if err == nil && closing != nil {
+			err = c.writeClose(closing)
+		}
+		if uerr := c.cc.uncork(); err == nil {
+			err = uerr
+		}
+		if err != nil || closing != nil {
+			c.writeFailed(err, closing != nil)
+			return
+		}
+		if more {
+			c.mu.Lock()
+			c.wakeup = true
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *conn) writeReplies(replies [][]byte) error {
+	mt := c.codec.messageType()
+	for _, b := range replies {
+		if err := c.ws.WriteMessage(mt, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeRoom writes the room's next events; more reports that it may have further ones now.
+func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.ended {
+		return false, nil
+	}
+	mt := c.codec.messageType()
+	if rs.joined != nil {
+		if err := c.ws.WriteMessage(mt, rs.joined); err != nil {
+			return false, err
+		}
+		rs.joined = nil
+	}
+	batch, synced, err := rs.stream.Next(ctx, writeBatch)
+	if err != nil {
+		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
+		return false, nil // the stream keeps its cursor; the next wake-up retries
+	}
+	slot := c.codec.slot()
+	for _, e := range batch.Shared {
+		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
+			return false, err
+		}
+	}
+	// Events read from the log for this connection alone: encoded into a reused buffer.
+	for i := range batch.Own {
+		c.scratch = c.codec.appendEvent(c.scratch[:0], &batch.Own[i])
+		c.frame = appendFrame(c.frame[:0], mt, c.scratch)
+		if err := c.cc.writeFrame(c.frame); err != nil {
+			return false, err
+		}
+	}
+	c.s.metrics.deliveries.Add(float64(batch.Len()))
+	c.s.metrics.replayed.Add(float64(len(batch.Own)))
+	if synced {
+		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
+		if err := c.ws.WriteMessage(mt, b); err != nil {
+			return false, err
+		}
+	}
+	return batch.Len() == writeBatch || synced, nil
+}
+
+// frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,
+// so members of a room share one encoding.
+func (c *conn) frameEvent(e *eventlog.Event) any {
+	payload := c.codec.appendEvent(make([]byte, 0, 160+len(e.Body)), e)
+	return appendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
+}
+
+func (c *conn) writeClose(cr *closeRequest) error {
+	if cr.bye != nil {
+		if err := c.ws.WriteMessage(c.codec.messageType(), cr.bye); err != nil {
+			return err
+		}
+	}
+	return c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(cr.closeCode, cr.reason), time.Now().Add(time.Second))
+}
+
+// closeLinger is how long a closing connection keeps reading (and discarding) what the client
+// still sends, so that closing the socket with unread input does not reset the connection and
+// destroy the frames that explain the close.
+const closeLinger = 2 * time.Second
+
+// writeFailed ends the connection after a write error or a completed close.
+func (c *conn) writeFailed(err error, closed bool) {
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.s.metrics.slowConsumers.Inc()
+		c.s.logger.Warn("slow consumer disconnected", "conn", c.id, "user", c.user, "stalled", c.s.cfg.StallTimeout)
+	}
+	if tcp, ok := c.cc.Conn.(*net.TCPConn); ok && err == nil && closed {
+		// Closing handshake: our close frame is out; send FIN and let the read side see the
+		// client's close frame (the read loop, or cleanup's drain) before the socket goes.
+		tcp.CloseWrite()
+		time.AfterFunc(closeLinger, func() { c.cc.Conn.Close() })
+	} else {
+		c.cc.Conn.Close() // the read loop ends and cleans up
+	}
+	c.mu.Lock()
+	c.writing = false
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
