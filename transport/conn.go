@@ -52,7 +52,9 @@ type conn struct {
 	expiry      *time.Timer
 	pinger      *time.Timer
 	inbox       [][]byte // frames read, waiting for the handler
-	handling    bool     // a handleLoop runs
+	inboxBytes  int
+	handling    bool // a handleLoop runs
+	replyBytes  int  // bytes in replies
 
 	// Owned by the writer goroutine: buffers for encoding events read from the log.
 	scratch, frame []byte
@@ -101,6 +103,10 @@ func (c *conn) wakeWriterLocked() {
 	}
 }
 
+// maxReplyBytes bounds the bytes of the reply queue as SendQueue bounds its frames (one frame
+// always fits): history pages are large.
+const maxReplyBytes = 4 << 20
+
 // reply queues an encoded frame. It blocks while the reply queue is full: a client that does not
 // read its replies is not read from either.
 func (c *conn) reply(v any) {
@@ -111,13 +117,14 @@ func (c *conn) reply(v any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.replies) >= c.s.cfg.SendQueue && !c.closed {
+	for len(c.replies) > 0 && (len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+len(b) > maxReplyBytes) && !c.closed {
 		c.cond.Wait()
 	}
 	if c.closed {
 		return
 	}
 	c.replies = append(c.replies, b)
+	c.replyBytes += len(b)
 	c.wakeWriterLocked()
 }
 
@@ -148,7 +155,7 @@ func (c *conn) shutdown(bye *byeFrame, closeCode int) {
 // cleanup runs when the read loop ends: the member sessions leave after the grace period.
 func (c *conn) cleanup() {
 	c.mu.Lock()
-	c.inbox = nil // frames not handled yet are dropped with the connection
+	c.inbox, c.inboxBytes = nil, 0 // frames not handled yet are dropped with the connection
 	for c.handling {
 		c.cond.Wait()
 	}

@@ -106,22 +106,26 @@ func (c *conn) readLoop() {
 	}
 }
 
-// inboxLimit bounds the frames read but not yet handled; past it the read loop waits, and TCP
-// pushes back on the client.
-const inboxLimit = 256
+// inboxLimit and inboxMaxBytes bound the frames read but not yet handled (one frame always
+// fits); past them the read loop waits, and TCP pushes back on the client.
+const (
+	inboxLimit    = 256
+	inboxMaxBytes = 1 << 20
+)
 
 // queueFrame hands a frame to the handler, starting it if needed; false means the connection is
 // closing and reads should stop.
 func (c *conn) queueFrame(data []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.inbox) >= inboxLimit && c.closing == nil && !c.closed {
+	for len(c.inbox) > 0 && (len(c.inbox) >= inboxLimit || c.inboxBytes+len(data) > inboxMaxBytes) && c.closing == nil && !c.closed {
 		c.cond.Wait()
 	}
 	if c.closing != nil || c.closed {
 		return false
 	}
 	c.inbox = append(c.inbox, data)
+	c.inboxBytes += len(data)
 	if !c.handling {
 		c.handling = true
 		c.s.wg.Add(1)
@@ -149,13 +153,14 @@ func (c *conn) handleLoop() {
 	for {
 		c.mu.Lock()
 		if len(c.inbox) == 0 || c.closing != nil || c.closed {
-			c.inbox = nil
+			c.inbox, c.inboxBytes = nil, 0
 			c.handling = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
 			return
 		}
 		data := c.inbox[0]
+		c.inboxBytes -= len(data)
 		c.inbox[0] = nil
 		c.inbox = c.inbox[1:]
 		c.cond.Broadcast()

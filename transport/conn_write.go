@@ -32,7 +32,7 @@ func (c *conn) writeLoop() {
 		}
 		c.wakeup = false
 		replies := c.replies
-		c.replies = nil
+		c.replies, c.replyBytes = nil, 0
 		c.cond.Broadcast()
 		streams := make([]*roomStream, 0, len(c.order))
 		for _, room := range c.order {

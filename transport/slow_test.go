@@ -140,3 +140,42 @@ func TestSlowConsumer(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuesAreBoundedInBytes: a client that asks for large history pages and reads none of the
+// answers costs the server a bounded amount of memory; it simply stops being read from.
+func TestQueuesAreBoundedInBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("memory test skipped in -short mode")
+	}
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	tok := token(t, "greedy", []string{"*"})
+	publishMany(t, ts, "big-history", 4, 1000, 400) // pages of 1,000 events of ~500 bytes
+	c := connect(t, ts, tok, "g")
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	// Ask for 500 pages (about 250 MB of answers) without reading any, each request padded to
+	// 60 KB (unknown fields are ignored) so that queued requests weigh too.
+	request := []byte(`{"type":"history","ref":"h","room":"big-history","limit":1000,"pad":"` + strings.Repeat("p", 60000) + `"}`)
+	done := make(chan int)
+	go func() {
+		sent := 0
+		for ; sent < 500; sent++ {
+			c.ws.SetWriteDeadline(time.Now().Add(3 * time.Second))
+			if c.ws.WriteMessage(websocket.TextMessage, request) != nil {
+				break // the server stopped reading: back-pressure
+			}
+		}
+		done <- sent
+	}()
+	sent := <-done
+	time.Sleep(3 * time.Second) // let the server handle what it will
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("%d history requests sent before the server pushed back; heap grew %d MiB", sent, grown>>20)
+	if grown > 16<<20 {
+		t.Fatalf("heap grew by %d MiB for one client that reads nothing", grown>>20)
+	}
+}
