@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,10 +17,12 @@ import (
 // key into a B+tree as it comes would dirty one page per distinct publisher per commit (keys from
 // different clients land far apart), so the index is a small log-structured merge:
 //
-//   - keys of recent appends live in memory (keyIndex.mem) and in the events themselves, which
-//     carry their key and are durable;
-//   - about once a second, and on Close, the writer writes them sorted into the current on-disk
-//     generation in one go and records in meta "keys" the last id whose key is on disk;
+//   - keys of recent appends live in memory (keyIndex.mem, and keyIndex.queue in id order) and in
+//     the events themselves, which carry their key and are durable;
+//   - once the oldest is a second old (or many are waiting), each commit writes up to
+//     keyFlushChunk of the oldest, sorted, into the current on-disk generation, and records in meta
+//     "keys" the id up to which every key is on disk; a bounded chunk per commit keeps the cost
+//     of flushing out of any one append's latency. Close writes the rest;
 //   - at Open, the events after that id give back the keys that were only in memory.
 //
 // Lookups check the current batch, memory, then the generations newest first. A generation is
@@ -27,7 +30,8 @@ import (
 // retention ago (every key in it is then older than the retention).
 const (
 	keyFlushEvery      = time.Second
-	keyFlushMax        = 1 << 16 // keys in memory that force a flush
+	keyFlushMax        = 1 << 16 // keys in memory that make flushing due whatever their age
+	keyFlushChunk      = 2048    // keys one commit writes at most
 	pruneKeysPerCommit = 1024
 )
 
@@ -38,7 +42,12 @@ type keyIndex struct {
 	retention time.Duration
 	gens      []uint64      // on-disk generations, oldest first (start in unix ms)
 	mem       map[string]ID // keys whose events are durable but which are not on disk yet
-	lastFlush time.Time
+	queue     []memKey      // the same keys in id order: the order they are flushed in
+}
+
+type memKey struct {
+	key string
+	id  ID
 }
 
 func idempotencyKey(room, user, key string) string {
@@ -50,7 +59,7 @@ func (l *BoltLog) loadKeys() error {
 	k := &l.keys
 	k.retention = l.opts.KeyRetention
 	k.mem = make(map[string]ID)
-	k.lastFlush = l.opts.Now()
+	k.queue = nil
 	var flushed ID
 	err := l.view(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyFlushed); len(v) == 16 {
@@ -74,7 +83,9 @@ func (l *BoltLog) loadKeys() error {
 	}
 	return l.Scan(context.Background(), ScanFilter{After: from}, func(e Event) error {
 		if e.Key != "" {
-			k.mem[idempotencyKey(e.Room, e.User, e.Key)] = e.ID
+			key := idempotencyKey(e.Room, e.User, e.Key)
+			k.mem[key] = e.ID
+			k.queue = append(k.queue, memKey{key, e.ID})
 		}
 		return nil
 	})
@@ -83,7 +94,7 @@ func (l *BoltLog) loadKeys() error {
 // findKey looks req's key up; a key whose newest use is older than the retention is absent.
 func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
 	key := idempotencyKey(req.Room, req.User, req.Key)
-	id, ok := b.newKeys[key]
+	id, ok := b.newKey(key)
 	if !ok {
 		id, ok = l.keys.mem[key]
 	}
@@ -130,21 +141,26 @@ func (b *batch) findKeyOnDisk(key []byte) (ID, bool, error) {
 	return ID{}, false, nil
 }
 
-// maintainKeys runs at the end of every batch: it flushes the keys in memory when due (or when
-// force is set) and prunes an expired generation a little.
+// maintainKeys runs at the end of every batch: it flushes the oldest keys when due (all of them
+// when force is set) and prunes an expired generation a little.
 func (l *BoltLog) maintainKeys(b *batch, force bool) error {
-	pending := len(l.keys.mem) + len(b.newKeys)
-	if pending > 0 && (force || pending >= keyFlushMax || b.now.Sub(l.keys.lastFlush) >= keyFlushEvery) {
-		if err := l.flushKeys(b); err != nil {
+	q := l.keys.queue
+	if len(q) > 0 && (force || len(q) >= keyFlushMax || b.now.Sub(q[0].id.Time()) >= keyFlushEvery) {
+		n := len(q)
+		if !force {
+			n = min(n, keyFlushChunk)
+		}
+		if err := l.flushKeys(b, q[:n]); err != nil {
 			return err
 		}
 	}
 	return l.pruneKeys(b)
 }
 
-// flushKeys writes every key in memory and in this batch, sorted, into the current generation,
-// starting a new one when the newest is older than half the retention (so about three live).
-func (l *BoltLog) flushKeys(b *batch) error {
+// flushKeys writes chunk (the oldest keys in memory), sorted, into the current generation,
+// starting a new one when the newest is older than half the retention (so about three live), and
+// moves the flushed mark to the chunk's last id.
+func (l *BoltLog) flushKeys(b *batch, chunk []memKey) error {
 	keys := b.tx.Bucket(bucketKeys)
 	now := uint64(b.now.UnixMilli())
 	genLen := uint64(l.keys.retention.Milliseconds() / 2)
@@ -159,40 +175,32 @@ func (l *BoltLog) flushKeys(b *batch) error {
 		b.gens = append(b.gens, start)
 	}
 	gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[len(b.gens)-1]))
-	all := make([]string, 0, len(l.keys.mem)+len(b.newKeys))
-	for k := range l.keys.mem {
-		if _, newer := b.newKeys[k]; !newer {
-			all = append(all, k)
-		}
-	}
-	for k := range b.newKeys {
-		all = append(all, k)
-	}
-	slices.Sort(all) // sorted inserts touch each leaf page once
-	for _, k := range all {
-		id, ok := b.newKeys[k]
-		if !ok {
-			id = l.keys.mem[k]
-		}
-		if err := gen.Put([]byte(k), bytes.Clone(id[:])); err != nil {
+	sorted := slices.Clone(chunk)
+	// Sorted inserts touch each leaf page once; for a key used twice, the later id goes last.
+	slices.SortStableFunc(sorted, func(a, c memKey) int { return strings.Compare(a.key, c.key) })
+	for _, mk := range sorted {
+		if err := gen.Put([]byte(mk.key), bytes.Clone(mk.id[:])); err != nil {
 			return err
 		}
 	}
-	last := l.ids.last
-	b.keysFlushed = true
-	return b.tx.Bucket(bucketMeta).Put(keyFlushed, last[:])
+	mark := chunk[len(chunk)-1].id
+	b.keysFlushed = len(chunk)
+	return b.tx.Bucket(bucketMeta).Put(keyFlushed, mark[:])
 }
 
 // keysCommitted updates the writer's key index after b committed.
 func (l *BoltLog) keysCommitted(b *batch) {
-	l.keys.gens = b.gens
-	if b.keysFlushed {
-		clear(l.keys.mem)
-		l.keys.lastFlush = b.now
-		return
+	k := &l.keys
+	k.gens = b.gens
+	for _, mk := range k.queue[:b.keysFlushed] {
+		if k.mem[mk.key] == mk.id { // not used again since
+			delete(k.mem, mk.key)
+		}
 	}
-	for k, id := range b.newKeys {
-		l.keys.mem[k] = id
+	k.queue = k.queue[b.keysFlushed:]
+	for _, mk := range b.newKeys {
+		k.mem[mk.key] = mk.id
+		k.queue = append(k.queue, mk)
 	}
 }
 
@@ -235,5 +243,6 @@ func (l *BoltLog) pruneKeys(b *batch) error {
 // keyWorkDue reports whether an idle writer has key maintenance to do.
 func (l *BoltLog) keyWorkDue() bool {
 	now := l.opts.Now()
-	return (len(l.keys.mem) > 0 && now.Sub(l.keys.lastFlush) >= keyFlushEvery) || l.keys.pruneDue(l.keys.gens, now)
+	q := l.keys.queue
+	return (len(q) > 0 && now.Sub(q[0].id.Time()) >= keyFlushEvery) || l.keys.pruneDue(l.keys.gens, now)
 }

@@ -97,7 +97,7 @@ func (l *BoltLog) run() {
 		select {
 		case op, ok := <-l.ops:
 			if !ok {
-				if len(l.keys.mem) > 0 {
+				if len(l.keys.queue) > 0 {
 					l.commit(nil, true) // leave the keys on disk: a quicker next Open
 				}
 				return
@@ -136,8 +136,9 @@ type batch struct {
 	order       []string      // rooms in first-touched order
 	changed     []string      // rooms with new events, for notification
 	gens        []uint64      // idempotency generations as this transaction sees them
-	newKeys     map[string]ID // idempotency keys of this batch's appends
-	keysFlushed bool          // this transaction wrote the keys in memory to disk
+	newKeys     []memKey      // idempotency keys of this batch's appends, in id order
+	newKeyIDs   map[string]ID // the same, for lookups (the latest use)
+	keysFlushed int           // how many of the oldest keys in memory this transaction wrote to disk
 }
 
 type roomWrite struct {
@@ -150,7 +151,7 @@ type roomWrite struct {
 // failure fails every op of the batch: the transaction is rolled back, so none of them happened.
 func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) {
 	start := time.Now()
-	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: slices.Clone(l.keys.gens), newKeys: map[string]ID{}}
+	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: slices.Clone(l.keys.gens)}
 	lastID := l.ids.last
 	err := l.apply(b, ops, flushKeys)
 	if err == nil {
@@ -229,6 +230,12 @@ func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
 	return nil
 }
 
+// newKey finds a key appended earlier in this batch (the latest use).
+func (b *batch) newKey(key string) (ID, bool) {
+	id, ok := b.newKeyIDs[key]
+	return id, ok
+}
+
 // room returns the room's state in this transaction; create makes its bucket if missing (nil
 // is returned for a missing room otherwise).
 func (b *batch) room(name string, create bool) (*roomWrite, error) {
@@ -302,7 +309,12 @@ func (l *BoltLog) applyAppend(b *batch, op *writeOp) error {
 	rw.head = Head{ID: id, Hash: hash, Count: rw.head.Count + 1}
 	rw.dirty = true
 	if req.Key != "" {
-		b.newKeys[idempotencyKey(req.Room, req.User, req.Key)] = id
+		key := idempotencyKey(req.Room, req.User, req.Key)
+		b.newKeys = append(b.newKeys, memKey{key, id})
+		if b.newKeyIDs == nil {
+			b.newKeyIDs = map[string]ID{}
+		}
+		b.newKeyIDs[key] = id
 	}
 	if req.Kind == KindJoin || req.Kind == KindLeave {
 		if err := putSession(b.tx, req, id); err != nil {
