@@ -329,18 +329,6 @@ func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
 	return tx.Bucket(bucketRooms).Bucket([]byte(room))
 }
 
-func (l *BoltLog) checkOpen() error {
-	if l.opts.ReadOnly {
-		return nil
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return ErrClosed
-	}
-	return nil
-}
-
 // errCtx returns ctx's error, if any, so reads stop promptly when their caller has gone.
 func errCtx(ctx context.Context) error {
 	if ctx == nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Idempotency keys are an index from (room, user, key) to the event appended with it. Writing each
@@ -232,7 +233,7 @@ func (l *BoltLog) pruneKeys(b *batch) error {
 		if len(doomed) == pruneKeysPerCommit {
 			return nil // more next time
 		}
-		if err := keys.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		if err := keys.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
 			return err
 		}
 	}

@@ -127,7 +127,7 @@ func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit 
 		for k != nil && len(k) != 16 { // the head entry
 			k, v = c.Prev()
 		}
-		for ; k != nil && len(k) == 16 && len(out) < limit; k, v = c.Prev() {
+		for ; len(k) == 16 && len(out) < limit; k, v = c.Prev() {
 			ev, err := a.decode(room, k, v)
 			if err != nil {
 				return err

@@ -93,7 +93,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 				k, v = c.First()
 			} else {
 				// Resume after the last verified event.
-				k, v = c.Seek(last[:])
+				k, _ = c.Seek(last[:])
 				if !bytes.Equal(k, last[:]) {
 					broken(last, "event vanished during verification")
 					return nil

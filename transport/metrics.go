@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the server's Prometheus metrics, on a registry of its own (so that several servers
@@ -60,7 +61,7 @@ func NewMetrics() *Metrics {
 	}
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
