@@ -560,3 +560,25 @@ func TestSequentialRequestsNeverStall(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestInternalError: when the log fails (here: closed under the server), requests get error code
+// internal and the connection stays usable.
+func TestInternalError(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) {
+			ts := startServer(t, serverOpts{})
+			c := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*"}), "s")
+			if err := ts.log.Close(); err != nil {
+				t.Fatal(err)
+			}
+			c.send(frame{"type": "publish", "ref": "1", "room": "doc:1", "body": 1})
+			if e := c.expectError("internal"); e.str("ref") != "1" {
+				t.Fatalf("internal error without ref: %v", e)
+			}
+			c.send(frame{"type": "history", "ref": "2", "room": "doc:1"})
+			c.expectError("internal")
+			c.send(frame{"type": "ping", "ref": "3"})
+			c.expect("pong")
+		})
+	}
+}
