@@ -20,6 +20,10 @@ type corkConn struct {
 
 const corkLimit = 64 << 10 // flush early past this many buffered bytes
 
+// corkBuffers are write buffers lent to connections while they write: an idle connection holds
+// none, and a busy one does not grow a fresh buffer at every wake-up.
+var corkBuffers = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit+16<<10); return &b }}
+
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -70,6 +74,9 @@ func appendFrame(dst []byte, messageType int, payload []byte) []byte {
 func (c *corkConn) cork() {
 	c.mu.Lock()
 	c.corked = true
+	if c.buf == nil {
+		c.buf = (*corkBuffers.Get().(*[]byte))[:0]
+	}
 	c.mu.Unlock()
 }
 
@@ -94,10 +101,14 @@ func (c *corkConn) flushLocked() error {
 	return err
 }
 
-// release drops the buffer of an idle connection.
+// release returns the buffer of an idle connection to the pool.
 func (c *corkConn) release() {
 	c.mu.Lock()
-	if !c.corked && len(c.buf) == 0 {
+	if !c.corked && len(c.buf) == 0 && c.buf != nil {
+		if cap(c.buf) <= 4*corkLimit {
+			b := c.buf[:0]
+			corkBuffers.Put(&b)
+		}
 		c.buf = nil
 	}
 	c.mu.Unlock()
