@@ -29,6 +29,12 @@ type Log interface {
 	// reads from the room's first event. An unknown room has no events.
 	ReadAfter(ctx context.Context, room string, after ID, limit int) ([]Event, error)
 
+	// ReadAfterFunc calls fn with each of up to limit events of room with id > after, in id
+	// order, and returns how many it passed. The event, its strings and its body are valid only
+	// during the call (they may point into storage): fn copies what it keeps. A non-nil error
+	// from fn stops the read and is returned. It is ReadAfter without copies, for streaming.
+	ReadAfterFunc(ctx context.Context, room string, after ID, limit int, fn func(*Event) error) (int, error)
+
 	// ReadBefore returns up to limit events of room with id < before, oldest first (the page
 	// that ends just before before). The zero ID means from the head.
 	ReadBefore(ctx context.Context, room string, before ID, limit int) ([]Event, error)

@@ -100,6 +100,43 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 	return out, err
 }
 
+// ReadAfterFunc implements Log. The events point into bbolt's memory map, valid during the read
+// transaction the calls run in; fn must not block for long (it holds that transaction).
+func (l *BoltLog) ReadAfterFunc(ctx context.Context, room string, after ID, limit int, fn func(*Event) error) (int, error) {
+	if err := checkRead(room, limit); err != nil {
+		return 0, err
+	}
+	if err := errCtx(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := l.view(func(tx *bolt.Tx) error {
+		b := l.roomBucket(tx, room)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.Seek(after[:])
+		if k != nil && bytes.Equal(k, after[:]) {
+			k, v = c.Next()
+		}
+		var ev Event
+		for ; len(k) == 16 && n < limit; k, v = c.Next() {
+			ev = Event{Room: room}
+			copy(ev.ID[:], k)
+			if err := decodeRecord(&ev, v); err != nil {
+				return fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, ErrCorrupt, err)
+			}
+			if err := fn(&ev); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
 // ReadBefore implements Log.
 func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit int) ([]Event, error) {
 	if err := checkRead(room, limit); err != nil {

@@ -57,22 +57,20 @@ func TestStreamSyncsOnceAtTheHead(t *testing.T) {
 	defer s.Close()
 	var got []eventlog.ID
 	syncs, syncedAt := 0, -1
+	own := func(e *eventlog.Event) error { got = append(got, e.ID); return nil }
 	for range 100 {
-		b, synced, err := s.Next(ctx, 7)
+		shared, n, synced, err := s.Next(ctx, 7, own)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range b.Shared {
+		for _, e := range shared {
 			got = append(got, e.Event.ID)
-		}
-		for _, e := range b.Own {
-			got = append(got, e.ID)
 		}
 		if synced {
 			syncs++
 			syncedAt = len(got)
 		}
-		if b.Len() == 0 && !synced {
+		if n == 0 && !synced {
 			break
 		}
 	}
@@ -83,19 +81,17 @@ func TestStreamSyncsOnceAtTheHead(t *testing.T) {
 	r, _ := l.Append(ctx, eventlog.AppendRequest{Room: "s", User: "u"})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		b, synced, err := s.Next(ctx, 7)
+		var live []eventlog.ID
+		shared, n, synced, err := s.Next(ctx, 7, func(e *eventlog.Event) error { live = append(live, e.ID); return nil })
 		if err != nil || synced {
 			t.Fatalf("after sync: %v %v", err, synced)
 		}
-		if b.Len() == 1 {
-			id := eventlog.ID{}
-			if len(b.Shared) == 1 {
-				id = b.Shared[0].Event.ID
-			} else {
-				id = b.Own[0].ID
-			}
-			if id != r.Event.ID {
-				t.Fatalf("live event %s, want %s", id, r.Event.ID)
+		for _, e := range shared {
+			live = append(live, e.Event.ID)
+		}
+		if n == 1 {
+			if live[0] != r.Event.ID {
+				t.Fatalf("live event %s, want %s", live[0], r.Event.ID)
 			}
 			break
 		}

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
@@ -35,58 +36,62 @@ func (s *Stream) Cursor() eventlog.ID { return s.cursor }
 // Room is the streamed room.
 func (s *Stream) Room() string { return s.sub.Room() }
 
-// Batch is what Next hands out: events shared with the room's other members (from the feed's
-// memory, each encoded once for all of them) or events read from the log for this subscriber
-// alone. One of the two is set.
-type Batch struct {
-	Shared []*rooms.Entry
-	Own    []eventlog.Event
-}
-
-// Len is the number of events in the batch.
-func (b *Batch) Len() int { return len(b.Shared) + len(b.Own) }
-
-// Next returns up to max next events. synced is true exactly once: in the call whose events end
-// at the sync point (or with no events when the stream starts at or past it); the subscriber
-// sends them, then its sync frame. An empty batch with synced false means nothing is new.
-func (s *Stream) Next(ctx context.Context, max int) (b Batch, synced bool, err error) {
+// Next hands out up to max next events. Those the room's memory holds come back as shared
+// entries (each encoded once for all the room's members); when the stream is behind that memory,
+// it reads the log and passes each event to own instead, valid only during the call (it points
+// into storage: own encodes it and keeps nothing). n counts the events handed out either way.
+//
+// synced is true exactly once: in the call whose events end at the sync point (or with no events
+// when the stream starts at or past it); the subscriber sends them, then its sync frame. No
+// events and synced false means nothing is new.
+func (s *Stream) Next(ctx context.Context, max int, own func(*eventlog.Event) error) (shared []*rooms.Entry, n int, synced bool, err error) {
 	if !s.synced && s.cursor.Compare(s.syncAt) >= 0 {
 		s.synced = true
-		return b, true, nil
+		return nil, 0, true, nil
 	}
 	var ok bool
-	if b.Shared, ok = s.sub.After(s.cursor, max); !ok {
-		if b.Own, err = s.log.ReadAfter(ctx, s.sub.Room(), s.cursor, max); err != nil {
-			return Batch{}, false, err
-		}
-	}
-	if !s.synced {
-		// Stop at the sync point so the sync frame follows the head event exactly.
-		for i, e := range b.Shared {
-			if e.Event.ID.Compare(s.syncAt) > 0 {
-				b.Shared = b.Shared[:i]
-				break
+	if shared, ok = s.sub.After(s.cursor, max); ok {
+		if !s.synced {
+			// Stop at the sync point so the sync frame follows the head event exactly.
+			for i, e := range shared {
+				if e.Event.ID.Compare(s.syncAt) > 0 {
+					shared = shared[:i]
+					break
+				}
 			}
 		}
-		for i := range b.Own {
-			if b.Own[i].ID.Compare(s.syncAt) > 0 {
-				b.Own = b.Own[:i]
-				break
-			}
+		if n = len(shared); n > 0 {
+			s.cursor = shared[n-1].Event.ID
 		}
-	}
-	if n := len(b.Shared); n > 0 {
-		s.cursor = b.Shared[n-1].Event.ID
-	}
-	if n := len(b.Own); n > 0 {
-		s.cursor = b.Own[n-1].ID
+	} else {
+		last := s.cursor
+		n, err = s.log.ReadAfterFunc(ctx, s.sub.Room(), s.cursor, max, func(e *eventlog.Event) error {
+			if !s.synced && e.ID.Compare(s.syncAt) > 0 {
+				return errSyncPoint
+			}
+			if err := own(e); err != nil {
+				return err
+			}
+			last = e.ID
+			return nil
+		})
+		if err == errSyncPoint {
+			err = nil
+		}
+		if err != nil {
+			return nil, 0, false, err
+		}
+		s.cursor = last
 	}
 	if !s.synced && s.cursor.Compare(s.syncAt) >= 0 {
 		s.synced = true
 		synced = true
 	}
-	return b, synced, nil
+	return shared, n, synced, nil
 }
+
+// errSyncPoint stops a log read at the sync point.
+var errSyncPoint = errors.New("sync point")
 
 // Pending reports whether the stream may have events to hand out without waiting for a wake-up:
 // it has not synced yet.

@@ -57,7 +57,7 @@ type conn struct {
 	replyBytes  int  // bytes in replies
 
 	// Owned by the writer goroutine: buffers for encoding events read from the log.
-	scratch, frame []byte
+	scratch, frames []byte
 }
 
 type roomStream struct {

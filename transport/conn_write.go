@@ -23,7 +23,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
-			c.scratch, c.frame = nil, nil // an idle connection keeps no buffers
+			c.scratch, c.frames = nil, nil // an idle connection keeps no buffers
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
@@ -100,34 +100,38 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 		}
 		rs.joined = nil
 	}
-	batch, synced, err := rs.stream.Next(ctx, writeBatch)
+	// Events read from the log for this connection alone are encoded, inside the read, into a
+	// reused buffer of frames, written after it.
+	c.frames = c.frames[:0]
+	shared, n, synced, err := rs.stream.Next(ctx, writeBatch, func(e *eventlog.Event) error {
+		c.scratch = c.codec.appendEvent(c.scratch[:0], e)
+		c.frames = appendFrame(c.frames, mt, c.scratch)
+		return nil
+	})
 	if err != nil {
 		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
 		return false, nil // the stream keeps its cursor; the next wake-up retries
 	}
 	slot := c.codec.slot()
-	for _, e := range batch.Shared {
+	for _, e := range shared {
 		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
 			return false, err
 		}
 	}
-	// Events read from the log for this connection alone: encoded into a reused buffer.
-	for i := range batch.Own {
-		c.scratch = c.codec.appendEvent(c.scratch[:0], &batch.Own[i])
-		c.frame = appendFrame(c.frame[:0], mt, c.scratch)
-		if err := c.cc.writeFrame(c.frame); err != nil {
+	if len(c.frames) > 0 {
+		if err := c.cc.writeFrame(c.frames); err != nil {
 			return false, err
 		}
+		c.s.metrics.replayed.Add(float64(n))
 	}
-	c.s.metrics.deliveries.Add(float64(batch.Len()))
-	c.s.metrics.replayed.Add(float64(len(batch.Own)))
+	c.s.metrics.deliveries.Add(float64(n))
 	if synced {
 		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.ws.WriteMessage(mt, b); err != nil {
 			return false, err
 		}
 	}
-	return batch.Len() == writeBatch || synced, nil
+	return n == writeBatch || synced, nil
 }
 
 // frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,

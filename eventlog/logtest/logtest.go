@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,6 +60,7 @@ func Run(t *testing.T, b Backend) {
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"AsyncKeepsQueueOrder", testAsyncKeepsQueueOrder},
 		{"ReadBefore", testReadBefore},
+		{"ReadAfterFunc", testReadAfterFunc},
 		{"Idempotency", testIdempotency},
 		{"ConcurrentSameKey", testConcurrentSameKey},
 		{"KeyRetention", testKeyRetention},
@@ -316,6 +318,55 @@ func testAsyncKeepsQueueOrder(t *testing.T, b Backend) {
 	assertIncreasing(t, "queue order", got)
 	if read := ids(readAll(t, l, "ordered", eventlog.ID{})); !slices.Equal(read, got) {
 		t.Fatalf("log order differs from queue order")
+	}
+}
+
+func testReadAfterFunc(t *testing.T, b Backend) {
+	l := open(t, b, Config{})
+	closeAtEnd(t, &l)
+	for i := range 40 {
+		req := msg("f", fmt.Sprint("u", i%3), fmt.Sprint(i))
+		req.Key = fmt.Sprint("k", i)
+		mustAppend(t, l, req)
+	}
+	want := readAll(t, l, "f", eventlog.ID{})
+	for _, after := range []eventlog.ID{{}, want[9].ID, want[38].ID, want[39].ID} {
+		var got []eventlog.Event
+		n, err := l.ReadAfterFunc(ctx(t), "f", after, 15, func(e *eventlog.Event) error {
+			c := *e // copy what we keep
+			c.Room, c.Kind, c.User, c.Session, c.Key = strings.Clone(e.Room), strings.Clone(e.Kind), strings.Clone(e.User), strings.Clone(e.Session), strings.Clone(e.Key)
+			c.Body = slices.Clone(e.Body)
+			got = append(got, c)
+			return nil
+		})
+		var exp []eventlog.Event
+		for _, e := range want {
+			if e.ID.Compare(after) > 0 && len(exp) < 15 {
+				exp = append(exp, e)
+			}
+		}
+		if err != nil || n != len(exp) || len(got) != len(exp) {
+			t.Fatalf("after %s: %d events (n %d, %v), want %d", after, len(got), n, err, len(exp))
+		}
+		for i := range got {
+			sameEvent(t, got[i], exp[i])
+		}
+	}
+	stop := errors.New("stop")
+	n, err := l.ReadAfterFunc(ctx(t), "f", eventlog.ID{}, 100, func(e *eventlog.Event) error {
+		if e.ID == want[4].ID {
+			return stop
+		}
+		return nil
+	})
+	if err != stop || n != 4 {
+		t.Fatalf("stopping at the fifth event: n %d, %v", n, err)
+	}
+	if n, err := l.ReadAfterFunc(ctx(t), "nothing-here", eventlog.ID{}, 10, func(*eventlog.Event) error { return nil }); err != nil || n != 0 {
+		t.Fatalf("unknown room: %d %v", n, err)
+	}
+	if _, err := l.ReadAfterFunc(ctx(t), "bad room", eventlog.ID{}, 10, func(*eventlog.Event) error { return nil }); !errors.Is(err, eventlog.ErrBadRoom) {
+		t.Fatalf("bad room: %v", err)
 	}
 }
 
