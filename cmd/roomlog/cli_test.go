@@ -151,7 +151,10 @@ func TestDebugListener(t *testing.T) {
 		t.Fatalf("profile: %d %.200s", resp.StatusCode, body)
 	}
 	// Not on the API listener.
-	if resp, err := http.Get("http://" + p.addr + "/debug/pprof/"); err == nil && resp.StatusCode == 200 {
-		t.Fatalf("profiles are served on the API listener")
+	if resp, err := http.Get("http://" + p.addr + "/debug/pprof/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatalf("profiles are served on the API listener")
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
@@ -30,7 +31,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("ROOMLOG_RUN_MAIN") == "1" {
 		os.Exit(run(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// The tests' own HTTP calls leave keep-alive connections in the default client's pool.
+	http.DefaultClient.CloseIdleConnections()
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 const crashSecret = "crash-test-secret"
