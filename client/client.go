@@ -99,7 +99,6 @@ type Client struct {
 	mu        sync.Mutex
 	conn      *conn // nil while disconnected
 	connected chan struct{}
-	gen       int
 	user      string
 	rooms     map[string]*Room
 	outbox    []*pending // in key order

@@ -28,7 +28,6 @@ func (f frame) err() *Error {
 type conn struct {
 	ws    *websocket.Conn
 	codec Codec
-	gen   int
 	wmu   sync.Mutex
 
 	refreshMu sync.Mutex
@@ -175,9 +174,7 @@ func (c *Client) serve(cn *conn) (reconnectAfter time.Duration) {
 	// Every write until the resend is done happens here, in order: rejoin, then the outbox.
 	c.sendMu.Lock()
 	c.mu.Lock()
-	c.gen++
 	c.conns++
-	cn.gen = c.gen
 	rooms := make([]*Room, 0, len(c.rooms))
 	for _, r := range c.rooms {
 		rooms = append(rooms, r)

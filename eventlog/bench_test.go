@@ -29,42 +29,49 @@ func BenchmarkAppend(b *testing.B) {
 	for _, c := range []struct{ rooms, appenders int }{
 		{1, 1}, {1, 16}, {1, 64}, {1, 256}, {16, 16}, {16, 64}, {16, 256},
 	} {
-		rooms, appenders := c.rooms, c.appenders
-		b.Run(fmt.Sprintf("rooms=%d/appenders=%d", rooms, appenders), func(b *testing.B) {
-			l, err := eventlog.Open(filepath.Join(b.TempDir(), "bench.db"), eventlog.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			lat := make([][]time.Duration, appenders)
-			per := max(b.N/appenders, 1)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for a := range appenders {
-				wg.Go(func() {
-					lat[a] = make([]time.Duration, 0, per)
-					req := eventlog.AppendRequest{Room: fmt.Sprintf("room-%d", a%rooms), User: "bench", Body: body200}
-					for range per {
-						t0 := time.Now()
-						if _, err := l.Append(context.Background(), req); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[a] = append(lat[a], time.Since(t0))
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			all := slices.Concat(lat...)
-			slices.Sort(all)
-			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+		b.Run(fmt.Sprintf("rooms=%d/appenders=%d", c.rooms, c.appenders), func(b *testing.B) {
+			runAppenders(b, c.appenders, func(a, i int) eventlog.AppendRequest {
+				return eventlog.AppendRequest{Room: fmt.Sprintf("room-%d", a%c.rooms), User: "bench", Body: body200}
+			})
 		})
 	}
+}
+
+// runAppenders has appenders goroutines append b.N events in all, each waiting for its ack, and
+// reports events/s and the p50/p99/p999 latency of one append.
+func runAppenders(b *testing.B, appenders int, request func(appender, i int) eventlog.AppendRequest) {
+	l, err := eventlog.Open(filepath.Join(b.TempDir(), "bench.db"), eventlog.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	lat := make([][]time.Duration, appenders)
+	per := max(b.N/appenders, 1)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for a := range appenders {
+		wg.Go(func() {
+			lat[a] = make([]time.Duration, 0, per)
+			for i := range per {
+				t0 := time.Now()
+				if _, err := l.Append(context.Background(), request(a, i)); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[a] = append(lat[a], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(all[len(all)*999/1000].Microseconds()), "p999-µs")
 }
 
 // BenchmarkAppendKeyed is BenchmarkAppend over 16 rooms with an idempotency key on every event,
@@ -75,37 +82,10 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkAppendKeyed(b *testing.B) {
 	for _, appenders := range []int{64, 256} {
 		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
-			l, err := eventlog.Open(filepath.Join(b.TempDir(), "bench.db"), eventlog.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			per := max(b.N/appenders, 1)
-			lat := make([][]time.Duration, appenders)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for a := range appenders {
-				wg.Go(func() {
-					req := eventlog.AppendRequest{Room: fmt.Sprintf("room-%d", a%16), User: fmt.Sprint("user-", a), Body: body200}
-					for i := range per {
-						req.Key = fmt.Sprintf("c-%d-%d", a, i)
-						t0 := time.Now()
-						if _, err := l.Append(context.Background(), req); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[a] = append(lat[a], time.Since(t0))
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			all := slices.Concat(lat...)
-			slices.Sort(all)
-			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
-			b.ReportMetric(float64(all[len(all)*999/1000].Microseconds()), "p999-µs")
+			runAppenders(b, appenders, func(a, i int) eventlog.AppendRequest {
+				return eventlog.AppendRequest{Room: fmt.Sprintf("room-%d", a%16), User: fmt.Sprint("user-", a),
+					Key: fmt.Sprintf("c-%d-%d", a, i), Body: body200}
+			})
 		})
 	}
 }

@@ -93,9 +93,5 @@ func (s *Stream) Next(ctx context.Context, max int, own func(*eventlog.Event) er
 // errSyncPoint stops a log read at the sync point.
 var errSyncPoint = errors.New("sync point")
 
-// Pending reports whether the stream may have events to hand out without waiting for a wake-up:
-// it has not synced yet.
-func (s *Stream) Pending() bool { return !s.synced }
-
 // Close releases the room subscription.
 func (s *Stream) Close() { s.sub.Close() }

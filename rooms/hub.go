@@ -39,9 +39,8 @@ type Hub struct {
 	opts   Options
 	logger *slog.Logger
 
-	mu     sync.Mutex
-	rooms  map[string]*Room
-	closed bool
+	mu    sync.Mutex
+	rooms map[string]*Room
 }
 
 // Room is one room's state on this node.
@@ -312,7 +311,6 @@ func (h *Hub) CloseOrphans(ctx context.Context) (int, error) {
 // period) and stops every feed. Call it after the last connection has gone.
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
-	h.closed = true
 	rooms := make([]*Room, 0, len(h.rooms))
 	for _, r := range h.rooms {
 		rooms = append(rooms, r)

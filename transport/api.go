@@ -68,26 +68,25 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 
 // VerifyResult is the answer of GET /v1/verify.
 type VerifyResult struct {
-	Rooms  int    `json:"rooms"`
-	Events uint64 `json:"events"`
-	First  string `json:"first"`
-	Last   string `json:"last"`
-	Broken *struct {
-		Room   string `json:"room"`
-		ID     string `json:"id"`
-		Reason string `json:"reason"`
-	} `json:"broken,omitempty"`
+	Rooms  int          `json:"rooms"`
+	Events uint64       `json:"events"`
+	First  string       `json:"first"`
+	Last   string       `json:"last"`
+	Broken *VerifyBreak `json:"broken,omitempty"`
+}
+
+// VerifyBreak is the first broken link a verification found.
+type VerifyBreak struct {
+	Room   string `json:"room"`
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
 }
 
 // NewVerifyResult turns a report into its JSON form.
 func NewVerifyResult(rep eventlog.VerifyReport) VerifyResult {
 	v := VerifyResult{Rooms: rep.Rooms, Events: rep.Events, First: rep.First.String(), Last: rep.Last.String()}
 	if b := rep.Broken; b != nil {
-		v.Broken = &struct {
-			Room   string `json:"room"`
-			ID     string `json:"id"`
-			Reason string `json:"reason"`
-		}{b.Room, b.ID.String(), b.Reason}
+		v.Broken = &VerifyBreak{Room: b.Room, ID: b.ID.String(), Reason: b.Reason}
 	}
 	return v
 }

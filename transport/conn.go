@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/oklog/ulid/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/roomlog/roomlog/eventlog"
@@ -78,6 +79,8 @@ type closeRequest struct {
 	closeCode int
 	reason    string
 }
+
+func newConnID() string { return ulid.Make().String() }
 
 func newConn(s *Server, ws *websocket.Conn, cc *corkConn) *conn {
 	c := &conn{

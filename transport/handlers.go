@@ -6,15 +6,12 @@ import (
 	"errors"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
 )
-
-func newConnID() string { return ulid.Make().String() }
 
 // opTimeout bounds the log operations one client frame waits for.
 const opTimeout = 30 * time.Second
