@@ -101,8 +101,9 @@ type BoltLog struct {
 	watches map[string]map[*Watch]struct{}
 
 	// Owned by the writer goroutine.
-	ids  idSource
-	keys keyIndex
+	ids      idSource
+	keys     keyIndex
+	headroom *headroom // nil when read-only or when filling failed
 }
 
 var _ Log = (*BoltLog)(nil)
@@ -146,6 +147,8 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		close(l.done)
 		return l, nil
 	}
+	l.headroom = openHeadroom(path)
+	l.fillHeadroom()
 	l.ops = make(chan *writeOp, opts.QueueSize)
 	go l.run()
 	return l, nil
@@ -273,6 +276,7 @@ func (l *BoltLog) Close() error {
 	}
 	l.watches = map[string]map[*Watch]struct{}{}
 	l.watchMu.Unlock()
+	l.headroom.close()
 	return l.db.Close()
 }
 

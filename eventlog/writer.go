@@ -188,6 +188,7 @@ func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) {
 		if len(b.changed) > 0 {
 			l.notify(b.changed)
 		}
+		l.fillHeadroom() // after the acks and notifications: it is no one's latency
 	}
 }
 
