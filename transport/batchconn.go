@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // corkConn lets the connection's writer put many WebSocket frames into one write system call:
@@ -54,6 +55,24 @@ func (c *corkConn) writeFrame(frame []byte) error {
 		return c.flushLocked()
 	}
 	return nil
+}
+
+// writeControl writes a control frame the connection's writer did not make (a ping, a pong, a
+// close): into the buffer while the writer has it corked (it flushes it), else at once, within
+// timeout.
+func (c *corkConn) writeControl(frame []byte, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, frame...)
+	if c.corked {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.flushLocked()
+	if c.buf != nil && len(c.buf) == 0 && cap(c.buf) < corkLimit {
+		c.buf = nil // a small buffer made here: an idle connection keeps none
+	}
+	return err
 }
 
 // appendFrame appends a final, unmasked data frame with the payload to dst (RFC 6455, 5.2).

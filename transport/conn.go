@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
 	"golang.org/x/time/rate"
 
@@ -17,19 +18,27 @@ import (
 	"github.com/roomlog/roomlog/rooms"
 )
 
-// conn is one client connection. Its goroutines:
+// conn is one client connection. It has a goroutine only while it has work:
 //
-//   - readLoop reads and handles client frames, one at a time, for the connection's lifetime;
+//   - readReady runs while there are bytes to read (the poller starts it; see startReading);
+//   - handleLoop runs while read frames wait to be handled, one at a time, in order;
 //   - writeLoop runs only while there is something to write: reply frames and room events;
 //   - ackLoop runs only while publishes are in flight, turning their outcomes into replies in
 //     the order the publishes were made;
 //   - recordAcks runs only while client acks wait to be recorded in the log.
 type conn struct {
 	s     *Server
-	ws    *websocket.Conn
 	cc    *corkConn
+	raw   syscall.RawConn // cc's socket, for the poller; nil when it has none
 	codec codec
 	id    string
+
+	// The read side: in and polled are owned by the running readReady, token by the poller.
+	in        inbound
+	polled    bool
+	token     uint32
+	lastHeard atomic.Int64 // unix nanoseconds when bytes last came in
+	helloDone bool         // owned by the handler: the first frame was handled
 
 	// Set by the handshake, then only read.
 	user, session string
@@ -56,9 +65,12 @@ type conn struct {
 	inboxBytes  int
 	handling    bool // a handleLoop runs
 	replyBytes  int  // bytes in replies
+	readState   int8
+	welcomed    bool
+	handshake   *time.Timer // until welcomed
 
 	// Owned by the writer goroutine: buffers for encoding events read from the log.
-	scratch, frames []byte
+	scratch, frames, frame []byte
 }
 
 type roomStream struct {
@@ -82,11 +94,13 @@ type closeRequest struct {
 
 func newConnID() string { return ulid.Make().String() }
 
-func newConn(s *Server, ws *websocket.Conn, cc *corkConn) *conn {
-	c := &conn{
-		s: s, ws: ws, cc: cc, codec: codecFor(ws.Subprotocol()), id: newConnID(),
-	}
+func newConn(s *Server, subprotocol string, cc *corkConn) *conn {
+	c := &conn{s: s, cc: cc, codec: codecFor(subprotocol), id: newConnID()}
+	c.in.maxMessage = s.cfg.MaxFrame
 	c.cond = sync.NewCond(&c.mu)
+	if sc, ok := cc.Conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	return c
 }
 
@@ -152,10 +166,10 @@ func (c *conn) shutdown(bye *byeFrame, closeCode int) {
 	c.closing = &closeRequest{bye: b, closeCode: closeCode, reason: reason}
 	c.wakeWriterLocked()
 	// Whatever happens to the writer, the connection goes within the stall time.
-	time.AfterFunc(c.s.cfg.StallTimeout, func() { c.cc.Conn.Close() })
+	time.AfterFunc(c.s.cfg.StallTimeout, c.closeSocket)
 }
 
-// cleanup runs when the read loop ends: the member sessions leave after the grace period.
+// cleanup runs when the read side ends: the member sessions leave after the grace period.
 func (c *conn) cleanup() {
 	c.mu.Lock()
 	c.inbox, c.inboxBytes = nil, 0 // frames not handled yet are dropped with the connection
@@ -171,6 +185,9 @@ func (c *conn) cleanup() {
 	if c.pinger != nil {
 		c.pinger.Stop()
 	}
+	if c.handshake != nil {
+		c.handshake.Stop()
+	}
 	c.mu.Unlock()
 	for room, rs := range streams {
 		rs.end()
@@ -183,7 +200,7 @@ func (c *conn) cleanup() {
 	wait := c.closing != nil && c.writing
 	c.mu.Unlock()
 	if wait {
-		deadline := time.AfterFunc(c.s.cfg.StallTimeout, func() { c.cc.Conn.Close() })
+		deadline := time.AfterFunc(c.s.cfg.StallTimeout, func() { c.cc.Conn.Close() }) // the read side has ended
 		c.waitWriter()
 		deadline.Stop()
 	}

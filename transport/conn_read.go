@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime/debug"
@@ -15,114 +16,244 @@ import (
 // This file is the reading side of a connection: frames in, the handshake, handling in order,
 // heartbeats.
 
-var errFrameTooLarge = errors.New("frame too large")
-
-// readFrame reads one data frame of at most MaxFrame bytes.
-func (c *conn) readFrame(buf []byte) ([]byte, error) {
-	_, r, err := c.ws.NextReader()
-	if err != nil {
-		return nil, err
-	}
-	limit := c.s.cfg.MaxFrame
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) > limit {
-				return nil, errFrameTooLarge
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):min(cap(buf), limit+1)])
-		buf = buf[:len(buf)+n]
-		if len(buf) > limit {
-			return nil, errFrameTooLarge
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
-// recoverFrame turns a panic while handling a client's frame into the end of that connection:
-// a bug triggered by one client must not take the server down.
-func (c *conn) recoverFrame() {
-	if r := recover(); r != nil {
-		c.panicked(r)
-	}
-}
-
+// panicked turns a panic while handling a client's frame into the end of that connection: a
+// bug triggered by one client must not take the server down.
 func (c *conn) panicked(r any) {
 	c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
 	c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
 }
 
-// readLoop reads frames for the connection's lifetime. It stays shallow, so that the stack an idle
-// connection keeps is small: the handshake and the frames' handling run on goroutines that exist
-// only while there is work (hello below, handleLoop).
-func (c *conn) readLoop() {
-	defer c.s.wg.Done()
-	defer c.cleanup()
-	c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
-	data, err := c.readFrame(nil)
-	if err != nil {
-		if errors.Is(err, errFrameTooLarge) {
-			c.tooLarge("")
+// Read-side states (conn.readState, under conn.mu). One goroutine at most runs readReady; the
+// state says who starts the next: the poller (armed), the handler once the inbox drains (paused),
+// or no one (ended).
+const (
+	readArmed   = iota // waiting for bytes: registered with the poller, or about to read
+	readRunning        // readReady runs
+	readPaused         // the inbox is full; handleLoop resumes reading when it drains
+	readEnded          // cleanup has started
+)
+
+// errWouldBlock: the socket has nothing to read now. errEOF: the client closed it.
+var (
+	errWouldBlock = errors.New("would block")
+	errEOF        = io.EOF
+)
+
+// startReading begins the read side. The handler has returned by then: between frames, an
+// idle connection is its socket, its state here and, with the poller, no goroutine at all.
+func (c *conn) startReading() {
+	c.handshake = time.AfterFunc(c.s.cfg.HandshakeTimeout, func() {
+		c.mu.Lock()
+		welcomed := c.welcomed
+		c.mu.Unlock()
+		if !welcomed {
+			c.closeSocket()
 		}
-		return
-	}
-	welcomed := make(chan bool, 1)
-	go func() {
-		defer c.recoverFrame()
-		var f clientFrame
-		if err := c.codec.decode(data, &f); err != nil || f.Type != "hello" {
-			c.s.metrics.authFailures.Inc()
-			c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "the first frame must be hello"}, websocket.ClosePolicyViolation)
-			welcomed <- false
+	})
+	c.lastHeard.Store(time.Now().UnixNano())
+	if p := c.s.poller(); p != nil && c.raw != nil {
+		c.mu.Lock()
+		c.readState = readArmed
+		c.mu.Unlock()
+		c.polled = true // before the poller can start a reader
+		if err := p.register(c); err == nil {
 			return
 		}
-		welcomed <- c.hello(&f)
-	}()
-	if !<-welcomed {
-		return
+		c.polled = false // no reader started: registration failed
 	}
-	hb := c.s.cfg.Heartbeat
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(2 * hb)) })
-	c.schedulePing()
-	for {
-		c.ws.SetReadDeadline(time.Now().Add(2 * hb))
-		data, err := c.readFrame(nil)
-		if err != nil {
-			if errors.Is(err, errFrameTooLarge) {
-				c.tooLarge("")
-			}
-			return
-		}
-		if !c.queueFrame(data) {
-			return // closing
-		}
+	c.mu.Lock()
+	c.readState = readRunning
+	c.mu.Unlock()
+	go c.readReady()
+}
+
+// readable is the poller's call: the connection has bytes (or an end) to read.
+func (c *conn) readable() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readState == readArmed {
+		c.readState = readRunning
+		go c.readReady()
 	}
 }
 
+// resumeReadingLocked starts a reader for a paused or armed read side; the caller holds mu.
+func (c *conn) resumeReadingLocked() {
+	if c.readState == readArmed || c.readState == readPaused {
+		c.readState = readRunning
+		go c.readReady()
+	}
+}
+
+// closeSocket closes the network connection and makes sure the read side sees it, even when no
+// reader runs (a closed socket leaves the poller without telling it).
+func (c *conn) closeSocket() {
+	c.cc.Conn.Close()
+	c.mu.Lock()
+	c.resumeReadingLocked()
+	c.mu.Unlock()
+}
+
+// readReady reads and handles whatever the client sent, until the socket has nothing more (then
+// it re-arms the poller and returns), the inbox is full (it pauses), or the connection ends.
+func (c *conn) readReady() {
+	for {
+		for {
+			op, payload, err := c.in.next()
+			if err != nil {
+				c.readFailed(err)
+				return
+			}
+			if op == 0 {
+				break
+			}
+			switch c.frameIn(op, payload) {
+			case frameQueued:
+			case framePaused:
+				return
+			case frameStop:
+				c.endRead()
+				return
+			}
+		}
+		n, err := c.readSome(c.in.space())
+		if err == errWouldBlock {
+			c.in.release()
+			if c.armReader() {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			c.in.received(0)
+			c.endRead()
+			return
+		}
+		c.lastHeard.Store(time.Now().UnixNano())
+		c.in.received(n)
+	}
+}
+
+// readSome reads without waiting when the poller watches the connection, else blocking.
+func (c *conn) readSome(b []byte) (int, error) {
+	if c.polled {
+		return readNonblocking(c.raw, b)
+	}
+	return c.cc.Conn.Read(b)
+}
+
+// armReader hands the connection back to the poller; false means the caller must keep reading
+// (the socket was closed meanwhile, and the read that follows sees it).
+func (c *conn) armReader() bool {
+	c.mu.Lock()
+	c.readState = readArmed
+	c.mu.Unlock()
+	if err := c.s.poller().arm(c); err == nil {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readState == readArmed {
+		c.readState = readRunning
+		return false
+	}
+	return true // closeSocket started another reader
+}
+
+type frameOutcome int
+
+const (
+	frameQueued frameOutcome = iota // go on reading
+	framePaused                     // the inbox is full: stop until the handler drains it
+	frameStop                       // the connection is ending: stop reading
+)
+
+// frameIn takes one message or control frame.
+func (c *conn) frameIn(op byte, payload []byte) frameOutcome {
+	switch op {
+	case opPing:
+		c.cc.writeControl(appendFrame(nil, opPong, payload), c.s.cfg.StallTimeout)
+		return frameQueued
+	case opPong:
+		return frameQueued // lastHeard is what liveness needs
+	case opClose:
+		c.mu.Lock()
+		weClosed := c.closing != nil || c.closed
+		c.mu.Unlock()
+		if !weClosed {
+			c.cc.writeControl(appendFrame(nil, opClose, echoClose(payload)), time.Second)
+		}
+		return frameStop
+	}
+	return c.queueFrame(payload)
+}
+
+// echoClose is the payload answering a client's close frame (RFC 6455, 5.5.1).
+func echoClose(p []byte) []byte {
+	switch {
+	case len(p) == 0:
+		return nil
+	case len(p) == 1 || !validCloseCode(int(binary.BigEndian.Uint16(p))) || !utf8.Valid(p[2:]):
+		return closePayload(websocket.CloseProtocolError, "")
+	}
+	return closePayload(int(binary.BigEndian.Uint16(p)), "")
+}
+
+// validCloseCode reports whether a client may send the code (RFC 6455, 7.4).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 3000 && code <= 4999:
+		return true
+	case code >= 1000 && code <= 1014:
+		return code != 1004 && code != 1005 && code != 1006
+	}
+	return false
+}
+
+// readFailed ends the read side after a frame the server refuses.
+func (c *conn) readFailed(err error) {
+	var ce *closeError
+	switch {
+	case errors.Is(err, errMessageTooLarge):
+		c.tooLarge("")
+	case errors.As(err, &ce):
+		c.s.metrics.badFrames.Inc()
+		c.mu.Lock()
+		weClosed := c.closing != nil || c.closed
+		c.mu.Unlock()
+		if !weClosed {
+			c.cc.writeControl(appendFrame(nil, opClose, closePayload(ce.code, ce.reason)), time.Second)
+		}
+	}
+	c.endRead()
+}
+
+// endRead ends the read side: the connection's cleanup runs, once.
+func (c *conn) endRead() {
+	c.mu.Lock()
+	c.readState = readEnded
+	c.mu.Unlock()
+	c.in = inbound{} // drop a partial frame's buffer
+	if c.polled {
+		c.s.poller().deregister(c)
+	}
+	c.cleanup()
+	c.s.wg.Done()
+}
+
 // inboxLimit and inboxMaxBytes bound the frames read but not yet handled (one frame always
-// fits); past them the read loop waits, and TCP pushes back on the client.
+// fits); past them reading pauses, and TCP pushes back on the client.
 const (
 	inboxLimit    = 256
 	inboxMaxBytes = 1 << 20
 )
 
-// queueFrame hands a frame to the handler, starting it if needed; false means the connection is
-// closing and reads should stop.
-func (c *conn) queueFrame(data []byte) bool {
+// queueFrame hands a frame to the handler, starting it if needed.
+func (c *conn) queueFrame(data []byte) frameOutcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.inbox) > 0 && (len(c.inbox) >= inboxLimit || c.inboxBytes+len(data) > inboxMaxBytes) && c.closing == nil && !c.closed {
-		c.cond.Wait()
-	}
 	if c.closing != nil || c.closed {
-		return false
+		return frameStop
 	}
 	c.inbox = append(c.inbox, data)
 	c.inboxBytes += len(data)
@@ -131,7 +262,11 @@ func (c *conn) queueFrame(data []byte) bool {
 		c.s.wg.Add(1)
 		go c.handleLoop()
 	}
-	return true
+	if len(c.inbox) >= inboxLimit || c.inboxBytes >= inboxMaxBytes {
+		c.readState = readPaused
+		return framePaused
+	}
+	return frameQueued
 }
 
 // handleLoop handles queued frames in order, one at a time, and exits when none is left.
@@ -156,6 +291,9 @@ func (c *conn) handleLoop() {
 			c.inbox, c.inboxBytes = nil, 0
 			c.handling = false
 			c.cond.Broadcast()
+			if c.readState == readPaused {
+				c.resumeReadingLocked() // to see the end, if that is why the loop stops
+			}
 			c.mu.Unlock()
 			return
 		}
@@ -164,9 +302,23 @@ func (c *conn) handleLoop() {
 		c.inbox[0] = nil
 		c.inbox = c.inbox[1:]
 		c.cond.Broadcast()
+		if c.readState == readPaused && len(c.inbox) < inboxLimit && c.inboxBytes < inboxMaxBytes {
+			c.resumeReadingLocked()
+		}
 		c.mu.Unlock()
 		var f clientFrame
-		if err := c.codec.decode(data, &f); err != nil {
+		err := c.codec.decode(data, &f)
+		if !c.helloDone {
+			c.helloDone = true
+			if err != nil || f.Type != "hello" {
+				c.s.metrics.authFailures.Inc()
+				c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "the first frame must be hello"}, websocket.ClosePolicyViolation)
+				continue
+			}
+			c.hello(&f)
+			continue
+		}
+		if err != nil {
 			c.s.metrics.badFrames.Inc()
 			c.replyError(f.Ref, CodeBadFrame, "%v", err)
 			continue
@@ -204,10 +356,16 @@ func (c *conn) hello(f *clientFrame) bool {
 	c.user, c.session = claims.Subject, session
 	c.mu.Lock()
 	c.grants = claims.Grants()
+	c.welcomed = true
+	if c.handshake != nil {
+		c.handshake.Stop()
+		c.handshake = nil
+	}
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
 	c.reply(&welcomeFrame{Type: "welcome", Conn: c.id, User: c.user, Session: c.session,
 		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame})
+	c.schedulePing()
 	return true
 }
 
@@ -231,15 +389,22 @@ func (c *conn) armExpiry(exp time.Time) {
 	})
 }
 
+// schedulePing sends a WebSocket ping every heartbeat, and closes a connection from which
+// nothing was heard for two.
 func (c *conn) schedulePing() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	c.pinger = time.AfterFunc(c.s.cfg.Heartbeat, func() {
-		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.StallTimeout)); err != nil {
-			c.cc.Conn.Close()
+	hb := c.s.cfg.Heartbeat
+	c.pinger = time.AfterFunc(hb, func() {
+		if time.Since(time.Unix(0, c.lastHeard.Load())) > 2*hb {
+			c.closeSocket()
+			return
+		}
+		if err := c.cc.writeControl(appendFrame(nil, opPing, nil), c.s.cfg.StallTimeout); err != nil {
+			c.closeSocket()
 			return
 		}
 		c.schedulePing()

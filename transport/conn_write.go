@@ -6,8 +6,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/eventlog"
 )
 
@@ -23,7 +21,7 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
-			c.scratch, c.frames = nil, nil // an idle connection keeps no buffers
+			c.scratch, c.frames, c.frame = nil, nil, nil // an idle connection keeps no buffers
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
@@ -45,8 +43,7 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 
 		deadline := time.Now().Add(c.s.cfg.StallTimeout)
-		c.ws.SetWriteDeadline(deadline)      // frames gorilla writes
-		c.cc.Conn.SetWriteDeadline(deadline) // frames written directly
+		c.cc.Conn.SetWriteDeadline(deadline)
 		c.cc.cork()
 		err := c.writeReplies(replies)
 		more := false
@@ -79,7 +76,7 @@ func (c *conn) writeLoop() {
 func (c *conn) writeReplies(replies [][]byte) error {
 	mt := c.codec.messageType()
 	for _, b := range replies {
-		if err := c.ws.WriteMessage(mt, b); err != nil {
+		if err := c.writeMessage(mt, b); err != nil {
 			return err
 		}
 	}
@@ -95,7 +92,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	}
 	mt := c.codec.messageType()
 	if rs.joined != nil {
-		if err := c.ws.WriteMessage(mt, rs.joined); err != nil {
+		if err := c.writeMessage(mt, rs.joined); err != nil {
 			return false, err
 		}
 		rs.joined = nil
@@ -127,7 +124,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	c.s.metrics.deliveries.Add(float64(n))
 	if synced {
 		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
-		if err := c.ws.WriteMessage(mt, b); err != nil {
+		if err := c.writeMessage(mt, b); err != nil {
 			return false, err
 		}
 	}
@@ -141,13 +138,19 @@ func (c *conn) frameEvent(e *eventlog.Event) any {
 	return appendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
 }
 
+// writeMessage frames a payload into the connection's (corked) output.
+func (c *conn) writeMessage(messageType int, payload []byte) error {
+	c.frame = appendFrame(c.frame[:0], messageType, payload)
+	return c.cc.writeFrame(c.frame)
+}
+
 func (c *conn) writeClose(cr *closeRequest) error {
 	if cr.bye != nil {
-		if err := c.ws.WriteMessage(c.codec.messageType(), cr.bye); err != nil {
+		if err := c.writeMessage(c.codec.messageType(), cr.bye); err != nil {
 			return err
 		}
 	}
-	return c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(cr.closeCode, cr.reason), time.Now().Add(time.Second))
+	return c.writeMessage(opClose, closePayload(cr.closeCode, cr.reason))
 }
 
 // closeLinger is how long a closing connection keeps reading (and discarding) what the client
@@ -166,9 +169,9 @@ func (c *conn) writeFailed(err error, closed bool) {
 		// Closing handshake: our close frame is out; send FIN and let the read side see the
 		// client's close frame (the read loop, or cleanup's drain) before the socket goes.
 		tcp.CloseWrite()
-		time.AfterFunc(closeLinger, func() { c.cc.Conn.Close() })
+		time.AfterFunc(closeLinger, c.closeSocket)
 	} else {
-		c.cc.Conn.Close() // the read loop ends and cleans up
+		c.closeSocket() // the read side ends and cleans up
 	}
 	c.mu.Lock()
 	c.writing = false

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,6 +68,9 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	cfg := o.cfg
 	cfg.Hub = hub
+	if os.Getenv("ROOMLOG_TEST_NO_POLLER") != "" {
+		cfg.NoPoller = true // the whole suite again with a goroutine reading each connection
+	}
 	cfg.Metrics = metrics
 	if cfg.Auth == nil {
 		v, err := transport.NewVerifier(transport.AuthConfig{Secret: []byte(testSecret)})

@@ -57,6 +57,10 @@ type Config struct {
 	ReconnectAfter time.Duration
 	Metrics        *Metrics
 	Logger         *slog.Logger
+	// NoPoller reads every connection on a goroutine of its own, parked in a read while the
+	// connection is idle, instead of waiting for all of them with one epoll poller (Linux; other
+	// platforms always read this way). It costs a goroutine stack per idle connection.
+	NoPoller bool
 }
 
 // Server speaks PROTOCOL.md over WebSocket and serves the HTTP API.
@@ -75,6 +79,26 @@ type Server struct {
 	closing bool
 	wg      sync.WaitGroup // every goroutine a connection started
 	ready   atomic.Bool
+
+	pollOnce sync.Once
+	poll     *poller // nil without one
+}
+
+// poller returns the shared poller, started at the first connection; nil when the connections
+// read on goroutines of their own.
+func (s *Server) poller() *poller {
+	s.pollOnce.Do(func() {
+		if s.cfg.NoPoller {
+			return
+		}
+		p, err := newPoller()
+		if err != nil {
+			s.logger.Info("connections read on goroutines of their own", "why", err)
+			return
+		}
+		s.poll = p
+	})
+	return s.poll
 }
 
 // New checks cfg and returns a Server.
@@ -125,10 +149,9 @@ func New(cfg Config) (*Server, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Subprotocols:     []string{SubprotocolJSON, SubprotocolMsgpack},
 		CheckOrigin:      s.checkOrigin,
-		// Idle connections should cost little: a small read buffer (a large frame is read
-		// straight into the frame's own buffer anyway) and write buffers from a pool, held only
-		// while writing.
-		ReadBufferSize:  512,
+		// gorilla's Conn lives only through the handshake (frames are read and written here):
+		// the smallest read buffer it takes, and write buffers from a pool.
+		ReadBufferSize:  maxControlPayload,
 		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, reason.Error(), status)
@@ -185,7 +208,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered (403 for a refused origin)
 	}
-	c := newConn(s, ws, hw.conn)
+	// gorilla did the opening handshake; frames are read (inbound.go) and written (corkConn)
+	// here, so its Conn and the buffers it holds are dropped now.
+	c := newConn(s, ws.Subprotocol(), hw.conn)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -193,12 +218,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.conns[c] = struct{}{}
-	s.wg.Add(1)
+	s.wg.Add(1) // the read side; done when its cleanup has run
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
-	// The handler returns now; one goroutine per connection reads, and a writer runs only while
-	// there is something to write.
-	go c.readLoop()
+	// The handler returns now: the connection runs goroutines only while it has work.
+	c.startReading()
 }
 
 func (s *Server) removeConn(c *conn) {
@@ -229,9 +253,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		for _, c := range conns {
-			c.cc.Conn.Close()
+			c.closeSocket()
 		}
 		<-done
+	}
+	s.pollOnce.Do(func() {}) // no poller starts after this; one started before is seen here
+	if s.poll != nil {
+		s.poll.close()
 	}
 	return s.hub.Close(ctx)
 }

@@ -1,0 +1,153 @@
+//go:build linux
+
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller waits, with one goroutine and epoll, for any of many connections to have bytes to read,
+// so that a connection with nothing to read holds no goroutine (the usual Go server parks one per
+// connection in a read).
+//
+// Each connection is registered one-shot: after an event the poller ignores it until the
+// connection's reader has read all there was and re-arms it, so at most one reader runs per
+// connection. The connection's fd is only touched through its syscall.RawConn, which keeps the fd
+// from being closed (and its number reused) meanwhile; once it is closed the kernel drops the
+// registration itself.
+type poller struct {
+	epfd int
+	wake int // an eventfd, written to stop run
+
+	mu    sync.Mutex
+	conns map[uint32]*conn // by token; token 0 is the eventfd
+	next  uint32
+	done  chan struct{}
+}
+
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("transport: epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("transport: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("transport: epoll_ctl: %w", err)
+	}
+	p := &poller{epfd: epfd, wake: wake, conns: map[uint32]*conn{}, done: make(chan struct{})}
+	go p.run()
+	return p, nil
+}
+
+// register adds the connection, armed.
+func (p *poller) register(c *conn) error {
+	p.mu.Lock()
+	for {
+		p.next++
+		if _, used := p.conns[p.next]; !used && p.next != 0 {
+			break
+		}
+	}
+	c.token = p.next
+	p.conns[c.token] = c
+	p.mu.Unlock()
+	if err := p.ctl(c, unix.EPOLL_CTL_ADD); err != nil {
+		p.mu.Lock()
+		delete(p.conns, c.token)
+		p.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// arm asks for the next event of a registered connection; it fails once the connection is closed.
+func (p *poller) arm(c *conn) error { return p.ctl(c, unix.EPOLL_CTL_MOD) }
+
+// deregister forgets the connection; events already taken for it are ignored.
+func (p *poller) deregister(c *conn) {
+	p.mu.Lock()
+	delete(p.conns, c.token)
+	p.mu.Unlock()
+	p.ctl(c, unix.EPOLL_CTL_DEL) // fails harmlessly when closed: the kernel dropped it already
+}
+
+func (p *poller) ctl(c *conn, op int) error {
+	var opErr error
+	err := c.raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.token)}
+		opErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
+	})
+	if err != nil {
+		return err
+	}
+	return opErr
+}
+
+func (p *poller) run() {
+	defer close(p.done)
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return // the epoll fd is gone: nothing more will come
+		}
+		for _, ev := range events[:n] {
+			token := uint32(ev.Fd)
+			if token == 0 {
+				return // stop
+			}
+			p.mu.Lock()
+			c := p.conns[token]
+			p.mu.Unlock()
+			if c != nil {
+				c.readable()
+			}
+		}
+	}
+}
+
+// close stops the poller; the connections must be gone.
+func (p *poller) close() {
+	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-p.done
+	unix.Close(p.epfd)
+	unix.Close(p.wake)
+}
+
+// readNonblocking reads what the socket has without waiting: errWouldBlock when it has nothing,
+// io.EOF when the client closed it.
+func readNonblocking(raw syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var readErr error
+	err := raw.Read(func(fd uintptr) bool {
+		n, readErr = unix.Read(int(fd), b)
+		return true // never wait here: the poller does
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case readErr == unix.EAGAIN:
+		return 0, errWouldBlock
+	case readErr != nil:
+		return 0, readErr
+	case n == 0:
+		return 0, errEOF
+	}
+	return n, nil
+}
