@@ -118,7 +118,7 @@ func (c *conn) readReady() {
 		}
 		n, err := c.readSome(c.in.space())
 		if err == errWouldBlock {
-			c.in.release()
+			c.in.idle()
 			if c.armReader() {
 				return
 			}

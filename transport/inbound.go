@@ -62,17 +62,44 @@ type inbound struct {
 	msgOp byte   // its opcode, 0 when no message is open
 }
 
-// space returns buffer space to read into, lending a buffer when there is none.
+// space returns buffer space to read into (never none), lending a buffer when there is none.
 func (in *inbound) space() []byte {
-	if in.buf == nil {
+	switch {
+	case in.buf == nil:
 		in.buf = *readBuffers.Get().(*[]byte)
 		in.r, in.w = 0, 0
-	}
-	if in.w == len(in.buf) && in.r > 0 {
+	case in.w == len(in.buf) && in.r > 0:
 		in.w = copy(in.buf, in.buf[in.r:in.w])
 		in.r = 0
+	case in.w == len(in.buf):
+		// A partial frame set aside by idle, or one that fills the buffer: move to a bigger one.
+		var bigger []byte
+		if len(in.buf) < readBufferSize {
+			bigger = *readBuffers.Get().(*[]byte)
+		} else {
+			bigger = make([]byte, 2*len(in.buf))
+		}
+		in.w = copy(bigger, in.buf[in.r:in.w])
+		in.r = 0
+		in.buf = bigger
 	}
 	return in.buf[in.w:]
+}
+
+// idle is called when the socket has nothing more for now: a partial frame moves out of the lent
+// buffer into one of its own size, so a client that stops mid-frame does not hold a whole buffer.
+func (in *inbound) idle() {
+	if in.buf == nil || len(in.buf) != readBufferSize {
+		return
+	}
+	if in.r == in.w {
+		in.release()
+		return
+	}
+	part := append([]byte(nil), in.buf[in.r:in.w]...)
+	b := in.buf
+	readBuffers.Put(&b)
+	in.buf, in.r, in.w = part, 0, len(part)
 }
 
 // received records n bytes read into space().
@@ -218,7 +245,12 @@ func (in *inbound) makeRoom(h frameHeader, headerParsed bool) {
 		in.r = 0
 		return
 	}
-	bigger := make([]byte, need)
+	var bigger []byte
+	if need <= readBufferSize {
+		bigger = *readBuffers.Get().(*[]byte)
+	} else {
+		bigger = make([]byte, need)
+	}
 	in.w = copy(bigger, in.buf[in.r:in.w])
 	in.r = 0
 	if len(in.buf) == readBufferSize {

@@ -64,7 +64,13 @@ func feed(t testing.TB, in *inbound, stream []byte, chunks []int) ([]parsed, err
 			}
 			return out, nil
 		}
+		if i%2 == 1 {
+			in.idle() // as when the socket has nothing more for now
+		}
 		space := in.space()
+		if len(space) == 0 {
+			t.Fatal("no space to read into")
+		}
 		n := min(len(space), len(stream), chunks[i%len(chunks)])
 		copy(space, stream[:n])
 		stream = stream[n:]
