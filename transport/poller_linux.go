@@ -5,6 +5,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 
@@ -22,7 +23,8 @@ import (
 // registration itself.
 type poller struct {
 	epfd int
-	wake int // an eventfd, written to stop run
+	file *os.File // epfd, so that the runtime's netpoller tells run when it has events
+	wake int      // an eventfd, written to stop run
 
 	mu    sync.Mutex
 	conns map[uint32]*conn // by token; token 0 is the eventfd
@@ -47,8 +49,24 @@ func newPoller() (*poller, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("transport: epoll_ctl: %w", err)
 	}
-	p := &poller{epfd: epfd, wake: wake, conns: map[uint32]*conn{}, done: make(chan struct{})}
-	go p.run()
+	// run must not block in epoll_wait: a goroutine in a blocking system call holds its P until
+	// sysmon notices, which on one core stalled everything else for milliseconds. Instead the
+	// epoll fd is itself watched by the runtime's netpoller (an epoll fd is readable while it
+	// has events), and run parks like any goroutine waiting on a socket.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("transport: epoll fd: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		unix.Close(wake)
+		return nil, fmt.Errorf("transport: epoll fd: %w", err)
+	}
+	p := &poller{epfd: epfd, file: file, wake: wake, conns: map[uint32]*conn{}, done: make(chan struct{})}
+	go p.run(raw)
 	return p, nil
 }
 
@@ -96,15 +114,22 @@ func (p *poller) ctl(c *conn, op int) error {
 	return opErr
 }
 
-func (p *poller) run() {
+func (p *poller) run(raw syscall.RawConn) {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
+		var n int
+		var waitErr error
+		err := raw.Read(func(fd uintptr) bool {
+			for {
+				n, waitErr = unix.EpollWait(int(fd), events, 0)
+				if !errors.Is(waitErr, unix.EINTR) {
+					break
+				}
+			}
+			return waitErr != nil || n > 0 // nothing ready: park until the fd is readable
+		})
+		if err != nil || waitErr != nil {
 			return // the epoll fd is gone: nothing more will come
 		}
 		for _, ev := range events[:n] {
@@ -126,7 +151,7 @@ func (p *poller) run() {
 func (p *poller) close() {
 	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	<-p.done
-	unix.Close(p.epfd)
+	p.file.Close()
 	unix.Close(p.wake)
 }
 
