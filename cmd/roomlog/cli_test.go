@@ -158,3 +158,15 @@ func TestDebugListener(t *testing.T) {
 		}
 	}
 }
+
+// TestServeNoPoller: --no-poller serves as usual, each connection read on its own goroutine.
+func TestServeNoPoller(t *testing.T) {
+	p := startProc(t, filepath.Join(t.TempDir(), "np.db"), "--no-poller")
+	ws := wsConnect(t, p.addr, crashToken(t, "np", false), "s")
+	defer ws.Close()
+	ws.WriteJSON(map[string]any{"type": "publish", "ref": "1", "room": "np", "body": "hi"})
+	var f map[string]any
+	if err := ws.ReadJSON(&f); err != nil || f["type"] != "ack" {
+		t.Fatalf("publish answered %v, %v", f, err)
+	}
+}

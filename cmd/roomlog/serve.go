@@ -41,6 +41,7 @@ func serve(args []string) int {
 	stall := c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected")
 	keyRetention := c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered")
 	logLevel := c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error")
+	noPoller := c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection")
 	debugAddr := c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private")
 	if code, ok := c.parse(args); !ok {
 		return code
@@ -115,6 +116,7 @@ func serve(args []string) int {
 	srv, err := transport.New(transport.Config{
 		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*origins), MaxFrame: *maxFrame, Heartbeat: *heartbeat,
 		PublishRate: publishRateOrOff(*publishRate), SendQueue: *sendQueue, StallTimeout: *stall, Metrics: metrics, Logger: logger,
+		NoPoller: *noPoller,
 	})
 	if err != nil {
 		return fail("%v", err)
