@@ -178,3 +178,58 @@ func settledGoroutines() int {
 	}
 	return n
 }
+
+// TestFramesInPieces: a frame that arrives a few bytes at a time, with pauses in which the
+// connection goes back to the poller holding only the partial frame, is read whole; so is a burst
+// of frames in one write.
+func TestFramesInPieces(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
+	c.send(frame{"type": "join", "ref": "j", "room": "doc:1"})
+	c.answer("joined")
+	c.answer("synced")
+
+	key := []byte{7, 7, 7, 7}
+	masked := func(payload string) []byte {
+		f := []byte{0x81}
+		if n := len(payload); n < 126 {
+			f = append(f, 0x80|byte(n))
+		} else {
+			f = append(f, 0x80|126)
+			f = binary.BigEndian.AppendUint16(f, uint16(n))
+		}
+		f = append(f, key...)
+		for i := 0; i < len(payload); i++ {
+			f = append(f, payload[i]^key[i%4])
+		}
+		return f
+	}
+	publish := func(ref string) []byte {
+		return masked(fmt.Sprintf(`{"type":"publish","ref":%q,"room":"doc:1","body":{"pad":%q}}`, ref, strings.Repeat("p", 300)))
+	}
+	nc := c.ws.NetConn()
+	one := publish("slow")
+	for i := 0; i < len(one); i += 37 {
+		if _, err := nc.Write(one[i:min(i+37, len(one))]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	var burst []byte
+	for i := range 50 {
+		burst = append(burst, publish(fmt.Sprint("b", i))...)
+	}
+	if _, err := nc.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	acks := map[string]bool{}
+	for len(acks) < 51 {
+		f := c.recv()
+		if f.str("type") == "ack" {
+			acks[f.str("ref")] = true
+		}
+	}
+	if !acks["slow"] || !acks["b49"] {
+		t.Fatalf("acks: %v", acks)
+	}
+}
