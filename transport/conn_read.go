@@ -3,7 +3,6 @@ package transport
 import (
 	"encoding/binary"
 	"errors"
-	"io"
 	"runtime/debug"
 	"time"
 	"unicode/utf8"
@@ -33,11 +32,8 @@ const (
 	readEnded          // cleanup has started
 )
 
-// errWouldBlock: the socket has nothing to read now. errEOF: the client closed it.
-var (
-	errWouldBlock = errors.New("would block")
-	errEOF        = io.EOF
-)
+// errWouldBlock: the socket has nothing to read now.
+var errWouldBlock = errors.New("would block")
 
 // startReading begins the read side. The handler has returned by then: between frames, an
 // idle connection is its socket, its state here and, with the poller, no goroutine at all.
@@ -125,7 +121,6 @@ func (c *conn) readReady() {
 			continue
 		}
 		if err != nil {
-			c.in.received(0)
 			c.endRead()
 			return
 		}
@@ -177,12 +172,7 @@ func (c *conn) frameIn(op byte, payload []byte) frameOutcome {
 	case opPong:
 		return frameQueued // lastHeard is what liveness needs
 	case opClose:
-		c.mu.Lock()
-		weClosed := c.closing != nil || c.closed
-		c.mu.Unlock()
-		if !weClosed {
-			c.cc.writeControl(appendFrame(nil, opClose, echoClose(payload)), time.Second)
-		}
+		c.closeFrame(echoClose(payload))
 		return frameStop
 	}
 	return c.queueFrame(payload)
@@ -218,14 +208,19 @@ func (c *conn) readFailed(err error) {
 		c.tooLarge("")
 	case errors.As(err, &ce):
 		c.s.metrics.badFrames.Inc()
-		c.mu.Lock()
-		weClosed := c.closing != nil || c.closed
-		c.mu.Unlock()
-		if !weClosed {
-			c.cc.writeControl(appendFrame(nil, opClose, closePayload(ce.code, ce.reason)), time.Second)
-		}
+		c.closeFrame(closePayload(ce.code, ce.reason))
 	}
 	c.endRead()
+}
+
+// closeFrame writes a close frame, unless the server has closed (or is closing) already.
+func (c *conn) closeFrame(payload []byte) {
+	c.mu.Lock()
+	closing := c.closing != nil || c.closed
+	c.mu.Unlock()
+	if !closing {
+		c.cc.writeControl(appendFrame(nil, opClose, payload), time.Second)
+	}
 }
 
 // endRead ends the read side: the connection's cleanup runs, once.

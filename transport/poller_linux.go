@@ -5,6 +5,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -172,7 +173,7 @@ func readNonblocking(raw syscall.RawConn, b []byte) (int, error) {
 	case readErr != nil:
 		return 0, readErr
 	case n == 0:
-		return 0, errEOF
+		return 0, io.EOF
 	}
 	return n, nil
 }
