@@ -45,9 +45,8 @@ func openHeadroom(path string) *headroom {
 	return &headroom{f: f}
 }
 
-// ensure fills the file with zeros up to headroomChunk past the high-water mark (or to its end,
-// when bbolt grew it further) when less than headroomLow is left. The caller holds no write
-// transaction.
+// ensure fills the file with zeros up to headroomChunk past the high-water mark when less than
+// headroomLow is left. The caller holds no write transaction.
 func (h *headroom) ensure(db *bolt.DB) error {
 	if h == nil {
 		return nil
@@ -63,14 +62,11 @@ func (h *headroom) ensure(db *bolt.DB) error {
 	if h.end-mark >= headroomLow {
 		return nil
 	}
-	// Space past the mark may be holes bbolt left: the file was grown by truncate before the
-	// first fill, by an older version, or by a commit larger than the headroom. Fill from the
-	// mark, not from the file's size, and through the file's size.
-	st, err := h.f.Stat()
-	if err != nil {
-		return fmt.Errorf("eventlog: fill headroom of %s: %w", h.f.Name(), err)
-	}
-	start, end := max(h.end, mark), max(mark+headroomChunk, st.Size())
+	// Space past the mark may be a hole bbolt left, growing the file with truncate (16 MiB at a
+	// time once it is large, or past the headroom for one large commit): fill from the mark, not
+	// from the file's size. Only the next chunk is filled; the rest of such a hole costs nothing
+	// until the data comes near it.
+	start, end := max(h.end, mark), mark+headroomChunk
 	for off := start; off < end; {
 		n, err := h.f.WriteAt(zeros[:min(int64(len(zeros)), end-off)], off)
 		if err != nil {
