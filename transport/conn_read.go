@@ -53,6 +53,9 @@ func (c *conn) startReading() {
 		c.mu.Unlock()
 		c.polled = true // before the poller can start a reader
 		if err := p.register(c); err == nil {
+			if readableNow(c.raw) { // the hello is often there already: see readableNow
+				c.readable()
+			}
 			return
 		}
 		c.polled = false // no reader started: registration failed
@@ -138,21 +141,23 @@ func (c *conn) readSome(b []byte) (int, error) {
 }
 
 // armReader hands the connection back to the poller; false means the caller must keep reading
-// (the socket was closed meanwhile, and the read that follows sees it).
+// (there are bytes already, or the socket was closed and the read that follows sees it).
 func (c *conn) armReader() bool {
 	c.mu.Lock()
 	c.readState = readArmed
 	c.mu.Unlock()
-	if err := c.s.poller().arm(c); err == nil {
+	if err := c.s.poller().arm(c); err == nil && !readableNow(c.raw) {
 		return true
 	}
+	// The socket was closed meanwhile, or bytes came in before the poller was armed (which it
+	// may not pass on: see readableNow). Keep reading, unless another reader took over.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.readState == readArmed {
 		c.readState = readRunning
 		return false
 	}
-	return true // closeSocket started another reader
+	return true
 }
 
 type frameOutcome int

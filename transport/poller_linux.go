@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -115,23 +116,31 @@ func (p *poller) ctl(c *conn, op int) error {
 	return opErr
 }
 
+// pollerTick bounds how long run parks without looking at the epoll fd itself. The runtime wakes
+// it when the fd becomes readable, yet a wakeup was once lost (a shutdown then waited for the
+// poller for minutes). The likely case, arming a socket that is readable already, which epoll may
+// not pass on to an epoll watching it, readers check for themselves (readableNow); the tick makes
+// any other lost wakeup cost a connection at most this delay, never a hang.
+const pollerTick = 10 * time.Millisecond
+
 func (p *poller) run(raw syscall.RawConn) {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
 		var n int
 		var waitErr error
+		p.file.SetReadDeadline(time.Now().Add(pollerTick))
 		err := raw.Read(func(fd uintptr) bool {
-			for {
-				n, waitErr = unix.EpollWait(int(fd), events, 0)
-				if !errors.Is(waitErr, unix.EINTR) {
-					break
-				}
-			}
+			n, waitErr = epollWaitNow(int(fd), events)
 			return waitErr != nil || n > 0 // nothing ready: park until the fd is readable
 		})
-		if err != nil || waitErr != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			n, waitErr = epollWaitNow(p.epfd, events) // the tick: look whatever the runtime said
+		} else if err != nil {
 			return // the epoll fd is gone: nothing more will come
+		}
+		if waitErr != nil {
+			return
 		}
 		for _, ev := range events[:n] {
 			token := uint32(ev.Fd)
@@ -151,6 +160,7 @@ func (p *poller) run(raw syscall.RawConn) {
 // close stops the poller; the connections must be gone.
 func (p *poller) close() {
 	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	p.file.SetReadDeadline(time.Now()) // look now, whatever the runtime says
 	<-p.done
 	p.file.Close()
 	unix.Close(p.wake)
@@ -176,4 +186,28 @@ func readNonblocking(raw syscall.RawConn, b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// epollWaitNow takes the events ready now, without waiting.
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
+	for {
+		n, err := unix.EpollWait(epfd, events, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
+}
+
+// readableNow reports whether the socket has bytes, or an end, to read now. The connection's
+// reader asks after arming it: epoll queues an event for a socket that is ready when it is armed,
+// but may not wake the runtime's netpoller, which watches the epoll fd, for it (see pollerTick).
+func readableNow(raw syscall.RawConn) bool {
+	ready := false
+	raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ready = n > 0 || err == nil || !errors.Is(err, unix.EAGAIN) // data, an end, or an error
+		return true
+	})
+	return ready
 }
