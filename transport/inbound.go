@@ -275,9 +275,6 @@ func unmask(p []byte, key [4]byte) {
 
 // closePayload is the payload of a close frame with the code and reason.
 func closePayload(code int, reason string) []byte {
-	if code == websocket.CloseNoStatusReceived {
-		return nil
-	}
 	if len(reason) > maxControlPayload-2 {
 		reason = reason[:maxControlPayload-2]
 	}

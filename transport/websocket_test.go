@@ -92,25 +92,17 @@ func TestFramesTheServerRefuses(t *testing.T) {
 	healthy.answer("joined")
 	healthy.answer("synced")
 
-	key := []byte{1, 2, 3, 4}
-	masked := func(b0 byte, payload []byte) []byte {
-		f := append([]byte{b0, 0x80 | byte(len(payload))}, key...)
-		for i, c := range payload {
-			f = append(f, c^key[i%4])
-		}
-		return f
-	}
 	for _, tc := range []struct {
 		name string
 		raw  []byte
 		code int
 	}{
 		{"unmasked frame", []byte{0x81, 2, '{', '}'}, websocket.CloseProtocolError},
-		{"reserved bit", masked(0xc1, []byte("{}")), websocket.CloseProtocolError},
-		{"unknown opcode", masked(0x83, nil), websocket.CloseProtocolError},
-		{"continuation without a message", masked(0x80, []byte("{}")), websocket.CloseProtocolError},
-		{"text that is not UTF-8", masked(0x81, []byte{'"', 0xff, '"'}), websocket.CloseInvalidFramePayloadData},
-		{"close with a reserved code", masked(0x88, binary.BigEndian.AppendUint16(nil, 1005)), websocket.CloseProtocolError},
+		{"reserved bit", rawClientFrame(0xc1, []byte("{}")), websocket.CloseProtocolError},
+		{"unknown opcode", rawClientFrame(0x83, nil), websocket.CloseProtocolError},
+		{"continuation without a message", rawClientFrame(0x80, []byte("{}")), websocket.CloseProtocolError},
+		{"text that is not UTF-8", rawClientFrame(0x81, []byte{'"', 0xff, '"'}), websocket.CloseInvalidFramePayloadData},
+		{"close with a reserved code", rawClientFrame(0x88, binary.BigEndian.AppendUint16(nil, 1005)), websocket.CloseProtocolError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := connect(t, ts, tok, tc.name)
@@ -189,23 +181,8 @@ func TestFramesInPieces(t *testing.T) {
 	c.answer("joined")
 	c.answer("synced")
 
-	key := []byte{7, 7, 7, 7}
-	masked := func(payload string) []byte {
-		f := []byte{0x81}
-		if n := len(payload); n < 126 {
-			f = append(f, 0x80|byte(n))
-		} else {
-			f = append(f, 0x80|126)
-			f = binary.BigEndian.AppendUint16(f, uint16(n))
-		}
-		f = append(f, key...)
-		for i := 0; i < len(payload); i++ {
-			f = append(f, payload[i]^key[i%4])
-		}
-		return f
-	}
 	publish := func(ref string) []byte {
-		return masked(fmt.Sprintf(`{"type":"publish","ref":%q,"room":"doc:1","body":{"pad":%q}}`, ref, strings.Repeat("p", 300)))
+		return rawClientFrame(0x81, fmt.Appendf(nil, `{"type":"publish","ref":%q,"room":"doc:1","body":{"pad":%q}}`, ref, strings.Repeat("p", 300)))
 	}
 	nc := c.ws.NetConn()
 	one := publish("slow")
@@ -232,4 +209,23 @@ func TestFramesInPieces(t *testing.T) {
 	if !acks["slow"] || !acks["b49"] {
 		t.Fatalf("acks: %v", acks)
 	}
+}
+
+// rawClientFrame builds a client frame byte by byte (masked, payload under 64 KiB), with b0 its
+// first byte (FIN, reserved bits, opcode) as given, so that tests can also send what gorilla's
+// client never would.
+func rawClientFrame(b0 byte, payload []byte) []byte {
+	key := []byte{1, 2, 3, 4}
+	f := []byte{b0}
+	if n := len(payload); n < 126 {
+		f = append(f, 0x80|byte(n))
+	} else {
+		f = append(f, 0x80|126)
+		f = binary.BigEndian.AppendUint16(f, uint16(n))
+	}
+	f = append(f, key...)
+	for i, c := range payload {
+		f = append(f, c^key[i%4])
+	}
+	return f
 }
