@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,6 +48,9 @@ type Options struct {
 	OnCommit func(ops int, took time.Duration)
 	// Now is the clock; tests set it. Default time.Now.
 	Now func() time.Time
+	// Logger gets what the log has to tell an operator: a failed commit and its recovery.
+	// Default slog.Default().
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -67,6 +72,9 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	return o
 }
 
@@ -86,9 +94,18 @@ var (
 
 // BoltLog is the embedded Log backend: one bbolt file, one writer goroutine doing group commit.
 type BoltLog struct {
-	db   *bolt.DB
 	path string
 	opts Options
+
+	// state guards db: readers hold it shared for a whole read transaction, the writer
+	// exclusively to swap the file when it reopens it after a failed commit (db is nil while the
+	// file is closed).
+	state sync.RWMutex
+	db    *bolt.DB
+	// mark is the durable watermark reads wait for; failure is non-nil after a failed commit
+	// until a commit succeeds again (see failure.go).
+	mark    *durableMark
+	failure atomic.Pointer[failState]
 
 	// mu guards closed and sending on ops: AppendAsync holds it shared while queuing, Close
 	// exclusively to close ops once, so no send can hit a closed channel.
@@ -101,6 +118,7 @@ type BoltLog struct {
 	watches map[string]map[*Watch]struct{}
 
 	// Owned by the writer goroutine.
+	failures int // failed commits in a row
 	ids      idSource
 	keys     keyIndex
 	headroom *headroom // nil when read-only or when filling failed
@@ -125,6 +143,7 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		return nil, err
 	}
 	l := &BoltLog{
+		mark:    newDurableMark(^uint64(0)), // until init is done, below
 		db:      db,
 		path:    path,
 		opts:    opts,
@@ -135,6 +154,14 @@ func Open(path string, opts Options) (*BoltLog, error) {
 	if err := l.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+	}
+	if !opts.ReadOnly { // read-only: no writer, every snapshot is durable
+		txid, err := lastTxID(db)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+		}
+		l.mark.reset(txid)
 	}
 	if !opts.ReadOnly {
 		if err := l.loadKeys(); err != nil {
@@ -154,9 +181,15 @@ func Open(path string, opts Options) (*BoltLog, error) {
 	return l, nil
 }
 
+// openBolt checks an existing file page by page (checkFile), then opens it with bbolt; a missing
+// file is created unless opts.ReadOnly. bbolt trusts what it opens (a damaged file can make it
+// fault or panic out of reach), so nothing damaged gets that far.
 func openBolt(path string, opts Options) (db *bolt.DB, err error) {
-	// bbolt validates the meta pages at open; a damaged file can still make it panic while
-	// mapping. Either way the caller gets an error, never a crash.
+	if _, statErr := os.Stat(path); statErr == nil || opts.ReadOnly {
+		if err := checkFile(path, opts.LockTimeout); err != nil {
+			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
+		}
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrCorrupt, r)
@@ -207,11 +240,12 @@ func (l *BoltLog) init() (err error) {
 		}
 		return nil
 	}
-	if l.opts.ReadOnly {
-		err := l.db.View(check)
-		if errors.Is(err, errNoMeta) {
-			return fmt.Errorf("%w: no meta bucket", ErrNotLog)
-		}
+	// A read first: an existing log is opened without writing (on a full disk too).
+	err = l.db.View(check)
+	if l.opts.ReadOnly && errors.Is(err, errNoMeta) {
+		return fmt.Errorf("%w: no meta bucket", ErrNotLog)
+	}
+	if !errors.Is(err, errNoMeta) {
 		return err
 	}
 	return l.db.Update(func(tx *bolt.Tx) error {
@@ -251,7 +285,7 @@ func (l *BoltLog) Path() string { return l.path }
 // backup that does not stop appends.
 func (l *BoltLog) WriteTo(w io.Writer) (int64, error) {
 	var n int64
-	err := l.db.View(func(tx *bolt.Tx) error {
+	err := l.view(context.Background(), func(tx *bolt.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
@@ -277,7 +311,14 @@ func (l *BoltLog) Close() error {
 	l.watches = map[string]map[*Watch]struct{}{}
 	l.watchMu.Unlock()
 	l.headroom.close()
-	return l.db.Close()
+	l.state.Lock()
+	defer l.state.Unlock()
+	if l.db == nil {
+		return nil // the writer was still reopening the file after a failed commit
+	}
+	err := l.db.Close()
+	l.db = nil
+	return err
 }
 
 // Watch implements Log.
@@ -317,16 +358,6 @@ func (l *BoltLog) notify(touched []string) {
 	for w := range l.watches[""] {
 		w.Notify()
 	}
-}
-
-// view runs fn in a read transaction and turns a panic from a damaged file into ErrCorrupt.
-func (l *BoltLog) view(fn func(tx *bolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("eventlog: read %s: %w: %v", l.path, ErrCorrupt, r)
-		}
-	}()
-	return l.db.View(fn)
 }
 
 func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {

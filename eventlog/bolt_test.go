@@ -8,9 +8,11 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/logtest"
+	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
 func TestMain(m *testing.M) {
+	faultfs.ServeIfDaemon()
 	if runCrashChild() {
 		return
 	}

@@ -26,6 +26,13 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("event log closed")
+	// ErrFailed: a commit to storage failed (a failed fsync, a full disk, an I/O error), so the
+	// open file could not be trusted. The appends of the failed commit have an unknown outcome:
+	// they are durable if the file on disk holds them when it is reopened, and a retry with the
+	// same idempotency key then finds them. Until the log has reopened the file from disk, reads
+	// fail with ErrFailed too; appends stay refused for a short backoff after that. See
+	// BoltLog.Health.
+	ErrFailed = errors.New("event log failed")
 )
 
 // Errors opening a data file.

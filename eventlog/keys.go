@@ -62,7 +62,7 @@ func (l *BoltLog) loadKeys() error {
 	k.mem = make(map[string]ID)
 	k.queue = nil
 	var flushed ID
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(context.Background(), func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyFlushed); len(v) == 16 {
 			copy(flushed[:], v)
 		}

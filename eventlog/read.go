@@ -64,7 +64,7 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 		return nil, err
 	}
 	var out []Event
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
 			return nil
@@ -110,7 +110,7 @@ func (l *BoltLog) ReadAfterFunc(ctx context.Context, room string, after ID, limi
 		return 0, err
 	}
 	n := 0
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
 			return nil
@@ -146,7 +146,7 @@ func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit 
 		return nil, err
 	}
 	var out []Event
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
 			return nil
@@ -185,7 +185,7 @@ func (l *BoltLog) Contains(ctx context.Context, room string, id ID) (bool, error
 		return false, err
 	}
 	var found bool
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		if b := l.roomBucket(tx, room); b != nil {
 			found = b.Get(id[:]) != nil
 		}
@@ -200,7 +200,7 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 		return Head{}, err
 	}
 	var h Head
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
 			return nil
@@ -222,7 +222,7 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 // Ack implements Log.
 func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
 	var id ID
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketAcks).Get(sessionKey(user, session, room)); len(v) == 16 {
 			copy(id[:], v)
 		}
@@ -237,7 +237,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 	var after []byte
 	for {
 		var infos []RoomInfo
-		err := l.view(func(tx *bolt.Tx) error {
+		err := l.view(ctx, func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketRooms).Cursor()
 			k, v := c.First()
 			if after != nil {
@@ -290,7 +290,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 // Sessions implements Log.
 func (l *BoltLog) Sessions(ctx context.Context, fn func(Session) error) error {
 	var all []Session
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			parts := strings.SplitN(string(k), "\x00", 3)
 			if len(parts) != 3 || len(v) != 16 {

@@ -73,7 +73,7 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 		return fmt.Errorf("eventlog: scan: %w: %d", ErrBadLimit, f.Limit)
 	}
 	var h cursorHeap
-	err := l.view(func(tx *bolt.Tx) error {
+	err := l.view(ctx, func(tx *bolt.Tx) error {
 		// The snapshot: ids up to the last one committed now. Ids commit in order, so every
 		// smaller id is committed too.
 		var last ID
@@ -108,7 +108,7 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 			return err
 		}
 		batch = batch[:0]
-		err := l.view(func(tx *bolt.Tx) error {
+		err := l.view(ctx, func(tx *bolt.Tx) error {
 			rooms := tx.Bucket(bucketRooms)
 			var a arena
 			deadline := time.Now().Add(50 * time.Millisecond)

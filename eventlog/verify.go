@@ -24,7 +24,7 @@ func (l *BoltLog) Verify(ctx context.Context, room string) (VerifyReport, error)
 		}
 		names = []string{room}
 	} else {
-		err := l.view(func(tx *bolt.Tx) error {
+		err := l.view(ctx, func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketRooms).ForEachBucket(func(k []byte) error {
 				names = append(names, string(k))
 				return nil
@@ -63,7 +63,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 		if err := errCtx(ctx); err != nil {
 			return nil, err
 		}
-		err := l.view(func(tx *bolt.Tx) error {
+		err := l.view(ctx, func(tx *bolt.Tx) error {
 			b := l.roomBucket(tx, room)
 			if b == nil {
 				if count == 0 && head == nil {

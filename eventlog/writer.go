@@ -77,6 +77,9 @@ func (l *BoltLog) enqueue(op *writeOp) error {
 	if l.opts.ReadOnly {
 		return fmt.Errorf("eventlog: %s is open read-only", l.path)
 	}
+	if err := l.Health(); err != nil {
+		return err
+	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -84,6 +87,21 @@ func (l *BoltLog) enqueue(op *writeOp) error {
 	}
 	l.ops <- op
 	return nil
+}
+
+// finish completes op with err, or with its own outcome when err is nil.
+func (op *writeOp) finish(err error) {
+	if err == nil {
+		err = op.err
+	}
+	switch {
+	case op.pending != nil && err != nil:
+		op.pending.complete(AppendResult{}, err)
+	case op.pending != nil:
+		op.pending.complete(op.result, nil)
+	case op.ack != nil:
+		op.ackDone <- err
+	}
 }
 
 // run is the writer: it takes every operation waiting (up to MaxBatch), commits them in one
@@ -115,14 +133,20 @@ func (l *BoltLog) run() {
 					break drain
 				}
 			}
-			l.commit(batch, false)
+			err := l.commit(batch, false)
 			clear(batch) // drop references for the GC
+			if err != nil && !l.recoverFrom(err) {
+				return
+			}
 			// The appenders just acked are runnable now; let them queue their next appends
 			// so that they join the next commit instead of waiting for the one after it.
 			runtime.Gosched()
 		case <-maintain.C:
-			if l.keyWorkDue() {
-				l.commit(nil, false)
+			if !l.keyWorkDue() {
+				continue
+			}
+			if err := l.commit(nil, false); err != nil && !l.recoverFrom(err) {
+				return
 			}
 		}
 	}
@@ -147,49 +171,56 @@ type roomWrite struct {
 	dirty  bool
 }
 
-// commit applies ops in order in one transaction and completes them after the commit. A storage
-// failure fails every op of the batch: the transaction is rolled back, so none of them happened.
-func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) {
+// commit applies ops in order in one transaction and completes them after the commit, with the
+// error of a failed commit, which it returns: the caller then stops the log (recoverFrom), since
+// the open file cannot be trusted after it. An op's own refusal (a conflict) is not such an error.
+func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) error {
 	start := time.Now()
 	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: slices.Clone(l.keys.gens)}
-	lastID := l.ids.last
+	var txid uint64
 	err := l.apply(b, ops, flushKeys)
 	if err == nil {
-		err = b.tx.Commit()
+		txid = uint64(b.tx.ID())
+		err = commitTx(b.tx)
 	} else if b.tx != nil {
 		b.tx.Rollback()
 	}
 	if err != nil {
-		err = fmt.Errorf("eventlog: commit to %s: %w", l.path, err)
-		l.ids.last = lastID // not needed for order, but keeps ids dense in time
-	} else {
-		l.keysCommitted(b)
+		err = fmt.Errorf("eventlog: commit to %s: %w: %w", l.path, ErrFailed, err)
+		// Before any op completes: no reader returns what the batch wrote, no append is taken.
+		l.failure.Store(&failState{err: err, reopening: true})
+		l.mark.fail(err)
+		for _, op := range ops {
+			op.finish(err)
+		}
+		l.failQueued(err)
+		return err
 	}
+	// Durable now: readers of this transaction may go on, then the appenders get their acks.
+	l.mark.advance(txid)
+	l.recovered()
+	l.keysCommitted(b)
 	for _, op := range ops {
-		opErr := op.err
-		if err != nil {
-			opErr = err
-		}
-		switch {
-		case op.pending != nil:
-			if opErr != nil {
-				op.pending.complete(AppendResult{}, opErr)
-			} else {
-				op.pending.complete(op.result, nil)
-			}
-		case op.ack != nil:
-			op.ackDone <- opErr
-		}
+		op.finish(nil)
 	}
-	if err == nil {
-		if l.opts.OnCommit != nil {
-			l.opts.OnCommit(len(ops), time.Since(start))
-		}
-		if len(b.changed) > 0 {
-			l.notify(b.changed)
-		}
-		l.fillHeadroom() // after the acks and notifications: it is no one's latency
+	if l.opts.OnCommit != nil {
+		l.opts.OnCommit(len(ops), time.Since(start))
 	}
+	if len(b.changed) > 0 {
+		l.notify(b.changed)
+	}
+	l.fillHeadroom() // after the acks and notifications: it is no one's latency
+	return nil
+}
+
+// commitTx commits tx, turning a panic inside bbolt's commit into an error.
+func commitTx(tx *bolt.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return tx.Commit()
 }
 
 func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package eventlog
+
+import (
+	"os"
+	"time"
+)
+
+// lockShared does nothing where flock is missing; bbolt's own lock still guards the file.
+func lockShared(*os.File, time.Duration) error { return nil }
