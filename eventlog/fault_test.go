@@ -242,7 +242,7 @@ func TestPausedFsyncHidesTheBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.PauseSyncs(1) // the data pages' fsync passes; the meta page's is held
+	f.PauseSyncs(1)   // the data pages' fsync passes; the meta page's is held
 	defer f.Release() // before Close, which waits for the held commit
 	pending := l.AppendAsync(eventlog.AppendRequest{Room: "doc", User: "u", Key: "held", Body: []byte(`{}`)})
 	if !f.WaitHeld(10 * time.Second) {
