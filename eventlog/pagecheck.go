@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,7 +61,8 @@ func checkFile(path string, lockTimeout time.Duration) error {
 			return err
 		}
 	}
-	return w.walk(m.root, 0)
+	_, err = w.walk(m.root, 0, nil, nil)
+	return err
 }
 
 // bbolt's on-disk constants (go.etcd.io/bbolt/internal/common).
@@ -230,57 +232,96 @@ func (w *pageWalker) checkFreelist() error {
 	return err
 }
 
-// walk checks the tree whose root is page id, and every bucket below it.
-func (w *pageWalker) walk(id uint64, depth int) error {
+// walk checks the tree whose root is page id, and every bucket below it. Keys of the tree must
+// lie in [minKey, maxKey) (nil: unbounded) and increase strictly; it returns the largest key of
+// the tree.
+func (w *pageWalker) walk(id uint64, depth int, minKey, maxKey []byte) ([]byte, error) {
 	if depth > maxTreeDepth {
-		return badPage(id, "the tree is more than %d levels deep", maxTreeDepth)
+		return nil, badPage(id, "the tree is more than %d levels deep", maxTreeDepth)
 	}
 	p, err := w.read(id, branchPageFlag, leafPageFlag)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return w.walkPage(id, p, depth)
+	return w.walkPage(id, p, depth, minKey, maxKey)
 }
 
-// walkPage checks the elements of page p (id is for messages; an inline page has its bucket's
-// page id) and descends into its children and buckets.
-func (w *pageWalker) walkPage(id uint64, p []byte, depth int) error {
+// element is one element of a page, located and bounds-checked.
+type element struct {
+	key, value []byte // value is nil on branch pages
+	child      uint64 // a branch element's page
+	bucket     bool   // a leaf element holding a bucket
+}
+
+// elements returns the elements of page p (id is for messages; an inline page has its bucket's
+// page id), checking that each lies inside the page.
+func elements(id uint64, p []byte) ([]element, error) {
 	le := binary.LittleEndian
 	flag, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
-	if pageHeaderSize+count*pageElementSize > len(p) {
-		return badPage(id, "%d elements do not fit in %d bytes", count, len(p))
+	if flag != branchPageFlag && flag != leafPageFlag {
+		return nil, badPage(id, "unexpected page type (flags %#x)", flag)
 	}
-	for i := range count {
-		at := pageHeaderSize + i*pageElementSize
+	if pageHeaderSize+count*pageElementSize > len(p) {
+		return nil, badPage(id, "%d elements do not fit in %d bytes", count, len(p))
+	}
+	out := make([]element, count)
+	for i := range out {
+		at := uint64(pageHeaderSize + i*pageElementSize)
 		e := p[at : at+pageElementSize]
-		switch flag {
-		case branchPageFlag:
+		if flag == branchPageFlag {
 			pos, ksize := uint64(le.Uint32(e[0:])), uint64(le.Uint32(e[4:]))
-			if uint64(at)+pos+ksize > uint64(len(p)) {
-				return badPage(id, "element %d's key runs past the page", i)
+			if at+pos+ksize > uint64(len(p)) {
+				return nil, badPage(id, "element %d's key runs past the page", i)
 			}
-			if err := w.walk(le.Uint64(e[8:]), depth+1); err != nil {
-				return err
+			out[i] = element{key: p[at+pos : at+pos+ksize], child: le.Uint64(e[8:])}
+			continue
+		}
+		eflags, pos := le.Uint32(e[0:]), uint64(le.Uint32(e[4:]))
+		ksize, vsize := uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
+		end := at + pos + ksize + vsize
+		if end > uint64(len(p)) {
+			return nil, badPage(id, "element %d's key and value run past the page", i)
+		}
+		out[i] = element{key: p[at+pos : at+pos+ksize], value: p[at+pos+ksize : end], bucket: eflags&bucketLeafFlag != 0}
+	}
+	return out, nil
+}
+
+// walkPage checks page p's elements, their key order, and descends into children and buckets.
+func (w *pageWalker) walkPage(id uint64, p []byte, depth int, minKey, maxKey []byte) ([]byte, error) {
+	elems, err := elements(id, p)
+	if err != nil {
+		return nil, err
+	}
+	branch := binary.LittleEndian.Uint16(p[8:]) == branchPageFlag
+	var last []byte
+	prev := minKey
+	for i, e := range elems {
+		switch {
+		case i == 0 && prev != nil && bytes.Compare(prev, e.key) > 0,
+			i > 0 && bytes.Compare(prev, e.key) >= 0,
+			maxKey != nil && bytes.Compare(e.key, maxKey) >= 0:
+			return nil, badPage(id, "key %d is out of order", i)
+		}
+		if branch {
+			next := maxKey
+			if i+1 < len(elems) {
+				next = elems[i+1].key
 			}
-		case leafPageFlag:
-			eflags, pos := le.Uint32(e[0:]), uint64(le.Uint32(e[4:]))
-			ksize, vsize := uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
-			end := uint64(at) + pos + ksize + vsize
-			if end > uint64(len(p)) {
-				return badPage(id, "element %d's key and value run past the page", i)
+			if last, err = w.walk(e.child, depth+1, e.key, next); err != nil {
+				return nil, err
 			}
-			if eflags&bucketLeafFlag == 0 {
-				continue
+			prev = last
+			continue
+		}
+		last, prev = e.key, e.key
+		if e.bucket {
+			if err := w.walkBucket(id, i, e.value, depth); err != nil {
+				return nil, err
 			}
-			v := p[uint64(at)+pos+ksize : end]
-			if err := w.walkBucket(id, i, v, depth); err != nil {
-				return err
-			}
-		default:
-			return badPage(id, "unexpected page type (flags %#x)", flag)
 		}
 	}
-	return nil
+	return last, nil
 }
 
 // walkBucket checks a bucket whose value v is element i of page id: its own tree, or its inline
@@ -290,7 +331,8 @@ func (w *pageWalker) walkBucket(id uint64, i int, v []byte, depth int) error {
 		return badPage(id, "element %d is a bucket of %d bytes", i, len(v))
 	}
 	if root := binary.LittleEndian.Uint64(v); root != 0 {
-		return w.walk(root, depth+1)
+		_, err := w.walk(root, depth+1, nil, nil)
+		return err
 	}
 	inline := v[bucketHeaderSize:]
 	if len(inline) < pageHeaderSize {
@@ -302,5 +344,6 @@ func (w *pageWalker) walkBucket(id uint64, i int, v []byte, depth int) error {
 	if depth > maxTreeDepth {
 		return badPage(id, "the tree is more than %d levels deep", maxTreeDepth)
 	}
-	return w.walkPage(id, inline, depth+1)
+	_, err := w.walkPage(id, inline, depth+1, nil, nil)
+	return err
 }
