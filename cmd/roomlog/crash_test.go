@@ -22,12 +22,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/faultfs"
 	"github.com/roomlog/roomlog/transport"
 )
 
 // The tests run this test binary as the roomlog command: with ROOMLOG_RUN_MAIN set, TestMain runs
 // main's code on the arguments instead of the tests.
 func TestMain(m *testing.M) {
+	faultfs.ServeIfDaemon()
 	if os.Getenv("ROOMLOG_RUN_MAIN") == "1" {
 		os.Exit(run(os.Args[1:]))
 	}
