@@ -81,6 +81,13 @@ type Log interface {
 	Close() error
 }
 
+// HealthChecker is implemented by backends that can stop taking appends, as the embedded one does
+// after a failed commit until it has reopened its file (see ErrFailed). Health returns nil while
+// appends are accepted, and the reason otherwise.
+type HealthChecker interface {
+	Health() error
+}
+
 // Reserved kinds are written by the server itself (AppendRequest.System).
 const (
 	KindMessage  = "message"

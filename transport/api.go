@@ -233,8 +233,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		s.metrics.appends.WithLabelValues("failed").Inc()
-		s.logger.Error("HTTP publish failed", "room", room, "err", err)
-		writeAPIError(w, http.StatusInternalServerError, CodeInternal, "publish failed; try again")
+		s.storageError(w, "publish", room, err)
 		return
 	}
 	s.metrics.appendLatency.Observe(time.Since(start).Seconds())
@@ -275,8 +274,7 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := s.log.ReadAfter(r.Context(), room, after, limit)
 	if err != nil {
-		s.logger.Error("HTTP read failed", "room", room, "err", err)
-		writeAPIError(w, http.StatusInternalServerError, CodeInternal, "read failed; try again")
+		s.storageError(w, "read", room, err)
 		return
 	}
 	out := make([]json.RawMessage, len(evs))
@@ -336,4 +334,18 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		s.logger.Warn("audit stream ended", "err", err)
 	}
 	bw.Flush()
+}
+
+// storageError answers a request the log failed. A log stopped by a failed commit (ErrFailed) is
+// 503 with Retry-After: it logged the cause itself, once, and comes back by itself; anything
+// else is 500 and logged here.
+func (s *Server) storageError(w http.ResponseWriter, what, room string, err error) {
+	if errors.Is(err, eventlog.ErrFailed) {
+		s.logger.Debug("HTTP request refused: the event log is recovering from a failed commit", "op", what, "room", room, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeAPIError(w, http.StatusServiceUnavailable, CodeInternal, "%s failed: storage is unavailable; try again", what)
+		return
+	}
+	s.logger.Error("HTTP request failed", "op", what, "room", room, "err", err)
+	writeAPIError(w, http.StatusInternalServerError, CodeInternal, "%s failed; try again", what)
 }

@@ -323,7 +323,14 @@ func isBadInput(err error) bool {
 	return false
 }
 
+// internal answers a request the log failed with code internal. A log stopped by a failed commit
+// (ErrFailed) logged the cause itself, once; the requests it refuses meanwhile are debug lines.
 func (c *conn) internal(ref, what string, err error) {
+	if errors.Is(err, eventlog.ErrFailed) {
+		c.s.logger.Debug("request refused: the event log is recovering from a failed commit", "op", what, "conn", c.id, "user", c.user, "err", err)
+		c.replyError(ref, CodeInternal, "%s failed: storage is unavailable; try again", what)
+		return
+	}
 	c.s.logger.Error("request failed", "op", what, "conn", c.id, "user", c.user, "err", err)
 	c.replyError(ref, CodeInternal, "%s failed; try again", what)
 }

@@ -175,6 +175,12 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if hc, ok := s.log.(eventlog.HealthChecker); ok {
+		if err := hc.Health(); err != nil {
+			http.Error(w, "event log not accepting appends: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
 	if _, err := s.log.Head(r.Context(), "readyz"); err != nil {
 		http.Error(w, "event log unavailable: "+err.Error(), http.StatusServiceUnavailable)
 		return

@@ -284,7 +284,9 @@ func roomsCmd(args []string) int {
 	}
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
-	fmt.Fprintf(out, "%-24s %8s  %-24s  %-24s  %-26s %s\n", "ROOM", "EVENTS", "FIRST", "LAST", "HEAD", "MEMBERS")
+	header := func() {
+		fmt.Fprintf(out, "%-24s %8s  %-24s  %-24s  %-26s %s\n", "ROOM", "EVENTS", "FIRST", "LAST", "HEAD", "MEMBERS")
+	}
 	line := func(r transport.RoomListing) {
 		first, _ := eventlog.ParseID(r.First)
 		last, _ := eventlog.ParseID(r.Last)
@@ -296,6 +298,7 @@ func roomsCmd(args []string) int {
 			return fail("rooms", err)
 		}
 		defer body.Close()
+		header()
 		dec := json.NewDecoder(body)
 		for {
 			var r transport.RoomListing
@@ -312,6 +315,7 @@ func roomsCmd(args []string) int {
 		return fail("rooms", err)
 	}
 	defer l.Close()
+	header()
 	// Offline, "members" are the sessions the log records as joined (after a crash, those the
 	// next start will close).
 	members := map[string]int{}

@@ -357,3 +357,51 @@ func TestAuditBadInput(t *testing.T) {
 		t.Fatalf("bad input changed the data file")
 	}
 }
+
+// Every command that opens a data file refuses a damaged one with one line naming the file and the
+// damage, and exits non-zero: no SIGBUS, no panic, no partial output.
+func TestCommandsRefuseDamagedFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	auditLog(t, good)
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := map[string][]byte{
+		"empty":     nil,
+		"truncated": b[:3*4096+100],
+		"garbage":   bytes.Repeat([]byte{0xab}, 64<<10),
+	}
+	overwritten := bytes.Clone(b)
+	for i := 2 * 4096; i < 3*4096; i++ {
+		overwritten[i] = byte(i * 7)
+	}
+	damaged["overwritten page"] = overwritten
+	for name, content := range damaged {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".db")
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"verify", "--data", path},
+			{"replay", "--data", path},
+			{"rooms", "--data", path},
+			{"backup", "--data", path, "--out", filepath.Join(dir, "copy.db")},
+			{"serve", "--data", path, "--addr", "127.0.0.1:0", "--jwt-secret", "s"},
+		} {
+			code, stdout, stderr := roomlog(t, nil, args...)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if args[0] == "serve" {
+				lines = lines[len(lines)-1:] // after the start-up log lines
+			}
+			if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], path) || stdout != "" ||
+				strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine") {
+				t.Errorf("%s: %v: exit %d, stdout %q, stderr:\n%s", name, args[:1], code, stdout, stderr)
+			}
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(after, content) {
+			t.Errorf("%s: the refused file was changed", name)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -142,5 +143,91 @@ func TestPowerCutCycles(t *testing.T) {
 	}
 	if len(acked) == 0 {
 		t.Fatal("nothing was acked")
+	}
+}
+
+// TestServeFsyncFailure fails the server's fsyncs: publishes get error internal (WebSocket) and
+// 503 (HTTP), never an ack; /readyz stops answering 200; no member receives the failed event; once
+// fsyncs work again the server takes publishes by itself, and a keyed resend is appended once.
+func TestServeFsyncFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	f := faultfs.MountT(t)
+	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
+	sub := wsConnect(t, p.addr, crashToken(t, "reader", false), "reader")
+	defer sub.Close()
+	sub.WriteJSON(map[string]any{"type": "join", "ref": "j", "room": "doc"})
+	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
+	defer pub.Close()
+	publish := func(key string) map[string]any {
+		t.Helper()
+		pub.WriteJSON(map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
+		for {
+			var fr map[string]any
+			if err := pub.ReadJSON(&fr); err != nil {
+				t.Fatal(err)
+			}
+			if fr["ref"] == key {
+				return fr
+			}
+		}
+	}
+	if fr := publish("before"); fr["type"] != "ack" {
+		t.Fatalf("publish: %v", fr)
+	}
+	status := func(method, path string) int {
+		req, _ := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(`{"body":{"via":"http"}}`))
+		req.Header.Set("Authorization", "Bearer "+crashToken(t, "writer", false))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	f.FailSyncs(-1)
+	if fr := publish("failed"); fr["type"] != "error" || fr["code"] != "internal" {
+		t.Fatalf("publish while fsyncs fail: %v, want error internal", fr)
+	}
+	if got := status("POST", "/v1/rooms/doc/events"); got != http.StatusServiceUnavailable {
+		t.Fatalf("HTTP publish while fsyncs fail: %d, want 503", got)
+	}
+	if got := status("GET", "/readyz"); got != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while fsyncs fail: %d, want 503", got)
+	}
+	f.FailSyncs(0)
+	deadline := time.Now().Add(15 * time.Second)
+	for status("GET", "/readyz") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not come back:\n%s", p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, wantDup := range []any{nil, true} {
+		fr := publish("failed")
+		if fr["type"] != "ack" || fr["duplicate"] != wantDup {
+			t.Fatalf("resend %d after recovery: %v", i, fr)
+		}
+	}
+	// The member saw "before", then the resend, and never the failed attempt.
+	var keys []string
+	sub.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(keys) < 2 {
+		var fr map[string]any
+		if err := sub.ReadJSON(&fr); err != nil {
+			t.Fatalf("member: %v (got %v)", err, keys)
+		}
+		if fr["type"] == "event" && fr["kind"] == "message" {
+			keys = append(keys, fmt.Sprint(fr["key"]))
+		}
+	}
+	events := httpGet(t, "http://"+p.addr+"/v1/events", crashToken(t, "auditor", true))
+	if keys[0] != "before" || keys[1] != "failed" || strings.Count(events, `"key":"failed"`) != 1 {
+		t.Fatalf("member got %v; the log holds:\n%s", keys, events)
+	}
+	if n := strings.Count(p.log(), "event log commit failed"); n == 0 {
+		t.Fatalf("the failure was not logged:\n%s", p.log())
 	}
 }
