@@ -25,6 +25,16 @@
 // grows with the number of concurrent appenders while latency stays near one commit. There is no
 // artificial delay and NoSync is never set.
 //
+// # Durability under storage faults
+//
+//   - Reads stop at the durable watermark: a read transaction whose snapshot is the commit being
+//     fsynced waits for that fsync (durable.go), so no reader sees what a power cut could take.
+//   - A failed commit stops the log (failure.go): ErrFailed for the batch, the queue and the
+//     reads, until the writer has reopened the file from disk and fsynced it; then reads resume,
+//     and appends after a backoff. Health reports it.
+//   - A damaged file is refused at Open (pagecheck.go): its pages are walked with pread before
+//     bbolt maps it, so bbolt never faults or panics on it.
+//
 // # On-disk layout (format 1)
 //
 // One bbolt file. Top-level buckets:
@@ -40,7 +50,8 @@
 //	keys/<start>          idempotency generations; <start> is the generation's first use in unix
 //	                      milliseconds (8 bytes, big-endian). Keys: room 0x00 user 0x00 key -> id(16)
 //	acks                  user 0x00 session 0x00 room -> id(16): the highest id acknowledged
-//	sessions/<room>       user 0x00 session -> id(16) of the session's join: who is a member
+//	sessions              room 0x00 user 0x00 session -> id(16) of the session's join: who is a
+//	                      member
 //
 // An event record is
 //
