@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -14,6 +15,10 @@ import (
 // never held back).
 type corkConn struct {
 	net.Conn
+	// stall, when positive, is how long a write may go without progress: each write that moves
+	// bytes re-arms the deadline, so a client that reads slowly but steadily is never cut off,
+	// and one that stops reading is, stall after its last byte was taken.
+	stall  time.Duration
 	mu     sync.Mutex
 	corked bool
 	buf    []byte
@@ -34,7 +39,10 @@ func (c *corkConn) Write(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		return c.Conn.Write(p)
+		if err := c.writeAllLocked(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	c.buf = append(c.buf, p...)
 	if len(c.buf) >= corkLimit {
@@ -111,13 +119,29 @@ func (c *corkConn) flushLocked() error {
 	if len(c.buf) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.buf)
+	err := c.writeAllLocked(c.buf)
 	if cap(c.buf) > 4*corkLimit {
 		c.buf = nil // do not keep a burst's buffer for an idle connection
 	} else {
 		c.buf = c.buf[:0]
 	}
 	return err
+}
+
+// writeAllLocked writes p whole, re-arming the stall deadline before each write: a write that
+// times out having moved some bytes goes on with the rest; one that moved none fails.
+func (c *corkConn) writeAllLocked(p []byte) error {
+	for {
+		if c.stall > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		}
+		n, err := c.Conn.Write(p)
+		p = p[n:]
+		var ne net.Error
+		if err == nil || n == 0 || !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+	}
 }
 
 // release returns the buffer of an idle connection to the pool.
@@ -136,7 +160,8 @@ func (c *corkConn) release() {
 // hijackWriter hands gorilla's Upgrade a corkConn instead of the raw connection.
 type hijackWriter struct {
 	http.ResponseWriter
-	conn *corkConn
+	stall time.Duration // the corkConn's
+	conn  *corkConn
 }
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -144,6 +169,6 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: nc}
+	w.conn = &corkConn{Conn: nc, stall: w.stall}
 	return w.conn, brw, nil
 }

@@ -42,9 +42,7 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 
-		deadline := time.Now().Add(c.s.cfg.StallTimeout)
-		c.cc.Conn.SetWriteDeadline(deadline)
-		c.cc.cork()
+		c.cc.cork() // its writes time out after StallTimeout without progress
 		err := c.writeReplies(replies)
 		more := false
 		for _, rs := range streams {

@@ -179,3 +179,61 @@ func TestQueuesAreBoundedInBytes(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB for one client that reads nothing", grown>>20)
 	}
 }
+
+// TestSteadySlowReaderIsNotCutOff: a client that reads without pause, but much slower than one
+// write batch per stall time, keeps its connection: the stall timeout is a deadline on progress,
+// not on a whole batch. (With 0.5 s of stall, 100 events of 60 KB in one batch and a reader taking
+// 1.5 MB/s, the batch takes about 4 s to drain, far more than the socket buffers hold.)
+func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow reader test skipped in -short mode")
+	}
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1, StallTimeout: 500 * time.Millisecond, MaxFrame: 128 << 10}})
+	tok := token(t, "sub", []string{"*"})
+	const room, n, size = "big", 100, 60000
+	publishMany(t, ts, room, 1, n, size)
+
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c = &pacedConn{Conn: c, rate: 1500 << 10}
+		}
+		return c, err
+	}}
+	ws, _, err := d.Dial(ts.wsURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	slow := &client{t: t, ws: ws}
+	slow.hello(tok, "slow")
+	start := time.Now()
+	slow.send(frame{"type": "join", "ref": "j", "room": room, "after": ""})
+	readEvents(t, slow, n, 0)
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("the reader took %v: not slower than the stall time, the test shows nothing", took)
+	}
+	if m := metric(t, ts, "roomlog_slow_consumers_total"); m != 0 {
+		t.Fatalf("a steady reader was disconnected as a slow consumer")
+	}
+}
+
+// pacedConn reads at most rate bytes a second, in small reads, without ever pausing for long.
+type pacedConn struct {
+	net.Conn
+	rate  int
+	start time.Time
+	read  int
+}
+
+func (c *pacedConn) Read(p []byte) (int, error) {
+	if c.start.IsZero() {
+		c.start = time.Now()
+	}
+	if due := c.start.Add(time.Duration(c.read) * time.Second / time.Duration(c.rate)); time.Until(due) > 0 {
+		time.Sleep(time.Until(due))
+	}
+	n, err := c.Conn.Read(p[:min(len(p), 16<<10)])
+	c.read += n
+	return n, err
+}
