@@ -65,17 +65,11 @@ type server struct {
 // mount mounts a new file system at dir, passing through to the directory backing.
 func mount(dir, backing string) (*server, error) {
 	f := &server{dir: dir, backing: backing, files: make(map[uint64]*overlay), budget: -1}
-	root := &fs.LoopbackRoot{Path: backing}
-	var st syscall.Stat_t
-	if err := syscall.Stat(backing, &st); err != nil {
+	loopback, err := fs.NewLoopbackRoot(backing)
+	if err != nil {
 		return nil, fmt.Errorf("faultfs: %s: %w", backing, err)
 	}
-	root.Dev = uint64(st.Dev)
-	root.NewNode = func(r *fs.LoopbackRoot, parent *fs.Inode, name string, st *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fsys: f}
-	}
-	rootNode := root.NewNode(root, nil, "", &st)
-	root.RootNode = rootNode
+	rootNode := &node{LoopbackNode: loopback.(*fs.LoopbackNode), fsys: f}
 	zero := time.Duration(0)
 	srv, err := fs.Mount(dir, rootNode, &fs.Options{
 		AttrTimeout:  &zero, // sizes come from the overlay: never let the kernel guess them
@@ -282,8 +276,13 @@ func (f *server) syncFault(ctx context.Context) syscall.Errno {
 
 // node is a loopback node whose files go through an overlay.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	fsys *server
+}
+
+// WrapChild makes every node of the tree a node of this file system.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{LoopbackNode: ops.(*fs.LoopbackNode), fsys: n.fsys}
 }
 
 var (
@@ -456,14 +455,6 @@ func (o *overlay) pending() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.blocks) * blockSize
-}
-
-func (o *overlay) backingSize() (int64, error) {
-	st, err := os.Stat(o.path)
-	if err != nil {
-		return 0, err
-	}
-	return st.Size(), nil
 }
 
 // blockLocked returns block b as the file now holds it, from the overlay or the backing file.
