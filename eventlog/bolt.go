@@ -151,23 +151,9 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		done:    make(chan struct{}),
 		ids:     idSource{now: opts.Now},
 	}
-	if err := l.init(); err != nil {
+	if err := l.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
-	}
-	if !opts.ReadOnly { // read-only: no writer, every snapshot is durable
-		txid, err := lastTxID(db)
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
-		}
-		l.mark.reset(txid)
-	}
-	if !opts.ReadOnly {
-		if err := l.loadKeys(); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
-		}
 	}
 	if opts.ReadOnly {
 		l.closed = true // no writer
@@ -277,6 +263,24 @@ func (l *BoltLog) init() (err error) {
 }
 
 var errNoMeta = errors.New("no meta bucket")
+
+// load checks the layout and, for a writer, sets the durable watermark at the file's last
+// transaction and rebuilds the key index: what Open and a reopen after a failed commit share.
+// The writer is not committing meanwhile, so the mark may start at its maximum.
+func (l *BoltLog) load() error {
+	if err := l.init(); err != nil {
+		return err
+	}
+	if l.opts.ReadOnly {
+		return nil // no writer: every snapshot is durable
+	}
+	txid, err := lastTxID(l.db)
+	if err != nil {
+		return err
+	}
+	l.mark.reset(txid)
+	return l.loadKeys()
+}
 
 // Path is the data file's path.
 func (l *BoltLog) Path() string { return l.path }

@@ -74,8 +74,8 @@ func (l *BoltLog) recoverFrom(failed error) bool {
 		backoff = min(2*backoff, maxFailBackoff)
 	}
 	wait := time.Duration(0)
-	if l.failures > 1 {
-		wait = min(minFailBackoff<<(l.failures-2), maxFailBackoff)
+	for range l.failures - 1 { // doubled per failure in a row, without overflowing
+		wait = min(max(2*wait, minFailBackoff), maxFailBackoff)
 	}
 	l.failure.Store(&failState{err: failed, until: time.Now().Add(wait)})
 	l.opts.Logger.Info("event log reopened from disk", "path", l.path, "appends_resume_in", wait)
@@ -148,18 +148,10 @@ func (l *BoltLog) reopen() error {
 	}
 	l.state.Lock()
 	l.db = db
-	l.mark.reset(^uint64(0)) // while only the writer reads: init may commit (a new file)
+	l.mark.reset(^uint64(0)) // just fsynced: every snapshot is durable until load sets the mark
 	l.state.Unlock()
 	l.ids = idSource{now: l.opts.Now}
-	if err := l.init(); err != nil {
-		return l.closeAfter(fmt.Errorf("eventlog: reopen %s: %w", l.path, err))
-	}
-	txid, err := lastTxID(db)
-	if err != nil {
-		return l.closeAfter(fmt.Errorf("eventlog: reopen %s: %w", l.path, err))
-	}
-	l.mark.reset(txid)
-	if err := l.loadKeys(); err != nil {
+	if err := l.load(); err != nil {
 		return l.closeAfter(fmt.Errorf("eventlog: reopen %s: %w", l.path, err))
 	}
 	l.headroom = openHeadroom(l.path)
