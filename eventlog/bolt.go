@@ -99,9 +99,11 @@ type BoltLog struct {
 
 	// state guards db: readers hold it shared for a whole read transaction, the writer
 	// exclusively to swap the file when it reopens it after a failed commit (db is nil while the
-	// file is closed).
-	state sync.RWMutex
-	db    *bolt.DB
+	// file is closed). reopening is non-nil while the writer reopens the file: it is closed when
+	// the reopen ends, so a read waits through a reopen instead of failing.
+	state     sync.RWMutex
+	db        *bolt.DB
+	reopening chan struct{}
 	// mark is the durable watermark reads wait for; failure is non-nil after a failed commit
 	// until a commit succeeds again (see failure.go).
 	mark    *durableMark

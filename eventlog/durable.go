@@ -93,8 +93,8 @@ func (m *durableMark) wait(ctx context.Context, txid uint64) error {
 }
 
 // view runs fn in a read transaction that sees only durable commits, and turns a panic or a
-// memory fault from a damaged file into ErrCorrupt. While the log is reopening its file after a
-// failed commit, it fails with ErrFailed.
+// memory fault from a damaged file into ErrCorrupt. While the writer reopens the file after a
+// failed commit, it waits for the reopen (or ctx); when the reopen failed, it fails with ErrFailed.
 func (l *BoltLog) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -103,11 +103,21 @@ func (l *BoltLog) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err err
 	}()
 	// A file truncated under us faults in bbolt's memory map: make that a panic recovered above.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	l.state.RLock()
-	defer l.state.RUnlock()
-	if l.db == nil {
-		return l.unavailable()
+	for {
+		l.state.RLock()
+		if l.db != nil {
+			break
+		}
+		reopening := l.reopening
+		l.state.RUnlock()
+		if reopening == nil {
+			return l.unavailable()
+		}
+		if err := waitClosed(ctx, reopening); err != nil {
+			return err
+		}
 	}
+	defer l.state.RUnlock()
 	tx, err := l.db.Begin(false)
 	if err != nil {
 		return fmt.Errorf("eventlog: read %s: %w", l.path, err)
@@ -117,4 +127,18 @@ func (l *BoltLog) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err err
 		return err
 	}
 	return fn(tx)
+}
+
+// waitClosed returns when ch is closed, or with ctx's error first; a nil ctx waits for ch.
+func waitClosed(ctx context.Context, ch <-chan struct{}) error {
+	if ctx == nil {
+		<-ch
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

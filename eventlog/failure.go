@@ -33,7 +33,7 @@ const (
 // failState is the log's condition after a failed commit, swapped whole (atomic.Pointer).
 type failState struct {
 	err       error     // wraps ErrFailed and the cause
-	reopening bool      // the file is closed: reads fail too
+	reopening bool      // the file is closed: reads wait for it, or fail when it cannot be reopened
 	until     time.Time // appends are refused until then
 }
 
@@ -124,12 +124,20 @@ func (l *BoltLog) failQueued(err error) {
 	}
 }
 
-// reopen closes the file and opens it again from disk. Readers fail while it runs.
+// reopen closes the file and opens it again from disk. Readers wait while it runs, and fail with
+// the commit's error when it fails.
 func (l *BoltLog) reopen() error {
+	done := make(chan struct{})
 	l.state.Lock()
 	old := l.db
-	l.db = nil
+	l.db, l.reopening = nil, done
 	l.state.Unlock()
+	defer func() {
+		l.state.Lock()
+		l.reopening = nil
+		l.state.Unlock()
+		close(done)
+	}()
 	l.headroom.close()
 	l.headroom = nil
 	if old != nil {

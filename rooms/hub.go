@@ -44,11 +44,16 @@ type Hub struct {
 }
 
 // Room is one room's state on this node.
+//
+// Invariant: a Room is in hub.rooms exactly while gone is false. forget sets gone with r.mu held
+// when it deletes the room, so whoever locks a Room found in the map checks gone before using it
+// (lock does), and nobody is ever added to a room the hub has dropped.
 type Room struct {
 	name string
 	hub  *Hub
 
 	mu      sync.Mutex
+	gone    bool
 	members map[memberKey]*member
 	feed    *feed // nil while nobody subscribes
 	subs    int
@@ -62,6 +67,19 @@ type member struct {
 	leave    *time.Timer   // pending leave after the grace period
 	ready    chan struct{} // closed once the join event is durable
 	joinErr  error
+	unlogged bool // the log refused the join event: no leave is written either
+}
+
+// Joined is what Join did.
+type Joined struct {
+	// Event is the join event's id; zero when none was appended (the session was already a
+	// member, or Unlogged).
+	Event eventlog.ID
+	// Unlogged is set when the session became a member although the log refused its join event
+	// (eventlog.ErrFailed: a failed disk, a full one). Reading a room must not depend on the
+	// disk taking writes, so such a member is joined, listed and fanned out to as any other;
+	// neither its join nor its leave is in the log, which keeps the log's sessions balanced.
+	Unlogged bool
 }
 
 // Member is a room member session and its latest presence state (JSON, or nil).
@@ -87,57 +105,58 @@ func NewHub(log eventlog.Log, opts Options) *Hub {
 // Log is the hub's event log.
 func (h *Hub) Log() eventlog.Log { return h.log }
 
-func (h *Hub) room(name string) *Room {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	r := h.rooms[name]
-	if r == nil {
-		r = &Room{name: name, hub: h, members: map[memberKey]*member{}}
-		h.rooms[name] = r
+// lock returns the room named name, created if needed, with r.mu held and r in the hub.
+func (h *Hub) lock(name string) *Room {
+	for {
+		h.mu.Lock()
+		r := h.rooms[name]
+		if r == nil {
+			r = &Room{name: name, hub: h, members: map[memberKey]*member{}}
+			h.rooms[name] = r
+		}
+		h.mu.Unlock()
+		r.mu.Lock()
+		if !r.gone {
+			return r
+		}
+		r.mu.Unlock() // forgotten between the lookup and the lock: look again
 	}
-	return r
 }
 
 // forget drops an idle room (no members, no subscribers). Called with r.mu held.
 func (h *Hub) forget(r *Room) {
-	if len(r.members) > 0 || r.subs > 0 {
+	if len(r.members) > 0 || r.subs > 0 || r.gone {
 		return
 	}
+	r.gone = true
 	h.mu.Lock()
-	if h.rooms[r.name] == r {
-		delete(h.rooms, r.name)
-	}
+	delete(h.rooms, r.name)
 	h.mu.Unlock()
 }
 
 // Join makes (user, session) a member of room. A session that is not yet a member gets a join
 // event (body: presence) appended durably first; one that is (another connection, or a
-// reconnect within the grace period) does not. It returns the join event's id when it appended
-// one.
-func (h *Hub) Join(ctx context.Context, room, user, session string, presence json.RawMessage) (eventlog.ID, error) {
-	r := h.room(room)
+// reconnect within the grace period) does not.
+func (h *Hub) Join(ctx context.Context, room, user, session string, presence json.RawMessage) (Joined, error) {
+	r := h.lock(room)
 	key := memberKey{user, session}
-	r.mu.Lock()
 	if m := r.members[key]; m != nil {
 		m.refs++
 		if m.leave != nil {
 			m.leave.Stop()
 			m.leave = nil
 		}
-		ready := m.ready
 		r.mu.Unlock()
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return eventlog.ID{}, ctx.Err()
-		}
+		// Not bounded by ctx: the first join's append is bounded by its own, and a join given up
+		// here would hold a reference nobody drops.
+		<-m.ready
 		if m.joinErr != nil {
 			r.mu.Lock()
 			m.refs--
 			r.mu.Unlock()
-			return eventlog.ID{}, m.joinErr
+			return Joined{}, m.joinErr
 		}
-		return eventlog.ID{}, nil
+		return Joined{Unlogged: m.unlogged}, nil
 	}
 	m := &member{presence: presence, refs: 1, ready: make(chan struct{})}
 	r.members[key] = m
@@ -147,24 +166,29 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 		Room: room, User: user, Session: session, Kind: eventlog.KindJoin, Body: presence, System: true,
 	})
 	r.mu.Lock()
-	if err != nil {
+	defer r.mu.Unlock()
+	defer close(m.ready)
+	switch {
+	case err == nil:
+		m.presence = res.Event.Body
+		return Joined{Event: res.Event.ID}, nil
+	case errors.Is(err, eventlog.ErrFailed):
+		m.unlogged = true
+		h.logger.Debug("join not logged: the event log refuses appends", "room", room, "user", user, "session", session, "err", err)
+		return Joined{Unlogged: true}, nil
+	default:
 		m.joinErr = fmt.Errorf("rooms: join %s: %w", room, err)
 		delete(r.members, key)
 		h.forget(r)
-	} else {
-		m.presence = res.Event.Body
+		return Joined{}, m.joinErr
 	}
-	close(m.ready)
-	r.mu.Unlock()
-	return res.Event.ID, m.joinErr
 }
 
 // member finds a joined session. It returns with r.mu held when m is not nil; nil m (not a
 // member) returns with it released.
 func (h *Hub) member(room, user, session string) (r *Room, key memberKey, m *member) {
-	r = h.room(room)
+	r = h.lock(room)
 	key = memberKey{user, session}
-	r.mu.Lock()
 	if m = r.members[key]; m == nil || m.refs == 0 {
 		h.forget(r)
 		r.mu.Unlock()
@@ -193,6 +217,9 @@ func (h *Hub) Leave(ctx context.Context, room, user, session string, immediate b
 	delete(r.members, key)
 	h.forget(r)
 	r.mu.Unlock()
+	if m.unlogged {
+		return nil
+	}
 	return h.appendLeave(ctx, room, user, session)
 }
 
@@ -206,6 +233,9 @@ func (h *Hub) expire(r *Room, key memberKey, m *member) {
 	delete(r.members, key)
 	h.forget(r)
 	r.mu.Unlock()
+	if m.unlogged {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.appendLeave(ctx, r.name, key.user, key.session); err != nil && !errors.Is(err, eventlog.ErrClosed) {
@@ -241,8 +271,7 @@ func (h *Hub) SetPresence(ctx context.Context, room, user, session string, state
 
 // Members lists the room's current members, by user then session.
 func (h *Hub) Members(room string) []Member {
-	r := h.room(room)
-	r.mu.Lock()
+	r := h.lock(room)
 	out := make([]Member, 0, len(r.members))
 	for k, m := range r.members {
 		select {
@@ -324,12 +353,16 @@ func (h *Hub) Close(ctx context.Context) error {
 				m.leave.Stop()
 			}
 			delete(r.members, k)
+			if m.unlogged {
+				continue
+			}
 			pending = append(pending, h.log.AppendAsync(eventlog.AppendRequest{
 				Room: r.name, User: k.user, Session: k.session, Kind: eventlog.KindLeave, System: true,
 			}))
 		}
 		f := r.feed
 		r.feed, r.subs = nil, 0
+		h.forget(r)
 		r.mu.Unlock()
 		if f != nil {
 			f.halt()

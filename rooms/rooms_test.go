@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,12 +66,12 @@ func TestMembershipAndGrace(t *testing.T) {
 	ctx := context.Background()
 	defer h.Close(ctx)
 	// Two connections of one session: one join event; the session stays while one remains.
-	id, err := h.Join(ctx, "r", "alice", "s1", json.RawMessage(`{"name":"A"}`))
-	if err != nil || id.IsZero() {
-		t.Fatalf("join: %s %v", id, err)
+	j, err := h.Join(ctx, "r", "alice", "s1", json.RawMessage(`{"name":"A"}`))
+	if err != nil || j.Event.IsZero() || j.Unlogged {
+		t.Fatalf("join: %+v %v", j, err)
 	}
-	if id2, err := h.Join(ctx, "r", "alice", "s1", nil); err != nil || !id2.IsZero() {
-		t.Fatalf("second join of the session appended %s (%v)", id2, err)
+	if j2, err := h.Join(ctx, "r", "alice", "s1", nil); err != nil || !j2.Event.IsZero() {
+		t.Fatalf("second join of the session appended %s (%v)", j2.Event, err)
 	}
 	h.Leave(ctx, "r", "alice", "s1", true)
 	if got := kinds(t, l, "r"); got != "s1:join" {
@@ -139,6 +141,58 @@ func TestCloseAndOrphans(t *testing.T) {
 	}
 	if kinds(t, l, "c") != "s:join s:leave" {
 		t.Fatalf("orphan not closed: %q", kinds(t, l, "c"))
+	}
+}
+
+// TestJoinWhileTheLastMemberLeaves: a session joining while the room's last member leaves (and
+// its last subscriber closes) is a member of the room the hub knows, never of one it dropped.
+func TestJoinWhileTheLastMemberLeaves(t *testing.T) {
+	l := openLog(t)
+	ctx := context.Background()
+	h := rooms.NewHub(l, rooms.Options{Grace: -1})
+	for i := range 300 {
+		room := fmt.Sprint("race-", i)
+		if _, err := h.Join(ctx, room, "a", "s1", nil); err != nil {
+			t.Fatal(err)
+		}
+		sub, err := h.Subscribe(room, &waker{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		var sub2 *rooms.Subscription
+		go func() {
+			defer wg.Done()
+			sub.Close()
+			h.Leave(ctx, room, "a", "s1", true)
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := h.Join(ctx, room, "b", "s2", nil); err != nil {
+				t.Error(err)
+			}
+			sub2, _ = h.Subscribe(room, &waker{})
+		}()
+		wg.Wait()
+		if m := h.Members(room); len(m) != 1 || m[0].Session != "s2" {
+			t.Fatalf("round %d: members %+v, want s2 alone", i, m)
+		}
+		if online := h.Online(); online[room] != 1 {
+			t.Fatalf("round %d: online %v", i, online)
+		}
+		if sub2 != nil {
+			sub2.Close()
+		}
+	}
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Every join has its leave: the hub saw every member it had.
+	var open []string
+	l.Sessions(ctx, func(s eventlog.Session) error { open = append(open, s.Room+"/"+s.Session); return nil })
+	if len(open) > 0 {
+		t.Fatalf("sessions still joined in the log after Close: %v", open)
 	}
 }
 

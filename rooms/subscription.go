@@ -17,8 +17,7 @@ type Subscription struct {
 
 // Subscribe starts (or joins) the room's feed and registers w to be woken on new events.
 func (h *Hub) Subscribe(room string, w Waker) (*Subscription, error) {
-	r := h.room(room)
-	r.mu.Lock()
+	r := h.lock(room)
 	defer r.mu.Unlock()
 	if r.feed == nil {
 		f := newFeed(h.log, room, h.opts.RingSize)

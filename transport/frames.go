@@ -64,6 +64,8 @@ type joinedFrame struct {
 	Members       []memberFrame `json:"members" msgpack:"members"`
 	ResumedFrom   string        `json:"resumed_from,omitempty" msgpack:"resumed_from,omitempty"`
 	UnknownCursor bool          `json:"unknown_cursor,omitempty" msgpack:"unknown_cursor,omitempty"`
+	// Unlogged: the log refused the join event (failed or full disk); see rooms.Joined.
+	Unlogged bool `json:"unlogged,omitempty" msgpack:"unlogged,omitempty"`
 }
 
 type memberFrame struct {

@@ -112,7 +112,8 @@ func (c *conn) join(f *clientFrame) {
 			after, resumedFrom = &recorded, recorded
 		}
 	}
-	if _, err := c.s.hub.Join(ctx, f.Room, c.user, c.session, f.Presence); err != nil {
+	membership, err := c.s.hub.Join(ctx, f.Room, c.user, c.session, f.Presence)
+	if err != nil {
 		c.appendFailed(f.Ref, f.Room, err)
 		return
 	}
@@ -144,7 +145,7 @@ func (c *conn) join(f *clientFrame) {
 	}
 	joined, _ := c.codec.encode(&joinedFrame{
 		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: memberFrames(c.s.hub.Members(f.Room)),
-		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown,
+		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown, Unlogged: membership.Unlogged,
 	})
 	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID), joined: joined}
 	c.mu.Lock()

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 )
@@ -162,16 +164,7 @@ func TestServeFsyncFailure(t *testing.T) {
 	defer pub.Close()
 	publish := func(key string) map[string]any {
 		t.Helper()
-		pub.WriteJSON(map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
-		for {
-			var fr map[string]any
-			if err := pub.ReadJSON(&fr); err != nil {
-				t.Fatal(err)
-			}
-			if fr["ref"] == key {
-				return fr
-			}
-		}
+		return roundTrip(t, pub, map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
 	}
 	if fr := publish("before"); fr["type"] != "ack" {
 		t.Fatalf("publish: %v", fr)
@@ -229,5 +222,114 @@ func TestServeFsyncFailure(t *testing.T) {
 	}
 	if n := strings.Count(p.log(), "event log commit failed"); n == 0 {
 		t.Fatalf("the failure was not logged:\n%s", p.log())
+	}
+}
+
+// roundTrip sends frame and returns the answer carrying its ref, skipping other frames.
+func roundTrip(t *testing.T, ws *websocket.Conn, frame map[string]any) map[string]any {
+	t.Helper()
+	ws.WriteJSON(frame)
+	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	defer ws.SetReadDeadline(time.Time{})
+	for {
+		var fr map[string]any
+		if err := ws.ReadJSON(&fr); err != nil {
+			t.Fatalf("waiting for the answer to %v: %v", frame, err)
+		}
+		if fr["ref"] == frame["ref"] {
+			return fr
+		}
+	}
+}
+
+// TestServeFullDisk fills the disk under a real roomlog serve: publishes are refused, never acked;
+// a new session still joins (its join event unlogged), replays the room and reads its history;
+// once space is freed, publishing works again without a restart and the member gets it live.
+func TestServeFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	f := faultfs.MountT(t)
+	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
+	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
+	defer pub.Close()
+	publish := func(key string) map[string]any {
+		t.Helper()
+		return roundTrip(t, pub, map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
+	}
+	for i := range 3 {
+		if fr := publish(fmt.Sprint("before-", i)); fr["type"] != "ack" {
+			t.Fatalf("publish: %v", fr)
+		}
+	}
+
+	f.SetSpace(0)
+	for i := range 3 {
+		if fr := publish(fmt.Sprint("full-", i)); fr["type"] != "error" || fr["code"] != "internal" {
+			t.Fatalf("publish on a full disk: %v, want error internal", fr)
+		}
+	}
+	late := wsConnect(t, p.addr, crashToken(t, "late", false), "late")
+	defer late.Close()
+	joined := roundTrip(t, late, map[string]any{"type": "join", "ref": "j", "room": "doc", "after": ""})
+	if joined["type"] != "joined" || joined["unlogged"] != true {
+		t.Fatalf("join on a full disk: %v, want joined with unlogged", joined)
+	}
+	var replayed []string
+	late.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var fr map[string]any
+		if err := late.ReadJSON(&fr); err != nil {
+			t.Fatalf("replay on a full disk: %v (got %v)", err, replayed)
+		}
+		if fr["type"] == "synced" {
+			break
+		}
+		if fr["type"] == "event" && fr["kind"] == "message" {
+			replayed = append(replayed, fmt.Sprint(fr["key"]))
+		}
+	}
+	if strings.Join(replayed, " ") != "before-0 before-1 before-2" {
+		t.Fatalf("replay on a full disk: %v", replayed)
+	}
+	history := roundTrip(t, late, map[string]any{"type": "history", "ref": "h", "room": "doc", "limit": 10})
+	if evs, _ := history["events"].([]any); history["type"] != "history" || len(evs) != 3 {
+		t.Fatalf("history on a full disk: %v", history)
+	}
+	if body := httpGet(t, "http://"+p.addr+"/v1/rooms/doc/events", crashToken(t, "late", false)); strings.Count(body, `"kind":"message"`) != 3 {
+		t.Fatalf("HTTP read on a full disk:\n%s", body)
+	}
+
+	f.SetSpace(-1)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fr := publish("after")
+		if fr["type"] == "ack" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing did not resume after space was freed: %v\n%s", fr, p.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	late.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var fr map[string]any
+		if err := late.ReadJSON(&fr); err != nil {
+			t.Fatalf("the member did not get the publish after recovery: %v", err)
+		}
+		if fr["type"] == "event" && fr["key"] == "after" {
+			break
+		}
+	}
+	if fr := roundTrip(t, late, map[string]any{"type": "leave", "ref": "l", "room": "doc"}); fr["type"] != "left" {
+		t.Fatalf("leave: %v", fr)
+	}
+	events := httpGet(t, "http://"+p.addr+"/v1/events", crashToken(t, "auditor", true))
+	if strings.Contains(events, `"full-`) || strings.Count(events, `"key":"after"`) != 1 {
+		t.Fatalf("the log after a full disk:\n%s", events)
+	}
+	if strings.Contains(events, `"session":"late"`) {
+		t.Fatalf("the unlogged member's leave was written without its join:\n%s", events)
 	}
 }
