@@ -48,6 +48,8 @@ type Room struct {
 	syncedCh  chan struct{} // closed at the first synced
 	joinedErr error
 	left      bool
+	// unknownCursor is set when the server did not know the cursor of the latest (re)join.
+	unknownCursor bool
 }
 
 // Join joins room and returns once the server has answered. Events after the client's cursor for
@@ -130,6 +132,16 @@ func (r *Room) Cursor() string {
 	return r.cursor
 }
 
+// UnknownCursor reports whether the server did not find the client's cursor in the room at the
+// latest join or rejoin (a restored or replaced data file): the events delivered since are every
+// event after the cursor, or after the head when the cursor was past it, and some before may be
+// missing. The client also logs it as a warning.
+func (r *Room) UnknownCursor() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unknownCursor
+}
+
 // Synced is closed once the client has caught up with the room (the first synced frame).
 func (r *Room) Synced() <-chan struct{} { return r.syncedCh }
 
@@ -206,9 +218,23 @@ func (c *Client) joined(f frame) {
 			}
 		}
 	}
-	if r.cursor == "" && !r.fromStart {
+	switch head := f.str("head"); {
+	case r.cursor == "" && f.str("resumed_from") != "":
+		// The server resumes the session from the cursor it recorded (this device lost its own):
+		// the events after it are on their way and must be delivered, not skipped as seen.
+		r.cursor = f.str("resumed_from")
+	case r.cursor == "" && !r.fromStart:
 		// A live join: events after the head come live; a rejoin after a drop must start here.
-		r.cursor = f.str("head")
+		r.cursor = head
+	}
+	r.unknownCursor = f["unknown_cursor"] == true
+	if r.unknownCursor {
+		c.logger.Warn("roomlog does not know this client's cursor for the room: events may have been missed (a restored or replaced data file?)",
+			"room", r.name, "cursor", r.cursor, "head", f.str("head"))
+		if head := f.str("head"); r.cursor > head {
+			// A cursor past the head: the server sends what follows its head; take that as new.
+			r.cursor = head
+		}
 	}
 	select {
 	case <-r.joinedCh:

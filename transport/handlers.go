@@ -125,17 +125,23 @@ func (c *conn) join(f *clientFrame) {
 	}
 	unknown := false
 	start := head.ID // a live join starts at the head, after its own join event
-	if after != nil {
+	switch {
+	case after == nil:
+	case after.Compare(head.ID) > 0:
+		// A cursor past the head (a restored or replaced data file) would mute the session for
+		// good, since new events get smaller ids: it is unknown, and the stream starts at the head.
+		unknown = true
+	case after.IsZero():
 		start = *after
-		if !after.IsZero() {
-			found, err := log.Contains(ctx, f.Room, *after)
-			if err != nil {
-				c.internal(f.Ref, "join", err)
-				c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
-				return
-			}
-			unknown = !found
+	default:
+		start = *after
+		found, err := log.Contains(ctx, f.Room, *after)
+		if err != nil {
+			c.internal(f.Ref, "join", err)
+			c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
+			return
 		}
+		unknown = !found
 	}
 	sub, err := c.s.hub.Subscribe(f.Room, c)
 	if err != nil {
@@ -350,6 +356,18 @@ func (c *conn) ack(f *clientFrame) {
 	g := c.grantsNow()
 	if !g.CanRead(f.Room) {
 		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		return
+	}
+	// A recorded cursor past the head would mute every later resume of the session.
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	head, err := c.s.log.Head(ctx, f.Room)
+	cancel()
+	if err != nil {
+		c.internal(f.Ref, "ack", err)
+		return
+	}
+	if id.Compare(head.ID) > 0 {
+		c.replyError(f.Ref, CodeBadFrame, "ack %s is past the head of %q (%s); not recorded", id, f.Room, head.ID)
 		return
 	}
 	c.mu.Lock()

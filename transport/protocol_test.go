@@ -405,6 +405,36 @@ func TestClientAckResumes(t *testing.T) {
 	}
 }
 
+// TestCursorPastTheHead: a cursor from the future (a restored or replaced data file) must not
+// mute a session: the join is answered unknown_cursor and then gets every event after the head,
+// live included; an ack past the head is refused and not recorded.
+func TestCursorPastTheHead(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	tok := token(t, "alice", []string{"doc:*"})
+	c := connect(t, ts, tok, "phone")
+	c.join("doc:1", nil)
+	c.publish("doc:1", "old", nil)
+	future := eventlog.MinIDAt(time.Now().Add(24 * time.Hour)).String()
+
+	c.send(frame{"type": "ack", "ref": "a", "room": "doc:1", "id": future})
+	if e := c.expectError("bad_frame"); !strings.Contains(e.str("message"), "past the head") {
+		t.Fatalf("ack past the head: %v", e)
+	}
+	if got, _ := ts.log.Ack(context.Background(), "alice", "phone", "doc:1"); !got.IsZero() {
+		t.Fatalf("an ack past the head was recorded: %s", got)
+	}
+
+	d := connect(t, ts, tok, "tablet")
+	joined, evs := d.join("doc:1", &future)
+	if joined["unknown_cursor"] != true || len(evs) != 0 {
+		t.Fatalf("join after a future cursor: %v, %d events", joined, len(evs))
+	}
+	live := c.publish("doc:1", "new", nil).str("id")
+	if ev := d.expect("event"); ev.str("id") != live {
+		t.Fatalf("after a future cursor the live event %s was not delivered: %v", live, ev)
+	}
+}
+
 func TestRefresh(t *testing.T) {
 	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
