@@ -76,7 +76,6 @@ type conn struct {
 type roomStream struct {
 	mu     sync.Mutex // held by the writer while it writes this room's events; by the reader to end it
 	stream *replay.Stream
-	joined []byte // the joined frame, written before the room's first event
 	ended  bool
 }
 
@@ -134,15 +133,22 @@ func (c *conn) reply(v any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.queueReplyLocked(b)
+}
+
+// queueReplyLocked queues the encoded reply b for the writer, waiting (c.mu released meanwhile)
+// while the queue is full. It reports false when the connection closed instead.
+func (c *conn) queueReplyLocked(b []byte) bool {
 	for len(c.replies) > 0 && (len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+len(b) > maxReplyBytes) && !c.closed {
 		c.cond.Wait()
 	}
 	if c.closed {
-		return
+		return false
 	}
 	c.replies = append(c.replies, b)
 	c.replyBytes += len(b)
 	c.wakeWriterLocked()
+	return true
 }
 
 func (c *conn) replyError(ref, code, format string, args ...any) {

@@ -89,12 +89,6 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 		return false, nil
 	}
 	mt := c.codec.messageType()
-	if rs.joined != nil {
-		if err := c.writeMessage(mt, rs.joined); err != nil {
-			return false, err
-		}
-		rs.joined = nil
-	}
 	// Events read from the log for this connection alone are encoded, inside the read, into a
 	// reused buffer of frames, written after it.
 	c.frames = c.frames[:0]

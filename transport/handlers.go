@@ -153,14 +153,23 @@ func (c *conn) join(f *clientFrame) {
 		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: memberFrames(c.s.hub.Members(f.Room)),
 		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown, Unlogged: membership.Unlogged,
 	})
-	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID), joined: joined}
+	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID)}
 	c.mu.Lock()
+	// joined goes in the reply queue, in frame order with the other answers (a leave sent right
+	// after it is answered after it), and the stream is added in the same critical section: the
+	// writer takes both in one snapshot and writes replies first, so joined precedes the room's
+	// first event.
+	if !c.queueReplyLocked(joined) {
+		c.mu.Unlock()
+		rs.end()
+		c.s.hub.Leave(ctx, f.Room, c.user, c.session, false)
+		return
+	}
 	if c.streams == nil {
 		c.streams = map[string]*roomStream{}
 	}
 	c.streams[f.Room] = rs
 	c.order = append(c.order, f.Room)
-	c.wakeWriterLocked()
 	c.mu.Unlock()
 	c.s.metrics.joins.Inc()
 }

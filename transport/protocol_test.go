@@ -435,6 +435,32 @@ func TestCursorPastTheHead(t *testing.T) {
 	}
 }
 
+// TestAnswersInFrameOrder: frames sent back to back are each answered, in the order sent, even
+// when a leave follows its join before the server has written anything.
+func TestAnswersInFrameOrder(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
+	c.publish("doc:o", "x", nil)
+	for round := range 20 {
+		c.send(frame{"type": "join", "ref": fmt.Sprint("j", round), "room": "doc:o", "after": ""})
+		c.send(frame{"type": "leave", "ref": fmt.Sprint("l", round), "room": "doc:o"})
+		c.send(frame{"type": "ping", "ref": fmt.Sprint("p", round)})
+		var refs []string
+		for len(refs) < 3 {
+			f := c.recv()
+			switch f.str("type") {
+			case "event", "synced":
+				continue
+			}
+			refs = append(refs, f.str("type")+":"+f.str("ref"))
+		}
+		want := fmt.Sprintf("[joined:j%d left:l%d pong:p%d]", round, round, round)
+		if fmt.Sprint(refs) != want {
+			t.Fatalf("round %d: answers %v, want %s", round, refs, want)
+		}
+	}
+}
+
 func TestRefresh(t *testing.T) {
 	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
