@@ -25,10 +25,8 @@ func ValidRoom(room string) error {
 	if len(room) == 0 || len(room) > MaxRoomLen {
 		return fmt.Errorf("%w: %q must be 1-%d bytes", ErrBadRoom, room, MaxRoomLen)
 	}
-	for i := 0; i < len(room); i++ {
-		if !roomByte[room[i]] {
-			return fmt.Errorf("%w: %q has %q at byte %d; allowed are A-Z a-z 0-9 _ . : @ / -", ErrBadRoom, room, room[i], i)
-		}
+	if i := badByte(room, &roomByte); i >= 0 {
+		return fmt.Errorf("%w: %q has %s at byte %d; allowed are A-Z a-z 0-9 _ . : @ / -", ErrBadRoom, room, describeRune(room[i:]), i)
 	}
 	return nil
 }
@@ -39,12 +37,30 @@ func ValidKind(kind string) error {
 	if len(kind) == 0 || len(kind) > MaxKindLen {
 		return fmt.Errorf("%w: %q must be 1-%d bytes", ErrBadKind, kind, MaxKindLen)
 	}
-	for i := 0; i < len(kind); i++ {
-		if !kindByte[kind[i]] {
-			return fmt.Errorf("%w: %q has %q at byte %d; allowed are a-z 0-9 _ . -", ErrBadKind, kind, kind[i], i)
-		}
+	if i := badByte(kind, &kindByte); i >= 0 {
+		return fmt.Errorf("%w: %q has %s at byte %d; allowed are a-z 0-9 _ . -", ErrBadKind, kind, describeRune(kind[i:]), i)
 	}
 	return nil
+}
+
+// badByte is the index of the first byte of s not allowed by allowed, or -1.
+func badByte(s string, allowed *[256]bool) int {
+	for i := 0; i < len(s); i++ {
+		if !allowed[s[i]] {
+			return i
+		}
+	}
+	return -1
+}
+
+// describeRune quotes the character s starts with ('é'), or its byte when s does not start with
+// valid UTF-8 (byte 0xc3).
+func describeRune(s string) string {
+	r, size := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError && size <= 1 {
+		return fmt.Sprintf("byte 0x%02x", s[0])
+	}
+	return fmt.Sprintf("%q", r)
 }
 
 // IsReservedKind reports whether only the server may write kind.

@@ -206,7 +206,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "the body must be a JSON object: %v", err)
+		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "the body must be a JSON object {\"kind\",\"key\",\"body\",\"expect\"}: %s", describeJSONError(err))
 		return
 	}
 	req := eventlog.AppendRequest{Room: room, Kind: in.Kind, User: claims.Subject, Key: in.Key, Body: in.Body}

@@ -46,6 +46,8 @@ func TestHTTPAPI(t *testing.T) {
 		{"read-only token", reader, post, `{"body":1}`, 403, "forbidden"},
 		{"bad room", writer, ts.url + "/v1/rooms/a%20b/events", `{"body":1}`, 400, "bad_room"},
 		{"not JSON", writer, post, `{"body":`, 400, "bad_frame"},
+		{"array body", writer, post, `[1,2]`, 400, "bad_frame"},
+		{"mistyped field", writer, post, `{"kind":5}`, 400, "bad_frame"},
 		{"reserved kind", writer, post, `{"kind":"join"}`, 400, "bad_frame"},
 		{"bad expect", writer, post, `{"expect":"zzz"}`, 400, "bad_frame"},
 		{"too large", writer, post, `{"body":"` + strings.Repeat("x", 70000) + `"}`, 413, "frame_too_large"},
@@ -54,6 +56,27 @@ func TestHTTPAPI(t *testing.T) {
 		status, body := httpDo(t, "POST", tc.url, tc.tok, tc.body)
 		if status != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, status, body, tc.status, tc.code)
+		}
+		if strings.Contains(body, "Go struct") || strings.Contains(body, "struct {") {
+			t.Errorf("%s: the error names Go types: %s", tc.name, body)
+		}
+	}
+	// Routes nobody serves answer in the same JSON shape.
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/nothing", 404, "not_found"},
+		{"DELETE", "/v1/rooms/doc:1/events", 405, "method_not_allowed"},
+		{"POST", "/v1/events", 405, "method_not_allowed"},
+	} {
+		status, body := httpDo(t, tc.method, ts.url+tc.path, writer, "")
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if err := json.Unmarshal([]byte(body), &e); status != tc.status || err != nil || e.Error.Code != tc.code || e.Error.Message == "" {
+			t.Errorf("%s %s: %d %q, want %d with JSON code %s", tc.method, tc.path, status, body, tc.status, tc.code)
 		}
 	}
 	if h, _ := ts.log.Head(context.Background(), "doc:1"); h.Count != 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -56,9 +57,59 @@ func (jsonC) slot() int           { return 0 }
 
 func (jsonC) decode(data []byte, f *clientFrame) error {
 	if err := json.Unmarshal(data, f); err != nil {
-		return fmt.Errorf("%w: %v", errBadFrame, err)
+		return fmt.Errorf("%w: %s", errBadFrame, describeJSONError(err))
 	}
 	return nil
+}
+
+// describeJSONError says what is wrong with a JSON object in the protocol's words, without the
+// Go names encoding/json puts in its errors ("Go struct field clientFrame.session of type
+// string").
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return fmt.Sprintf("expected a JSON object, got %s", jsonArticle(typeErr.Value))
+	case errors.As(err, &typeErr):
+		return fmt.Sprintf("%s must be %s, not %s", typeErr.Field, jsonTypeName(typeErr.Type), jsonArticle(typeErr.Value))
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("not valid JSON at byte %d: %v", syntaxErr.Offset, err)
+	default:
+		return err.Error()
+	}
+}
+
+// jsonTypeName names the JSON value a Go field type takes.
+func jsonTypeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Uint32:
+		return "an integer"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice:
+		return "an array"
+	default:
+		return "a JSON value of another type"
+	}
+}
+
+// jsonArticle turns encoding/json's value description ("number", "array", "number 1.5") into a
+// phrase.
+func jsonArticle(value string) string {
+	switch {
+	case value == "array" || value == "object":
+		return "an " + value
+	case value == "":
+		return "this value"
+	default:
+		return "a " + value
+	}
 }
 
 func (jsonC) encode(v any) ([]byte, error) { return json.Marshal(v) }

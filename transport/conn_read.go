@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"time"
 	"unicode/utf8"
@@ -43,7 +44,9 @@ func (c *conn) startReading() {
 		welcomed := c.welcomed
 		c.mu.Unlock()
 		if !welcomed {
-			c.closeSocket()
+			c.s.metrics.authFailures.Inc()
+			c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated,
+				Reason: fmt.Sprintf("no hello within %s", c.s.cfg.HandshakeTimeout)}, websocket.ClosePolicyViolation)
 		}
 	})
 	c.lastHeard.Store(time.Now().UnixNano())
@@ -311,8 +314,12 @@ func (c *conn) handleLoop() {
 		if !c.helloDone {
 			c.helloDone = true
 			if err != nil || f.Type != "hello" {
+				reason := "the first frame must be hello"
+				if err != nil {
+					reason = "the first frame must be hello; it is a " + err.Error()
+				}
 				c.s.metrics.authFailures.Inc()
-				c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "the first frame must be hello"}, websocket.ClosePolicyViolation)
+				c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: reason}, websocket.ClosePolicyViolation)
 				continue
 			}
 			c.hello(&f)
@@ -345,16 +352,20 @@ func (c *conn) hello(f *clientFrame) bool {
 		c.shutdown(&byeFrame{Type: "bye", Code: code, Reason: err.Error()}, websocket.ClosePolicyViolation)
 		return false
 	}
-	session := f.Session
-	if len(session) > eventlog.MaxSessionLen || !utf8.ValidString(session) || containsNUL(session) {
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: "session must be at most 128 bytes of UTF-8"}, websocket.ClosePolicyViolation)
+	if reason := checkSession(f.Session); reason != "" {
+		c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: reason}, websocket.ClosePolicyViolation)
 		return false
 	}
+	session := f.Session
 	if session == "" {
 		session = c.id
 	}
 	c.user, c.session = claims.Subject, session
 	c.mu.Lock()
+	if c.closing != nil || c.closed {
+		c.mu.Unlock()
+		return false // the handshake timed out meanwhile (a slow JWKS fetch)
+	}
 	c.grants = claims.Grants()
 	c.welcomed = true
 	if c.handshake != nil {
@@ -367,6 +378,19 @@ func (c *conn) hello(f *clientFrame) bool {
 		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame})
 	c.schedulePing()
 	return true
+}
+
+// checkSession says what is wrong with a hello's session id, or "".
+func checkSession(session string) string {
+	switch {
+	case len(session) > eventlog.MaxSessionLen:
+		return fmt.Sprintf("session is %d bytes; the limit is %d", len(session), eventlog.MaxSessionLen)
+	case !utf8.ValidString(session):
+		return "session is not valid UTF-8"
+	case containsNUL(session):
+		return "session contains a NUL byte"
+	}
+	return ""
 }
 
 func containsNUL(s string) bool {

@@ -22,6 +22,10 @@ const (
 	CodeTokenExpired    = "token_expired"
 	CodeSlowConsumer    = "slow_consumer"
 	CodeShutdown        = "shutdown"
+
+	// HTTP API only: no such endpoint, or not for this method.
+	CodeNotFound         = "not_found"
+	CodeMethodNotAllowed = "method_not_allowed"
 )
 
 // clientFrame holds every field any client frame may carry; Type says which apply. Pointer fields

@@ -457,7 +457,7 @@ func (c *conn) refresh(f *clientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
 		c.s.metrics.authFailures.Inc()
-		c.replyError(f.Ref, CodeForbidden, "token refused: %v", err)
+		c.replyError(f.Ref, CodeForbidden, "%v", err) // it says "token refused: ..." itself
 		return
 	}
 	if claims.Subject != c.user {

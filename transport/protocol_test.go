@@ -47,12 +47,29 @@ func TestHandshake(t *testing.T) {
 	})
 	t.Run("no hello in time", func(t *testing.T) {
 		c, _, _ := dial(t, ts, "", nil)
-		start := time.Now()
-		_, err := c.recvErr(10 * time.Second)
-		if err == nil || time.Since(start) > 5*time.Second {
-			t.Fatalf("connection without hello stayed open: %v", err)
+		f, err := c.recvErr(5 * time.Second)
+		if err != nil || f.str("type") != "bye" || f.str("code") != "unauthenticated" || !strings.Contains(f.str("reason"), "no hello within") {
+			t.Fatalf("a connection without hello got %v (%v), want bye unauthenticated", f, err)
+		}
+		if code, _ := c.expectClosed(); code != websocket.ClosePolicyViolation {
+			t.Fatalf("then closed with %d", code)
 		}
 	})
+	for _, tc := range []struct{ name, hello, reason string }{
+		{"mistyped hello field", `{"type":"hello","token":"x","session":5}`, "session must be a string, not a number"},
+		{"hello not an object", `["hello"]`, "expected a JSON object, got an array"},
+		{"NUL in session", `{"type":"hello","token":"TOKEN","session":"a\u0000b"}`, "session contains a NUL byte"},
+		{"long session", `{"type":"hello","token":"TOKEN","session":"` + strings.Repeat("s", 129) + `"}`, "session is 129 bytes; the limit is 128"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, _ := dial(t, ts, "", nil)
+			c.sendRaw(websocket.TextMessage, []byte(strings.Replace(tc.hello, "TOKEN", token(t, "alice", nil), 1)))
+			_, seen := c.expectClosed()
+			if len(seen) != 1 || seen[0].str("code") != "unauthenticated" || !strings.Contains(seen[0].str("reason"), tc.reason) {
+				t.Fatalf("got %v, want bye unauthenticated saying %q", seen, tc.reason)
+			}
+		})
+	}
 	t.Run("oversize first frame", func(t *testing.T) {
 		c, _, _ := dial(t, ts, "", nil)
 		c.sendRaw(websocket.TextMessage, []byte(`{"type":"hello","token":"`+strings.Repeat("x", 70000)+`"}`))
@@ -474,7 +491,9 @@ func testRefresh(t *testing.T, sub string) {
 	c.send(frame{"type": "refresh", "ref": "1", "token": token(t, "bob", []string{"doc:*"})})
 	c.expectError("forbidden")
 	c.send(frame{"type": "refresh", "ref": "2", "token": "garbage"})
-	c.expectError("forbidden")
+	if e := c.expectError("forbidden"); strings.Count(e.str("message"), "token refused") != 1 {
+		t.Fatalf("refresh refusal says %q", e.str("message"))
+	}
 	c.send(frame{"type": "refresh", "ref": "3", "token": token(t, "alice", []string{"doc:*"})})
 	if f := c.expect("left"); f.str("room") != "chat" {
 		t.Fatalf("a room the new token does not allow was not left: %v", f)

@@ -168,7 +168,47 @@ func New(cfg Config) (*Server, error) {
 }
 
 // ServeHTTP serves the WebSocket endpoint, the health checks, the metrics and the HTTP API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		s.serveUnrouted(w, r, h)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// serveUnrouted answers a request no route takes in the API's JSON error shape. h is the mux's
+// own answer (404, 405 with Allow, or a redirect), run against a recorder to learn which.
+func (s *Server) serveUnrouted(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		writeAPIError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s; see docs/protocol.md", r.URL.Path)
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		writeAPIError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "%s does not take %s; it takes %s", r.URL.Path, r.Method, rec.header.Get("Allow"))
+	default:
+		s.mux.ServeHTTP(w, r)
+	}
+}
+
+// statusRecorder keeps the status and headers a handler writes, and drops its body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header { return r.header }
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
