@@ -146,4 +146,6 @@ type historyFrame struct {
 	Ref    string `json:"ref,omitempty" msgpack:"ref,omitempty"`
 	Room   string `json:"room" msgpack:"room"`
 	Events []any  `json:"events" msgpack:"events"`
+	// More: the room has older events than the first of Events; page on with before.
+	More bool `json:"more,omitempty" msgpack:"more,omitempty"`
 }

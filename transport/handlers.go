@@ -441,16 +441,31 @@ func (c *conn) history(f *clientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	evs, err := c.s.log.ReadBefore(ctx, f.Room, before, limit)
+	// One more than asked says whether there are older ones.
+	evs, err := c.s.log.ReadBefore(ctx, f.Room, before, limit+1)
 	if err != nil {
 		c.internal(f.Ref, "history", err)
 		return
 	}
-	out := make([]any, len(evs))
-	for i := range evs {
-		out[i] = c.codec.rawEvent(c.codec.appendEvent(nil, &evs[i]))
+	more := len(evs) > limit
+	evs = evs[len(evs)-min(len(evs), limit):]
+	// The page is bounded in bytes too (max_frame, at least one event): the newest events are
+	// kept, so the client pages on from the first one it got.
+	encoded := make([][]byte, len(evs))
+	first, size := len(evs), 0
+	for i := len(evs) - 1; i >= 0; i-- {
+		encoded[i] = c.codec.appendEvent(nil, &evs[i])
+		if size += len(encoded[i]); size > c.s.cfg.MaxFrame && first < len(evs) {
+			more = true
+			break
+		}
+		first = i
 	}
-	c.reply(&historyFrame{Type: "history", Ref: f.Ref, Room: f.Room, Events: out})
+	out := make([]any, 0, len(evs)-first)
+	for _, b := range encoded[first:] {
+		out = append(out, c.codec.rawEvent(b))
+	}
+	c.reply(&historyFrame{Type: "history", Ref: f.Ref, Room: f.Room, Events: out, More: more})
 }
 
 func (c *conn) refresh(f *clientFrame) {

@@ -200,6 +200,12 @@ func (c *client) recvErr(timeout time.Duration) (frame, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.decode(mt, b)
+}
+
+// decode decodes a frame of the connection's codec.
+func (c *client) decode(mt int, b []byte) (frame, error) {
+	var err error
 	var f frame
 	if c.msgpack {
 		if mt != websocket.BinaryMessage {
@@ -218,6 +224,21 @@ func (c *client) recvErr(timeout time.Duration) (frame, error) {
 		return nil, fmt.Errorf("undecodable frame %q: %v", b, err)
 	}
 	return f, nil
+}
+
+// recvRaw reads the next frame and returns its bytes as well.
+func (c *client) recvRaw() ([]byte, frame) {
+	c.t.Helper()
+	c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	mt, b, err := c.ws.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("recv: %v", err)
+	}
+	f, err := c.decode(mt, b)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b, f
 }
 
 func (c *client) recv() frame {

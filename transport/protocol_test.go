@@ -478,6 +478,56 @@ func TestAnswersInFrameOrder(t *testing.T) {
 	}
 }
 
+// TestHistoryIsBoundedInBytes: a history page never exceeds max_frame (by more than one event's
+// envelope); it says more, and paging on with before yields every event once, in order.
+func TestHistoryIsBoundedInBytes(t *testing.T) {
+	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+		t.Run(sub, func(t *testing.T) {
+			ts := startServer(t, serverOpts{})
+			c := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*"}), "s")
+			var want []string
+			for i := range 12 {
+				want = append(want, c.publish("doc:h", strings.Repeat(fmt.Sprint(i%10), 20000), nil).str("id"))
+			}
+			var got []string
+			before := ""
+			for pages := 0; ; pages++ {
+				if pages > 12 {
+					t.Fatalf("history never ended: %d events so far", len(got))
+				}
+				c.send(frame{"type": "history", "ref": "h", "room": "doc:h", "before": before, "limit": 1000})
+				raw, h := c.recvRaw()
+				if h.str("type") != "history" {
+					t.Fatalf("got %v", h)
+				}
+				if len(raw) > 65536+1024 {
+					t.Fatalf("a history frame of %d bytes (max_frame 65536)", len(raw))
+				}
+				evs, _ := h["events"].([]any)
+				if len(evs) == 0 {
+					t.Fatalf("an empty page with more=%v", h["more"])
+				}
+				var page []string
+				for _, e := range evs {
+					page = append(page, fmt.Sprint(e.(map[string]any)["id"]))
+				}
+				got = append(page, got...)
+				if h["more"] != true {
+					break
+				}
+				before = page[0]
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("paged history:\n%v\nwant\n%v", got, want)
+			}
+			c.send(frame{"type": "history", "ref": "s", "room": "doc:h", "limit": 1})
+			if h := c.answer("history"); h["more"] != true || len(h["events"].([]any)) != 1 {
+				t.Fatalf("a page cut by its limit: %v", h["more"])
+			}
+		})
+	}
+}
+
 func TestRefresh(t *testing.T) {
 	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
