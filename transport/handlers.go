@@ -87,8 +87,7 @@ func (c *conn) join(f *clientFrame) {
 		}
 		after = &id
 	}
-	if len(f.Presence) > 0 && !json.Valid(f.Presence) {
-		c.replyError(f.Ref, CodeBadFrame, "presence is not JSON")
+	if !c.checkPresence(f.Ref, f.Presence) {
 		return
 	}
 	c.mu.Lock()
@@ -222,6 +221,9 @@ func (c *conn) presence(f *clientFrame) {
 		c.replyError(f.Ref, CodeNotJoined, "join %q before setting presence in it", f.Room)
 		return
 	}
+	if !c.checkPresence(f.Ref, f.State) || !c.allowWrite(f.Ref) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if _, err := c.s.hub.SetPresence(ctx, f.Room, c.user, c.session, f.State); err != nil {
@@ -235,6 +237,37 @@ func (c *conn) presence(f *clientFrame) {
 	c.reply(&refFrame{Type: "ok", Ref: f.Ref, Room: f.Room})
 }
 
+// allowWrite takes one from the connection's rate limit for a write to the log (a publish or a
+// presence update), or answers rate_limited.
+func (c *conn) allowWrite(ref string) bool {
+	if c.limiter == nil && c.s.cfg.PublishRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(c.s.cfg.PublishRate), int(max(c.s.cfg.PublishRate, 1)))
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		c.s.metrics.appends.WithLabelValues("refused").Inc()
+		c.replyError(ref, CodeRateLimited, "more than %g publishes and presence updates per second", c.s.cfg.PublishRate)
+		return false
+	}
+	return true
+}
+
+// MaxPresence bounds a presence state (join or presence frame), in bytes of JSON: presence is
+// written to the log by anyone who may read a room, so it must stay small.
+const MaxPresence = 4 << 10
+
+// checkPresence answers bad_frame for a presence state that is not JSON or too large.
+func (c *conn) checkPresence(ref string, state json.RawMessage) bool {
+	switch {
+	case len(state) > 0 && !json.Valid(state):
+		c.replyError(ref, CodeBadFrame, "presence is not JSON")
+	case len(state) > MaxPresence:
+		c.replyError(ref, CodeBadFrame, "presence is %d bytes; the limit is %d", len(state), MaxPresence)
+	default:
+		return true
+	}
+	return false
+}
+
 func (c *conn) publish(f *clientFrame) {
 	if !c.checkRoom(f) {
 		return
@@ -245,12 +278,7 @@ func (c *conn) publish(f *clientFrame) {
 		c.replyError(f.Ref, CodeForbidden, "your token does not allow publishing to %q", f.Room)
 		return
 	}
-	if c.limiter == nil && c.s.cfg.PublishRate > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(c.s.cfg.PublishRate), int(max(c.s.cfg.PublishRate, 1)))
-	}
-	if c.limiter != nil && !c.limiter.Allow() {
-		c.s.metrics.appends.WithLabelValues("refused").Inc()
-		c.replyError(f.Ref, CodeRateLimited, "more than %g publishes per second", c.s.cfg.PublishRate)
+	if !c.allowWrite(f.Ref) {
 		return
 	}
 	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, User: c.user, Session: c.session, Key: f.Key, Body: f.Body}

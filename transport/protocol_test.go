@@ -528,6 +528,40 @@ func TestHistoryIsBoundedInBytes(t *testing.T) {
 	}
 }
 
+// TestPresenceIsBounded: presence is a write to the log that read-only members may make, so it
+// is bounded in size and counted against the connection's rate limit.
+func TestPresenceIsBounded(t *testing.T) {
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: 5}})
+	reader := token(t, "ro", nil, func(s *transport.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
+	c := connect(t, ts, reader, "s")
+	big := strings.Repeat("x", transport.MaxPresence)
+	c.send(frame{"type": "join", "ref": "j", "room": "doc:p", "presence": map[string]string{"name": big}})
+	if e := c.expectError("bad_frame"); !strings.Contains(e.str("message"), "the limit is 4096") {
+		t.Fatalf("oversize presence at join: %v", e)
+	}
+	c.join("doc:p", nil)
+	c.send(frame{"type": "presence", "ref": "p", "room": "doc:p", "state": map[string]string{"name": big}})
+	c.expectError("bad_frame")
+	for i := range 20 {
+		c.send(frame{"type": "presence", "ref": fmt.Sprint("p", i), "room": "doc:p", "state": map[string]int{"cursor": i}})
+	}
+	answers := map[string]int{}
+	for range 20 {
+		f := c.recv()
+		for f.str("type") == "event" {
+			f = c.recv()
+		}
+		answers[f.str("type")+" "+f.str("code")]++
+	}
+	if answers["error rate_limited"] == 0 || answers["ok "] == 0 || answers["ok "]+answers["error rate_limited"] != 20 {
+		t.Fatalf("20 presence updates at 5/s were answered %v", answers)
+	}
+	h, _ := ts.log.Head(context.Background(), "doc:p")
+	if h.Count != uint64(1+answers["ok "]) { // the join, and each accepted update
+		t.Fatalf("the room holds %d events after %v", h.Count, answers)
+	}
+}
+
 func TestRefresh(t *testing.T) {
 	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
