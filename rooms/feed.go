@@ -86,20 +86,42 @@ func (f *feed) run(w *eventlog.Watch, logger *slog.Logger) {
 				return // the log closed
 			}
 		}
-		for {
-			evs, err := f.log.ReadAfter(context.Background(), f.room, f.head, 256)
-			if err != nil {
-				logger.Error("room feed cannot read the log", "room", f.room, "err", err)
-				time.Sleep(100 * time.Millisecond) // and try again: a reader falls back to the log
-				break
+		if !f.catchUp(logger) {
+			return
+		}
+	}
+}
+
+// Backoff of the feed's retries after a failed read.
+const (
+	feedMinRetry = 100 * time.Millisecond
+	feedMaxRetry = 5 * time.Second
+)
+
+// catchUp reads and pushes the room's events after the feed's head until there are none. A
+// failed read is retried with backoff, not left for the next commit: in a quiet room that may
+// never come, and the subscribers would wait for events already committed. It returns false
+// when the feed was stopped meanwhile.
+func (f *feed) catchUp(logger *slog.Logger) bool {
+	retry := feedMinRetry
+	for {
+		evs, err := f.log.ReadAfter(context.Background(), f.room, f.head, 256)
+		if err != nil {
+			logger.Error("room feed cannot read the log; retrying", "room", f.room, "err", err, "retry_in", retry)
+			select {
+			case <-f.stop:
+				return false
+			case <-time.After(retry):
 			}
-			if len(evs) == 0 {
-				break
-			}
+			retry = min(2*retry, feedMaxRetry)
+			continue
+		}
+		retry = feedMinRetry
+		if len(evs) > 0 {
 			f.push(evs)
-			if len(evs) < 256 {
-				break
-			}
+		}
+		if len(evs) < 256 {
+			return true
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -249,5 +250,47 @@ func TestFeedCoversItsRing(t *testing.T) {
 	got[0].Encoded(0, enc)
 	if calls != 1 {
 		t.Fatalf("encoded %d times", calls)
+	}
+}
+
+// flakyLog fails its next ReadAfter calls: a storage hiccup as the room feed sees it.
+type flakyLog struct {
+	eventlog.Log
+	fails atomic.Int32
+}
+
+func (l *flakyLog) ReadAfter(ctx context.Context, room string, after eventlog.ID, max int) ([]eventlog.Event, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, errors.New("injected read failure")
+	}
+	return l.Log.ReadAfter(ctx, room, after, max)
+}
+
+// TestFeedRetriesAFailedRead: after a failed read, the feed tries again by itself; in a quiet
+// room no later commit would wake it, and its subscribers would never see the event.
+func TestFeedRetriesAFailedRead(t *testing.T) {
+	l := &flakyLog{Log: openLog(t)}
+	ctx := context.Background()
+	h := rooms.NewHub(l, rooms.Options{Logger: slog.New(slog.DiscardHandler)})
+	defer h.Close(ctx)
+	sub, err := h.Subscribe("quiet", &waker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	l.fails.Store(3)
+	res, err := l.Append(ctx, eventlog.AppendRequest{Room: "quiet", User: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got, ok := sub.After(eventlog.ID{}, 10); ok && len(got) == 1 && got[0].Event.ID == res.Event.ID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed never delivered the event committed during its read failures")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
