@@ -54,6 +54,13 @@ type Options struct {
 	AckInterval time.Duration
 	// Dialer dials the WebSocket; default a Dialer with a 10s handshake timeout.
 	Dialer *websocket.Dialer
+	// Uncertain receives the outbox entries the client will not resend because they are older
+	// than the server's key retention (welcome's key_retention_ms, 24 h by default): the server
+	// may have forgotten their keys, so a resend could append one a second time. Whether each
+	// reached the log is unknown; the application decides (look for it in the room's history,
+	// ask the user, publish it again). Their Publish or Wait, if still waiting, returns an error
+	// wrapping ErrDeliveryUncertain. When nil, each is logged as a warning and dropped.
+	Uncertain func(Outgoing)
 }
 
 // Event is one event delivered to the application.

@@ -492,3 +492,50 @@ func TestCursorPastTheHead(t *testing.T) {
 		t.Fatalf("after a cursor past the head the room delivered %s", m[0].Body)
 	}
 }
+
+// TestOutboxPastTheKeyRetention: a publish that waited in the outbox longer than the server
+// remembers keys is not resent (it could be appended twice): it is handed back as uncertain.
+func TestOutboxPastTheKeyRetention(t *testing.T) {
+	s := startInProcWith(t, 2*time.Second)
+	px := startProxy(t, s.addr)
+	var mu sync.Mutex
+	var handed []client.Outgoing
+	c := dial(t, px.url(), client.Options{Token: token(t, "alice", "doc:*"), Session: "app",
+		Uncertain: func(o client.Outgoing) { mu.Lock(); handed = append(handed, o); mu.Unlock() }})
+	if _, err := c.Publish(ctxT(t), "doc:u", "", "fresh"); err != nil {
+		t.Fatal(err)
+	}
+	px.setTarget("127.0.0.1:1")
+	px.cut()
+	stale, err := c.Send("doc:u", "", "stale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // longer than the retention, offline
+	px.setTarget(s.addr)
+	if _, err := stale.Wait(ctxT(t)); !errors.Is(err, client.ErrDeliveryUncertain) {
+		t.Fatalf("a publish older than the key retention: %v, want ErrDeliveryUncertain", err)
+	}
+	mu.Lock()
+	if len(handed) != 1 || handed[0].Key != stale.Key() || string(handed[0].Body) != `"stale"` {
+		t.Fatalf("handed back %+v", handed)
+	}
+	mu.Unlock()
+	if c.Pending() != 0 {
+		t.Fatalf("%d publishes still pending", c.Pending())
+	}
+	// Newer publishes go on as usual.
+	if _, err := c.Publish(ctxT(t), "doc:u", "", "after"); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := s.log.ReadAfter(context.Background(), "doc:u", eventlog.ID{}, 100)
+	var bodies []string
+	for _, e := range evs {
+		if e.Kind == "message" {
+			bodies = append(bodies, string(e.Body))
+		}
+	}
+	if fmt.Sprint(bodies) != `["fresh" "after"]` {
+		t.Fatalf("the room holds %v", bodies)
+	}
+}

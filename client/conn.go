@@ -32,6 +32,10 @@ type conn struct {
 
 	refreshMu sync.Mutex
 	refreshAt time.Time // when to refresh the token; zero when no refresh is due
+
+	// keyRetention is the server's key retention from welcome; zero when it did not say (an
+	// older server), and then every entry is resent.
+	keyRetention time.Duration
 }
 
 // setToken schedules the refresh of tok: a third of its lifetime before it expires, at most 30s
@@ -164,6 +168,9 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
 	c.user = f.str("user")
 	c.mu.Unlock()
+	if ms := toInt64(f["key_retention_ms"]); ms > 0 {
+		cn.keyRetention = time.Duration(ms) * time.Millisecond
+	}
 	cn.setToken(tok)
 	return cn, nil
 }
@@ -185,6 +192,7 @@ func (c *Client) serve(cn *conn) (reconnectAfter time.Duration) {
 			break
 		}
 	}
+	c.handBackUncertain(cn.keyRetention)
 	c.mu.Lock()
 	out := append([]*pending(nil), c.outbox...)
 	c.mu.Unlock()

@@ -71,13 +71,18 @@ type inProcServer struct {
 }
 
 func startInProc(t *testing.T) *inProcServer {
+	return startInProcWith(t, 0)
+}
+
+// startInProcWith starts a server whose log remembers keys for keyRetention (0: the default).
+func startInProcWith(t *testing.T, keyRetention time.Duration) *inProcServer {
 	t.Helper()
-	log, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{})
+	log, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(secret)})
-	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: -1})
+	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: -1, KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // Publish publishes body (any JSON value) to room with the given kind ("" for message) and
@@ -180,4 +183,54 @@ func (c *Client) publishFailed(f frame) bool {
 func IsPermanent(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && !e.Temporary()
+}
+
+// ErrDeliveryUncertain is wrapped by the error of a publish the client stopped resending because
+// it is older than the server's key retention: it may or may not be in the log (see
+// Options.Uncertain).
+var ErrDeliveryUncertain = errors.New("roomlog: delivery uncertain")
+
+// handBackUncertain takes out of the outbox every entry too old to resend safely under a key
+// retention of retention, and hands each to the application. A minute (or a tenth of a short
+// retention) is kept in hand for the clocks of client and server to differ.
+func (c *Client) handBackUncertain(retention time.Duration) {
+	if retention <= 0 {
+		return
+	}
+	cutoff := time.Now().Add(-retention + min(time.Minute, retention/10))
+	c.mu.Lock()
+	var old []*pending
+	keep := make([]*pending, 0, len(c.outbox))
+	for _, p := range c.outbox {
+		if keyTime(p.o.Key).Before(cutoff) {
+			old = append(old, p)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	c.outbox = keep
+	c.mu.Unlock()
+	for _, p := range old {
+		if err := c.store.RemoveOutgoing(p.o.Key); err != nil {
+			c.logger.Warn("roomlog cannot update the outbox", "err", err)
+		}
+		p.done <- result{err: fmt.Errorf("%w: publish %s to %q is older than the server's key retention (%s); it may be in the log or not",
+			ErrDeliveryUncertain, p.o.Key, p.o.Room, retention)}
+		if c.opts.Uncertain != nil {
+			c.opts.Uncertain(p.o)
+		} else {
+			c.logger.Warn("roomlog dropped a publish older than the server's key retention: it may be in the log or not",
+				"room", p.o.Room, "key", p.o.Key, "body_bytes", len(p.o.Body), "retention", retention)
+		}
+	}
+}
+
+// keyTime is when a publish was made, from its key (a ULID); the zero time for a key that is not
+// one (an entry written by something else), which is then treated as old.
+func keyTime(key string) time.Time {
+	id, err := ulid.ParseStrict(key)
+	if err != nil {
+		return time.Time{}
+	}
+	return ulid.Time(id.Time())
 }

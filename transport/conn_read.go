@@ -375,7 +375,7 @@ func (c *conn) hello(f *clientFrame) bool {
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
 	c.reply(&welcomeFrame{Type: "welcome", Conn: c.id, User: c.user, Session: c.session,
-		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame})
+		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame, KeyRetentionMS: c.s.cfg.KeyRetention.Milliseconds()})
 	c.schedulePing()
 	return true
 }

@@ -58,6 +58,8 @@ type welcomeFrame struct {
 	Session     string `json:"session" msgpack:"session"`
 	HeartbeatMS int64  `json:"heartbeat_ms" msgpack:"heartbeat_ms"`
 	MaxFrame    int    `json:"max_frame" msgpack:"max_frame"`
+	// KeyRetentionMS: how long idempotency keys are remembered (an extension).
+	KeyRetentionMS int64 `json:"key_retention_ms" msgpack:"key_retention_ms"`
 }
 
 type joinedFrame struct {

@@ -29,7 +29,8 @@ func TestHandshake(t *testing.T) {
 		}
 		w := c.hello(token(t, "alice", nil), "phone-1")
 		if w.str("user") != "alice" || w.str("session") != "phone-1" || w.str("conn") == "" ||
-			w["heartbeat_ms"] != json.Number("25000") || w["max_frame"] != json.Number("65536") {
+			w["heartbeat_ms"] != json.Number("25000") || w["max_frame"] != json.Number("65536") ||
+			w["key_retention_ms"] != json.Number("86400000") {
 			t.Fatalf("welcome = %v", w)
 		}
 	})

@@ -55,6 +55,10 @@ type Config struct {
 	StallTimeout time.Duration
 	// ReconnectAfter is the reconnect_ms sent with bye on shutdown.
 	ReconnectAfter time.Duration
+	// KeyRetention is how long the log remembers idempotency keys, told to clients in welcome
+	// (key_retention_ms) so that they do not resend a publish older than that and append it
+	// twice. It must match the log's; default eventlog.DefaultKeyRetention.
+	KeyRetention time.Duration
 	Metrics        *Metrics
 	Logger         *slog.Logger
 	// NoPoller reads every connection on a goroutine of its own, parked in a read while the
@@ -114,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.KeyRetention <= 0 {
+		cfg.KeyRetention = eventlog.DefaultKeyRetention
 	}
 	if cfg.PublishRate == 0 {
 		cfg.PublishRate = DefaultPublishRate

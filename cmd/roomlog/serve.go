@@ -116,7 +116,7 @@ func serve(args []string) int {
 	srv, err := transport.New(transport.Config{
 		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*origins), MaxFrame: *maxFrame, Heartbeat: *heartbeat,
 		PublishRate: publishRateOrOff(*publishRate), SendQueue: *sendQueue, StallTimeout: *stall, Metrics: metrics, Logger: logger,
-		NoPoller: *noPoller,
+		NoPoller: *noPoller, KeyRetention: *keyRetention,
 	})
 	if err != nil {
 		return fail("%v", err)
