@@ -268,6 +268,7 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 	for {
 		mt, b, err := cn.ws.ReadMessage()
 		if err != nil {
+			c.connectionLost(err)
 			return 0
 		}
 		if mt == websocket.TextMessage {
@@ -311,6 +312,20 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 			c.answer(f)
 		}
 	}
+}
+
+// connectionLost logs why the connection ended, with the close code and reason when the server
+// sent a close frame: an unexplained reconnect (and the resends it causes) is then traceable.
+func (c *Client) connectionLost(err error) {
+	if c.ctx.Err() != nil {
+		return // Close ended it
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		c.logger.Info("roomlog connection closed by the server; reconnecting", "code", ce.Code, "reason", ce.Text)
+		return
+	}
+	c.logger.Info("roomlog connection lost; reconnecting", "err", err)
 }
 
 // msgpackValue turns JSON numbers into integers or floats for MessagePack.

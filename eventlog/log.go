@@ -63,7 +63,7 @@ type Log interface {
 
 	// Verify recomputes the hash chain of room (every room when room is "") and reports the
 	// first broken link in the returned report; err is for failures to read.
-	Verify(ctx context.Context, room string) (VerifyReport, error)
+	Verify(ctx context.Context, room string, anchors ...Anchor) (VerifyReport, error)
 
 	// SetAck records that user's session has received room up to id. Only an id greater than the
 	// recorded one moves the cursor. It returns once the cursor is durable.
@@ -146,8 +146,9 @@ type Head struct {
 type RoomInfo struct {
 	Name  string
 	Count uint64
-	First ID // the room's first event id
-	Last  ID // the room's last event id (its head)
+	First ID       // the room's first event id
+	Last  ID       // the room's last event id (its head)
+	Hash  [32]byte // the chain hash of Last: with Count and Last, the room's anchor
 }
 
 // Session is a member of a room as the log's join and leave events record it.
@@ -174,6 +175,15 @@ type VerifyReport struct {
 	First  ID     // the oldest id seen, zero when the log is empty
 	Last   ID     // the newest id seen
 	Broken *Break // the first broken link, nil when every chain verifies
+}
+
+// Anchor is a room's head as an auditor recorded it at some time (roomlog heads): the log must
+// still hold that event, at that position, with that chain hash. A hash chain alone cannot show
+// that events were cut from a room's end (the head entry can be rewritten to the event before);
+// an anchor kept outside the log can.
+type Anchor struct {
+	Room string
+	Head
 }
 
 // Break locates a broken link of a hash chain.

@@ -260,7 +260,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 				if err != nil {
 					return fmt.Errorf("eventlog: room %q: %w", name, err)
 				}
-				info := RoomInfo{Name: name, Count: h.Count, Last: h.ID}
+				info := RoomInfo{Name: name, Count: h.Count, Last: h.ID, Hash: h.Hash}
 				rc := b.Cursor()
 				if fk, _ := rc.First(); len(fk) == 16 {
 					copy(info.First[:], fk)

@@ -14,10 +14,18 @@ const verifyChunk = 4096
 // Verify implements Log. For each room it checks, event by event, that keys are ids in strictly
 // increasing order, that every record decodes, and that every stored hash equals the hash
 // recomputed from the previous one; then that the room's head entry names the last event, its
-// hash and the count. The first failure is reported in VerifyReport.Broken.
-func (l *BoltLog) Verify(ctx context.Context, room string) (VerifyReport, error) {
+// hash and the count. With anchors (of room, or of any room when room is ""), it also checks
+// that each anchored event is still in its room, at its position, with its hash, so that a room
+// cut back to an earlier event fails. The first failure is reported in VerifyReport.Broken.
+func (l *BoltLog) Verify(ctx context.Context, room string, anchors ...Anchor) (VerifyReport, error) {
 	var rep VerifyReport
 	var names []string
+	byRoom := map[string][]Anchor{}
+	for _, a := range anchors {
+		if room == "" || a.Room == room {
+			byRoom[a.Room] = append(byRoom[a.Room], a)
+		}
+	}
 	if room != "" {
 		if err := ValidRoom(room); err != nil {
 			return rep, fmt.Errorf("eventlog: verify: %w", err)
@@ -38,16 +46,26 @@ func (l *BoltLog) Verify(ctx context.Context, room string) (VerifyReport, error)
 		if err := errCtx(ctx); err != nil {
 			return rep, err
 		}
-		brk, err := l.verifyRoom(ctx, name, &rep)
+		brk, err := l.verifyRoom(ctx, name, byRoom[name], &rep)
+		delete(byRoom, name)
 		if err != nil || brk != nil {
 			rep.Broken = brk
 			return rep, err
 		}
 	}
+	for name, as := range byRoom {
+		a := as[0]
+		rep.Broken = &Break{Room: name, ID: a.ID, Reason: fmt.Sprintf("anchored at event %d (%s), but the room is not in the log: it was removed", a.Count, a.ID)}
+		return rep, nil
+	}
 	return rep, nil
 }
 
-func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport) (*Break, error) {
+func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
+	at := make(map[uint64]Anchor, len(anchors)) // by position in the room, 1-based
+	for _, a := range anchors {
+		at[a.Count] = a
+	}
 	var (
 		prev  [32]byte // hash of the previous event; zero before the first
 		last  ID
@@ -127,6 +145,13 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 				}
 				prev, last = ev.Hash, id
 				count++
+				if a, ok := at[count]; ok {
+					if a.ID != id || a.Hash != ev.Hash {
+						broken(id, "event %d of the room is %s with hash %x, but the anchor names %s with hash %x: the room was rewritten", count, id, ev.Hash[:6], a.ID, a.Hash[:6])
+						return nil
+					}
+					delete(at, count)
+				}
 				// Appends during a long walk move the head on; check the head entry as read at
 				// the start against the event it named then.
 				if count == head.Count && (head.ID != id || head.Hash != ev.Hash) {
@@ -147,11 +172,22 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, rep *VerifyReport
 			return nil, err
 		}
 	}
+	if brk == nil && head == nil {
+		for _, a := range at {
+			broken(a.ID, "anchored at event %d (%s), but the room is not in the log: it was removed", a.Count, a.ID)
+			break
+		}
+	}
 	if brk != nil || head == nil {
 		return brk, nil
 	}
 	if count < head.Count {
 		broken(last, "room head says %d events, found %d: events were removed", head.Count, count)
+		return brk, nil
+	}
+	for _, a := range at { // anchors past the room's last event
+		broken(a.ID, "the room has %d events, but the anchor names event %d (%s): events were cut from its end", count, a.Count, a.ID)
+		return brk, nil
 	}
 	rep.Events += count
 	return brk, nil

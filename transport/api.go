@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("GET /v1/events", s.apiAudit)
 	s.mux.HandleFunc("GET /v1/rooms", s.apiRooms)
 	s.mux.HandleFunc("GET /v1/verify", s.apiVerify)
+	s.mux.HandleFunc("POST /v1/verify", s.apiVerify)
 	s.mux.HandleFunc("GET /v1/backup", s.apiBackup)
 }
 
@@ -47,6 +49,7 @@ type RoomListing struct {
 	Events  uint64 `json:"events"`
 	First   string `json:"first"`
 	Last    string `json:"last"`
+	Hash    string `json:"hash"`    // the chain hash of last, hex: with events and last, an anchor
 	Members int    `json:"members"` // sessions online on this node
 }
 
@@ -59,7 +62,8 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	err := s.log.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
-		return enc.Encode(RoomListing{Room: ri.Name, Events: ri.Count, First: ri.First.String(), Last: ri.Last.String(), Members: online[ri.Name]})
+		return enc.Encode(RoomListing{Room: ri.Name, Events: ri.Count, First: ri.First.String(), Last: ri.Last.String(),
+			Hash: hex.EncodeToString(ri.Hash[:]), Members: online[ri.Name]})
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.logger.Warn("room listing ended", "err", err)
@@ -96,7 +100,15 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
-	rep, err := s.log.Verify(r.Context(), r.URL.Query().Get("room"))
+	var anchors []eventlog.Anchor
+	if r.Method == http.MethodPost { // the body is anchors, as roomlog heads prints them
+		var err error
+		if anchors, err = eventlog.ReadAnchors(io.LimitReader(r.Body, 64<<20)); err != nil {
+			writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "anchors: %v", err)
+			return
+		}
+	}
+	rep, err := s.log.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
 	if errors.Is(err, eventlog.ErrBadRoom) {
 		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
 		return

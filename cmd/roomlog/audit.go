@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -174,6 +175,7 @@ func verifyCmd(args []string) int {
 	c := newCommand("verify", "Walks every room's hash chain and id order; exit 0 when intact, 1 naming the first broken event.")
 	src := addSource(c)
 	room := c.String("room", "ROOMLOG_VERIFY_ROOM", "", "verify only this room")
+	headsFile := c.String("heads", "ROOMLOG_VERIFY_HEADS", "", "a file of anchors from 'roomlog heads': each must still be in the log, chained")
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
@@ -186,13 +188,24 @@ func verifyCmd(args []string) int {
 			return usageError("verify", err)
 		}
 	}
+	var anchors []eventlog.Anchor
+	if *headsFile != "" {
+		if anchors, err = readAnchorFile(*headsFile); err != nil {
+			return usageError("verify", err)
+		}
+	}
 	var res transport.VerifyResult
 	if online {
 		q := url.Values{}
 		if *room != "" {
 			q.Set("room", *room)
 		}
-		body, err := src.get("/v1/verify", q)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		for _, a := range anchors {
+			enc.Encode(a)
+		}
+		body, err := src.request("POST", "/v1/verify", q, &buf)
 		if err != nil {
 			return fail("verify", err)
 		}
@@ -206,7 +219,7 @@ func verifyCmd(args []string) int {
 			return fail("verify", err)
 		}
 		defer l.Close()
-		rep, err := verifyWithProgress(l, *room)
+		rep, err := verifyWithProgress(l, *room, anchors)
 		if err != nil {
 			return fail("verify", err)
 		}
@@ -222,16 +235,90 @@ func verifyCmd(args []string) int {
 		last, _ := eventlog.ParseID(res.Last)
 		span = fmt.Sprintf("from %s to %s", eventlog.AppendTimestamp(nil, first), eventlog.AppendTimestamp(nil, last))
 	}
-	fmt.Printf("intact: %d rooms, %d events, %s\n", res.Rooms, res.Events, span)
+	anchored := ""
+	if len(anchors) > 0 {
+		anchored = fmt.Sprintf("; all %d anchors from %s are in the log, chained", len(anchors), *headsFile)
+	}
+	fmt.Printf("intact: %d rooms, %d events, %s%s\n", res.Rooms, res.Events, span, anchored)
 	return 0
+}
+
+// readAnchorFile reads the anchors 'roomlog heads' printed.
+func readAnchorFile(path string) ([]eventlog.Anchor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--heads: %v", err)
+	}
+	defer f.Close()
+	anchors, err := eventlog.ReadAnchors(f)
+	if err != nil {
+		return nil, fmt.Errorf("--heads %s: %v", path, err)
+	}
+	return anchors, nil
+}
+
+func headsCmd(args []string) int {
+	c := newCommand("heads", "Prints each room's head as a JSON line {room, count, id, hash}: anchors to keep apart from the data file. 'roomlog verify --heads FILE' later checks the log still holds them, so a room cut back to an earlier event shows.")
+	src := addSource(c)
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	online, err := src.check()
+	if err != nil {
+		return usageError("heads", err)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
+	if online {
+		body, err := src.get("/v1/rooms", nil)
+		if err != nil {
+			return fail("heads", err)
+		}
+		defer body.Close()
+		dec := json.NewDecoder(body)
+		for {
+			var r transport.RoomListing
+			if err := dec.Decode(&r); err == io.EOF {
+				return 0
+			} else if err != nil {
+				return fail("heads", fmt.Errorf("reading the server's answer: %v", err))
+			}
+			a, err := anchorOf(r)
+			if err != nil {
+				return fail("heads", fmt.Errorf("the server's listing of %q: %v", r.Room, err))
+			}
+			enc.Encode(a)
+		}
+	}
+	l, err := src.open()
+	if err != nil {
+		return fail("heads", err)
+	}
+	defer l.Close()
+	err = l.Rooms(context.Background(), func(r eventlog.RoomInfo) error {
+		return enc.Encode(eventlog.Anchor{Room: r.Name, Head: eventlog.Head{ID: r.Last, Hash: r.Hash, Count: r.Count}})
+	})
+	if err != nil {
+		return fail("heads", err)
+	}
+	return 0
+}
+
+// anchorOf reads the anchor in a room listing of the HTTP API.
+func anchorOf(r transport.RoomListing) (eventlog.Anchor, error) {
+	var a eventlog.Anchor
+	line, _ := json.Marshal(map[string]any{"room": r.Room, "count": r.Events, "id": r.Last, "hash": r.Hash})
+	err := json.Unmarshal(line, &a)
+	return a, err
 }
 
 // verifyWithProgress verifies room by room, reporting progress on stderr when it is a terminal
 // and the log is large.
-func verifyWithProgress(l *eventlog.BoltLog, room string) (eventlog.VerifyReport, error) {
+func verifyWithProgress(l *eventlog.BoltLog, room string, anchors []eventlog.Anchor) (eventlog.VerifyReport, error) {
 	ctx := context.Background()
-	if room != "" || !isTerminal(os.Stderr) {
-		return l.Verify(ctx, room)
+	if room != "" || len(anchors) > 0 || !isTerminal(os.Stderr) {
+		return l.Verify(ctx, room, anchors...)
 	}
 	var names []string
 	var total uint64

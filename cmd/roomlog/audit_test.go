@@ -405,3 +405,100 @@ func TestCommandsRefuseDamagedFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadsAnchorTheTail: a room cut back to an earlier event, its head entry rewritten to match,
+// passes verify (an unanchored chain cannot show it) but fails verify --heads with the anchors
+// roomlog heads printed before; offline and through a live server alike.
+func TestHeadsAnchorTheTail(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "h.db")
+	appendN := func(room string, n int) []eventlog.Event {
+		l, err := eventlog.Open(data, eventlog.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		var out []eventlog.Event
+		for i := range n {
+			r, err := l.Append(context.Background(), eventlog.AppendRequest{Room: room, User: "ann", Body: json.RawMessage(fmt.Sprint(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r.Event)
+		}
+		return out
+	}
+	rawHead := func(room string) []byte {
+		db, err := bolt.Open(data, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v []byte
+		db.View(func(tx *bolt.Tx) error {
+			v = bytes.Clone(tx.Bucket([]byte("rooms")).Bucket([]byte(room)).Get(bytes.Repeat([]byte{0xff}, 17)))
+			return nil
+		})
+		return v
+	}
+	appendN("doc:a", 5)
+	appendN("doc:b", 3)
+	earlier := rawHead("doc:a")
+	cut := appendN("doc:a", 2)
+
+	code, heads, stderr := roomlog(t, nil, "heads", "--data", data)
+	if code != 0 || strings.Count(heads, "\n") != 2 || !strings.Contains(heads, `"room":"doc:a","count":7,"id":"`+cut[1].ID.String()+`"`) {
+		t.Fatalf("heads: exit %d\n%s%s", code, heads, stderr)
+	}
+	anchors := filepath.Join(dir, "heads.jsonl")
+	os.WriteFile(anchors, []byte(heads), 0o600)
+	appendN("doc:a", 1) // the log goes on after the anchors were taken
+	if code, out, _ := roomlog(t, nil, "verify", "--data", data, "--heads", anchors); code != 0 || !strings.Contains(out, "all 2 anchors") {
+		t.Fatalf("verify --heads of an intact log: exit %d %q", code, out)
+	}
+
+	// Online: the same anchors through the server.
+	p := startProc(t, data)
+	env := []string{"ROOMLOG_TOKEN=" + crashToken(t, "auditor", true)}
+	code, online, _ := roomlog(t, env, "heads", "--server", "http://"+p.addr)
+	if code != 0 || !strings.Contains(online, `"room":"doc:b","count":3`) || !strings.Contains(online, `"room":"doc:a","count":8`) {
+		t.Fatalf("online heads: exit %d\n%s", code, online)
+	}
+	if code, out, _ := roomlog(t, env, "verify", "--server", "http://"+p.addr, "--heads", anchors); code != 0 || !strings.Contains(out, "all 2 anchors") {
+		t.Fatalf("online verify --heads: exit %d %q", code, out)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+
+	// Cut doc:a back to its fifth event and make its head entry say so.
+	db, err := bolt.Open(data, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("rooms")).Bucket([]byte("doc:a"))
+		c := b.Cursor()
+		var ids [][]byte
+		for k, _ := c.Seek(cut[0].ID[:]); k != nil && len(k) == 16; k, _ = c.Next() {
+			ids = append(ids, bytes.Clone(k))
+		}
+		for _, k := range ids {
+			b.Delete(k)
+		}
+		return b.Put(bytes.Repeat([]byte{0xff}, 17), earlier)
+	})
+	db.Close()
+	if code, out, _ := roomlog(t, nil, "verify", "--data", data); code != 0 {
+		t.Fatalf("without anchors the cut was expected to pass: exit %d %q", code, out)
+	}
+	code, out, _ := roomlog(t, nil, "verify", "--data", data, "--heads", anchors)
+	if code != 1 || !strings.Contains(out, "BROKEN: room doc:a") || !strings.Contains(out, "cut from its end") {
+		t.Fatalf("verify --heads after a cut: exit %d %q", code, out)
+	}
+
+	// A bad anchors file is a usage error naming the line.
+	os.WriteFile(anchors, []byte(heads+`{"room":"doc:a","count":1,"id":"nope","hash":""}`+"\n"), 0o600)
+	if code, _, stderr := roomlog(t, nil, "verify", "--data", data, "--heads", anchors); code != 2 || !strings.Contains(stderr, "line 3") {
+		t.Fatalf("bad anchors file: exit %d %q", code, stderr)
+	}
+}

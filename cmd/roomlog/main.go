@@ -19,6 +19,7 @@ Usage:
   roomlog replay [flags]   print events from a data file or a live server, filtered
   roomlog verify [flags]   check the log's hash chains and order
   roomlog rooms [flags]    list the rooms
+  roomlog heads [flags]    print each room's head and chain hash: anchors for verify --heads
   roomlog backup [flags]   copy a live server's or an idle data file, and verify the copy
   roomlog bench SCENARIO   load-test a server: fanout, publish or resume
   roomlog version          print the version
@@ -46,6 +47,8 @@ func run(args []string) int {
 		return verifyCmd(args[1:])
 	case "rooms":
 		return roomsCmd(args[1:])
+	case "heads":
+		return headsCmd(args[1:])
 	case "backup":
 		return backupCmd(args[1:])
 	case "bench":
@@ -57,7 +60,7 @@ func run(args []string) int {
 		fmt.Print(usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, backup, bench, version; see 'roomlog --help')\n", args[0])
+		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, heads, backup, bench, version; see 'roomlog --help')\n", args[0])
 		return 2
 	}
 }

@@ -62,11 +62,16 @@ func (s source) open() (*eventlog.BoltLog, error) {
 // get calls the server's API and returns the response body, or an error carrying the server's
 // message.
 func (s source) get(path string, q url.Values) (io.ReadCloser, error) {
+	return s.request("GET", path, q, nil)
+}
+
+// request is get with any method and a body.
+func (s source) request(method, path string, q url.Values, body io.Reader) (io.ReadCloser, error) {
 	u := strings.TrimRight(*s.server, "/") + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequest("GET", u, nil)
+	req, err := http.NewRequest(method, u, body)
 	if err != nil {
 		return nil, err
 	}
