@@ -59,8 +59,8 @@ type Config struct {
 	// (key_retention_ms) so that they do not resend a publish older than that and append it
 	// twice. It must match the log's; default eventlog.DefaultKeyRetention.
 	KeyRetention time.Duration
-	Metrics        *Metrics
-	Logger         *slog.Logger
+	Metrics      *Metrics
+	Logger       *slog.Logger
 	// NoPoller reads every connection on a goroutine of its own, parked in a read while the
 	// connection is idle, instead of waiting for all of them with one epoll poller (Linux; other
 	// platforms always read this way). It costs a goroutine stack per idle connection.
