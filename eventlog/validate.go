@@ -76,6 +76,22 @@ func MatchRoom(pattern, room string) bool {
 	return pattern == room
 }
 
+// ValidPattern checks a room pattern of a token: a room name, or a prefix of one (possibly
+// empty) followed by '*'.
+func ValidPattern(pattern string) error {
+	prefix, wildcard := strings.CutSuffix(pattern, "*")
+	if !wildcard {
+		return ValidRoom(pattern)
+	}
+	if len(prefix) >= MaxRoomLen {
+		return fmt.Errorf("%w: pattern %q: the prefix must be under %d bytes", ErrBadRoom, pattern, MaxRoomLen)
+	}
+	if i := badByte(prefix, &roomByte); i >= 0 {
+		return fmt.Errorf("%w: pattern %q has %s at byte %d; a pattern is a room name or a prefix followed by *", ErrBadRoom, pattern, describeRune(prefix[i:]), i)
+	}
+	return nil
+}
+
 var roomByte, kindByte [256]bool
 
 func init() {

@@ -67,6 +67,19 @@ type Config struct {
 	NoPoller bool
 }
 
+// CheckOrigins checks Config.AllowedOrigins ahead of New: each is "*" or scheme://host[:port].
+func CheckOrigins(origins []string) error {
+	for _, o := range origins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			return fmt.Errorf("transport: allowed origin %q is not scheme://host[:port]", o)
+		}
+	}
+	return nil
+}
+
 // Server speaks PROTOCOL.md over WebSocket and serves the HTTP API.
 type Server struct {
 	cfg      Config
@@ -140,13 +153,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	for _, o := range cfg.AllowedOrigins {
-		if o == "*" {
-			continue
-		}
-		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
-			return nil, fmt.Errorf("transport: allowed origin %q is not scheme://host[:port]", o)
-		}
+	if err := CheckOrigins(cfg.AllowedOrigins); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,

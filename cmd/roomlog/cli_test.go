@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +35,12 @@ func roomlog(t *testing.T, env []string, args ...string) (code int, stdout, stde
 
 func TestCLIBadInput(t *testing.T) {
 	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().String()
 	notALog := filepath.Join(dir, "text.db")
 	os.WriteFile(notALog, []byte(strings.Repeat("hello\n", 2000)), 0o600)
 	cases := []struct {
@@ -54,6 +62,10 @@ func TestCLIBadInput(t *testing.T) {
 		{"missing key file", nil, []string{"serve", "--jwt-public-key", filepath.Join(dir, "none.pem"), "--data", filepath.Join(dir, "c.db")}, 1, "no such file"},
 		{"token without secret", nil, []string{"token", "--sub", "a"}, 2, "--secret is required"},
 		{"token without sub", nil, []string{"token", "--secret", "s"}, 2, "--sub is required"},
+		{"token with a bad room pattern", nil, []string{"token", "--secret", "s", "--sub", "a", "--rooms", "doc:*,bad room!"}, 2, `--rooms: bad room name: "bad room!" has ' ' at byte 3`},
+		{"token with a wildcard inside", nil, []string{"token", "--secret", "s", "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
+		{"port in use", nil, []string{"serve", "--addr", busy, "--data", filepath.Join(dir, "busy.db")}, 1, "address already in use"},
+		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 1, "missing port in address"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,6 +83,14 @@ func TestCLIBadInput(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(notALog); string(b) != strings.Repeat("hello\n", 2000) {
 		t.Fatalf("serve changed a file that is not a log")
+	}
+	// A start that failed left no data file (nor a development secret) behind.
+	for _, name := range []string{"a.db", "b.db", "c.db", "busy.db", "addr.db"} {
+		for _, path := range []string{filepath.Join(dir, name), filepath.Join(dir, name+".dev-secret")} {
+			if _, err := os.Stat(path); err == nil {
+				t.Errorf("a failed start left %s behind", filepath.Base(path))
+			}
+		}
 	}
 }
 
@@ -168,5 +188,33 @@ func TestServeNoPoller(t *testing.T) {
 	var f map[string]any
 	if err := ws.ReadJSON(&f); err != nil || f["type"] != "ack" {
 		t.Fatalf("publish answered %v, %v", f, err)
+	}
+}
+
+// TestDevSecretSurvivesRestart: development mode keeps its secret beside the data file (0600),
+// so a token minted from it still works after a restart.
+func TestDevSecretSurvivesRestart(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "dev.db")
+	p := startProc(t, data, "--jwt-secret", "")
+	path := data + ".dev-secret"
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("development secret file: %v, mode %v", err, st.Mode())
+	}
+	if !strings.Contains(p.log(), "DEVELOPMENT MODE") || !strings.Contains(p.log(), "secret_file="+path) {
+		t.Fatalf("the log does not say where the development secret is:\n%s", p.log())
+	}
+	secret, _ := os.ReadFile(path)
+	tok, err := transport.NewToken([]byte(strings.TrimSpace(string(secret))), transport.TokenSpec{Subject: "alice", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsConnect(t, p.addr, tok, "s").Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	again := startProc(t, data, "--jwt-secret", "")
+	wsConnect(t, again.addr, tok, "s").Close() // fails the test unless welcomed
+	if after, _ := os.ReadFile(path); string(after) != string(secret) {
+		t.Fatalf("the restart changed the development secret")
 	}
 }

@@ -22,27 +22,108 @@ import (
 	"github.com/roomlog/roomlog/transport"
 )
 
-func serve(args []string) int {
+// serveFlags are the settings of roomlog serve.
+type serveFlags struct {
+	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
+	maxFrame, sendQueue                                                                  *int
+	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
+	publishRate                                                                          *float64
+	noPoller                                                                             *bool
+}
+
+func newServeCommand() (*command, *serveFlags) {
 	c := newCommand("serve", "Runs the roomlog server: WebSocket API on /v1/ws, HTTP API, /healthz, /readyz and /metrics.")
-	addr := c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address")
-	data := c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing)")
-	secret := c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens")
-	publicKeys := c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)")
-	jwks := c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh")
-	jwksRefresh := c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)")
-	issuer := c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim")
-	audience := c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim")
-	origins := c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is")
-	maxFrame := c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes")
-	grace := c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event")
-	publishRate := c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes per second per connection (0 turns the limit off)")
-	sendQueue := c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause")
-	heartbeat := c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings")
-	stall := c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected")
-	keyRetention := c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered")
-	logLevel := c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error")
-	noPoller := c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection")
-	debugAddr := c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private")
+	return c, &serveFlags{
+		addr:         c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address"),
+		data:         c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing)"),
+		secret:       c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
+		publicKeys:   c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
+		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh"),
+		jwksRefresh:  c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)"),
+		issuer:       c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim"),
+		audience:     c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim"),
+		origins:      c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is"),
+		maxFrame:     c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes"),
+		grace:        c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event"),
+		publishRate:  c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes and presence updates per second per connection (0 turns the limit off)"),
+		sendQueue:    c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
+		heartbeat:    c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
+		stall:        c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected"),
+		keyRetention: c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered"),
+		logLevel:     c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error"),
+		noPoller:     c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
+		debugAddr:    c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private"),
+	}
+}
+
+// check says what is wrong with the flags, if anything.
+func (f *serveFlags) check() error {
+	switch {
+	case *f.maxFrame < 1024:
+		return errors.New("--max-frame must be at least 1024 bytes")
+	case *f.grace < 0, *f.heartbeat <= 0, *f.stall <= 0, *f.keyRetention <= 0, *f.jwksRefresh <= 0:
+		return errors.New("durations must be positive (--grace may be 0)")
+	case *f.publishRate < 0:
+		return errors.New("--publish-rate must be 0 (off) or positive")
+	case *f.sendQueue <= 0:
+		return errors.New("--send-queue must be positive")
+	}
+	return transport.CheckOrigins(splitList(*f.origins))
+}
+
+// auth reads the token settings. Without any key it is development mode: the caller then loads
+// the development secret (devSecretPath).
+func (f *serveFlags) auth() (auth transport.AuthConfig, devMode bool, err error) {
+	auth = transport.AuthConfig{Secret: []byte(*f.secret), Issuer: *f.issuer, Audience: *f.audience}
+	for _, path := range splitList(*f.publicKeys) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return auth, false, fmt.Errorf("--jwt-public-key: %v", err)
+		}
+		auth.PublicKeys = append(auth.PublicKeys, b)
+	}
+	if *f.jwks != "" {
+		b, err := readJWKS(*f.jwks)
+		if err != nil {
+			return auth, false, fmt.Errorf("--jwks: %v", err)
+		}
+		auth.JWKS = b
+	}
+	return auth, len(auth.Secret) == 0 && len(auth.PublicKeys) == 0 && len(auth.JWKS) == 0, nil
+}
+
+// devSecretPath is where development mode keeps its secret: beside the data file.
+func (f *serveFlags) devSecretPath() string { return *f.data + ".dev-secret" }
+
+// loadDevSecret reads the development secret kept beside the data file, or makes one and keeps
+// it there (mode 0600), so tokens minted in development survive a restart.
+func loadDevSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(b)); len(s) >= 32 {
+			return []byte(s), nil
+		}
+		return nil, fmt.Errorf("%s holds no secret of 32 or more characters; remove it to make a new one", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	secret := hex.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return []byte(secret), f.Close()
+}
+
+func serve(args []string) int {
+	c, f := newServeCommand()
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
@@ -51,41 +132,27 @@ func serve(args []string) int {
 		return 1
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return fail("--log-level: %v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	switch {
-	case *maxFrame < 1024:
-		return fail("--max-frame must be at least 1024 bytes")
-	case *grace < 0, *heartbeat <= 0, *stall <= 0, *keyRetention <= 0, *jwksRefresh <= 0:
-		return fail("durations must be positive (--grace may be 0)")
-	case *publishRate < 0:
-		return fail("--publish-rate must be 0 (off) or positive")
-	case *sendQueue <= 0:
-		return fail("--send-queue must be positive")
+	if err := f.check(); err != nil {
+		return fail("%v", err)
 	}
-
-	auth := transport.AuthConfig{Secret: []byte(*secret), Issuer: *issuer, Audience: *audience}
-	for _, path := range splitList(*publicKeys) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return fail("--jwt-public-key: %v", err)
-		}
-		auth.PublicKeys = append(auth.PublicKeys, b)
+	auth, devMode, err := f.auth()
+	if err != nil {
+		return fail("%v", err)
 	}
-	if *jwks != "" {
-		b, err := readJWKS(*jwks)
-		if err != nil {
-			return fail("--jwks: %v", err)
-		}
-		auth.JWKS = b
+	// Listen before creating anything: a bad or busy --addr leaves no file behind.
+	ln, err := net.Listen("tcp", *f.addr)
+	if err != nil {
+		return fail("%v", err)
 	}
-	devMode := len(auth.Secret) == 0 && len(auth.PublicKeys) == 0 && len(auth.JWKS) == 0
+	defer ln.Close()
 	if devMode {
-		raw := make([]byte, 32)
-		rand.Read(raw)
-		auth.Secret = []byte(hex.EncodeToString(raw))
+		if auth.Secret, err = loadDevSecret(f.devSecretPath()); err != nil {
+			return fail("development secret: %v", err)
+		}
 	}
 	verifier, err := transport.NewVerifier(auth)
 	if err != nil {
@@ -93,7 +160,7 @@ func serve(args []string) int {
 	}
 
 	metrics := transport.NewMetrics()
-	log, err := eventlog.Open(*data, eventlog.Options{MaxBody: *maxFrame, KeyRetention: *keyRetention, OnCommit: metrics.ObserveCommit})
+	log, err := eventlog.Open(*f.data, eventlog.Options{MaxBody: *f.maxFrame, KeyRetention: *f.keyRetention, OnCommit: metrics.ObserveCommit})
 	if err != nil {
 		if errors.Is(err, eventlog.ErrLocked) {
 			return fail("%v (is another roomlog serving it? use another --data)", err)
@@ -101,7 +168,7 @@ func serve(args []string) int {
 		return fail("%v", err)
 	}
 	defer log.Close()
-	hubGrace := *grace
+	hubGrace := *f.grace
 	if hubGrace == 0 {
 		hubGrace = -1 // no grace
 	}
@@ -114,44 +181,27 @@ func serve(args []string) int {
 		logger.Info("closed sessions left by an unclean stop", "sessions", n)
 	}
 	srv, err := transport.New(transport.Config{
-		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*origins), MaxFrame: *maxFrame, Heartbeat: *heartbeat,
-		PublishRate: publishRateOrOff(*publishRate), SendQueue: *sendQueue, StallTimeout: *stall, Metrics: metrics, Logger: logger,
-		NoPoller: *noPoller, KeyRetention: *keyRetention,
+		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*f.origins), MaxFrame: *f.maxFrame, Heartbeat: *f.heartbeat,
+		PublishRate: publishRateOrOff(*f.publishRate), SendQueue: *f.sendQueue, StallTimeout: *f.stall, Metrics: metrics, Logger: logger,
+		NoPoller: *f.noPoller, KeyRetention: *f.keyRetention,
 	})
 	if err != nil {
 		return fail("%v", err)
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fail("%v", err)
-	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *data, "version", version)
+	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *f.data, "version", version)
 	if devMode {
-		demo, _ := transport.NewToken(auth.Secret, transport.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
-		logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a secret made up for this run only",
-			"jwt_secret", string(auth.Secret))
-		fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret %s --sub alice --rooms 'doc:*'\n\n", demo, auth.Secret)
+		announceDevMode(logger, auth.Secret, f.devSecretPath())
 	}
-
-	if *debugAddr != "" {
-		dln, err := net.Listen("tcp", *debugAddr)
+	if *f.debugAddr != "" {
+		closeDebug, err := startDebugListener(*f.debugAddr, logger)
 		if err != nil {
 			return fail("--debug-addr: %v", err)
 		}
-		dmux := http.NewServeMux()
-		dmux.HandleFunc("/debug/pprof/", pprof.Index)
-		dmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		dsrv := &http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}
-		go dsrv.Serve(dln)
-		defer dsrv.Close()
-		logger.Info("profiling listener", "debug", "http://"+dln.Addr().String()+"/debug/pprof/")
+		defer closeDebug()
 	}
-	if isURL(*jwks) {
-		go refreshJWKS(ctx, *jwks, *jwksRefresh, verifier, logger)
+	if isURL(*f.jwks) {
+		go refreshJWKS(ctx, *f.jwks, *f.jwksRefresh, verifier, logger)
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
@@ -172,6 +222,33 @@ func serve(args []string) int {
 	}
 	logger.Info("stopped cleanly")
 	return 0
+}
+
+// announceDevMode says loudly that tokens are signed with the development secret, where it is
+// kept, and prints a token to start with.
+func announceDevMode(logger *slog.Logger, secret []byte, path string) {
+	demo, _ := transport.NewToken(secret, transport.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
+	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all)",
+		"secret_file", path)
+	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\n", demo, path)
+}
+
+// startDebugListener serves Go's pprof profiles on addr; the returned func stops it.
+func startDebugListener(addr string, logger *slog.Logger) (func() error, error) {
+	dln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	dmux := http.NewServeMux()
+	dmux.HandleFunc("/debug/pprof/", pprof.Index)
+	dmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	dsrv := &http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}
+	go dsrv.Serve(dln)
+	logger.Info("profiling listener", "debug", "http://"+dln.Addr().String()+"/debug/pprof/")
+	return dsrv.Close, nil
 }
 
 func publishRateOrOff(r float64) float64 {

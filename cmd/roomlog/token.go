@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -31,6 +32,14 @@ func token(args []string) int {
 	case *ttl <= 0:
 		fmt.Fprintln(os.Stderr, "roomlog token: --ttl must be positive")
 		return 2
+	}
+	for flag, list := range map[string]string{"--rooms": *roomsFlag, "--read-rooms": *readRooms} {
+		for _, p := range splitList(list) {
+			if err := eventlog.ValidPattern(p); err != nil {
+				fmt.Fprintf(os.Stderr, "roomlog token: %s: %v\n", flag, err)
+				return 2
+			}
+		}
 	}
 	tok, err := transport.NewToken([]byte(*secret), transport.TokenSpec{
 		Subject: *sub, Rooms: splitList(*roomsFlag), ReadRooms: splitList(*readRooms), Admin: *admin,
