@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,4 +221,60 @@ func metric(t *testing.T, ts *testServer, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// lockedBuffer is a log sink for a server under test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRefusalsAreLoggedAndCounted: refused connections and frames show in the metrics, by reason
+// and code, and in the debug log, rate-limited so that a flood of bad frames cannot flood it.
+func TestRefusalsAreLoggedAndCounted(t *testing.T) {
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts := startServer(t, serverOpts{cfg: transport.Config{Logger: logger}})
+	bad, _, _ := dial(t, ts, "", nil)
+	bad.send(frame{"type": "hello", "token": "not.a.jwt"})
+	bad.expectClosed()
+	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
+	const flood = 400
+	for i := range flood {
+		c.send(frame{"type": "join", "ref": fmt.Sprint(i), "room": "no room!"})
+	}
+	for range flood {
+		c.expectError("bad_room")
+	}
+	c.send(frame{"type": "publish", "ref": "f", "room": "secret"})
+	c.expectError("forbidden")
+
+	if n := metric(t, ts, `roomlog_refused_connections_total{reason="unauthenticated"}`); n != 1 {
+		t.Errorf("refused connections counted %v, want 1", n)
+	}
+	if n := metric(t, ts, `roomlog_error_replies_total{code="bad_room"}`); n != flood {
+		t.Errorf("bad_room replies counted %v, want %d", n, flood)
+	}
+	if n := metric(t, ts, `roomlog_error_replies_total{code="forbidden"}`); n != 1 {
+		t.Errorf("forbidden replies counted %v, want 1", n)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `msg="connection refused" why=unauthenticated`) || !strings.Contains(out, "token refused") {
+		t.Errorf("the refused hello was not logged:\n%s", out)
+	}
+	if n := strings.Count(out, `msg="frame refused"`); n == 0 || n > 100 {
+		t.Errorf("%d log lines for %d refused frames: want some, rate-limited", n, flood+1)
+	}
 }

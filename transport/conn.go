@@ -152,7 +152,9 @@ func (c *conn) queueReplyLocked(b []byte) bool {
 }
 
 func (c *conn) replyError(ref, code, format string, args ...any) {
-	c.reply(&errorFrame{Type: "error", Ref: ref, Code: code, Message: fmt.Sprintf(format, args...)})
+	msg := fmt.Sprintf(format, args...)
+	c.refusedFrame(code, msg)
+	c.reply(&errorFrame{Type: "error", Ref: ref, Code: code, Message: msg})
 }
 
 // shutdown asks the writer to finish: write what is queued, wait for in-flight publishes to be

@@ -44,9 +44,7 @@ func (c *conn) startReading() {
 		welcomed := c.welcomed
 		c.mu.Unlock()
 		if !welcomed {
-			c.s.metrics.authFailures.Inc()
-			c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated,
-				Reason: fmt.Sprintf("no hello within %s", c.s.cfg.HandshakeTimeout)}, websocket.ClosePolicyViolation)
+			c.refuseHello(CodeUnauthenticated, fmt.Sprintf("no hello within %s", c.s.cfg.HandshakeTimeout))
 		}
 	})
 	c.lastHeard.Store(time.Now().UnixNano())
@@ -318,8 +316,7 @@ func (c *conn) handleLoop() {
 				if err != nil {
 					reason = "the first frame must be hello; it is a " + err.Error()
 				}
-				c.s.metrics.authFailures.Inc()
-				c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: reason}, websocket.ClosePolicyViolation)
+				c.refuseHello(CodeUnauthenticated, reason)
 				continue
 			}
 			c.hello(&f)
@@ -344,16 +341,15 @@ func (c *conn) tooLarge(ref string) {
 func (c *conn) hello(f *clientFrame) bool {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
-		c.s.metrics.authFailures.Inc()
 		code := CodeUnauthenticated
 		if errors.Is(err, ErrTokenExpired) {
 			code = CodeTokenExpired
 		}
-		c.shutdown(&byeFrame{Type: "bye", Code: code, Reason: err.Error()}, websocket.ClosePolicyViolation)
+		c.refuseHello(code, err.Error())
 		return false
 	}
 	if reason := checkSession(f.Session); reason != "" {
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeUnauthenticated, Reason: reason}, websocket.ClosePolicyViolation)
+		c.refuseHello(CodeUnauthenticated, reason)
 		return false
 	}
 	session := f.Session
@@ -378,6 +374,14 @@ func (c *conn) hello(f *clientFrame) bool {
 		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame, KeyRetentionMS: c.s.cfg.KeyRetention.Milliseconds()})
 	c.schedulePing()
 	return true
+}
+
+// refuseHello ends a connection that did not authenticate: bye with code and reason, counted and
+// logged as a refused connection.
+func (c *conn) refuseHello(code, reason string) {
+	c.s.metrics.authFailures.Inc()
+	c.s.refusedConnection(code, "conn", c.id, "remote", c.cc.RemoteAddr().String(), "reason", reason)
+	c.shutdown(&byeFrame{Type: "bye", Code: code, Reason: reason}, websocket.ClosePolicyViolation)
 }
 
 // checkSession says what is wrong with a hello's session id, or "".

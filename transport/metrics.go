@@ -21,6 +21,8 @@ type Metrics struct {
 	slowConsumers prometheus.Counter
 	authFailures  prometheus.Counter
 	badFrames     prometheus.Counter
+	refusedConns  *prometheus.CounterVec
+	errorReplies  *prometheus.CounterVec
 }
 
 func NewMetrics() *Metrics {
@@ -58,9 +60,15 @@ func NewMetrics() *Metrics {
 		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomlog_bad_frames_total", Help: "Client frames refused as malformed or too large.",
 		}),
+		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlog_refused_connections_total", Help: "WebSocket connections refused, by reason (unauthenticated, token_expired, origin, upgrade, shutting_down).",
+		}, []string{"reason"}),
+		errorReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlog_error_replies_total", Help: "Client frames answered with an error frame, by code.",
+		}, []string{"code"}),
 	}
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
-		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames,
+		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -88,6 +88,7 @@ type Server struct {
 	auth     *Verifier
 	metrics  *Metrics
 	logger   *slog.Logger
+	refusals *refusalLog
 	upgrader websocket.Upgrader
 	mux      *http.ServeMux
 
@@ -158,6 +159,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,
+		refusals: newRefusalLog(cfg.Logger),
 		conns: map[*conn]struct{}{},
 	}
 	s.upgrader = websocket.Upgrader{
@@ -260,14 +262,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
+		s.refusedConnection("shutting_down", "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w, stall: s.cfg.StallTimeout}
 	ws, err := s.upgrader.Upgrade(hw, r, nil)
-	if err != nil {
-		return // the upgrader has answered (403 for a refused origin)
+	if err != nil { // the upgrader has answered (403 for a refused origin)
+		reason := "upgrade"
+		if !s.checkOrigin(r) {
+			reason = "origin"
+		}
+		s.refusedConnection(reason, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		return
 	}
 	// gorilla did the opening handshake; frames are read (inbound.go) and written (corkConn)
 	// here, so its Conn and the buffers it holds are dropped now.
