@@ -429,7 +429,7 @@ func TestHonoursReconnectMS(t *testing.T) {
 }
 
 // waitAck waits until the server has recorded the session's cursor for room at want.
-func waitAck(t *testing.T, l eventlog.Log, user, session, room, want string) {
+func waitAck(t *testing.T, l eventlog.Cursors, user, session, room, want string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

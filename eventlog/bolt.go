@@ -116,8 +116,7 @@ type BoltLog struct {
 	ops    chan *writeOp
 	done   chan struct{} // closed when the writer has exited
 
-	watchMu sync.Mutex
-	watches map[string]map[*Watch]struct{}
+	watches watchers
 
 	// Owned by the writer goroutine.
 	failures int // failed commits in a row
@@ -145,13 +144,12 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		return nil, err
 	}
 	l := &BoltLog{
-		mark:    newDurableMark(^uint64(0)), // until init is done, below
-		db:      db,
-		path:    path,
-		opts:    opts,
-		watches: make(map[string]map[*Watch]struct{}),
-		done:    make(chan struct{}),
-		ids:     idSource{now: opts.Now},
+		mark: newDurableMark(^uint64(0)), // until init is done, below
+		db:   db,
+		path: path,
+		opts: opts,
+		done: make(chan struct{}),
+		ids:  idSource{now: opts.Now},
 	}
 	if err := l.load(); err != nil {
 		db.Close()
@@ -308,14 +306,7 @@ func (l *BoltLog) Close() error {
 	}
 	l.mu.Unlock()
 	<-l.done
-	l.watchMu.Lock()
-	for _, ws := range l.watches {
-		for w := range ws {
-			close(w.c)
-		}
-	}
-	l.watches = map[string]map[*Watch]struct{}{}
-	l.watchMu.Unlock()
+	l.watches.closeAll()
 	l.headroom.close()
 	l.state.Lock()
 	defer l.state.Unlock()
@@ -328,43 +319,10 @@ func (l *BoltLog) Close() error {
 }
 
 // Watch implements Log.
-func (l *BoltLog) Watch(room string) *Watch {
-	w := NewWatch(room, l.unwatch)
-	l.watchMu.Lock()
-	defer l.watchMu.Unlock()
-	ws := l.watches[room]
-	if ws == nil {
-		ws = make(map[*Watch]struct{})
-		l.watches[room] = ws
-	}
-	ws[w] = struct{}{}
-	return w
-}
-
-func (l *BoltLog) unwatch(w *Watch) {
-	l.watchMu.Lock()
-	defer l.watchMu.Unlock()
-	if ws := l.watches[w.room]; ws != nil {
-		delete(ws, w)
-		if len(ws) == 0 {
-			delete(l.watches, w.room)
-		}
-	}
-}
+func (l *BoltLog) Watch(room string) *Watch { return l.watches.add(room) }
 
 // notify wakes the watchers of the rooms in touched and of all rooms.
-func (l *BoltLog) notify(touched []string) {
-	l.watchMu.Lock()
-	defer l.watchMu.Unlock()
-	for _, room := range touched {
-		for w := range l.watches[room] {
-			w.Notify()
-		}
-	}
-	for w := range l.watches[""] {
-		w.Notify()
-	}
-}
+func (l *BoltLog) notify(touched []string) { l.watches.notify(touched) }
 
 func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
 	return tx.Bucket(bucketRooms).Bucket([]byte(room))

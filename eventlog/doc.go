@@ -1,8 +1,11 @@
 // Package eventlog owns roomlog's durable, ordered, tamper-evident event log.
 //
 // Everything a room ever sees (messages, joins, leaves, presence changes) is an Event appended to
-// a Log under an ID (a ULID) that the log assigns. The Log interface is what the rest of roomlog
-// programs against; this package also holds the embedded backend (Open, on one bbolt file) and,
+// a Log under an ID (a ULID) that the log assigns. The storage roles are small interfaces the
+// rest of roomlog programs against: Log (append, read, head, watch), Cursors (client acks),
+// SessionIndex (who the log says is joined), and the optional abilities Auditor (rooms, scan,
+// verify) and HealthChecker. This package also holds two backends, the embedded one (Open, on
+// one bbolt file) and an in-memory one (NewMemLog, for tests and for code above the log), and,
 // in package logtest, the conformance suite every backend must pass.
 //
 // # Promises every backend keeps

@@ -188,12 +188,4 @@ func lastTxID(db *bolt.DB) (uint64, error) {
 }
 
 // notifyAll wakes every watcher.
-func (l *BoltLog) notifyAll() {
-	l.watchMu.Lock()
-	defer l.watchMu.Unlock()
-	for _, ws := range l.watches {
-		for w := range ws {
-			w.Notify()
-		}
-	}
-}
+func (l *BoltLog) notifyAll() { l.watches.notifyAll() }

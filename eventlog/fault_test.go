@@ -69,7 +69,7 @@ func keysOf(evs []eventlog.Event) map[string]int {
 	return m
 }
 
-func mustVerify(t *testing.T, l eventlog.Log) {
+func mustVerify(t *testing.T, l eventlog.Auditor) {
 	t.Helper()
 	rep, err := l.Verify(context.Background(), "")
 	if err != nil || rep.Broken != nil {

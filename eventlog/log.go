@@ -7,8 +7,14 @@ import (
 	"time"
 )
 
-// Log is a durable, ordered, tamper-evident event log partitioned into rooms. The embedded
-// backend is Open; every backend passes the conformance suite in package logtest.
+// The storage roles, as small interfaces (hashicorp/raft keeps its LogStore apart from its
+// StableStore the same way): Log is the event log itself, which every backend is; Cursors and
+// SessionIndex keep what the server records about clients; Auditor and HealthChecker are
+// abilities a backend may add, found by type assertion. BoltLog (the file, Open) and MemLog
+// (memory, NewMemLog) are all five; every backend passes the conformance suite in package
+// logtest for the roles it has.
+
+// Log is a durable, ordered, tamper-evident event log partitioned into rooms.
 //
 // All methods are safe for concurrent use. Events returned by reads share memory with each other;
 // treat them as read-only.
@@ -51,6 +57,31 @@ type Log interface {
 	// cursor, and waits again, and so never misses an event.
 	Watch(room string) *Watch
 
+	// Close waits for queued appends to finish and releases the log. Appends after Close fail
+	// with ErrClosed.
+	Close() error
+}
+
+// Cursors keeps each client session's receipt cursor per room (the protocol's client ack), from
+// which a session that lost its own state resumes.
+type Cursors interface {
+	// SetAck records that user's session has received room up to id. Only an id greater than the
+	// recorded one moves the cursor. It returns once the cursor is durable.
+	SetAck(ctx context.Context, user, session, room string, id ID) error
+
+	// Ack returns the cursor recorded by SetAck, or the zero ID.
+	Ack(ctx context.Context, user, session, room string) (ID, error)
+}
+
+// SessionIndex lists the sessions a log's join and leave events leave joined.
+type SessionIndex interface {
+	// Sessions calls fn for every session that joined a room and has not left it, as recorded by
+	// the log's join and leave events: after a crash, these are the sessions to close.
+	Sessions(ctx context.Context, fn func(Session) error) error
+}
+
+// Auditor reads the whole log for auditors: listings, scans across rooms, chain verification.
+type Auditor interface {
 	// Rooms calls fn for every room with at least one event, in name order, until fn returns
 	// an error (which Rooms returns).
 	Rooms(ctx context.Context, fn func(RoomInfo) error) error
@@ -58,27 +89,13 @@ type Log interface {
 	// Scan calls fn for every event that matches f, across rooms in id order, until fn returns
 	// an error (which Scan returns). It sees the log as it was when it started: events committed
 	// later are left for the next Scan, which can start after the last id this one returned
-	// without missing any. Memory stays flat however large the log.
+	// without missing any.
 	Scan(ctx context.Context, f ScanFilter, fn func(Event) error) error
 
-	// Verify recomputes the hash chain of room (every room when room is "") and reports the
-	// first broken link in the returned report; err is for failures to read.
+	// Verify recomputes the hash chain of room (every room when room is "") and checks it
+	// against anchors; it reports the first broken link in the returned report; err is for
+	// failures to read.
 	Verify(ctx context.Context, room string, anchors ...Anchor) (VerifyReport, error)
-
-	// SetAck records that user's session has received room up to id. Only an id greater than the
-	// recorded one moves the cursor. It returns once the cursor is durable.
-	SetAck(ctx context.Context, user, session, room string, id ID) error
-
-	// Ack returns the cursor recorded by SetAck, or the zero ID.
-	Ack(ctx context.Context, user, session, room string) (ID, error)
-
-	// Sessions calls fn for every session that joined a room and has not left it, as recorded by
-	// the log's join and leave events: after a crash, these are the sessions to close.
-	Sessions(ctx context.Context, fn func(Session) error) error
-
-	// Close waits for queued appends to finish and releases the log. Appends after Close fail
-	// with ErrClosed.
-	Close() error
 }
 
 // HealthChecker is implemented by backends that can stop taking appends, as the embedded one does

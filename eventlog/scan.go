@@ -5,7 +5,6 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,6 +41,19 @@ func (f *ScanFilter) MatchesRoom(room string) bool {
 	return false
 }
 
+// check validates the filter's room patterns and limit.
+func (f *ScanFilter) check() error {
+	for _, p := range f.Rooms {
+		if err := ValidPattern(p); err != nil {
+			return fmt.Errorf("eventlog: scan: %w", err)
+		}
+	}
+	if f.Limit < 0 {
+		return fmt.Errorf("eventlog: scan: %w: %d", ErrBadLimit, f.Limit)
+	}
+	return nil
+}
+
 // roomCursor is one room's position in the merge: next is the id of its next unread event.
 type roomCursor struct {
 	room string
@@ -64,13 +76,8 @@ func (h *cursorHeap) Pop() any {
 // Scan implements Log. It merges the matching rooms by id with a heap holding one cursor per
 // room, so memory grows with the number of rooms, not events.
 func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) error {
-	for _, p := range f.Rooms {
-		if err := ValidRoom(strings.TrimSuffix(p, "*")); err != nil && p != "*" {
-			return fmt.Errorf("eventlog: scan: %w", err)
-		}
-	}
-	if f.Limit < 0 {
-		return fmt.Errorf("eventlog: scan: %w: %d", ErrBadLimit, f.Limit)
+	if err := f.check(); err != nil {
+		return err
 	}
 	var h cursorHeap
 	err := l.view(ctx, func(tx *bolt.Tx) error {

@@ -20,12 +20,7 @@ const verifyChunk = 4096
 func (l *BoltLog) Verify(ctx context.Context, room string, anchors ...Anchor) (VerifyReport, error) {
 	var rep VerifyReport
 	var names []string
-	byRoom := map[string][]Anchor{}
-	for _, a := range anchors {
-		if room == "" || a.Room == room {
-			byRoom[a.Room] = append(byRoom[a.Room], a)
-		}
-	}
+	byRoom := anchorsByRoom(room, anchors)
 	if room != "" {
 		if err := ValidRoom(room); err != nil {
 			return rep, fmt.Errorf("eventlog: verify: %w", err)
@@ -53,19 +48,67 @@ func (l *BoltLog) Verify(ctx context.Context, room string, anchors ...Anchor) (V
 			return rep, err
 		}
 	}
-	for name, as := range byRoom {
-		a := as[0]
-		rep.Broken = &Break{Room: name, ID: a.ID, Reason: fmt.Sprintf("anchored at event %d (%s), but the room is not in the log: it was removed", a.Count, a.ID)}
-		return rep, nil
-	}
+	rep.Broken = anchoredRoomsMissing(byRoom)
 	return rep, nil
 }
 
-func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
-	at := make(map[uint64]Anchor, len(anchors)) // by position in the room, 1-based
+// anchorsByRoom groups the anchors of room (of every room when room is "").
+func anchorsByRoom(room string, anchors []Anchor) map[string][]Anchor {
+	byRoom := map[string][]Anchor{}
+	for _, a := range anchors {
+		if room == "" || a.Room == room {
+			byRoom[a.Room] = append(byRoom[a.Room], a)
+		}
+	}
+	return byRoom
+}
+
+// anchorsAt indexes one room's anchors by their position in the room (1-based).
+func anchorsAt(anchors []Anchor) map[uint64]Anchor {
+	at := make(map[uint64]Anchor, len(anchors))
 	for _, a := range anchors {
 		at[a.Count] = a
 	}
+	return at
+}
+
+// checkAnchor checks the room's event number count (id, hash) against its anchor, if any, and
+// takes that anchor off at.
+func checkAnchor(room string, at map[uint64]Anchor, count uint64, id ID, hash [32]byte) *Break {
+	a, ok := at[count]
+	if !ok {
+		return nil
+	}
+	delete(at, count)
+	if a.ID != id || a.Hash != hash {
+		return &Break{Room: room, ID: id, Reason: fmt.Sprintf("event %d of the room is %s with hash %x, but the anchor names %s with hash %x: the room was rewritten", count, id, hash[:6], a.ID, a.Hash[:6])}
+	}
+	return nil
+}
+
+// anchorsPast reports an anchor left in at once the room's count events are checked: the room no
+// longer reaches it.
+func anchorsPast(room string, at map[uint64]Anchor, count uint64) *Break {
+	for _, a := range at {
+		return &Break{Room: room, ID: a.ID, Reason: fmt.Sprintf("the room has %d events, but the anchor names event %d (%s): events were cut from its end", count, a.Count, a.ID)}
+	}
+	return nil
+}
+
+// anchoredRoomsMissing reports an anchored room the log does not have.
+func anchoredRoomsMissing(byRoom map[string][]Anchor) *Break {
+	for name, as := range byRoom {
+		if len(as) == 0 {
+			continue
+		}
+		a := as[0]
+		return &Break{Room: name, ID: a.ID, Reason: fmt.Sprintf("anchored at event %d (%s), but the room is not in the log: it was removed", a.Count, a.ID)}
+	}
+	return nil
+}
+
+func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
+	at := anchorsAt(anchors)
 	var (
 		prev  [32]byte // hash of the previous event; zero before the first
 		last  ID
@@ -145,12 +188,8 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 				}
 				prev, last = ev.Hash, id
 				count++
-				if a, ok := at[count]; ok {
-					if a.ID != id || a.Hash != ev.Hash {
-						broken(id, "event %d of the room is %s with hash %x, but the anchor names %s with hash %x: the room was rewritten", count, id, ev.Hash[:6], a.ID, a.Hash[:6])
-						return nil
-					}
-					delete(at, count)
+				if brk = checkAnchor(room, at, count, id, ev.Hash); brk != nil {
+					return nil
 				}
 				// Appends during a long walk move the head on; check the head entry as read at
 				// the start against the event it named then.
@@ -173,10 +212,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 		}
 	}
 	if brk == nil && head == nil {
-		for _, a := range at {
-			broken(a.ID, "anchored at event %d (%s), but the room is not in the log: it was removed", a.Count, a.ID)
-			break
-		}
+		brk = anchoredRoomsMissing(map[string][]Anchor{room: anchors})
 	}
 	if brk != nil || head == nil {
 		return brk, nil
@@ -185,8 +221,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 		broken(last, "room head says %d events, found %d: events were removed", head.Count, count)
 		return brk, nil
 	}
-	for _, a := range at { // anchors past the room's last event
-		broken(a.ID, "the room has %d events, but the anchor names event %d (%s): events were cut from its end", count, a.Count, a.ID)
+	if brk = anchorsPast(room, at, count); brk != nil {
 		return brk, nil
 	}
 	rep.Events += count

@@ -49,6 +49,23 @@ func (l *BoltLog) AppendAsync(req AppendRequest) *Pending {
 
 // SetAck implements Log.
 func (l *BoltLog) SetAck(ctx context.Context, user, session, room string, id ID) error {
+	if err := checkAck(user, session, room, id); err != nil {
+		return err
+	}
+	op := &writeOp{ack: &ackRequest{user, session, room, id}, ackDone: make(chan error, 1)}
+	if err := l.enqueue(op); err != nil {
+		return err
+	}
+	select {
+	case err := <-op.ackDone:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// checkAck validates a SetAck.
+func checkAck(user, session, room string, id ID) error {
 	if err := ValidRoom(room); err != nil {
 		return fmt.Errorf("eventlog: ack: %w", err)
 	}
@@ -61,16 +78,7 @@ func (l *BoltLog) SetAck(ctx context.Context, user, session, room string, id ID)
 	if id.IsZero() {
 		return fmt.Errorf("eventlog: ack: %w: the zero id acknowledges nothing", ErrBadCursor)
 	}
-	op := &writeOp{ack: &ackRequest{user, session, room, id}, ackDone: make(chan error, 1)}
-	if err := l.enqueue(op); err != nil {
-		return err
-	}
-	select {
-	case err := <-op.ackDone:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 func (l *BoltLog) enqueue(op *writeOp) error {

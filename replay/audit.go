@@ -29,7 +29,7 @@ func ParseFilter(a FilterArgs) (eventlog.ScanFilter, error) {
 			if p == "" {
 				continue
 			}
-			if err := eventlog.ValidRoom(strings.TrimSuffix(p, "*")); err != nil && p != "*" {
+			if err := eventlog.ValidPattern(p); err != nil {
 				return f, fmt.Errorf("room: %w", err)
 			}
 			f.Rooms = append(f.Rooms, p)
@@ -77,10 +77,16 @@ func ParseBound(s string) (eventlog.ID, error) {
 	return id, nil
 }
 
+// AuditSource is what Audit reads: a log it can scan, and watch to follow.
+type AuditSource interface {
+	eventlog.Auditor
+	Watch(room string) *eventlog.Watch
+}
+
 // Audit calls emit for every event matching f across rooms in id order, calling flush after each
 // pass over the log. With follow it then waits for new events and goes on until ctx ends; every
 // event is emitted once, none is skipped (each pass is a snapshot that the next one continues).
-func Audit(ctx context.Context, log eventlog.Log, f eventlog.ScanFilter, follow bool, emit func(*eventlog.Event) error, flush func() error) error {
+func Audit(ctx context.Context, log AuditSource, f eventlog.ScanFilter, follow bool, emit func(*eventlog.Event) error, flush func() error) error {
 	var w *eventlog.Watch
 	if follow {
 		w = log.Watch("")

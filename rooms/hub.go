@@ -313,10 +313,15 @@ func (h *Hub) Online() map[string]int {
 }
 
 // CloseOrphans appends a leave event for every session the log still records as a member: at
-// start-up, these are left over from a crash (nobody is connected yet). It returns how many.
+// start-up, these are left over from a crash (nobody is connected yet). It returns how many. A
+// log that is not an eventlog.SessionIndex has none to close.
 func (h *Hub) CloseOrphans(ctx context.Context) (int, error) {
+	index, ok := h.log.(eventlog.SessionIndex)
+	if !ok {
+		return 0, nil
+	}
 	var orphans []eventlog.Session
-	if err := h.log.Sessions(ctx, func(s eventlog.Session) error {
+	if err := index.Sessions(ctx, func(s eventlog.Session) error {
 		orphans = append(orphans, s)
 		return nil
 	}); err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,11 +20,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func openLog(t *testing.T) *eventlog.BoltLog {
-	l, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+// openLog returns an in-memory log: the hub's logic is tested here, the file's in eventlog.
+func openLog(t *testing.T) *eventlog.MemLog {
+	l := eventlog.NewMemLog(eventlog.Options{})
 	t.Cleanup(func() { l.Close() })
 	return l
 }

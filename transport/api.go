@@ -58,10 +58,14 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
+	auditor := s.auditor(w)
+	if auditor == nil {
+		return
+	}
 	online := s.hub.Online()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
-	err := s.log.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
+	err := auditor.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
 		return enc.Encode(RoomListing{Room: ri.Name, Events: ri.Count, First: ri.First.String(), Last: ri.Last.String(),
 			Hash: hex.EncodeToString(ri.Hash[:]), Members: online[ri.Name]})
 	})
@@ -100,6 +104,10 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
+	auditor := s.auditor(w)
+	if auditor == nil {
+		return
+	}
 	var anchors []eventlog.Anchor
 	if r.Method == http.MethodPost { // the body is anchors, as roomlog heads prints them
 		var err error
@@ -108,7 +116,7 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rep, err := s.log.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
+	rep, err := auditor.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
 	if errors.Is(err, eventlog.ErrBadRoom) {
 		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
 		return
@@ -118,6 +126,17 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, NewVerifyResult(rep))
+}
+
+// auditor is the log's audit reader, or nil when its backend has none (and then it has answered
+// 501).
+func (s *Server) auditor(w http.ResponseWriter) eventlog.Auditor {
+	a, ok := s.log.(eventlog.Auditor)
+	if !ok {
+		writeAPIError(w, http.StatusNotImplemented, CodeInternal, "this log backend has no audit reader")
+		return nil
+	}
+	return a
 }
 
 // apiBackup streams a consistent copy of the data file, taken in one read transaction while the
@@ -318,6 +337,11 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusForbidden, CodeForbidden, "the audit stream needs an admin token")
 		return
 	}
+	source, ok := s.log.(replay.AuditSource)
+	if !ok {
+		s.auditor(w) // answers that there is none
+		return
+	}
 	q := r.URL.Query()
 	f, err := replay.ParseFilter(replay.FilterArgs{
 		Rooms: q["room"], User: q.Get("user"), Kind: q.Get("kind"),
@@ -332,7 +356,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	flusher := http.NewResponseController(w)
-	err = replay.Audit(r.Context(), s.log, f, follow, func(e *eventlog.Event) error {
+	err = replay.Audit(r.Context(), source, f, follow, func(e *eventlog.Event) error {
 		b := jsonCodec.appendEvent(bw.AvailableBuffer(), e)
 		_, err := bw.Write(append(b, '\n'))
 		return err

@@ -102,7 +102,7 @@ func (c *conn) join(f *clientFrame) {
 	log := c.s.log
 	var resumedFrom eventlog.ID
 	if after == nil {
-		recorded, err := log.Ack(ctx, c.user, c.session, f.Room)
+		recorded, err := c.s.cfg.Cursors.Ack(ctx, c.user, c.session, f.Room)
 		if err != nil {
 			c.internal(f.Ref, "join", err)
 			return
@@ -436,7 +436,7 @@ func (c *conn) recordAcks() {
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		for room, id := range acks {
-			if err := c.s.log.SetAck(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
+			if err := c.s.cfg.Cursors.SetAck(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
 				c.s.logger.Warn("cannot record ack", "room", room, "user", c.user, "err", err)
 			}
 		}

@@ -435,7 +435,7 @@ func TestCursorPastTheHead(t *testing.T) {
 	future := eventlog.MinIDAt(time.Now().Add(24 * time.Hour)).String()
 
 	c.send(frame{"type": "ack", "ref": "a", "room": "doc:1", "id": future})
-	if e := c.expectError("bad_frame"); !strings.Contains(e.str("message"), "past the head") {
+	if e := c.answer("error"); e.str("code") != "bad_frame" || !strings.Contains(e.str("message"), "past the head") {
 		t.Fatalf("ack past the head: %v", e)
 	}
 	if got, _ := ts.log.Ack(context.Background(), "alice", "phone", "doc:1"); !got.IsZero() {

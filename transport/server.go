@@ -36,6 +36,9 @@ const (
 type Config struct {
 	Hub  *rooms.Hub
 	Auth *Verifier
+	// Cursors records the clients' acks (resume points). Default: the hub's log, which must then
+	// be an eventlog.Cursors.
+	Cursors eventlog.Cursors
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
 	// allows any. A request from the server's own host is always allowed, and so is one without
@@ -157,10 +160,17 @@ func New(cfg Config) (*Server, error) {
 	if err := CheckOrigins(cfg.AllowedOrigins); err != nil {
 		return nil, err
 	}
+	if cfg.Cursors == nil {
+		c, ok := cfg.Hub.Log().(eventlog.Cursors)
+		if !ok {
+			return nil, errors.New("transport: the hub's log keeps no client cursors (eventlog.Cursors): set Config.Cursors")
+		}
+		cfg.Cursors = c
+	}
 	s := &Server{
 		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,
 		refusals: newRefusalLog(cfg.Logger),
-		conns: map[*conn]struct{}{},
+		conns:    map[*conn]struct{}{},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
