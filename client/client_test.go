@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/client"
+	"github.com/roomlog/roomlog/client/filestore"
 	"github.com/roomlog/roomlog/eventlog"
 )
 
@@ -339,7 +340,7 @@ func TestFileStoreSurvivesRestart(t *testing.T) {
 	s := startInProc(t)
 	px := startProxy(t, s.addr)
 	storePath := filepath.Join(t.TempDir(), "app.db")
-	store, err := client.OpenFileStore(storePath)
+	store, err := filestore.Open(storePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestFileStoreSurvivesRestart(t *testing.T) {
 
 	// The app starts again with the same store; the network is back.
 	px.setTarget(s.addr)
-	store, err = client.OpenFileStore(storePath)
+	store, err = filestore.Open(storePath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // returns once the server has acked it durably, or with a permanent error (forbidden, conflict,
 // bad_frame, bad_room). Until then the publish stays in the outbox under an idempotency key and is
 // resent after every reconnect, so it appears exactly once; it also survives a restart of the
-// application with a FileStore. Publishes to one room are acked in the order they were made.
+// application with a file store (package filestore). Publishes to one room are acked in the order they were made.
 //
 // When ctx ends first, Publish returns ctx's error but the publish stays queued.
 func (c *Client) Publish(ctx context.Context, room, kind string, body any) (Ack, error) {

@@ -2,12 +2,8 @@ package client
 
 import (
 	"encoding/json"
-	"fmt"
 	"sort"
 	"sync"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Outgoing is a publish that has not been acked yet.
@@ -86,81 +82,3 @@ func (m *MemoryStore) Outgoing() ([]Outgoing, error) {
 }
 
 func (m *MemoryStore) Close() error { return nil }
-
-// FileStore keeps cursors and the outbox in a bbolt file, so that a restarted application resumes
-// where it left off and loses no unsent message. Every change is fsynced before it returns.
-type FileStore struct{ db *bolt.DB }
-
-var (
-	bucketCursors = []byte("cursors")
-	bucketOutbox  = []byte("outbox")
-)
-
-// OpenFileStore opens (creating it if needed) the store at path.
-func OpenFileStore(path string) (*FileStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("client: open store %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketCursors, bucketOutbox} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("client: open store %s: %w", path, err)
-	}
-	return &FileStore{db: db}, nil
-}
-
-func (f *FileStore) Cursor(room string) (string, error) {
-	var id string
-	err := f.db.View(func(tx *bolt.Tx) error {
-		id = string(tx.Bucket(bucketCursors).Get([]byte(room)))
-		return nil
-	})
-	return id, err
-}
-
-func (f *FileStore) SetCursor(room, id string) error {
-	return f.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCursors)
-		if cur := string(b.Get([]byte(room))); id <= cur {
-			return nil
-		}
-		return b.Put([]byte(room), []byte(id))
-	})
-}
-
-func (f *FileStore) AddOutgoing(o Outgoing) error {
-	v, err := json.Marshal(o)
-	if err != nil {
-		return err
-	}
-	return f.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOutbox).Put([]byte(o.Key), v) })
-}
-
-func (f *FileStore) RemoveOutgoing(key string) error {
-	return f.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOutbox).Delete([]byte(key)) })
-}
-
-func (f *FileStore) Outgoing() ([]Outgoing, error) {
-	var out []Outgoing
-	err := f.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
-			var o Outgoing
-			if err := json.Unmarshal(v, &o); err != nil {
-				return fmt.Errorf("client: outbox entry %s: %w", k, err)
-			}
-			out = append(out, o)
-			return nil
-		})
-	})
-	return out, err
-}
-
-func (f *FileStore) Close() error { return f.db.Close() }

@@ -479,7 +479,7 @@ func TestHeadsAnchorTheTail(t *testing.T) {
 		b := tx.Bucket([]byte("rooms")).Bucket([]byte("doc:a"))
 		c := b.Cursor()
 		var ids [][]byte
-		for k, _ := c.Seek(cut[0].ID[:]); k != nil && len(k) == 16; k, _ = c.Next() {
+		for k, _ := c.Seek(cut[0].ID[:]); len(k) == 16; k, _ = c.Next() {
 			ids = append(ids, bytes.Clone(k))
 		}
 		for _, k := range ids {
