@@ -26,7 +26,7 @@ type MemLog struct {
 	ids      idSource
 	rooms    map[string]*memRoom
 	keys     map[string]ID // idempotencyKey → the event first appended with it
-	acks     map[string]ID // sessionKey → cursor
+	acks     map[string]ID // ackKey → cursor
 	sessions map[string]Session
 
 	watches watchers
@@ -259,7 +259,7 @@ func (l *MemLog) SetAck(ctx context.Context, user, session, room string, id ID) 
 	if l.closed {
 		return ErrClosed
 	}
-	k := string(sessionKey(user, session, room))
+	k := string(ackKey(user, session, room))
 	if id.Compare(l.acks[k]) > 0 {
 		l.acks[k] = id
 	}
@@ -273,7 +273,7 @@ func (l *MemLog) Ack(ctx context.Context, user, session, room string) (ID, error
 	if l.closed {
 		return ID{}, ErrClosed
 	}
-	return l.acks[string(sessionKey(user, session, room))], nil
+	return l.acks[string(ackKey(user, session, room))], nil
 }
 
 // Sessions implements SessionIndex.

@@ -223,7 +223,7 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
 	var id ID
 	err := l.view(ctx, func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketAcks).Get(sessionKey(user, session, room)); len(v) == 16 {
+		if v := tx.Bucket(bucketAcks).Get(ackKey(user, session, room)); len(v) == 16 {
 			copy(id[:], v)
 		}
 		return nil

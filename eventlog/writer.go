@@ -369,7 +369,7 @@ func (l *BoltLog) applyAppend(b *batch, op *writeOp) error {
 }
 
 func (l *BoltLog) applyAck(b *batch, a *ackRequest) error {
-	k := sessionKey(a.user, a.session, a.room)
+	k := ackKey(a.user, a.session, a.room)
 	acks := b.tx.Bucket(bucketAcks)
 	if cur := acks.Get(k); len(cur) == 16 && bytes.Compare(a.id[:], cur) <= 0 {
 		return nil
@@ -377,7 +377,8 @@ func (l *BoltLog) applyAck(b *batch, a *ackRequest) error {
 	return acks.Put(k, a.id[:])
 }
 
-func sessionKey(user, session, room string) []byte {
+// ackKey is the key of a session's cursor in a room (the acks bucket).
+func ackKey(user, session, room string) []byte {
 	k := make([]byte, 0, len(user)+len(session)+len(room)+2)
 	k = append(k, user...)
 	k = append(k, 0)

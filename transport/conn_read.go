@@ -337,8 +337,8 @@ func (c *conn) tooLarge(ref string) {
 	c.shutdown(nil, websocket.CloseMessageTooBig)
 }
 
-// hello authenticates the connection; false means it was refused.
-func (c *conn) hello(f *clientFrame) bool {
+// hello authenticates the connection, or refuses it with bye.
+func (c *conn) hello(f *clientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
 		code := CodeUnauthenticated
@@ -346,11 +346,11 @@ func (c *conn) hello(f *clientFrame) bool {
 			code = CodeTokenExpired
 		}
 		c.refuseHello(code, err.Error())
-		return false
+		return
 	}
 	if reason := checkSession(f.Session); reason != "" {
 		c.refuseHello(CodeUnauthenticated, reason)
-		return false
+		return
 	}
 	session := f.Session
 	if session == "" {
@@ -360,7 +360,7 @@ func (c *conn) hello(f *clientFrame) bool {
 	c.mu.Lock()
 	if c.closing != nil || c.closed {
 		c.mu.Unlock()
-		return false // the handshake timed out meanwhile (a slow JWKS fetch)
+		return // the handshake timed out meanwhile (a slow JWKS fetch)
 	}
 	c.grants = claims.Grants()
 	c.welcomed = true
@@ -373,7 +373,6 @@ func (c *conn) hello(f *clientFrame) bool {
 	c.reply(&welcomeFrame{Type: "welcome", Conn: c.id, User: c.user, Session: c.session,
 		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame, KeyRetentionMS: c.s.cfg.KeyRetention.Milliseconds()})
 	c.schedulePing()
-	return true
 }
 
 // refuseHello ends a connection that did not authenticate: bye with code and reason, counted and
