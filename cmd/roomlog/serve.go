@@ -189,10 +189,10 @@ func serve(args []string) int {
 		return fail("%v", err)
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *f.data, "version", version)
 	if devMode {
 		announceDevMode(logger, auth.Secret, f.devSecretPath())
 	}
+	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *f.data, "version", version)
 	if *f.debugAddr != "" {
 		closeDebug, err := startDebugListener(*f.debugAddr, logger)
 		if err != nil {
