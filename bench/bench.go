@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
@@ -61,7 +62,7 @@ func Remote(url, secret string) (*Target, error) {
 func signer(secret string) func(sub string) func(context.Context) (string, error) {
 	return func(sub string) func(context.Context) (string, error) {
 		return func(context.Context) (string, error) {
-			return transport.NewToken([]byte(secret), transport.TokenSpec{Subject: sub, Rooms: []string{"*"}, TTL: time.Hour})
+			return auth.NewToken([]byte(secret), auth.TokenSpec{Subject: sub, Rooms: []string{"*"}, TTL: time.Hour})
 		}
 	}
 }
@@ -94,7 +95,7 @@ func InProcess() (*Target, error) {
 		return nil, err
 	}
 	const secret = "roomlog-bench"
-	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(secret)})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	hub := rooms.NewHub(log, rooms.Options{Logger: quiet})
 	srv, err := transport.New(transport.Config{Hub: hub, Auth: v, PublishRate: -1, Logger: quiet})

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
@@ -58,7 +59,7 @@ func token(t testing.TB, sub string, rooms ...string) func(context.Context) (str
 
 func tokenTTL(t testing.TB, sub string, ttl time.Duration, rooms ...string) func(context.Context) (string, error) {
 	return func(context.Context) (string, error) {
-		return transport.NewToken([]byte(secret), transport.TokenSpec{Subject: sub, Rooms: rooms, TTL: ttl})
+		return auth.NewToken([]byte(secret), auth.TokenSpec{Subject: sub, Rooms: rooms, TTL: ttl})
 	}
 }
 
@@ -81,7 +82,7 @@ func startInProcWith(t *testing.T, keyRetention time.Duration) *inProcServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(secret)})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
 	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: -1, KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
 )
@@ -31,7 +32,7 @@ func (s *Server) routeAPI() {
 }
 
 // admin authenticates an admin token; nil means an error was written.
-func (s *Server) admin(w http.ResponseWriter, r *http.Request) *Claims {
+func (s *Server) admin(w http.ResponseWriter, r *http.Request) *auth.Claims {
 	claims := s.authenticate(w, r)
 	if claims == nil {
 		return nil
@@ -174,7 +175,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // authenticate verifies the request's bearer token; nil means an error was written.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Claims {
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *auth.Claims {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
 		s.metrics.authFailures.Inc()
@@ -186,7 +187,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Claims {
 	if err != nil {
 		s.metrics.authFailures.Inc()
 		code := CodeUnauthenticated
-		if errors.Is(err, ErrTokenExpired) {
+		if errors.Is(err, auth.ErrTokenExpired) {
 			code = CodeTokenExpired
 		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
@@ -198,7 +199,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Claims {
 
 // authenticateRoom authenticates the request and validates the {room} of its path; a nil claims
 // means an error was written.
-func (s *Server) authenticateRoom(w http.ResponseWriter, r *http.Request) (*Claims, string) {
+func (s *Server) authenticateRoom(w http.ResponseWriter, r *http.Request) (*auth.Claims, string) {
 	claims := s.authenticate(w, r)
 	if claims == nil {
 		return nil, ""

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -34,8 +35,8 @@ func httpDo(t *testing.T, method, url, tok, body string) (int, string) {
 func TestHTTPAPI(t *testing.T) {
 	ts := startServer(t, serverOpts{})
 	writer := token(t, "svc", []string{"doc:*"})
-	reader := token(t, "ro", nil, func(s *transport.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
-	admin := token(t, "auditor", nil, func(s *transport.TokenSpec) { s.Admin = true })
+	reader := token(t, "ro", nil, func(s *auth.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
+	admin := token(t, "auditor", nil, func(s *auth.TokenSpec) { s.Admin = true })
 	post := ts.url + "/v1/rooms/doc:1/events"
 
 	cases := []struct {

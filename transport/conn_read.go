@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 )
 
@@ -342,7 +343,7 @@ func (c *conn) hello(f *clientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
 		code := CodeUnauthenticated
-		if errors.Is(err, ErrTokenExpired) {
+		if errors.Is(err, auth.ErrTokenExpired) {
 			code = CodeTokenExpired
 		}
 		c.refuseHello(code, err.Error())

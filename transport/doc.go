@@ -1,5 +1,5 @@
 // Package transport owns the HTTP and WebSocket server: frame codecs (JSON, MessagePack), the
-// handshake and JWT verification, heartbeats, send queues and back-pressure, rate limits and the
+// handshake (tokens are checked by package auth), heartbeats, send queues and back-pressure, rate limits and the
 // HTTP API. It decides neither durability nor ordering.
 //
 // gorilla/websocket does the opening handshake; after it the package reads client frames itself

@@ -17,6 +17,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
@@ -73,7 +74,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	cfg.Metrics = metrics
 	if cfg.Auth == nil {
-		v, err := transport.NewVerifier(transport.AuthConfig{Secret: []byte(testSecret)})
+		v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,13 +113,13 @@ func (ts *testServer) stop() {
 
 func (ts *testServer) wsURL() string { return "ws" + strings.TrimPrefix(ts.url, "http") + "/v1/ws" }
 
-func token(t testing.TB, sub string, rooms []string, opts ...func(*transport.TokenSpec)) string {
+func token(t testing.TB, sub string, rooms []string, opts ...func(*auth.TokenSpec)) string {
 	t.Helper()
-	spec := transport.TokenSpec{Subject: sub, Rooms: rooms, TTL: time.Hour}
+	spec := auth.TokenSpec{Subject: sub, Rooms: rooms, TTL: time.Hour}
 	for _, o := range opts {
 		o(&spec)
 	}
-	tok, err := transport.NewToken([]byte(testSecret), spec)
+	tok, err := auth.NewToken([]byte(testSecret), spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -83,8 +84,8 @@ func TestHandshake(t *testing.T) {
 
 func TestAuthRefusals(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	expired, _ := transport.NewToken([]byte(testSecret), transport.TokenSpec{Subject: "alice", TTL: -time.Minute})
-	wrongKey, _ := transport.NewToken([]byte("another secret"), transport.TokenSpec{Subject: "alice", TTL: time.Hour})
+	expired, _ := auth.NewToken([]byte(testSecret), auth.TokenSpec{Subject: "alice", TTL: -time.Minute})
+	wrongKey, _ := auth.NewToken([]byte("another secret"), auth.TokenSpec{Subject: "alice", TTL: time.Hour})
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
 		SignedString(jwt.UnsafeAllowNoneSignatureType)
 	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString([]byte(testSecret))
@@ -220,7 +221,7 @@ func testErrorsChangeNothing(t *testing.T, subprotocol string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.hello(token(t, "alice", []string{"doc:*"}, func(s *transport.TokenSpec) { s.ReadRooms = []string{"news"} }), "s")
+	c.hello(token(t, "alice", []string{"doc:*"}, func(s *auth.TokenSpec) { s.ReadRooms = []string{"news"} }), "s")
 	c.join("doc:1", nil)
 	mt := websocket.TextMessage
 	truncated, notAMap := []byte(`{"type":"publish",`), []byte(`[1,2,3]`)
@@ -533,7 +534,7 @@ func TestHistoryIsBoundedInBytes(t *testing.T) {
 // is bounded in size and counted against the connection's rate limit.
 func TestPresenceIsBounded(t *testing.T) {
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: 5}})
-	reader := token(t, "ro", nil, func(s *transport.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
+	reader := token(t, "ro", nil, func(s *auth.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
 	c := connect(t, ts, reader, "s")
 	big := strings.Repeat("x", transport.MaxPresence)
 	c.send(frame{"type": "join", "ref": "j", "room": "doc:p", "presence": map[string]string{"name": big}})
@@ -592,8 +593,8 @@ func testRefresh(t *testing.T, sub string) {
 
 func TestTokenExpiryClosesWithBye(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	tok, _ := transport.NewToken([]byte(testSecret), transport.TokenSpec{Subject: "alice", TTL: 1500 * time.Millisecond})
-	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte(testSecret), Leeway: -1})
+	tok, _ := auth.NewToken([]byte(testSecret), auth.TokenSpec{Subject: "alice", TTL: 1500 * time.Millisecond})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(testSecret), Leeway: -1})
 	_ = v
 	c := connect(t, ts, tok, "s")
 	code, seen := c.expectClosed()

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 )
@@ -35,7 +36,7 @@ const (
 // defaults above.
 type Config struct {
 	Hub  *rooms.Hub
-	Auth *Verifier
+	Auth *auth.Verifier
 	// Cursors records the clients' acks (resume points). Default: the hub's log, which must then
 	// be an eventlog.Cursors.
 	Cursors eventlog.Cursors
@@ -88,7 +89,7 @@ type Server struct {
 	cfg      Config
 	hub      *rooms.Hub
 	log      eventlog.Log
-	auth     *Verifier
+	auth     *auth.Verifier
 	metrics  *Metrics
 	logger   *slog.Logger
 	refusals *refusalLog

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/auth"
 )
 
 // roomlog runs the command (this test binary as main) and returns its exit code and output.
@@ -115,7 +115,7 @@ func TestTokenCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("token: %d %s", code, stderr)
 	}
-	v, _ := transport.NewVerifier(transport.AuthConfig{Secret: []byte("s3cret")})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte("s3cret")})
 	c, err := v.Verify(strings.TrimSpace(stdout))
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestDevSecretSurvivesRestart(t *testing.T) {
 		t.Fatalf("the log does not say where the development secret is:\n%s", p.log())
 	}
 	secret, _ := os.ReadFile(path)
-	tok, err := transport.NewToken([]byte(strings.TrimSpace(string(secret))), transport.TokenSpec{Subject: "alice", TTL: time.Hour})
+	tok, err := auth.NewToken([]byte(strings.TrimSpace(string(secret))), auth.TokenSpec{Subject: "alice", TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,9 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
-	"github.com/roomlog/roomlog/transport"
 )
 
 // The tests run this test binary as the roomlog command: with ROOMLOG_RUN_MAIN set, TestMain runs
@@ -112,7 +112,7 @@ func (p *serverProc) log() string {
 }
 
 func crashToken(t testing.TB, sub string, admin bool) string {
-	tok, err := transport.NewToken([]byte(crashSecret), transport.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
+	tok, err := auth.NewToken([]byte(crashSecret), auth.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
@@ -71,25 +72,25 @@ func (f *serveFlags) check() error {
 	return transport.CheckOrigins(splitList(*f.origins))
 }
 
-// auth reads the token settings. Without any key it is development mode: the caller then loads
+// authConfig reads the token settings. Without any key it is development mode: the caller then loads
 // the development secret (devSecretPath).
-func (f *serveFlags) auth() (auth transport.AuthConfig, devMode bool, err error) {
-	auth = transport.AuthConfig{Secret: []byte(*f.secret), Issuer: *f.issuer, Audience: *f.audience}
+func (f *serveFlags) authConfig() (ac auth.Config, devMode bool, err error) {
+	ac = auth.Config{Secret: []byte(*f.secret), Issuer: *f.issuer, Audience: *f.audience}
 	for _, path := range splitList(*f.publicKeys) {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return auth, false, fmt.Errorf("--jwt-public-key: %v", err)
+			return ac, false, fmt.Errorf("--jwt-public-key: %v", err)
 		}
-		auth.PublicKeys = append(auth.PublicKeys, b)
+		ac.PublicKeys = append(ac.PublicKeys, b)
 	}
 	if *f.jwks != "" {
 		b, err := readJWKS(*f.jwks)
 		if err != nil {
-			return auth, false, fmt.Errorf("--jwks: %v", err)
+			return ac, false, fmt.Errorf("--jwks: %v", err)
 		}
-		auth.JWKS = b
+		ac.JWKS = b
 	}
-	return auth, len(auth.Secret) == 0 && len(auth.PublicKeys) == 0 && len(auth.JWKS) == 0, nil
+	return ac, len(ac.Secret) == 0 && len(ac.PublicKeys) == 0 && len(ac.JWKS) == 0, nil
 }
 
 // devSecretPath is where development mode keeps its secret: beside the data file.
@@ -139,7 +140,7 @@ func serve(args []string) int {
 	if err := f.check(); err != nil {
 		return fail("%v", err)
 	}
-	auth, devMode, err := f.auth()
+	authCfg, devMode, err := f.authConfig()
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -150,11 +151,11 @@ func serve(args []string) int {
 	}
 	defer ln.Close()
 	if devMode {
-		if auth.Secret, err = loadDevSecret(f.devSecretPath()); err != nil {
+		if authCfg.Secret, err = loadDevSecret(f.devSecretPath()); err != nil {
 			return fail("development secret: %v", err)
 		}
 	}
-	verifier, err := transport.NewVerifier(auth)
+	verifier, err := auth.NewVerifier(authCfg)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -190,7 +191,7 @@ func serve(args []string) int {
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	if devMode {
-		announceDevMode(logger, auth.Secret, f.devSecretPath())
+		announceDevMode(logger, authCfg.Secret, f.devSecretPath())
 	}
 	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *f.data, "version", version)
 	if *f.debugAddr != "" {
@@ -227,7 +228,7 @@ func serve(args []string) int {
 // announceDevMode says loudly that tokens are signed with the development secret, where it is
 // kept, and prints a token to start with.
 func announceDevMode(logger *slog.Logger, secret []byte, path string) {
-	demo, _ := transport.NewToken(secret, transport.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
+	demo, _ := auth.NewToken(secret, auth.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
 	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all)",
 		"secret_file", path)
 	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\n", demo, path)
@@ -262,7 +263,7 @@ func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.Ha
 
 // refreshJWKS fetches a JWKS URL every interval until ctx ends, so rotated keys are picked up; a
 // failed fetch keeps the keys in use.
-func refreshJWKS(ctx context.Context, url string, every time.Duration, v *transport.Verifier, logger *slog.Logger) {
+func refreshJWKS(ctx context.Context, url string, every time.Duration, v *auth.Verifier, logger *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -5,8 +5,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
-	"github.com/roomlog/roomlog/transport"
 )
 
 func token(args []string) int {
@@ -41,7 +41,7 @@ func token(args []string) int {
 			}
 		}
 	}
-	tok, err := transport.NewToken([]byte(*secret), transport.TokenSpec{
+	tok, err := auth.NewToken([]byte(*secret), auth.TokenSpec{
 		Subject: *sub, Rooms: splitList(*roomsFlag), ReadRooms: splitList(*readRooms), Admin: *admin,
 		TTL: *ttl, Issuer: *issuer, Audience: *audience,
 	})

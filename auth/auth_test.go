@@ -1,4 +1,4 @@
-package transport_test
+package auth_test
 
 import (
 	"crypto/ecdsa"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/auth"
 )
 
 func pemOf(t *testing.T, pub any) []byte {
@@ -50,7 +50,7 @@ func TestVerifierAlgorithms(t *testing.T) {
 	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	otherRSA, _ := rsa.GenerateKey(rand.Reader, 2048)
 
-	pemVerifier, err := transport.NewVerifier(transport.AuthConfig{PublicKeys: [][]byte{pemOf(t, &rsaKey.PublicKey), pemOf(t, &ecKey.PublicKey), pemOf(t, edPub)}})
+	pemVerifier, err := auth.NewVerifier(auth.Config{PublicKeys: [][]byte{pemOf(t, &rsaKey.PublicKey), pemOf(t, &ecKey.PublicKey), pemOf(t, edPub)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestVerifierAlgorithms(t *testing.T) {
 		{"kty": "OKP", "kid": "o1", "crv": "Ed25519", "x": b64(edPub)},
 		{"kty": "RSA", "kid": "enc", "use": "enc", "n": b64(otherRSA.N.Bytes()), "e": "AQAB"},
 	}})
-	jwksVerifier, err := transport.NewVerifier(transport.AuthConfig{JWKS: jwks, Issuer: "https://id.example", Audience: "roomlog"})
+	jwksVerifier, err := auth.NewVerifier(auth.Config{JWKS: jwks, Issuer: "https://id.example", Audience: "roomlog"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestVerifierAlgorithms(t *testing.T) {
 
 	good := []struct {
 		name string
-		v    *transport.Verifier
+		v    *auth.Verifier
 		tok  string
 	}{
 		{"RS256 PEM", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Hour), "")},
@@ -88,31 +88,31 @@ func TestVerifierAlgorithms(t *testing.T) {
 	}
 	bad := []struct {
 		name string
-		v    *transport.Verifier
+		v    *auth.Verifier
 		tok  string
 		want error
 	}{
-		{"wrong RSA key", pemVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, claims("a", time.Hour), ""), transport.ErrBadToken},
-		{"HS256 with no secret configured", pemVerifier, sign(t, jwt.SigningMethodHS256, []byte("s"), claims("a", time.Hour), ""), transport.ErrBadToken},
-		{"RS384 not configured", pemVerifier, sign(t, jwt.SigningMethodRS384, rsaKey, claims("a", time.Hour), ""), transport.ErrBadToken},
-		{"expired", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", -time.Minute), ""), transport.ErrTokenExpired},
-		{"not yet valid", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "a", "exp": time.Now().Add(time.Hour).Unix(), "nbf": time.Now().Add(time.Minute).Unix()}, ""), transport.ErrBadToken},
-		{"wrong issuer", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Hour), "r1"), transport.ErrBadToken},
-		{"unknown kid", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, withIssAud(claims("a", time.Hour)), "nope"), transport.ErrBadToken},
-		{"encryption key is not a signing key", jwksVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, withIssAud(claims("a", time.Hour)), "enc"), transport.ErrBadToken},
+		{"wrong RSA key", pemVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, claims("a", time.Hour), ""), auth.ErrBadToken},
+		{"HS256 with no secret configured", pemVerifier, sign(t, jwt.SigningMethodHS256, []byte("s"), claims("a", time.Hour), ""), auth.ErrBadToken},
+		{"RS384 not configured", pemVerifier, sign(t, jwt.SigningMethodRS384, rsaKey, claims("a", time.Hour), ""), auth.ErrBadToken},
+		{"expired", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", -time.Minute), ""), auth.ErrTokenExpired},
+		{"not yet valid", pemVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "a", "exp": time.Now().Add(time.Hour).Unix(), "nbf": time.Now().Add(time.Minute).Unix()}, ""), auth.ErrBadToken},
+		{"wrong issuer", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Hour), "r1"), auth.ErrBadToken},
+		{"unknown kid", jwksVerifier, sign(t, jwt.SigningMethodRS256, rsaKey, withIssAud(claims("a", time.Hour)), "nope"), auth.ErrBadToken},
+		{"encryption key is not a signing key", jwksVerifier, sign(t, jwt.SigningMethodRS256, otherRSA, withIssAud(claims("a", time.Hour)), "enc"), auth.ErrBadToken},
 	}
 	for _, tc := range bad {
 		if _, err := tc.v.Verify(tc.tok); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
-	if _, err := transport.NewVerifier(transport.AuthConfig{}); err == nil {
+	if _, err := auth.NewVerifier(auth.Config{}); err == nil {
 		t.Errorf("a verifier with no key was made")
 	}
-	if _, err := transport.NewVerifier(transport.AuthConfig{PublicKeys: [][]byte{[]byte("not pem")}}); err == nil {
+	if _, err := auth.NewVerifier(auth.Config{PublicKeys: [][]byte{[]byte("not pem")}}); err == nil {
 		t.Errorf("a bad PEM key was accepted")
 	}
-	if _, err := transport.NewVerifier(transport.AuthConfig{JWKS: []byte(`{"keys":[]}`)}); err == nil {
+	if _, err := auth.NewVerifier(auth.Config{JWKS: []byte(`{"keys":[]}`)}); err == nil {
 		t.Errorf("an empty JWKS was accepted")
 	}
 }
@@ -126,7 +126,7 @@ func TestJWKSRotation(t *testing.T) {
 			"x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}}})
 		return b
 	}
-	v, err := transport.NewVerifier(transport.AuthConfig{JWKS: doc("k1", old)})
+	v, err := auth.NewVerifier(auth.Config{JWKS: doc("k1", old)})
 	if err != nil {
 		t.Fatal(err)
 	}

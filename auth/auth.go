@@ -1,4 +1,8 @@
-package transport
+// Package auth owns roomlog's tokens: it verifies JWTs (HS256 with a shared secret; RS256, ES256
+// and EdDSA with PEM keys or a JWKS document that can be replaced while in use) into the Claims
+// the server authorises by, and mints HS256 tokens for scripts, tests and backend services. It
+// knows nothing of connections or HTTP; the server, the load generator and roomlog token use it.
+package auth
 
 import (
 	"crypto"
@@ -20,8 +24,8 @@ import (
 	"github.com/roomlog/roomlog/rooms"
 )
 
-// AuthConfig says which tokens the server accepts. At least one key must be set.
-type AuthConfig struct {
+// Config says which tokens a Verifier accepts. At least one key must be set.
+type Config struct {
 	Secret     []byte   // HS256 shared secret
 	PublicKeys [][]byte // PEM public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA)
 	JWKS       []byte   // a JWKS document: {"keys":[...]} with RSA, EC P-256 and OKP Ed25519 keys
@@ -55,8 +59,8 @@ func (c *Claims) Expiry() time.Time {
 // Verifier checks tokens against the configured keys. Its JWKS keys can be replaced while it is
 // in use (SetJWKS), for identity providers that rotate their keys.
 type Verifier struct {
-	cfg   AuthConfig
-	pem   []verificationKey // from AuthConfig.PublicKeys, fixed
+	cfg   Config
+	pem   []verificationKey // from Config.PublicKeys, fixed
 	state atomic.Pointer[keyState]
 }
 
@@ -78,7 +82,7 @@ var (
 )
 
 // NewVerifier checks cfg and returns a Verifier.
-func NewVerifier(cfg AuthConfig) (*Verifier, error) {
+func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: cfg}
 	for i, p := range cfg.PublicKeys {
 		k, err := parsePEMPublicKey(p)
