@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/goleak"
 
 	"github.com/roomlog/roomlog/auth"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func pemOf(t *testing.T, pub any) []byte {
 	der, err := x509.MarshalPKIXPublicKey(pub)

@@ -4,9 +4,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/client/filestore"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestStoreKeepsWhatARestartNeeds: cursors only move forward, the outbox lists in key order, and
 // both are there after the file is opened again; a second opener waits, then fails.

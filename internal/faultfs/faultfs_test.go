@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
 func TestMain(m *testing.M) {
 	faultfs.ServeIfDaemon()
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // The file system's own promises, on which every fault test rests.
