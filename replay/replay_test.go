@@ -3,6 +3,7 @@ package replay_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,3 +135,80 @@ func TestAuditFollowAndLimit(t *testing.T) {
 type nopWaker struct{}
 
 func (nopWaker) Wake() {}
+
+// TestResumeChoosesTheCursor: the client's cursor first, then the session's recorded one, then the
+// head; unknown and future cursors are flagged, and a future one starts at the head.
+func TestResumeChoosesTheCursor(t *testing.T) {
+	l := eventlog.NewMemLog(eventlog.Options{})
+	defer l.Close()
+	ctx := context.Background()
+	h := rooms.NewHub(l, rooms.Options{Grace: -1})
+	defer h.Close(ctx)
+	var ids []eventlog.ID
+	for range 5 {
+		r, _ := l.Append(ctx, eventlog.AppendRequest{Room: "r", User: "u"})
+		ids = append(ids, r.Event.ID)
+	}
+	l.SetAck(ctx, "u", "phone", "r", ids[2])
+	future := eventlog.MinIDAt(time.Now().Add(time.Hour))
+	unknown := eventlog.MinIDAt(time.Now().Add(-time.Hour))
+	zero := eventlog.ID{}
+	for _, tc := range []struct {
+		name             string
+		session          string
+		after            *eventlog.ID
+		resumed, unknown bool
+		start            func(head eventlog.ID) eventlog.ID
+	}{
+		{"client cursor", "phone", &ids[1], false, false, func(eventlog.ID) eventlog.ID { return ids[1] }},
+		{"whole room", "phone", &zero, false, false, func(eventlog.ID) eventlog.ID { return zero }},
+		{"recorded cursor", "phone", nil, true, false, func(eventlog.ID) eventlog.ID { return ids[2] }},
+		{"live", "tablet", nil, false, false, func(head eventlog.ID) eventlog.ID { return head }},
+		{"unknown cursor", "tablet", &unknown, false, true, func(eventlog.ID) eventlog.ID { return unknown }},
+		{"future cursor", "tablet", &future, false, true, func(head eventlog.ID) eventlog.ID { return head }},
+	} {
+		j, err := replay.Resume(ctx, h, l, nopWaker{}, replay.JoinRequest{Room: "r", User: "u", Session: tc.session, After: tc.after})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if j.Stream.Cursor() != tc.start(j.Head) || !j.Resumed.IsZero() != tc.resumed || j.Unknown != tc.unknown {
+			t.Errorf("%s: start %s, resumed %s, unknown %v", tc.name, j.Stream.Cursor(), j.Resumed, j.Unknown)
+		}
+		if len(j.Members) == 0 {
+			t.Errorf("%s: no members listed", tc.name)
+		}
+		j.Stream.Close()
+		h.Leave(ctx, "r", "u", tc.session, true)
+	}
+	// A join whose head cannot be read is undone: the session does not stay a member.
+	broken := rooms.NewHub(headFails{l}, rooms.Options{Grace: -1})
+	defer broken.Close(ctx)
+	if _, err := replay.Resume(ctx, broken, l, nopWaker{}, replay.JoinRequest{Room: "r", User: "u", Session: "s"}); err == nil {
+		t.Fatalf("a resume whose head read failed succeeded")
+	}
+	if m := broken.Members("r"); len(m) != 0 {
+		t.Fatalf("a failed resume left members %+v", m)
+	}
+	if got := kindsOf(t, l, "r"); !strings.HasSuffix(got, "join leave") {
+		t.Fatalf("a failed resume did not write its leave: %s", got)
+	}
+}
+
+// headFails is a log whose Head fails: a storage error in the middle of a resume.
+type headFails struct{ eventlog.Log }
+
+func (headFails) Head(context.Context, string) (eventlog.Head, error) {
+	return eventlog.Head{}, errors.New("injected head failure")
+}
+
+func kindsOf(t *testing.T, l eventlog.Log, room string) string {
+	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Kind)
+	}
+	return strings.Join(out, " ")
+}

@@ -32,6 +32,9 @@ type Options struct {
 // ErrNotJoined is returned for presence updates by a session that is not a member.
 var ErrNotJoined = errors.New("not joined")
 
+// ErrForbidden is returned for what the caller's grants do not allow.
+var ErrForbidden = errors.New("forbidden")
+
 // Hub owns the rooms of this node: who is a member, their presence, and the feed that fans each
 // room's new events out to its local subscribers.
 type Hub struct {
@@ -182,6 +185,19 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 		h.forget(r)
 		return Joined{}, m.joinErr
 	}
+}
+
+// Publish appends a client's event to a room once g allows writing to it: the one way clients
+// publish, over the WebSocket and the HTTP API alike. The event's user is g's; reserved kinds
+// stay reserved (req.System is cleared). A refusal is returned at once (ErrForbidden); the
+// append's own outcome comes through the Pending, so a connection can pipeline its publishes in
+// order.
+func (h *Hub) Publish(g Grants, req eventlog.AppendRequest) (*eventlog.Pending, error) {
+	if !g.CanWrite(req.Room) {
+		return nil, fmt.Errorf("%w: your token does not allow publishing to %q", ErrForbidden, req.Room)
+	}
+	req.User, req.System = g.User, false
+	return h.log.AppendAsync(req), nil
 }
 
 // member finds a joined session. It returns with r.mu held when m is not nil; nil m (not a

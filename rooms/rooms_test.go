@@ -291,3 +291,30 @@ func TestFeedRetriesAFailedRead(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPublishAuthorises: publishing goes through the grants; the event is the grants' user's,
+// and a client cannot write the reserved kinds.
+func TestPublishAuthorises(t *testing.T) {
+	l := openLog(t)
+	h := rooms.NewHub(l, rooms.Options{})
+	defer h.Close(context.Background())
+	reader := rooms.Grants{User: "ro", ReadRooms: []string{"doc:*"}}
+	if _, err := h.Publish(reader, eventlog.AppendRequest{Room: "doc:1", Body: json.RawMessage(`1`)}); !errors.Is(err, rooms.ErrForbidden) {
+		t.Fatalf("a read-only publish: %v, want ErrForbidden", err)
+	}
+	writer := rooms.Grants{User: "ann", Rooms: []string{"doc:*"}}
+	p, err := h.Publish(writer, eventlog.AppendRequest{Room: "doc:1", User: "mallory", Body: json.RawMessage(`2`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Wait(context.Background()); err != nil || res.Event.User != "ann" {
+		t.Fatalf("publish: %+v %v, want user ann", res.Event, err)
+	}
+	p, _ = h.Publish(writer, eventlog.AppendRequest{Room: "doc:1", Kind: eventlog.KindJoin, System: true})
+	if _, err := p.Wait(context.Background()); !errors.Is(err, eventlog.ErrReservedKind) {
+		t.Fatalf("a client join event: %v, want ErrReservedKind", err)
+	}
+	if got := kinds(t, l, "doc:1"); got != ":message" {
+		t.Fatalf("the room holds %q", got)
+	}
+}

@@ -218,10 +218,6 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := claims.Grants()
-	if !g.CanWrite(room) {
-		writeAPIError(w, http.StatusForbidden, CodeForbidden, "your token does not allow publishing to %q", room)
-		return
-	}
 	var in struct {
 		Kind   string          `json:"kind"`
 		Key    string          `json:"key"`
@@ -241,7 +237,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "the body must be a JSON object {\"kind\",\"key\",\"body\",\"expect\"}: %s", describeJSONError(err))
 		return
 	}
-	req := eventlog.AppendRequest{Room: room, Kind: in.Kind, User: claims.Subject, Key: in.Key, Body: in.Body}
+	req := eventlog.AppendRequest{Room: room, Kind: in.Kind, Key: in.Key, Body: in.Body}
 	if in.Expect != nil {
 		id, err := eventlog.ParseID(*in.Expect)
 		if err != nil {
@@ -251,21 +247,13 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		req.Expect = &id
 	}
 	start := time.Now()
-	res, err := s.log.Append(r.Context(), req)
-	var conflict *eventlog.ConflictError
-	switch {
-	case errors.As(err, &conflict):
-		s.metrics.appends.WithLabelValues("conflict").Inc()
-		head := conflict.Head.String()
-		writeJSON(w, http.StatusConflict, map[string]apiError{"error": {Code: CodeConflict, Message: "the room's head is not the expected id", Head: &head}})
-		return
-	case isBadInput(err):
-		s.metrics.appends.WithLabelValues("refused").Inc()
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
-		return
-	case err != nil:
-		s.metrics.appends.WithLabelValues("failed").Inc()
-		s.storageError(w, "publish", room, err)
+	p, err := s.hub.Publish(g, req)
+	var res eventlog.AppendResult
+	if err == nil {
+		res, err = p.Wait(r.Context())
+	}
+	if err != nil {
+		s.httpFail(w, "publish", room, err)
 		return
 	}
 	s.metrics.appendLatency.Observe(time.Since(start).Seconds())
@@ -306,7 +294,7 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := s.log.ReadAfter(r.Context(), room, after, limit)
 	if err != nil {
-		s.storageError(w, "read", room, err)
+		s.httpFail(w, "read", room, err)
 		return
 	}
 	out := make([]json.RawMessage, len(evs))
@@ -375,14 +363,3 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 
 // storageError answers a request the log failed. A log stopped by a failed commit (ErrFailed) is
 // 503 with Retry-After: it logged the cause itself, once, and comes back by itself; anything
-// else is 500 and logged here.
-func (s *Server) storageError(w http.ResponseWriter, what, room string, err error) {
-	if errors.Is(err, eventlog.ErrFailed) {
-		s.logger.Debug("HTTP request refused: the event log is recovering from a failed commit", "op", what, "room", room, "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeAPIError(w, http.StatusServiceUnavailable, CodeInternal, "%s failed: storage is unavailable; try again", what)
-		return
-	}
-	s.logger.Error("HTTP request failed", "op", what, "room", room, "err", err)
-	writeAPIError(w, http.StatusInternalServerError, CodeInternal, "%s failed; try again", what)
-}

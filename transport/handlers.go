@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -99,60 +100,18 @@ func (c *conn) join(f *clientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	log := c.s.log
-	var resumedFrom eventlog.ID
-	if after == nil {
-		recorded, err := c.s.cfg.Cursors.Ack(ctx, c.user, c.session, f.Room)
-		if err != nil {
-			c.internal(f.Ref, "join", err)
-			return
-		}
-		if !recorded.IsZero() {
-			after, resumedFrom = &recorded, recorded
-		}
-	}
-	membership, err := c.s.hub.Join(ctx, f.Room, c.user, c.session, f.Presence)
+	j, err := replay.Resume(ctx, c.s.hub, c.s.cfg.Cursors, c, replay.JoinRequest{
+		Room: f.Room, User: c.user, Session: c.session, Presence: f.Presence, After: after,
+	})
 	if err != nil {
-		c.appendFailed(f.Ref, f.Room, err)
-		return
-	}
-	head, err := log.Head(ctx, f.Room)
-	if err != nil {
-		c.internal(f.Ref, "join", err)
-		c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
-		return
-	}
-	unknown := false
-	start := head.ID // a live join starts at the head, after its own join event
-	switch {
-	case after == nil:
-	case after.Compare(head.ID) > 0:
-		// A cursor past the head (a restored or replaced data file) would mute the session for
-		// good, since new events get smaller ids: it is unknown, and the stream starts at the head.
-		unknown = true
-	case after.IsZero():
-		start = *after
-	default:
-		start = *after
-		found, err := log.Contains(ctx, f.Room, *after)
-		if err != nil {
-			c.internal(f.Ref, "join", err)
-			c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
-			return
-		}
-		unknown = !found
-	}
-	sub, err := c.s.hub.Subscribe(f.Room, c)
-	if err != nil {
-		c.internal(f.Ref, "join", err)
-		c.s.hub.Leave(ctx, f.Room, c.user, c.session, true)
+		c.fail(f.Ref, f.Room, "join", err)
 		return
 	}
 	joined, _ := c.codec.encode(&joinedFrame{
-		Type: "joined", Ref: f.Ref, Room: f.Room, Head: head.ID.String(), Members: memberFrames(c.s.hub.Members(f.Room)),
-		ResumedFrom: resumedFrom.String(), UnknownCursor: unknown, Unlogged: membership.Unlogged,
+		Type: "joined", Ref: f.Ref, Room: f.Room, Head: j.Head.String(), Members: memberFrames(j.Members),
+		ResumedFrom: j.Resumed.String(), UnknownCursor: j.Unknown, Unlogged: j.Rooms.Unlogged,
 	})
-	rs := &roomStream{stream: replay.NewStream(log, sub, start, head.ID)}
+	rs := &roomStream{stream: j.Stream}
 	c.mu.Lock()
 	// joined goes in the reply queue, in frame order with the other answers (a leave sent right
 	// after it is answered after it), and the stream is added in the same critical section: the
@@ -160,8 +119,7 @@ func (c *conn) join(f *clientFrame) {
 	// first event.
 	if !c.queueReplyLocked(joined) {
 		c.mu.Unlock()
-		rs.end()
-		c.s.hub.Leave(ctx, f.Room, c.user, c.session, false)
+		j.Cancel()
 		return
 	}
 	if c.streams == nil {
@@ -204,7 +162,7 @@ func (c *conn) leave(f *clientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if err := c.s.hub.Leave(ctx, f.Room, c.user, c.session, true); err != nil && !errors.Is(err, rooms.ErrNotJoined) {
-		c.internal(f.Ref, "leave", err)
+		c.fail(f.Ref, f.Room, "leave", err)
 		return
 	}
 	c.reply(&refFrame{Type: "left", Ref: f.Ref, Room: f.Room})
@@ -231,7 +189,7 @@ func (c *conn) presence(f *clientFrame) {
 			c.replyError(f.Ref, CodeNotJoined, "not joined to %q", f.Room)
 			return
 		}
-		c.appendFailed(f.Ref, f.Room, err)
+		c.fail(f.Ref, f.Room, "presence", err)
 		return
 	}
 	c.reply(&refFrame{Type: "ok", Ref: f.Ref, Room: f.Room})
@@ -273,15 +231,14 @@ func (c *conn) publish(f *clientFrame) {
 		return
 	}
 	g := c.grantsNow()
-	if !g.CanWrite(f.Room) {
-		c.s.metrics.appends.WithLabelValues("refused").Inc()
-		c.replyError(f.Ref, CodeForbidden, "your token does not allow publishing to %q", f.Room)
+	if !g.CanWrite(f.Room) { // before the rate limit: a refused publish does not spend it
+		c.fail(f.Ref, f.Room, "publish", fmt.Errorf("%w: your token does not allow publishing to %q", rooms.ErrForbidden, f.Room))
 		return
 	}
 	if !c.allowWrite(f.Ref) {
 		return
 	}
-	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, User: c.user, Session: c.session, Key: f.Key, Body: f.Body}
+	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, Session: c.session, Key: f.Key, Body: f.Body}
 	if f.Expect != nil {
 		id, err := eventlog.ParseID(*f.Expect)
 		if err != nil {
@@ -291,7 +248,11 @@ func (c *conn) publish(f *clientFrame) {
 		req.Expect = &id
 	}
 	// Queued in frame order, so the log applies this connection's publishes in the order sent.
-	p := c.s.log.AppendAsync(req)
+	p, err := c.s.hub.Publish(g, req)
+	if err != nil {
+		c.fail(f.Ref, f.Room, "publish", err)
+		return
+	}
 	c.mu.Lock()
 	c.inflight = append(c.inflight, inflight{ref: f.Ref, room: f.Room, pending: p, start: time.Now()})
 	if !c.ackWaiting {
@@ -321,7 +282,7 @@ func (c *conn) ackLoop() {
 		<-in.pending.Done()
 		res, err := in.pending.Result()
 		if err != nil {
-			c.appendFailed(in.ref, in.room, err)
+			c.fail(in.ref, in.room, "publish", err)
 		} else {
 			outcome := "appended"
 			if res.Duplicate {
@@ -335,48 +296,6 @@ func (c *conn) ackLoop() {
 		c.inflight = c.inflight[1:]
 		c.mu.Unlock()
 	}
-}
-
-// appendFailed answers an append's error with the code PROTOCOL.md gives it.
-func (c *conn) appendFailed(ref, room string, err error) {
-	var conflict *eventlog.ConflictError
-	switch {
-	case errors.As(err, &conflict):
-		c.s.metrics.appends.WithLabelValues("conflict").Inc()
-		head := conflict.Head.String()
-		c.reply(&errorFrame{Type: "error", Ref: ref, Code: CodeConflict, Room: room, Head: &head,
-			Message: "the room's head is not the expected id"})
-	case errors.Is(err, eventlog.ErrBadRoom):
-		c.replyError(ref, CodeBadRoom, "%v", err)
-	case isBadInput(err):
-		c.s.metrics.appends.WithLabelValues("refused").Inc()
-		c.replyError(ref, CodeBadFrame, "%v", err)
-	default:
-		c.s.metrics.appends.WithLabelValues("failed").Inc()
-		c.internal(ref, "publish", err)
-	}
-}
-
-func isBadInput(err error) bool {
-	for _, e := range []error{eventlog.ErrBadKind, eventlog.ErrReservedKind, eventlog.ErrBadUser, eventlog.ErrBadSession,
-		eventlog.ErrBadKey, eventlog.ErrBadBody, eventlog.ErrBodyTooLarge, eventlog.ErrBadCursor, eventlog.ErrBadLimit} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-// internal answers a request the log failed with code internal. A log stopped by a failed commit
-// (ErrFailed) logged the cause itself, once; the requests it refuses meanwhile are debug lines.
-func (c *conn) internal(ref, what string, err error) {
-	if errors.Is(err, eventlog.ErrFailed) {
-		c.s.logger.Debug("request refused: the event log is recovering from a failed commit", "op", what, "conn", c.id, "user", c.user, "err", err)
-		c.replyError(ref, CodeInternal, "%s failed: storage is unavailable; try again", what)
-		return
-	}
-	c.s.logger.Error("request failed", "op", what, "conn", c.id, "user", c.user, "err", err)
-	c.replyError(ref, CodeInternal, "%s failed; try again", what)
 }
 
 // ack records the client's receipt cursor. Acks are coalesced per room and written by one
@@ -400,7 +319,7 @@ func (c *conn) ack(f *clientFrame) {
 	head, err := c.s.log.Head(ctx, f.Room)
 	cancel()
 	if err != nil {
-		c.internal(f.Ref, "ack", err)
+		c.fail(f.Ref, f.Room, "ack", err)
 		return
 	}
 	if id.Compare(head.ID) > 0 {
@@ -472,7 +391,7 @@ func (c *conn) history(f *clientFrame) {
 	// One more than asked says whether there are older ones.
 	evs, err := c.s.log.ReadBefore(ctx, f.Room, before, limit+1)
 	if err != nil {
-		c.internal(f.Ref, "history", err)
+		c.fail(f.Ref, f.Room, "history", err)
 		return
 	}
 	more := len(evs) > limit
