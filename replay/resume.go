@@ -22,11 +22,11 @@ type JoinRequest struct {
 // Joined is a session's membership of a room and its stream of the room's events.
 type Joined struct {
 	Stream  *Stream
-	Head    eventlog.ID     // the room's head at the join, its own join event included
-	Members []rooms.Member  // the members at the join, the joiner included
-	Resumed eventlog.ID     // the recorded cursor the stream resumes from; zero when none was used
-	Unknown bool            // the cursor is not an event of the room (or is past its head)
-	Rooms   rooms.Joined    // what the hub did (Unlogged: the log refused the join event)
+	Head    eventlog.ID    // the room's head at the join, its own join event included
+	Members []rooms.Member // the members at the join, the joiner included
+	Resumed eventlog.ID    // the recorded cursor the stream resumes from; zero when none was used
+	Unknown bool           // the cursor is not an event of the room (or is past its head)
+	Rooms   rooms.Joined   // what the hub did (Unlogged: the log refused the join event)
 	hub     *rooms.Hub
 	req     JoinRequest
 }
