@@ -98,7 +98,7 @@ func InProcess() (*Target, error) {
 	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	hub := rooms.NewHub(log, rooms.Options{Logger: quiet})
-	srv, err := transport.New(transport.Config{Hub: hub, Auth: v, PublishRate: -1, Logger: quiet})
+	srv, err := transport.New(transport.Config{Hub: hub, Auth: v, PublishRate: transport.NoRateLimit, Logger: quiet})
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func startInProcWith(t *testing.T, keyRetention time.Duration) *inProcServer {
 		t.Fatal(err)
 	}
 	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
-	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: -1, KeyRetention: keyRetention})
+	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: transport.NoRateLimit, KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)
 	}

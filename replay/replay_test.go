@@ -142,7 +142,7 @@ func TestResumeChoosesTheCursor(t *testing.T) {
 	l := eventlog.NewMemLog(eventlog.Options{})
 	defer l.Close()
 	ctx := context.Background()
-	h := rooms.NewHub(l, rooms.Options{Grace: -1})
+	h := rooms.NewHub(l, rooms.Options{Grace: rooms.NoGrace})
 	defer h.Close(ctx)
 	var ids []eventlog.ID
 	for range 5 {
@@ -181,7 +181,7 @@ func TestResumeChoosesTheCursor(t *testing.T) {
 		h.Leave(ctx, "r", "u", tc.session, true)
 	}
 	// A join whose head cannot be read is undone: the session does not stay a member.
-	broken := rooms.NewHub(headFails{l}, rooms.Options{Grace: -1})
+	broken := rooms.NewHub(headFails{l}, rooms.Options{Grace: rooms.NoGrace})
 	defer broken.Close(ctx)
 	if _, err := replay.Resume(ctx, broken, l, nopWaker{}, replay.JoinRequest{Room: "r", User: "u", Session: "s"}); err == nil {
 		t.Fatalf("a resume whose head read failed succeeded")

@@ -13,20 +13,25 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-// Defaults for Options.
+// Defaults for Options, and the value that turns the grace period off.
 const (
 	DefaultGrace    = 30 * time.Second
 	DefaultRingSize = 256
+	NoGrace         = time.Duration(-1)
 )
 
 // Options configure a Hub. The zero value gives the defaults.
 type Options struct {
 	// Grace is how long a disconnected session stays a member before its leave event is
-	// appended: a quick reconnect makes no leave/join pair. Default 30 s; negative for none.
+	// appended: a quick reconnect makes no leave/join pair. 0 means DefaultGrace (30 s); NoGrace
+	// (any negative value) means none: the leave is appended at the disconnect.
 	Grace time.Duration
-	// RingSize is how many recent events each active room keeps in memory for its members.
+	// RingSize is how many recent events each active room keeps in memory for its members. 0 or
+	// negative means DefaultRingSize (256). A member whose cursor is older than the ring reads
+	// the log instead, so a small ring costs reads, never events.
 	RingSize int
-	Logger   *slog.Logger
+	// Logger gets what the hub reports (a leave it could not append). Default slog.Default().
+	Logger *slog.Logger
 }
 
 // ErrNotJoined is returned for presence updates by a session that is not a member.

@@ -147,7 +147,7 @@ func TestCloseAndOrphans(t *testing.T) {
 func TestJoinWhileTheLastMemberLeaves(t *testing.T) {
 	l := openLog(t)
 	ctx := context.Background()
-	h := rooms.NewHub(l, rooms.Options{Grace: -1})
+	h := rooms.NewHub(l, rooms.Options{Grace: rooms.NoGrace})
 	for i := range 300 {
 		room := fmt.Sprint("race-", i)
 		if _, err := h.Join(ctx, room, "a", "s1", nil); err != nil {

@@ -26,7 +26,7 @@ var pad200 = strings.Repeat("x", 170) // with its JSON wrapping, a body of about
 //
 //	go test -run '^$' -bench BenchmarkPublishAcked -benchtime 50000x ./transport/
 func BenchmarkPublishAcked(b *testing.B) {
-	ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 	c := connect(b, ts, token(b, "pub", []string{"*"}), "s")
 	frames := make([][]byte, 0, b.N)
 	for i := range b.N {
@@ -77,7 +77,7 @@ func metricB(b *testing.B, ts *testServer, name string) float64 {
 //	go test -run '^$' -bench BenchmarkFanout -benchtime 2000x ./transport/
 func BenchmarkFanout(b *testing.B) {
 	const rooms, members = 10, 100
-	ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 	tok := token(b, "u", []string{"*"})
 	perRoom := max(b.N/rooms, 1)
 	lat := make([][]time.Duration, rooms*members)
@@ -156,7 +156,7 @@ func BenchmarkFanout(b *testing.B) {
 func BenchmarkResume(b *testing.B) {
 	for _, clients := range []int{1, 100} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: -1}})
+			ts := startServer(b, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 			tok := token(b, "u", []string{"*"})
 			fill := connect(b, ts, tok, "filler")
 			first := fill.publish("resume", map[string]any{"pad": pad200}, nil).str("id")

@@ -695,7 +695,7 @@ func TestForbiddenRoomStaysSilent(t *testing.T) {
 // several connections at once. Every answer must come: a frame queued just as the connection's
 // handler goes idle must still be handled.
 func TestSequentialRequestsNeverStall(t *testing.T) {
-	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 	tok := token(t, "alice", []string{"doc:*"})
 	var wg sync.WaitGroup
 	for w := range 4 {

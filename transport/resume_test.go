@@ -24,7 +24,7 @@ func TestResumeIsExact(t *testing.T) {
 
 func testResumeIsExact(t *testing.T, subprotocol string) {
 	// A small ring makes the subscriber cross between the feed's memory and the log often.
-	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1}, ring: 16})
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}, ring: 16})
 	const room, publishers, each = "doc:resume", 4, 250
 	tok := token(t, "alice", []string{"doc:*"})
 

@@ -21,7 +21,7 @@ import (
 	"github.com/roomlog/roomlog/rooms"
 )
 
-// Defaults for Config.
+// Defaults for Config, and the value that turns the publish rate limit off.
 const (
 	DefaultMaxFrame         = 64 << 10
 	DefaultHeartbeat        = 25 * time.Second
@@ -30,10 +30,11 @@ const (
 	DefaultSendQueue        = 1024
 	DefaultStallTimeout     = 30 * time.Second
 	DefaultReconnect        = time.Second
+	NoRateLimit             = -1.0
 )
 
-// Config configures a Server. Hub and Auth are required; zero values of the rest give the
-// defaults above.
+// Config configures a Server. Hub and Auth are required. For every other field the zero value
+// means its default (the constants above); only PublishRate can be turned off, with NoRateLimit.
 type Config struct {
 	Hub  *rooms.Hub
 	Auth *auth.Verifier
@@ -43,28 +44,35 @@ type Config struct {
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
 	// allows any. A request from the server's own host is always allowed, and so is one without
-	// an Origin header (not a browser).
-	AllowedOrigins   []string
-	MaxFrame         int
-	Heartbeat        time.Duration
+	// an Origin header (not a browser). Empty: only those.
+	AllowedOrigins []string
+	// MaxFrame is the largest client frame, in bytes, and the bound of a history page; also the
+	// largest event body the server takes. 0 or negative: DefaultMaxFrame (64 KiB).
+	MaxFrame int
+	// Heartbeat is the interval of WebSocket pings; a connection from which nothing was heard for
+	// two is closed. 0 or negative: DefaultHeartbeat (25 s).
+	Heartbeat time.Duration
+	// HandshakeTimeout bounds the wait for hello after the upgrade. 0 or negative: 10 s.
 	HandshakeTimeout time.Duration
-	// PublishRate limits publishes per second per connection (with an equal burst); negative
-	// turns the limit off.
+	// PublishRate limits publishes and presence updates per second per connection, with an
+	// equal burst. 0: DefaultPublishRate (10,000); NoRateLimit (any negative value): no limit.
 	PublishRate float64
 	// SendQueue bounds the reply frames (acks, errors, joined...) waiting to be written to one
-	// connection; a client that does not read them stops being read from.
+	// connection; a client that does not read them stops being read from. 0 or negative: 1024.
 	SendQueue int
 	// StallTimeout is how long a write may make no progress before the client is disconnected
-	// as a slow consumer.
+	// as a slow consumer. 0 or negative: DefaultStallTimeout (30 s).
 	StallTimeout time.Duration
-	// ReconnectAfter is the reconnect_ms sent with bye on shutdown.
+	// ReconnectAfter is the reconnect_ms sent with bye on shutdown. 0 or negative: 1 s.
 	ReconnectAfter time.Duration
 	// KeyRetention is how long the log remembers idempotency keys, told to clients in welcome
 	// (key_retention_ms) so that they do not resend a publish older than that and append it
-	// twice. It must match the log's; default eventlog.DefaultKeyRetention.
+	// twice. It must match the log's. 0 or negative: eventlog.DefaultKeyRetention (24 h).
 	KeyRetention time.Duration
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// Metrics receives the server's metrics. nil: a registry of its own (served on /metrics).
+	Metrics *Metrics
+	// Logger gets the server's log lines. nil: slog.Default().
+	Logger *slog.Logger
 	// NoPoller reads every connection on a goroutine of its own, parked in a read while the
 	// connection is idle, instead of waiting for all of them with one epoll poller (Linux; other
 	// platforms always read this way). It costs a goroutine stack per idle connection.

@@ -77,7 +77,7 @@ func TestSlowConsumer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow consumer test skipped in -short mode")
 	}
-	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1, StallTimeout: 3 * time.Second}, ring: 64})
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit, StallTimeout: 3 * time.Second}, ring: 64})
 	tok := token(t, "sub", []string{"*"})
 	const room, n, size = "busy", 6000, 1000
 
@@ -147,7 +147,7 @@ func TestQueuesAreBoundedInBytes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("memory test skipped in -short mode")
 	}
-	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1}})
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 	tok := token(t, "greedy", []string{"*"})
 	publishMany(t, ts, "big-history", 4, 1000, 400) // pages of 1,000 events of ~500 bytes
 	c := connect(t, ts, tok, "g")
@@ -188,7 +188,7 @@ func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow reader test skipped in -short mode")
 	}
-	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: -1, StallTimeout: 500 * time.Millisecond, MaxFrame: 128 << 10}})
+	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit, StallTimeout: 500 * time.Millisecond, MaxFrame: 128 << 10}})
 	tok := token(t, "sub", []string{"*"})
 	const room, n, size = "big", 100, 60000
 	publishMany(t, ts, room, 1, n, size)

@@ -94,7 +94,7 @@ func (f *serveFlags) authConfig() (ac auth.Config, devMode bool, err error) {
 }
 
 // devSecretPath is where development mode keeps its secret: beside the data file.
-func (f *serveFlags) devSecretPath() string { return *f.data + ".dev-secret" }
+func devSecretPath(data string) string { return data + ".dev-secret" }
 
 // loadDevSecret reads the development secret kept beside the data file, or makes one and keeps
 // it there (mode 0600), so tokens minted in development survive a restart.
@@ -123,92 +123,125 @@ func loadDevSecret(path string) ([]byte, error) {
 	return []byte(secret), f.Close()
 }
 
+// serveConfig is the configuration of roomlog serve, read from its flags and environment. Its
+// zero values mean what the flags' zero values mean: Grace 0 is no grace period, PublishRate 0 no
+// limit (the library's options use named constants for those: rooms.NoGrace,
+// transport.NoRateLimit).
+type serveConfig struct {
+	Addr, Data   string
+	Auth         auth.Config
+	DevMode      bool   // no key given: Auth.Secret is the development secret, read once listening
+	JWKSURL      string // a --jwks URL, fetched again every JWKSRefresh
+	JWKSRefresh  time.Duration
+	Origins      []string
+	MaxFrame     int
+	Grace        time.Duration
+	PublishRate  float64
+	SendQueue    int
+	Heartbeat    time.Duration
+	Stall        time.Duration
+	KeyRetention time.Duration
+	LogLevel     slog.Level
+	NoPoller     bool
+	DebugAddr    string
+}
+
+// config checks the flags and reads them, with the key files they name, into a serveConfig.
+func (f *serveFlags) config() (serveConfig, error) {
+	cfg := serveConfig{
+		Addr: *f.addr, Data: *f.data, JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
+		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SendQueue: *f.sendQueue,
+		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
+		DebugAddr: *f.debugAddr,
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(*f.logLevel)); err != nil {
+		return cfg, fmt.Errorf("--log-level: %v", err)
+	}
+	if err := f.check(); err != nil {
+		return cfg, err
+	}
+	var err error
+	if cfg.Auth, cfg.DevMode, err = f.authConfig(); err != nil {
+		return cfg, err
+	}
+	if isURL(*f.jwks) {
+		cfg.JWKSURL = *f.jwks
+	}
+	return cfg, nil
+}
+
 func serve(args []string) int {
 	c, f := newServeCommand()
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
-	fail := func(format string, args ...any) int {
-		fmt.Fprintf(os.Stderr, "roomlog serve: "+format+"\n", args...)
+	cfg, err := f.config()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
 		return 1
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
-		return fail("--log-level: %v", err)
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := f.check(); err != nil {
-		return fail("%v", err)
-	}
-	authCfg, devMode, err := f.authConfig()
-	if err != nil {
-		return fail("%v", err)
-	}
-	// Listen before creating anything: a bad or busy --addr leaves no file behind.
-	ln, err := net.Listen("tcp", *f.addr)
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer ln.Close()
-	if devMode {
-		if authCfg.Secret, err = loadDevSecret(f.devSecretPath()); err != nil {
-			return fail("development secret: %v", err)
-		}
-	}
-	verifier, err := auth.NewVerifier(authCfg)
-	if err != nil {
-		return fail("%v", err)
-	}
-
-	metrics := transport.NewMetrics()
-	log, err := eventlog.Open(*f.data, eventlog.Options{MaxBody: *f.maxFrame, KeyRetention: *f.keyRetention, OnCommit: metrics.ObserveCommit})
-	if err != nil {
-		if errors.Is(err, eventlog.ErrLocked) {
-			return fail("%v (is another roomlog serving it? use another --data)", err)
-		}
-		return fail("%v", err)
-	}
-	defer log.Close()
-	hubGrace := *f.grace
-	if hubGrace == 0 {
-		hubGrace = -1 // no grace
-	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: hubGrace, Logger: logger})
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if n, err := hub.CloseOrphans(ctx); err != nil {
-		return fail("closing sessions left by the last run: %v", err)
-	} else if n > 0 {
-		logger.Info("closed sessions left by an unclean stop", "sessions", n)
+	if err := runServe(ctx, cfg, logger); err != nil {
+		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
+		return 1
 	}
+	return 0
+}
+
+// runServe serves until ctx ends, then shuts down gracefully: clients are told to reconnect,
+// in-flight publishes are acked, every member's leave is written and the log is closed.
+func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
+	// Listen before creating anything: a bad or busy --addr leaves no file behind.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if cfg.DevMode {
+		if cfg.Auth.Secret, err = loadDevSecret(devSecretPath(cfg.Data)); err != nil {
+			return fmt.Errorf("development secret: %v", err)
+		}
+	}
+	verifier, err := auth.NewVerifier(cfg.Auth)
+	if err != nil {
+		return err
+	}
+	metrics := transport.NewMetrics()
+	log, hub, err := openStorage(ctx, cfg, metrics, logger)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
 	srv, err := transport.New(transport.Config{
-		Hub: hub, Auth: verifier, AllowedOrigins: splitList(*f.origins), MaxFrame: *f.maxFrame, Heartbeat: *f.heartbeat,
-		PublishRate: publishRateOrOff(*f.publishRate), SendQueue: *f.sendQueue, StallTimeout: *f.stall, Metrics: metrics, Logger: logger,
-		NoPoller: *f.noPoller, KeyRetention: *f.keyRetention,
+		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
+		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
+		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
 	})
 	if err != nil {
-		return fail("%v", err)
+		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	if devMode {
-		announceDevMode(logger, authCfg.Secret, f.devSecretPath())
+	if cfg.DevMode {
+		announceDevMode(logger, cfg.Auth.Secret, devSecretPath(cfg.Data))
 	}
-	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", *f.data, "version", version)
-	if *f.debugAddr != "" {
-		closeDebug, err := startDebugListener(*f.debugAddr, logger)
+	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", cfg.Data, "version", version)
+	if cfg.DebugAddr != "" {
+		closeDebug, err := startDebugListener(cfg.DebugAddr, logger)
 		if err != nil {
-			return fail("--debug-addr: %v", err)
+			return fmt.Errorf("--debug-addr: %v", err)
 		}
 		defer closeDebug()
 	}
-	if isURL(*f.jwks) {
-		go refreshJWKS(ctx, *f.jwks, *f.jwksRefresh, verifier, logger)
+	if cfg.JWKSURL != "" {
+		go refreshJWKS(ctx, cfg.JWKSURL, cfg.JWKSRefresh, verifier, logger)
 	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		return fail("%v", err)
+		return err
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: telling clients to reconnect, acking in-flight publishes")
@@ -219,10 +252,37 @@ func serve(args []string) int {
 		logger.Error("shutdown", "err", err)
 	}
 	if err := log.Close(); err != nil {
-		return fail("closing the log: %v", err)
+		return fmt.Errorf("closing the log: %v", err)
 	}
 	logger.Info("stopped cleanly")
-	return 0
+	return nil
+}
+
+// openStorage opens the data file and the hub on it, and closes the sessions an unclean stop
+// left joined.
+func openStorage(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*eventlog.BoltLog, *rooms.Hub, error) {
+	log, err := eventlog.Open(cfg.Data, eventlog.Options{MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention, OnCommit: metrics.ObserveCommit, Logger: logger})
+	if errors.Is(err, eventlog.ErrLocked) {
+		return nil, nil, fmt.Errorf("%v (is another roomlog serving it? use another --data)", err)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
+	if n, err := hub.CloseOrphans(ctx); err != nil {
+		log.Close()
+		return nil, nil, fmt.Errorf("closing sessions left by the last run: %v", err)
+	} else if n > 0 {
+		logger.Info("closed sessions left by an unclean stop", "sessions", n)
+	}
+	return log, hub, nil
+}
+
+// orOff turns a flag's 0 (off) into the library's constant for off; other values pass.
+func orOff[T float64 | time.Duration](v, off T) T {
+	if v == 0 {
+		return off
+	}
+	return v
 }
 
 // announceDevMode says loudly that tokens are signed with the development secret, where it is
@@ -250,13 +310,6 @@ func startDebugListener(addr string, logger *slog.Logger) (func() error, error) 
 	go dsrv.Serve(dln)
 	logger.Info("profiling listener", "debug", "http://"+dln.Addr().String()+"/debug/pprof/")
 	return dsrv.Close, nil
-}
-
-func publishRateOrOff(r float64) float64 {
-	if r == 0 {
-		return -1
-	}
-	return r
 }
 
 func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
