@@ -61,7 +61,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	grace := o.grace
 	if grace == 0 {
-		grace = -1
+		grace = rooms.NoGrace
 	}
 	hub := rooms.NewHub(log, rooms.Options{Grace: grace, RingSize: o.ring})
 	if _, err := hub.CloseOrphans(context.Background()); err != nil {
