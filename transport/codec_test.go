@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"github.com/roomlog/roomlog/internal/wsio"
 	"strings"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 // these frames with gorilla's client (TestLargeEventFrames for the 64-bit length).
 func TestAppendFrameHeader(t *testing.T) {
 	for _, n := range []int{0, 1, 125, 126, 127, 65535, 65536, 70000} {
-		f := appendFrame(nil, websocket.BinaryMessage, bytes.Repeat([]byte{'b'}, n))
+		f := wsio.AppendFrame(nil, websocket.BinaryMessage, bytes.Repeat([]byte{'b'}, n))
 		if f[0] != 0x82 {
 			t.Fatalf("size %d: first byte %x", n, f[0])
 		}

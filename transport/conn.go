@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
 )
@@ -28,15 +29,15 @@ import (
 //   - recordAcks runs only while client acks wait to be recorded in the log.
 type conn struct {
 	s     *Server
-	cc    *corkConn
+	cc    *wsio.CorkConn
 	raw   syscall.RawConn // cc's socket, for the poller; nil when it has none
 	codec codec
 	id    string
 
 	// The read side: in and polled are owned by the running readReady, token by the poller.
-	in        inbound
+	in        wsio.Reader
 	polled    bool
-	token     uint32
+	token     wsio.Token
 	lastHeard atomic.Int64 // unix nanoseconds when bytes last came in
 	helloDone bool         // owned by the handler: the first frame was handled
 
@@ -93,9 +94,9 @@ type closeRequest struct {
 
 func newConnID() string { return ulid.Make().String() }
 
-func newConn(s *Server, subprotocol string, cc *corkConn) *conn {
+func newConn(s *Server, subprotocol string, cc *wsio.CorkConn) *conn {
 	c := &conn{s: s, cc: cc, codec: codecFor(subprotocol), id: newConnID()}
-	c.in.maxMessage = s.cfg.MaxFrame
+	c.in.MaxMessage = s.cfg.MaxFrame
 	c.cond = sync.NewCond(&c.mu)
 	if sc, ok := cc.Conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/wsio"
 )
 
 // This file is the reading side of a connection: frames in, the handshake, handling in order,
@@ -34,9 +34,6 @@ const (
 	readEnded          // cleanup has started
 )
 
-// errWouldBlock: the socket has nothing to read now.
-var errWouldBlock = errors.New("would block")
-
 // startReading begins the read side. The handler has returned by then: between frames, an
 // idle connection is its socket, its state here and, with the poller, no goroutine at all.
 func (c *conn) startReading() {
@@ -54,11 +51,15 @@ func (c *conn) startReading() {
 		c.readState = readArmed
 		c.mu.Unlock()
 		c.polled = true // before the poller can start a reader
-		if err := p.register(c); err == nil {
-			if readableNow(c.raw) { // the hello is often there already: see readableNow
-				c.readable()
+		if token, err := p.Register(c.raw, c); err == nil {
+			c.token = token
+			if err := p.Arm(c.raw, token); err == nil {
+				if wsio.ReadableNow(c.raw) { // the hello is often there already: see wsio.ReadableNow
+					c.Readable()
+				}
+				return
 			}
-			return
+			p.Deregister(c.raw, token)
 		}
 		c.polled = false // no reader started: registration failed
 	}
@@ -68,8 +69,8 @@ func (c *conn) startReading() {
 	go c.readReady()
 }
 
-// readable is the poller's call: the connection has bytes (or an end) to read.
-func (c *conn) readable() {
+// Readable is the poller's call (wsio.Readable): the connection has bytes (or an end) to read.
+func (c *conn) Readable() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.readState == readArmed {
@@ -100,7 +101,7 @@ func (c *conn) closeSocket() {
 func (c *conn) readReady() {
 	for {
 		for {
-			op, payload, err := c.in.next()
+			op, payload, err := c.in.Next()
 			if err != nil {
 				c.readFailed(err)
 				return
@@ -117,9 +118,9 @@ func (c *conn) readReady() {
 				return
 			}
 		}
-		n, err := c.readSome(c.in.space())
-		if err == errWouldBlock {
-			c.in.idle()
+		n, err := c.readSome(c.in.Space())
+		if err == wsio.ErrWouldBlock {
+			c.in.Idle()
 			if c.armReader() {
 				return
 			}
@@ -130,14 +131,14 @@ func (c *conn) readReady() {
 			return
 		}
 		c.lastHeard.Store(time.Now().UnixNano())
-		c.in.received(n)
+		c.in.Received(n)
 	}
 }
 
 // readSome reads without waiting when the poller watches the connection, else blocking.
 func (c *conn) readSome(b []byte) (int, error) {
 	if c.polled {
-		return readNonblocking(c.raw, b)
+		return wsio.ReadNonblocking(c.raw, b)
 	}
 	return c.cc.Conn.Read(b)
 }
@@ -148,11 +149,11 @@ func (c *conn) armReader() bool {
 	c.mu.Lock()
 	c.readState = readArmed
 	c.mu.Unlock()
-	if err := c.s.poller().arm(c); err == nil && !readableNow(c.raw) {
+	if err := c.s.poller().Arm(c.raw, c.token); err == nil && !wsio.ReadableNow(c.raw) {
 		return true
 	}
 	// The socket was closed meanwhile, or bytes came in before the poller was armed (which it
-	// may not pass on: see readableNow). Keep reading, unless another reader took over.
+	// may not pass on: see wsio.ReadableNow). Keep reading, unless another reader took over.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.readState == readArmed {
@@ -173,49 +174,27 @@ const (
 // frameIn takes one message or control frame.
 func (c *conn) frameIn(op byte, payload []byte) frameOutcome {
 	switch op {
-	case opPing:
-		c.cc.writeControl(appendFrame(nil, opPong, payload), c.s.cfg.StallTimeout)
+	case wsio.OpPing:
+		c.cc.WriteControl(wsio.AppendFrame(nil, wsio.OpPong, payload), c.s.cfg.StallTimeout)
 		return frameQueued
-	case opPong:
+	case wsio.OpPong:
 		return frameQueued // lastHeard is what liveness needs
-	case opClose:
-		c.closeFrame(echoClose(payload))
+	case wsio.OpClose:
+		c.closeFrame(wsio.EchoClose(payload))
 		return frameStop
 	}
 	return c.queueFrame(payload)
 }
 
-// echoClose is the payload answering a client's close frame (RFC 6455, 5.5.1).
-func echoClose(p []byte) []byte {
-	switch {
-	case len(p) == 0:
-		return nil
-	case len(p) == 1 || !validCloseCode(int(binary.BigEndian.Uint16(p))) || !utf8.Valid(p[2:]):
-		return closePayload(websocket.CloseProtocolError, "")
-	}
-	return closePayload(int(binary.BigEndian.Uint16(p)), "")
-}
-
-// validCloseCode reports whether a client may send the code (RFC 6455, 7.4).
-func validCloseCode(code int) bool {
-	switch {
-	case code >= 3000 && code <= 4999:
-		return true
-	case code >= 1000 && code <= 1014:
-		return code != 1004 && code != 1005 && code != 1006
-	}
-	return false
-}
-
 // readFailed ends the read side after a frame the server refuses.
 func (c *conn) readFailed(err error) {
-	var ce *closeError
+	var ce *wsio.CloseError
 	switch {
-	case errors.Is(err, errMessageTooLarge):
+	case errors.Is(err, wsio.ErrMessageTooLarge):
 		c.tooLarge("")
 	case errors.As(err, &ce):
 		c.s.metrics.badFrames.Inc()
-		c.closeFrame(closePayload(ce.code, ce.reason))
+		c.closeFrame(wsio.ClosePayload(ce.Code, ce.Reason))
 	}
 	c.endRead()
 }
@@ -226,7 +205,7 @@ func (c *conn) closeFrame(payload []byte) {
 	closing := c.closing != nil || c.closed
 	c.mu.Unlock()
 	if !closing {
-		c.cc.writeControl(appendFrame(nil, opClose, payload), time.Second)
+		c.cc.WriteControl(wsio.AppendFrame(nil, wsio.OpClose, payload), time.Second)
 	}
 }
 
@@ -235,9 +214,9 @@ func (c *conn) endRead() {
 	c.mu.Lock()
 	c.readState = readEnded
 	c.mu.Unlock()
-	c.in = inbound{} // drop a partial frame's buffer
+	c.in = wsio.Reader{} // drop a partial frame's buffer
 	if c.polled {
-		c.s.poller().deregister(c)
+		c.s.poller().Deregister(c.raw, c.token)
 	}
 	c.cleanup()
 	c.s.wg.Done()
@@ -431,7 +410,7 @@ func (c *conn) schedulePing() {
 			c.closeSocket()
 			return
 		}
-		if err := c.cc.writeControl(appendFrame(nil, opPing, nil), c.s.cfg.StallTimeout); err != nil {
+		if err := c.cc.WriteControl(wsio.AppendFrame(nil, wsio.OpPing, nil), c.s.cfg.StallTimeout); err != nil {
 			c.closeSocket()
 			return
 		}

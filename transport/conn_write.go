@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/wsio"
 )
 
 // This file is the writing side of a connection: replies and room events out, many frames per
@@ -25,7 +26,7 @@ func (c *conn) writeLoop() {
 			c.writing = false
 			c.cond.Broadcast()
 			c.mu.Unlock()
-			c.cc.release()
+			c.cc.Release()
 			return
 		}
 		c.wakeup = false
@@ -42,7 +43,7 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Unlock()
 
-		c.cc.cork() // its writes time out after StallTimeout without progress
+		c.cc.Cork() // its writes time out after StallTimeout without progress
 		err := c.writeReplies(replies)
 		more := false
 		for _, rs := range streams {
@@ -56,7 +57,7 @@ func (c *conn) writeLoop() {
 		if err == nil && closing != nil {
 			err = c.writeClose(closing)
 		}
-		if uerr := c.cc.uncork(); err == nil {
+		if uerr := c.cc.Uncork(); err == nil {
 			err = uerr
 		}
 		if err != nil || closing != nil {
@@ -94,7 +95,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	c.frames = c.frames[:0]
 	shared, n, synced, err := rs.stream.Next(ctx, writeBatch, func(e *eventlog.Event) error {
 		c.scratch = c.codec.appendEvent(c.scratch[:0], e)
-		c.frames = appendFrame(c.frames, mt, c.scratch)
+		c.frames = wsio.AppendFrame(c.frames, mt, c.scratch)
 		return nil
 	})
 	if err != nil {
@@ -103,12 +104,12 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	}
 	slot := c.codec.slot()
 	for _, e := range shared {
-		if err := c.cc.writeFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
+		if err := c.cc.WriteFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
 			return false, err
 		}
 	}
 	if len(c.frames) > 0 {
-		if err := c.cc.writeFrame(c.frames); err != nil {
+		if err := c.cc.WriteFrame(c.frames); err != nil {
 			return false, err
 		}
 		c.s.metrics.replayed.Add(float64(n))
@@ -127,13 +128,13 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 // so members of a room share one encoding.
 func (c *conn) frameEvent(e *eventlog.Event) any {
 	payload := c.codec.appendEvent(make([]byte, 0, 160+len(e.Body)), e)
-	return appendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
+	return wsio.AppendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
 }
 
 // writeMessage frames a payload into the connection's (corked) output.
 func (c *conn) writeMessage(messageType int, payload []byte) error {
-	c.frame = appendFrame(c.frame[:0], messageType, payload)
-	return c.cc.writeFrame(c.frame)
+	c.frame = wsio.AppendFrame(c.frame[:0], messageType, payload)
+	return c.cc.WriteFrame(c.frame)
 }
 
 func (c *conn) writeClose(cr *closeRequest) error {
@@ -142,7 +143,7 @@ func (c *conn) writeClose(cr *closeRequest) error {
 			return err
 		}
 	}
-	return c.writeMessage(opClose, closePayload(cr.closeCode, cr.reason))
+	return c.writeMessage(wsio.OpClose, wsio.ClosePayload(cr.closeCode, cr.reason))
 }
 
 // closeLinger is how long a closing connection keeps reading (and discarding) what the client

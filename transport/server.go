@@ -18,6 +18,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/rooms"
 )
 
@@ -111,17 +112,17 @@ type Server struct {
 	ready   atomic.Bool
 
 	pollOnce sync.Once
-	poll     *poller // nil without one
+	poll     *wsio.Poller // nil without one
 }
 
 // poller returns the shared poller, started at the first connection; nil when the connections
 // read on goroutines of their own.
-func (s *Server) poller() *poller {
+func (s *Server) poller() *wsio.Poller {
 	s.pollOnce.Do(func() {
 		if s.cfg.NoPoller {
 			return
 		}
-		p, err := newPoller()
+		p, err := wsio.NewPoller()
 		if err != nil {
 			s.logger.Info("connections read on goroutines of their own", "why", err)
 			return
@@ -187,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 		CheckOrigin:      s.checkOrigin,
 		// gorilla's Conn lives only through the handshake (frames are read and written here):
 		// the smallest read buffer it takes, and write buffers from a pool.
-		ReadBufferSize:  maxControlPayload,
+		ReadBufferSize:  wsio.MaxControlPayload,
 		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			http.Error(w, reason.Error(), status)
@@ -286,7 +287,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	hw := &hijackWriter{ResponseWriter: w, stall: s.cfg.StallTimeout}
+	hw := &wsio.HijackWriter{ResponseWriter: w, Stall: s.cfg.StallTimeout}
 	ws, err := s.upgrader.Upgrade(hw, r, nil)
 	if err != nil { // the upgrader has answered (403 for a refused origin)
 		reason := "upgrade"
@@ -296,9 +297,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refusedConnection(reason, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
 	}
-	// gorilla did the opening handshake; frames are read (inbound.go) and written (corkConn)
+	// gorilla did the opening handshake; frames are read (wsio.Reader.go) and written (wsio.CorkConn)
 	// here, so its Conn and the buffers it holds are dropped now.
-	c := newConn(s, ws.Subprotocol(), hw.conn)
+	c := newConn(s, ws.Subprotocol(), hw.Conn)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -347,7 +348,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.pollOnce.Do(func() {}) // no poller starts after this; one started before is seen here
 	if s.poll != nil {
-		s.poll.close()
+		s.poll.Close()
 	}
 	return s.hub.Close(ctx)
 }

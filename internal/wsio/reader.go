@@ -1,4 +1,4 @@
-package transport
+package wsio
 
 import (
 	"encoding/binary"
@@ -17,43 +17,44 @@ import (
 
 // Opcodes (RFC 6455, 5.2); the data opcodes equal gorilla's message types.
 const (
-	opContinuation = 0x0
-	opText         = websocket.TextMessage
-	opBinary       = websocket.BinaryMessage
-	opClose        = websocket.CloseMessage
-	opPing         = websocket.PingMessage
-	opPong         = websocket.PongMessage
+	OpContinuation = 0x0
+	OpText         = websocket.TextMessage
+	OpBinary       = websocket.BinaryMessage
+	OpClose        = websocket.CloseMessage
+	OpPing         = websocket.PingMessage
+	OpPong         = websocket.PongMessage
 )
 
-// maxControlPayload is the largest payload of a control frame (RFC 6455, 5.5).
-const maxControlPayload = 125
+// MaxControlPayload is the largest payload of a control frame (RFC 6455, 5.5).
+const MaxControlPayload = 125
 
-// A closeError ends the connection with a WebSocket close code.
-type closeError struct {
-	code   int
-	reason string
+// A CloseError ends the connection with a WebSocket close code.
+type CloseError struct {
+	Code   int
+	Reason string
 }
 
-func (e *closeError) Error() string { return fmt.Sprintf("websocket close %d: %s", e.code, e.reason) }
+func (e *CloseError) Error() string { return fmt.Sprintf("websocket close %d: %s", e.Code, e.Reason) }
 
-func protocolError(format string, args ...any) error {
-	return &closeError{code: websocket.CloseProtocolError, reason: fmt.Sprintf(format, args...)}
+// ProtocolError is a CloseError with code 1002 (protocol error).
+func ProtocolError(format string, args ...any) error {
+	return &CloseError{Code: websocket.CloseProtocolError, Reason: fmt.Sprintf(format, args...)}
 }
 
-// errMessageTooLarge: a message over the frame limit (close 1009, after an error frame).
-var errMessageTooLarge = errors.New("message too large")
+// ErrMessageTooLarge: a message over the frame limit (close 1009, after an error frame).
+var ErrMessageTooLarge = errors.New("message too large")
 
 // readBufferSize is the size of the buffers lent to connections while they read.
 const readBufferSize = 16 << 10
 
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
 
-// inbound reassembles a client's messages. Its zero value, with maxMessage set, is ready.
+// Reader reassembles a client's messages. Its zero value, with MaxMessage set, is ready.
 //
 // Invariant: buf is nil whenever every byte received has been consumed, so an idle connection
-// holds no buffer; a partial frame keeps it (a frame of any size fits, up to maxMessage).
-type inbound struct {
-	maxMessage int
+// holds no buffer; a partial frame keeps it (a frame of any size fits, up to MaxMessage).
+type Reader struct {
+	MaxMessage int
 
 	buf  []byte // received bytes are buf[r:w]; from readBuffers when its capacity is readBufferSize
 	r, w int
@@ -63,7 +64,7 @@ type inbound struct {
 }
 
 // space returns buffer space to read into (never none), lending a buffer when there is none.
-func (in *inbound) space() []byte {
+func (in *Reader) Space() []byte {
 	switch {
 	case in.buf == nil:
 		in.buf = *readBuffers.Get().(*[]byte)
@@ -88,7 +89,7 @@ func (in *inbound) space() []byte {
 
 // idle is called when the socket has nothing more for now: a partial frame moves out of the lent
 // buffer into one of its own size, so a client that stops mid-frame does not hold a whole buffer.
-func (in *inbound) idle() {
+func (in *Reader) Idle() {
 	if in.buf == nil || len(in.buf) != readBufferSize {
 		return
 	}
@@ -103,13 +104,13 @@ func (in *inbound) idle() {
 }
 
 // received records n bytes read into space().
-func (in *inbound) received(n int) {
+func (in *Reader) Received(n int) {
 	in.w += n
 	in.release()
 }
 
 // release gives back the buffer once everything in it is consumed.
-func (in *inbound) release() {
+func (in *Reader) release() {
 	if in.buf != nil && in.r == in.w {
 		if len(in.buf) == readBufferSize {
 			b := in.buf
@@ -130,26 +131,26 @@ type frameHeader struct {
 
 // parseHeader parses the frame header at the start of b; ok is false while b holds only part of
 // it. Everything a server must refuse in a header is refused here (RFC 6455, 5.1-5.5).
-func parseHeader(b []byte, maxMessage int) (h frameHeader, ok bool, err error) {
+func parseHeader(b []byte, MaxMessage int) (h frameHeader, ok bool, err error) {
 	if len(b) < 2 {
 		return h, false, nil
 	}
 	h.fin = b[0]&0x80 != 0
 	if b[0]&0x70 != 0 {
-		return h, false, protocolError("reserved bits set without a negotiated extension")
+		return h, false, ProtocolError("reserved bits set without a negotiated extension")
 	}
 	h.op = b[0] & 0x0f
 	switch h.op {
-	case opContinuation, opText, opBinary:
-	case opClose, opPing, opPong:
+	case OpContinuation, OpText, OpBinary:
+	case OpClose, OpPing, OpPong:
 		if !h.fin {
-			return h, false, protocolError("fragmented control frame")
+			return h, false, ProtocolError("fragmented control frame")
 		}
 	default:
-		return h, false, protocolError("unknown opcode %d", h.op)
+		return h, false, ProtocolError("unknown opcode %d", h.op)
 	}
 	if b[1]&0x80 == 0 {
-		return h, false, protocolError("client frame not masked")
+		return h, false, ProtocolError("client frame not masked")
 	}
 	n, size := uint64(b[1]&0x7f), 2
 	switch n {
@@ -164,11 +165,11 @@ func parseHeader(b []byte, maxMessage int) (h frameHeader, ok bool, err error) {
 		}
 		n, size = binary.BigEndian.Uint64(b[2:]), 10
 	}
-	if h.op >= opClose && n > maxControlPayload {
-		return h, false, protocolError("control frame payload of %d bytes", n)
+	if h.op >= OpClose && n > MaxControlPayload {
+		return h, false, ProtocolError("control frame payload of %d bytes", n)
 	}
-	if n > uint64(maxMessage) {
-		return h, false, errMessageTooLarge
+	if n > uint64(MaxMessage) {
+		return h, false, ErrMessageTooLarge
 	}
 	if len(b) < size+4 {
 		return h, false, nil
@@ -178,14 +179,14 @@ func parseHeader(b []byte, maxMessage int) (h frameHeader, ok bool, err error) {
 	return h, true, nil
 }
 
-// next returns the next whole message (opText or opBinary) or control frame, or op 0 when more
+// next returns the next whole message (OpText or OpBinary) or control frame, or op 0 when more
 // bytes are needed. A data message's payload is the caller's; a control frame's is valid until
-// the next call. err is a *closeError or errMessageTooLarge, after which in must not be used.
-func (in *inbound) next() (op byte, payload []byte, err error) {
+// the next call. err is a *CloseError or ErrMessageTooLarge, after which in must not be used.
+func (in *Reader) Next() (op byte, payload []byte, err error) {
 	in.release() // the previous control frame's payload is no longer needed
 	for {
 		b := in.buf[in.r:in.w]
-		h, ok, err := parseHeader(b, in.maxMessage)
+		h, ok, err := parseHeader(b, in.MaxMessage)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -198,18 +199,18 @@ func (in *inbound) next() (op byte, payload []byte, err error) {
 		unmask(p, h.mask)
 		in.r += h.size + h.length
 		switch {
-		case h.op >= opClose:
+		case h.op >= OpClose:
 			return h.op, p, nil // in the buffer, which the next call releases if it is consumed
-		case h.op == opContinuation && in.msgOp == 0:
-			return 0, nil, protocolError("continuation frame without a message")
-		case h.op != opContinuation && in.msgOp != 0:
-			return 0, nil, protocolError("new message inside a fragmented one")
+		case h.op == OpContinuation && in.msgOp == 0:
+			return 0, nil, ProtocolError("continuation frame without a message")
+		case h.op != OpContinuation && in.msgOp != 0:
+			return 0, nil, ProtocolError("new message inside a fragmented one")
 		}
-		if h.op != opContinuation {
+		if h.op != OpContinuation {
 			in.msgOp = h.op
 		}
-		if len(in.msg)+len(p) > in.maxMessage {
-			return 0, nil, errMessageTooLarge
+		if len(in.msg)+len(p) > in.MaxMessage {
+			return 0, nil, ErrMessageTooLarge
 		}
 		if !h.fin {
 			in.msg = append(in.msg, p...)
@@ -224,15 +225,15 @@ func (in *inbound) next() (op byte, payload []byte, err error) {
 		op := in.msgOp
 		in.msg, in.msgOp = nil, 0
 		in.release()
-		if op == opText && !utf8.Valid(msg) {
-			return 0, nil, &closeError{code: websocket.CloseInvalidFramePayloadData, reason: "text message is not UTF-8"}
+		if op == OpText && !utf8.Valid(msg) {
+			return 0, nil, &CloseError{Code: websocket.CloseInvalidFramePayloadData, Reason: "text message is not UTF-8"}
 		}
 		return op, msg, nil
 	}
 }
 
 // makeRoom makes sure a frame whose header is parsed fits in the buffer once received.
-func (in *inbound) makeRoom(h frameHeader, headerParsed bool) {
+func (in *Reader) makeRoom(h frameHeader, headerParsed bool) {
 	if !headerParsed {
 		return // a header always fits: it is at most 14 bytes
 	}
@@ -273,10 +274,32 @@ func unmask(p []byte, key [4]byte) {
 	}
 }
 
-// closePayload is the payload of a close frame with the code and reason.
-func closePayload(code int, reason string) []byte {
-	if len(reason) > maxControlPayload-2 {
-		reason = reason[:maxControlPayload-2]
+// ClosePayload is the payload of a close frame with the code and reason.
+func ClosePayload(code int, reason string) []byte {
+	if len(reason) > MaxControlPayload-2 {
+		reason = reason[:MaxControlPayload-2]
 	}
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
+}
+
+// EchoClose is the payload answering a client's close frame (RFC 6455, 5.5.1).
+func EchoClose(p []byte) []byte {
+	switch {
+	case len(p) == 0:
+		return nil
+	case len(p) == 1 || !validCloseCode(int(binary.BigEndian.Uint16(p))) || !utf8.Valid(p[2:]):
+		return ClosePayload(websocket.CloseProtocolError, "")
+	}
+	return ClosePayload(int(binary.BigEndian.Uint16(p)), "")
+}
+
+// validCloseCode reports whether a client may send the code (RFC 6455, 7.4).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 3000 && code <= 4999:
+		return true
+	case code >= 1000 && code <= 1014:
+		return code != 1004 && code != 1005 && code != 1006
+	}
+	return false
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package transport
+package wsio
 
 import (
 	"errors"
@@ -14,29 +14,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller waits, with one goroutine and epoll, for any of many connections to have bytes to read,
+// Poller waits, with one goroutine and epoll, for any of many connections to have bytes to read,
 // so that a connection with nothing to read holds no goroutine (the usual Go server parks one per
 // connection in a read).
 //
-// Each connection is registered one-shot: after an event the poller ignores it until the
+// Each connection is registered one-shot: after an event the Poller ignores it until the
 // connection's reader has read all there was and re-arms it, so at most one reader runs per
 // connection. The connection's fd is only touched through its syscall.RawConn, which keeps the fd
 // from being closed (and its number reused) meanwhile; once it is closed the kernel drops the
 // registration itself.
-type poller struct {
+type Poller struct {
 	epfd int
 	file *os.File // epfd, so that the runtime's netpoller tells run when it has events
 	wake int      // an eventfd, written to stop run
 
-	mu    sync.Mutex
-	conns map[uint32]*conn // by token; token 0 is the eventfd
-	next  uint32
-	done  chan struct{}
+	mu      sync.Mutex
+	readers map[Token]Readable // token 0 is the eventfd
+	next    Token
+	done    chan struct{}
 }
 
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-func newPoller() (*poller, error) {
+func NewPoller() (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("transport: epoll_create1: %w", err)
@@ -67,47 +67,54 @@ func newPoller() (*poller, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("transport: epoll fd: %w", err)
 	}
-	p := &poller{epfd: epfd, file: file, wake: wake, conns: map[uint32]*conn{}, done: make(chan struct{})}
+	p := &Poller{epfd: epfd, file: file, wake: wake, readers: map[Token]Readable{}, done: make(chan struct{})}
 	go p.run(raw)
 	return p, nil
 }
 
-// register adds the connection, armed.
-func (p *poller) register(c *conn) error {
+// Register adds a connection, disarmed: after each Arm, r.Readable is called once (on the
+// poller's goroutine; it must not block) when raw has bytes or an end to read. Registering
+// disarmed lets the caller keep the token before any event can need it.
+func (p *Poller) Register(raw syscall.RawConn, r Readable) (Token, error) {
 	p.mu.Lock()
 	for {
 		p.next++
-		if _, used := p.conns[p.next]; !used && p.next != 0 {
+		if _, used := p.readers[p.next]; !used && p.next != 0 {
 			break
 		}
 	}
-	c.token = p.next
-	p.conns[c.token] = c
+	t := p.next
+	p.readers[t] = r
 	p.mu.Unlock()
-	if err := p.ctl(c, unix.EPOLL_CTL_ADD); err != nil {
+	if err := p.ctlEvents(raw, t, unix.EPOLL_CTL_ADD, unix.EPOLLONESHOT); err != nil {
 		p.mu.Lock()
-		delete(p.conns, c.token)
+		delete(p.readers, t)
 		p.mu.Unlock()
-		return err
+		return 0, err
 	}
-	return nil
+	return t, nil
 }
 
-// arm asks for the next event of a registered connection; it fails once the connection is closed.
-func (p *poller) arm(c *conn) error { return p.ctl(c, unix.EPOLL_CTL_MOD) }
+// Arm asks for the next event of a registered connection; it fails once the connection is
+// closed.
+func (p *Poller) Arm(raw syscall.RawConn, t Token) error { return p.ctl(raw, t, unix.EPOLL_CTL_MOD) }
 
-// deregister forgets the connection; events already taken for it are ignored.
-func (p *poller) deregister(c *conn) {
+// Deregister forgets the connection; events already taken for it are ignored.
+func (p *Poller) Deregister(raw syscall.RawConn, t Token) {
 	p.mu.Lock()
-	delete(p.conns, c.token)
+	delete(p.readers, t)
 	p.mu.Unlock()
-	p.ctl(c, unix.EPOLL_CTL_DEL) // fails harmlessly when closed: the kernel dropped it already
+	p.ctl(raw, t, unix.EPOLL_CTL_DEL) // fails harmlessly when closed: the kernel dropped it already
 }
 
-func (p *poller) ctl(c *conn, op int) error {
+func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
+	return p.ctlEvents(raw, t, op, pollEvents)
+}
+
+func (p *Poller) ctlEvents(raw syscall.RawConn, t Token, op int, events uint32) error {
 	var opErr error
-	err := c.raw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(c.token)}
+	err := raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: events, Fd: int32(t)}
 		opErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
 	if err != nil {
@@ -118,12 +125,12 @@ func (p *poller) ctl(c *conn, op int) error {
 
 // pollerTick bounds how long run parks without looking at the epoll fd itself. The runtime wakes
 // it when the fd becomes readable, yet a wakeup was once lost (a shutdown then waited for the
-// poller for minutes). The likely case, arming a socket that is readable already, which epoll may
-// not pass on to an epoll watching it, readers check for themselves (readableNow); the tick makes
+// Poller for minutes). The likely case, arming a socket that is readable already, which epoll may
+// not pass on to an epoll watching it, readers check for themselves (ReadableNow); the tick makes
 // any other lost wakeup cost a connection at most this delay, never a hang.
 const pollerTick = 10 * time.Millisecond
 
-func (p *poller) run(raw syscall.RawConn) {
+func (p *Poller) run(raw syscall.RawConn) {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
@@ -143,22 +150,22 @@ func (p *poller) run(raw syscall.RawConn) {
 			return
 		}
 		for _, ev := range events[:n] {
-			token := uint32(ev.Fd)
+			token := Token(ev.Fd)
 			if token == 0 {
 				return // stop
 			}
 			p.mu.Lock()
-			c := p.conns[token]
+			r := p.readers[token]
 			p.mu.Unlock()
-			if c != nil {
-				c.readable()
+			if r != nil {
+				r.Readable()
 			}
 		}
 	}
 }
 
-// close stops the poller; the connections must be gone.
-func (p *poller) close() {
+// close stops the Poller; the connections must be gone.
+func (p *Poller) Close() {
 	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	p.file.SetReadDeadline(time.Now()) // look now, whatever the runtime says
 	<-p.done
@@ -166,20 +173,20 @@ func (p *poller) close() {
 	unix.Close(p.wake)
 }
 
-// readNonblocking reads what the socket has without waiting: errWouldBlock when it has nothing,
+// ReadNonblocking reads what the socket has without waiting: ErrWouldBlock when it has nothing,
 // io.EOF when the client closed it.
-func readNonblocking(raw syscall.RawConn, b []byte) (int, error) {
+func ReadNonblocking(raw syscall.RawConn, b []byte) (int, error) {
 	var n int
 	var readErr error
 	err := raw.Read(func(fd uintptr) bool {
 		n, readErr = unix.Read(int(fd), b)
-		return true // never wait here: the poller does
+		return true // never wait here: the Poller does
 	})
 	switch {
 	case err != nil:
 		return 0, err
 	case readErr == unix.EAGAIN:
-		return 0, errWouldBlock
+		return 0, ErrWouldBlock
 	case readErr != nil:
 		return 0, readErr
 	case n == 0:
@@ -198,10 +205,10 @@ func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
 	}
 }
 
-// readableNow reports whether the socket has bytes, or an end, to read now. The connection's
+// ReadableNow reports whether the socket has bytes, or an end, to read now. The connection's
 // reader asks after arming it: epoll queues an event for a socket that is ready when it is armed,
 // but may not wake the runtime's netpoller, which watches the epoll fd, for it (see pollerTick).
-func readableNow(raw syscall.RawConn) bool {
+func ReadableNow(raw syscall.RawConn) bool {
 	ready := false
 	raw.Read(func(fd uintptr) bool {
 		var b [1]byte

@@ -1,4 +1,4 @@
-package transport
+package wsio
 
 import (
 	"bufio"
@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// corkConn lets the connection's writer put many WebSocket frames into one write system call:
+// CorkConn lets the connection's writer put many WebSocket frames into one write system call:
 // between cork and uncork, writes collect in a buffer; outside, they go straight through (so
 // control frames gorilla writes on its own, such as a close in reply to a protocol error, are
 // never held back).
-type corkConn struct {
+type CorkConn struct {
 	net.Conn
 	// stall, when positive, is how long a write may go without progress: each write that moves
 	// bytes re-arms the deadline, so a client that reads slowly but steadily is never cut off,
@@ -30,7 +30,7 @@ const corkLimit = 64 << 10 // flush early past this many buffered bytes
 // none, and a busy one does not grow a fresh buffer at every wake-up.
 var corkBuffers = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit+16<<10); return &b }}
 
-func (c *corkConn) Write(p []byte) (int, error) {
+func (c *CorkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.corked {
@@ -55,7 +55,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 
 // writeFrame writes one whole WebSocket data frame (server frames are unmasked), so frames
 // written here and control frames written by gorilla can only interleave at frame boundaries.
-func (c *corkConn) writeFrame(frame []byte) error {
+func (c *CorkConn) WriteFrame(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf = append(c.buf, frame...)
@@ -68,7 +68,7 @@ func (c *corkConn) writeFrame(frame []byte) error {
 // writeControl writes a control frame the connection's writer did not make (a ping, a pong, a
 // close): into the buffer while the writer has it corked (it flushes it), else at once, within
 // timeout.
-func (c *corkConn) writeControl(frame []byte, timeout time.Duration) error {
+func (c *CorkConn) WriteControl(frame []byte, timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.buf = append(c.buf, frame...)
@@ -83,8 +83,8 @@ func (c *corkConn) writeControl(frame []byte, timeout time.Duration) error {
 	return err
 }
 
-// appendFrame appends a final, unmasked data frame with the payload to dst (RFC 6455, 5.2).
-func appendFrame(dst []byte, messageType int, payload []byte) []byte {
+// AppendFrame appends a final, unmasked data frame with the payload to dst (RFC 6455, 5.2).
+func AppendFrame(dst []byte, messageType int, payload []byte) []byte {
 	n := len(payload)
 	dst = append(dst, 0x80|byte(messageType))
 	switch {
@@ -98,7 +98,7 @@ func appendFrame(dst []byte, messageType int, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
-func (c *corkConn) cork() {
+func (c *CorkConn) Cork() {
 	c.mu.Lock()
 	c.corked = true
 	if c.buf == nil {
@@ -108,14 +108,14 @@ func (c *corkConn) cork() {
 }
 
 // uncork writes out what collected.
-func (c *corkConn) uncork() error {
+func (c *CorkConn) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
 	return c.flushLocked()
 }
 
-func (c *corkConn) flushLocked() error {
+func (c *CorkConn) flushLocked() error {
 	if len(c.buf) == 0 {
 		return nil
 	}
@@ -130,7 +130,7 @@ func (c *corkConn) flushLocked() error {
 
 // writeAllLocked writes p whole, re-arming the stall deadline before each write: a write that
 // times out having moved some bytes goes on with the rest; one that moved none fails.
-func (c *corkConn) writeAllLocked(p []byte) error {
+func (c *CorkConn) writeAllLocked(p []byte) error {
 	for {
 		if c.stall > 0 {
 			c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
@@ -144,8 +144,8 @@ func (c *corkConn) writeAllLocked(p []byte) error {
 	}
 }
 
-// release returns the buffer of an idle connection to the pool.
-func (c *corkConn) release() {
+// Release returns the buffer of an idle connection to the pool.
+func (c *CorkConn) Release() {
 	c.mu.Lock()
 	if !c.corked && len(c.buf) == 0 && c.buf != nil {
 		if cap(c.buf) <= 4*corkLimit {
@@ -157,18 +157,20 @@ func (c *corkConn) release() {
 	c.mu.Unlock()
 }
 
-// hijackWriter hands gorilla's Upgrade a corkConn instead of the raw connection.
-type hijackWriter struct {
+// HijackWriter hands gorilla's Upgrade a CorkConn instead of the raw connection: after the
+// upgrade, Conn is the connection.
+type HijackWriter struct {
 	http.ResponseWriter
-	stall time.Duration // the corkConn's
-	conn  *corkConn
+	Stall time.Duration // the CorkConn's stall time
+	Conn  *CorkConn
 }
 
-func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+// Hijack implements http.Hijacker.
+func (w *HijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: nc, stall: w.stall}
-	return w.conn, brw, nil
+	w.Conn = &CorkConn{Conn: nc, stall: w.Stall}
+	return w.Conn, brw, nil
 }

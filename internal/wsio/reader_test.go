@@ -1,4 +1,4 @@
-package transport
+package wsio
 
 import (
 	"bytes"
@@ -42,14 +42,14 @@ type parsed struct {
 	payload []byte
 }
 
-// feed gives the stream to an inbound in chunks of the given sizes (cycled), the way reads
+// feed gives the stream to an Reader in chunks of the given sizes (cycled), the way reads
 // would, and collects what it returns.
-func feed(t testing.TB, in *inbound, stream []byte, chunks []int) ([]parsed, error) {
+func feed(t testing.TB, in *Reader, stream []byte, chunks []int) ([]parsed, error) {
 	t.Helper()
 	var out []parsed
 	for i := 0; ; i++ {
 		for {
-			op, p, err := in.next()
+			op, p, err := in.Next()
 			if err != nil {
 				return out, err
 			}
@@ -65,16 +65,16 @@ func feed(t testing.TB, in *inbound, stream []byte, chunks []int) ([]parsed, err
 			return out, nil
 		}
 		if i%2 == 1 {
-			in.idle() // as when the socket has nothing more for now
+			in.Idle() // as when the socket has nothing more for now
 		}
-		space := in.space()
+		space := in.Space()
 		if len(space) == 0 {
 			t.Fatal("no space to read into")
 		}
 		n := min(len(space), len(stream), chunks[i%len(chunks)])
 		copy(space, stream[:n])
 		stream = stream[n:]
-		in.received(n)
+		in.Received(n)
 	}
 }
 
@@ -82,26 +82,26 @@ func TestInboundReassembles(t *testing.T) {
 	key := [4]byte{1, 2, 3, 4}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48,000 bytes: bigger than a read buffer
 	var stream []byte
-	stream = append(stream, maskedFrame(true, opText, []byte(`{"type":"hello"}`), key)...)
-	stream = append(stream, maskedFrame(false, opText, []byte(`{"a":`), key)...)
-	stream = append(stream, maskedFrame(true, opPing, []byte("between fragments"), key)...)
-	stream = append(stream, maskedFrame(false, opContinuation, []byte(`1`), key)...)
-	stream = append(stream, maskedFrame(true, opContinuation, []byte(`}`), key)...)
-	stream = append(stream, maskedFrame(true, opBinary, big, key)...)
-	stream = append(stream, maskedFrame(true, opPong, nil, key)...)
-	stream = append(stream, maskedFrame(true, opText, nil, key)...)
-	stream = append(stream, maskedFrame(true, opClose, closePayload(1000, "bye"), key)...)
+	stream = append(stream, maskedFrame(true, OpText, []byte(`{"type":"hello"}`), key)...)
+	stream = append(stream, maskedFrame(false, OpText, []byte(`{"a":`), key)...)
+	stream = append(stream, maskedFrame(true, OpPing, []byte("between fragments"), key)...)
+	stream = append(stream, maskedFrame(false, OpContinuation, []byte(`1`), key)...)
+	stream = append(stream, maskedFrame(true, OpContinuation, []byte(`}`), key)...)
+	stream = append(stream, maskedFrame(true, OpBinary, big, key)...)
+	stream = append(stream, maskedFrame(true, OpPong, nil, key)...)
+	stream = append(stream, maskedFrame(true, OpText, nil, key)...)
+	stream = append(stream, maskedFrame(true, OpClose, ClosePayload(1000, "bye"), key)...)
 	want := []parsed{
-		{opText, []byte(`{"type":"hello"}`)},
-		{opPing, []byte("between fragments")},
-		{opText, []byte(`{"a":1}`)},
-		{opBinary, big},
-		{opPong, []byte{}},
-		{opText, []byte{}},
-		{opClose, closePayload(1000, "bye")},
+		{OpText, []byte(`{"type":"hello"}`)},
+		{OpPing, []byte("between fragments")},
+		{OpText, []byte(`{"a":1}`)},
+		{OpBinary, big},
+		{OpPong, []byte{}},
+		{OpText, []byte{}},
+		{OpClose, ClosePayload(1000, "bye")},
 	}
 	for _, chunks := range [][]int{{1 << 20}, {1}, {3, 7, 1, 200}, {readBufferSize}, {readBufferSize - 5, 9}} {
-		in := inbound{maxMessage: 64 << 10}
+		in := Reader{MaxMessage: 64 << 10}
 		got, err := feed(t, &in, stream, chunks)
 		if err != nil {
 			t.Fatalf("chunks %v: %v", chunks, err)
@@ -119,36 +119,36 @@ func TestInboundReassembles(t *testing.T) {
 
 func TestInboundRefuses(t *testing.T) {
 	key := [4]byte{9, 8, 7, 6}
-	unmasked := maskedFrame(true, opText, []byte("hi"), key)
+	unmasked := maskedFrame(true, OpText, []byte("hi"), key)
 	unmasked[1] &^= 0x80
 	unmasked = append(unmasked[:2], unmasked[6:]...)
-	rsv := maskedFrame(true, opText, []byte("hi"), key)
+	rsv := maskedFrame(true, OpText, []byte("hi"), key)
 	rsv[0] |= 0x40
 	for _, tc := range []struct {
 		name   string
 		stream []byte
-		code   int // 0: errMessageTooLarge
+		code   int // 0: ErrMessageTooLarge
 	}{
 		{"unmasked", unmasked, websocket.CloseProtocolError},
 		{"reserved bits", rsv, websocket.CloseProtocolError},
 		{"unknown opcode", maskedFrame(true, 0x3, nil, key), websocket.CloseProtocolError},
-		{"fragmented ping", maskedFrame(false, opPing, nil, key), websocket.CloseProtocolError},
-		{"long ping", maskedFrame(true, opPing, make([]byte, 126), key), websocket.CloseProtocolError},
-		{"stray continuation", maskedFrame(true, opContinuation, []byte("x"), key), websocket.CloseProtocolError},
-		{"message inside a message", append(maskedFrame(false, opText, []byte("a"), key), maskedFrame(true, opText, []byte("b"), key)...), websocket.CloseProtocolError},
-		{"text not UTF-8", maskedFrame(true, opText, []byte{0xff, 0xfe}, key), websocket.CloseInvalidFramePayloadData},
-		{"frame over the limit", maskedFrame(true, opText, make([]byte, 1001), key), 0},
-		{"fragments over the limit", append(maskedFrame(false, opBinary, make([]byte, 600), key), maskedFrame(true, opContinuation, make([]byte, 600), key)...), 0},
+		{"fragmented ping", maskedFrame(false, OpPing, nil, key), websocket.CloseProtocolError},
+		{"long ping", maskedFrame(true, OpPing, make([]byte, 126), key), websocket.CloseProtocolError},
+		{"stray continuation", maskedFrame(true, OpContinuation, []byte("x"), key), websocket.CloseProtocolError},
+		{"message inside a message", append(maskedFrame(false, OpText, []byte("a"), key), maskedFrame(true, OpText, []byte("b"), key)...), websocket.CloseProtocolError},
+		{"text not UTF-8", maskedFrame(true, OpText, []byte{0xff, 0xfe}, key), websocket.CloseInvalidFramePayloadData},
+		{"frame over the limit", maskedFrame(true, OpText, make([]byte, 1001), key), 0},
+		{"fragments over the limit", append(maskedFrame(false, OpBinary, make([]byte, 600), key), maskedFrame(true, OpContinuation, make([]byte, 600), key)...), 0},
 		{"length past 2^63", append([]byte{0x82, 0x80 | 127, 0xff, 0, 0, 0, 0, 0, 0, 0}, key[:]...), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := inbound{maxMessage: 1000}
+			in := Reader{MaxMessage: 1000}
 			_, err := feed(t, &in, tc.stream, []int{1 << 20})
-			var ce *closeError
+			var ce *CloseError
 			switch {
-			case tc.code == 0 && !errors.Is(err, errMessageTooLarge):
-				t.Fatalf("got %v, want errMessageTooLarge", err)
-			case tc.code != 0 && (!errors.As(err, &ce) || ce.code != tc.code):
+			case tc.code == 0 && !errors.Is(err, ErrMessageTooLarge):
+				t.Fatalf("got %v, want ErrMessageTooLarge", err)
+			case tc.code != 0 && (!errors.As(err, &ce) || ce.Code != tc.code):
 				t.Fatalf("got %v, want close %d", err, tc.code)
 			}
 		})
@@ -161,15 +161,15 @@ func TestEchoClose(t *testing.T) {
 		want []byte
 	}{
 		{nil, nil},
-		{[]byte{3}, closePayload(websocket.CloseProtocolError, "")},
-		{closePayload(1000, "done"), closePayload(1000, "")},
-		{closePayload(4001, ""), closePayload(4001, "")},
-		{[]byte{0x03, 0xed}, closePayload(websocket.CloseProtocolError, "")}, // 1005 is never sent
-		{closePayload(999, ""), closePayload(websocket.CloseProtocolError, "")},
-		{append(closePayload(1000, ""), 0xff), closePayload(websocket.CloseProtocolError, "")},
+		{[]byte{3}, ClosePayload(websocket.CloseProtocolError, "")},
+		{ClosePayload(1000, "done"), ClosePayload(1000, "")},
+		{ClosePayload(4001, ""), ClosePayload(4001, "")},
+		{[]byte{0x03, 0xed}, ClosePayload(websocket.CloseProtocolError, "")}, // 1005 is never sent
+		{ClosePayload(999, ""), ClosePayload(websocket.CloseProtocolError, "")},
+		{append(ClosePayload(1000, ""), 0xff), ClosePayload(websocket.CloseProtocolError, "")},
 	} {
-		if got := echoClose(tc.in); !bytes.Equal(got, tc.want) {
-			t.Errorf("echoClose(%v) = %v, want %v", tc.in, got, tc.want)
+		if got := EchoClose(tc.in); !bytes.Equal(got, tc.want) {
+			t.Errorf("EchoClose(%v) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }
@@ -178,23 +178,23 @@ func TestEchoClose(t *testing.T) {
 // a frame over the limit; and a well-formed stream built from the input comes back exactly.
 func FuzzInbound(f *testing.F) {
 	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	f.Add(maskedFrame(true, opText, []byte(`{"type":"ping"}`), key), uint8(3))
-	f.Add(append(maskedFrame(false, opBinary, []byte{1, 2}, key), maskedFrame(true, opContinuation, []byte{3}, key)...), uint8(1))
-	f.Add(maskedFrame(true, opClose, closePayload(1001, "away"), key), uint8(200))
+	f.Add(maskedFrame(true, OpText, []byte(`{"type":"ping"}`), key), uint8(3))
+	f.Add(append(maskedFrame(false, OpBinary, []byte{1, 2}, key), maskedFrame(true, OpContinuation, []byte{3}, key)...), uint8(1))
+	f.Add(maskedFrame(true, OpClose, ClosePayload(1001, "away"), key), uint8(200))
 	f.Add([]byte{0x81, 0xfe, 0x00}, uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
 		const limit = 4096
 		chunks := []int{int(chunk)%64 + 1, int(chunk) + 1}
 
-		in := inbound{maxMessage: limit}
+		in := Reader{MaxMessage: limit}
 		got, err := feed(t, &in, data, chunks)
 		for _, p := range got {
 			if len(p.payload) > limit {
 				t.Fatalf("a %d-byte payload passed a %d-byte limit", len(p.payload), limit)
 			}
 		}
-		var ce *closeError
-		if err != nil && !errors.Is(err, errMessageTooLarge) && !errors.As(err, &ce) {
+		var ce *CloseError
+		if err != nil && !errors.Is(err, ErrMessageTooLarge) && !errors.As(err, &ce) {
 			t.Fatalf("unexpected error type %T: %v", err, err)
 		}
 
@@ -205,10 +205,10 @@ func FuzzInbound(f *testing.F) {
 			if len(p) > limit {
 				p = p[:limit]
 			}
-			stream = append(stream, maskedFrame(true, opBinary, p, key)...)
+			stream = append(stream, maskedFrame(true, OpBinary, p, key)...)
 			want = append(want, p)
 		}
-		in = inbound{maxMessage: limit}
+		in = Reader{MaxMessage: limit}
 		got, err = feed(t, &in, stream, chunks)
 		if err != nil {
 			t.Fatalf("well-formed stream refused: %v", err)
