@@ -19,60 +19,97 @@ import (
 	"github.com/roomlog/roomlog/rooms"
 )
 
-// conn is one client connection. It has a goroutine only while it has work:
+// conn is one client connection. It has a goroutine only while it has work, each started on
+// demand by its worker (see worker):
 //
 //   - readReady runs while there are bytes to read (the poller starts it; see startReading);
-//   - handleLoop runs while read frames wait to be handled, one at a time, in order;
-//   - writeLoop runs only while there is something to write: reply frames and room events;
-//   - ackLoop runs only while publishes are in flight, turning their outcomes into replies in
-//     the order the publishes were made;
-//   - recordAcks runs only while client acks wait to be recorded in the log.
+//   - handleLoop (handler) runs while read frames wait to be handled, one at a time, in order;
+//   - writeLoop (writer) runs only while there is something to write: replies and room events;
+//   - ackLoop (acker) runs only while publishes are in flight, turning their outcomes into
+//     replies in the order the publishes were made;
+//   - recordAcks (ackRecorder) runs only while client acks wait to be recorded.
+//
+// Lock contract: fields under mu are read and written with mu held; a method named ...Locked
+// expects it held. The other groups say who owns them.
 type conn struct {
+	// Fixed at creation.
 	s     *Server
 	cc    *wsio.CorkConn
 	raw   syscall.RawConn // cc's socket, for the poller; nil when it has none
 	codec codec
 	id    string
 
-	// The read side: in and polled are owned by the running readReady, token by the poller.
+	// The read side, owned by the running readReady (at most one; readState says who starts
+	// the next), except token, set once at registration.
 	in        wsio.Reader
 	polled    bool
 	token     wsio.Token
-	lastHeard atomic.Int64 // unix nanoseconds when bytes last came in
-	helloDone bool         // owned by the handler: the first frame was handled
+	lastHeard atomic.Int64 // unix nanoseconds when bytes last came in (read by the pinger too)
 
-	// Set by the handshake, then only read.
-	user, session string
+	// The handler side, owned by the running handleLoop (one at a time, frames in order).
+	helloDone     bool          // the first frame was handled
+	user, session string        // set by hello, then only read (by every side)
+	limiter       *rate.Limiter // the write rate limit, made at the first publish or presence
 
-	limiter *rate.Limiter // made at the first publish; owned by the read loop
-
-	mu          sync.Mutex
-	cond        *sync.Cond // signalled when reply queue space frees or the connection closes
-	grants      rooms.Grants
-	streams     map[string]*roomStream // made at the first join
-	order       []string               // joined rooms in join order: the writer's round-robin
-	replies     [][]byte
-	inflight    []inflight
-	ackWaiting  bool
-	writing     bool
-	wakeup      bool
-	closing     *closeRequest
-	closed      bool                   // the network connection is closed
-	acks        map[string]eventlog.ID // made at the first ack
-	ackRecorder bool
-	expiry      *time.Timer
-	pinger      *time.Timer
-	inbox       [][]byte // frames read, waiting for the handler
-	inboxBytes  int
-	handling    bool // a handleLoop runs
-	replyBytes  int  // bytes in replies
-	readState   int8
-	welcomed    bool
-	handshake   *time.Timer // until welcomed
-
-	// Owned by the writer goroutine: buffers for encoding events read from the log.
+	// The writer's buffers for encoding events read from the log, owned by the running writeLoop.
 	scratch, frames, frame []byte
+
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when reply queue space frees, a worker stops or the connection closes
+
+	// Under mu: the session.
+	grants    rooms.Grants
+	welcomed  bool
+	handshake *time.Timer // until welcomed
+	expiry    *time.Timer // the token's exp
+	pinger    *time.Timer
+
+	// Under mu: the read side's hand-off to the handler.
+	readState  int8
+	inbox      [][]byte // frames read, waiting for the handler
+	inboxBytes int
+	handler    worker
+
+	// Under mu: what the writer writes, and how the connection ends.
+	streams    map[string]*roomStream // made at the first join
+	order      []string               // joined rooms in join order: the writer's round-robin
+	replies    [][]byte
+	replyBytes int  // bytes in replies
+	wakeup     bool // something new to write since the writer last looked
+	writer     worker
+	closing    *closeRequest
+	closed     bool // the network connection is closed
+
+	// Under mu: publishes in flight (acker) and client acks to record (ackRecorder).
+	inflight    []inflight
+	acker       worker
+	acks        map[string]eventlog.ID // made at the first ack
+	ackRecorder worker
 }
+
+// worker starts a connection's goroutine on demand: at most one runs at a time. Its state is
+// under the conn's mu.
+//
+// Invariant: a loop run by a worker calls stopLocked in the same critical section in which it
+// finds no work left, so work queued after that finds the worker stopped and starts it again
+// (stopping later, after unlocking, would strand work queued in between).
+type worker struct{ running bool }
+
+// startLocked runs loop on a new goroutine, counted in wg, unless one runs already.
+func (w *worker) startLocked(wg *sync.WaitGroup, loop func()) {
+	if w.running {
+		return
+	}
+	w.running = true
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		loop()
+	}()
+}
+
+// stopLocked records that the loop is ending.
+func (w *worker) stopLocked() { w.running = false }
 
 type roomStream struct {
 	mu     sync.Mutex // held by the writer while it writes this room's events; by the reader to end it
@@ -113,10 +150,8 @@ func (c *conn) Wake() {
 
 func (c *conn) wakeWriterLocked() {
 	c.wakeup = true
-	if !c.writing && !c.closed {
-		c.writing = true
-		c.s.wg.Add(1)
-		go c.writeLoop()
+	if !c.closed {
+		c.writer.startLocked(&c.s.wg, c.writeLoop)
 	}
 }
 
@@ -182,7 +217,7 @@ func (c *conn) shutdown(bye *byeFrame, closeCode int) {
 func (c *conn) cleanup() {
 	c.mu.Lock()
 	c.inbox, c.inboxBytes = nil, 0 // frames not handled yet are dropped with the connection
-	for c.handling {
+	for c.handler.running {
 		c.cond.Wait()
 	}
 	streams := c.streams
@@ -206,7 +241,7 @@ func (c *conn) cleanup() {
 	}
 	// Let the writer finish a requested close; otherwise close now.
 	c.mu.Lock()
-	wait := c.closing != nil && c.writing
+	wait := c.closing != nil && c.writer.running
 	c.mu.Unlock()
 	if wait {
 		deadline := time.AfterFunc(c.s.cfg.StallTimeout, func() { c.cc.Conn.Close() }) // the read side has ended
@@ -232,7 +267,7 @@ func (c *conn) cleanup() {
 
 func (c *conn) waitWriter() {
 	c.mu.Lock()
-	for c.writing {
+	for c.writer.running {
 		c.cond.Wait()
 	}
 	c.mu.Unlock()

@@ -238,11 +238,7 @@ func (c *conn) queueFrame(data []byte) frameOutcome {
 	}
 	c.inbox = append(c.inbox, data)
 	c.inboxBytes += len(data)
-	if !c.handling {
-		c.handling = true
-		c.s.wg.Add(1)
-		go c.handleLoop()
-	}
+	c.handler.startLocked(&c.s.wg, c.handleLoop)
 	if len(c.inbox) >= inboxLimit || c.inboxBytes >= inboxMaxBytes {
 		c.readState = readPaused
 		return framePaused
@@ -252,15 +248,13 @@ func (c *conn) queueFrame(data []byte) frameOutcome {
 
 // handleLoop handles queued frames in order, one at a time, and exits when none is left.
 //
-// It clears handling in the same critical section in which it finds the inbox empty: a frame
-// queued after that sees handling false and starts a new loop. (Clearing it later, after
-// unlocking, would strand a frame queued in between.)
+// It stops its worker in the same critical section in which it finds the inbox empty (see
+// worker).
 func (c *conn) handleLoop() {
-	defer c.s.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			c.mu.Lock()
-			c.handling = false
+			c.handler.stopLocked()
 			c.cond.Broadcast()
 			c.mu.Unlock()
 			c.panicked(r)
@@ -270,7 +264,7 @@ func (c *conn) handleLoop() {
 		c.mu.Lock()
 		if len(c.inbox) == 0 || c.closing != nil || c.closed {
 			c.inbox, c.inboxBytes = nil, 0
-			c.handling = false
+			c.handler.stopLocked()
 			c.cond.Broadcast()
 			if c.readState == readPaused {
 				c.resumeReadingLocked() // to see the end, if that is why the loop stops

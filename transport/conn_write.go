@@ -17,13 +17,12 @@ import (
 const writeBatch = 128
 
 func (c *conn) writeLoop() {
-	defer c.s.wg.Done()
 	ctx := context.Background()
 	for {
 		c.mu.Lock()
 		if !c.wakeup || c.closed {
 			c.scratch, c.frames, c.frame = nil, nil, nil // an idle connection keeps no buffers
-			c.writing = false
+			c.writer.stopLocked()
 			c.cond.Broadcast()
 			c.mu.Unlock()
 			c.cc.Release()
@@ -167,7 +166,7 @@ func (c *conn) writeFailed(err error, closed bool) {
 		c.closeSocket() // the read side ends and cleans up
 	}
 	c.mu.Lock()
-	c.writing = false
+	c.writer.stopLocked()
 	c.closed = true
 	c.cond.Broadcast()
 	c.mu.Unlock()

@@ -255,21 +255,16 @@ func (c *conn) publish(f *clientFrame) {
 	}
 	c.mu.Lock()
 	c.inflight = append(c.inflight, inflight{ref: f.Ref, room: f.Room, pending: p, start: time.Now()})
-	if !c.ackWaiting {
-		c.ackWaiting = true
-		c.s.wg.Add(1)
-		go c.ackLoop()
-	}
+	c.acker.startLocked(&c.s.wg, c.ackLoop)
 	c.mu.Unlock()
 }
 
 // ackLoop answers in-flight publishes in the order they were made, each once it is durable.
 func (c *conn) ackLoop() {
-	defer c.s.wg.Done()
 	for {
 		c.mu.Lock()
 		if len(c.inflight) == 0 {
-			c.ackWaiting = false
+			c.acker.stopLocked()
 			if c.closing != nil {
 				c.wakeWriterLocked() // the close was waiting for these acks
 			}
@@ -334,20 +329,15 @@ func (c *conn) ack(f *clientFrame) {
 	if cur, ok := c.acks[f.Room]; !ok || id.Compare(cur) > 0 {
 		c.acks[f.Room] = id
 	}
-	if !c.ackRecorder {
-		c.ackRecorder = true
-		c.s.wg.Add(1)
-		go c.recordAcks()
-	}
+	c.ackRecorder.startLocked(&c.s.wg, c.recordAcks)
 }
 
 func (c *conn) recordAcks() {
-	defer c.s.wg.Done()
 	for {
 		c.mu.Lock()
 		acks := c.acks
 		if len(acks) == 0 {
-			c.ackRecorder = false
+			c.ackRecorder.stopLocked()
 			c.mu.Unlock()
 			return
 		}
