@@ -23,6 +23,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
 // Codec selects the wire encoding.
@@ -84,7 +86,7 @@ type Error struct {
 func (e *Error) Error() string { return fmt.Sprintf("roomlog: %s: %s", e.Code, e.Message) }
 
 // Temporary reports whether retrying may succeed (rate_limited, internal).
-func (e *Error) Temporary() bool { return e.Code == "rate_limited" || e.Code == "internal" }
+func (e *Error) Temporary() bool { return wire.Temporary(e.Code) }
 
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("roomlog client closed")
@@ -269,9 +271,9 @@ func (c *Client) nextRef(prefix string) string {
 
 // call sends a frame with a ref on the current connection and waits for the answer with that
 // ref. It fails if the connection drops first.
-func (c *Client) call(ctx context.Context, f frame) (frame, error) {
+func (c *Client) call(ctx context.Context, f wire.ClientFrame) (frame, error) {
 	ref := c.nextRef("c")
-	f["ref"] = ref
+	f.Ref = ref
 	ch := make(chan frame, 1)
 	cn, err := c.waitConnected(ctx)
 	if err != nil {
@@ -296,8 +298,8 @@ func (c *Client) call(ctx context.Context, f frame) (frame, error) {
 		if !ok {
 			return nil, errors.New("roomlog: connection lost before the answer")
 		}
-		if r.str("type") == "error" {
-			return nil, r.err()
+		if r.Type == wire.TypeError {
+			return nil, errorOf(r)
 		}
 		return r, nil
 	case <-ctx.Done():

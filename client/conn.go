@@ -1,9 +1,7 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,22 +10,26 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
-// frame is a decoded frame: a JSON object or MessagePack map.
-type frame map[string]any
+// frame is a decoded server frame.
+type frame = *wire.ServerFrame
 
-func (f frame) str(k string) string { s, _ := f[k].(string); return s }
-
-func (f frame) err() *Error {
-	return &Error{Code: f.str("code"), Message: f.str("message"), Room: f.str("room"), Head: f.str("head")}
+// errorOf is the error an error frame carries.
+func errorOf(f frame) *Error {
+	e := &Error{Code: f.Code, Message: f.Message, Room: f.Room}
+	if f.Head != "" {
+		e.Head = f.Head
+	}
+	return e
 }
 
 // conn is one WebSocket connection of a Client.
 type conn struct {
 	ws    *websocket.Conn
-	codec Codec
+	codec wire.Codec
 	wmu   sync.Mutex
 
 	refreshMu sync.Mutex
@@ -63,38 +65,16 @@ func (cn *conn) refreshDue() bool {
 	return true
 }
 
-func (cn *conn) write(f frame) error {
-	var b []byte
-	var err error
-	mt := websocket.TextMessage
-	if cn.codec == MessagePack {
-		m := make(map[string]any, len(f))
-		for k, v := range f {
-			if raw, ok := v.(json.RawMessage); ok {
-				// Bodies and presence are JSON values; MessagePack carries them as values,
-				// not as bytes.
-				d := json.NewDecoder(bytes.NewReader(raw))
-				d.UseNumber()
-				var x any
-				if err := d.Decode(&x); err != nil {
-					return err
-				}
-				v = msgpackValue(x)
-			}
-			m[k] = v
-		}
-		b, err = msgpack.Marshal(m)
-		mt = websocket.BinaryMessage
-	} else {
-		b, err = json.Marshal(f)
-	}
+// write sends a client frame.
+func (cn *conn) write(f wire.ClientFrame) error {
+	b, err := cn.codec.Encode(f)
 	if err != nil {
 		return err
 	}
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
 	cn.ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	return cn.ws.WriteMessage(mt, b)
+	return cn.ws.WriteMessage(cn.codec.MessageType(), b)
 }
 
 func (cn *conn) read() (frame, error) {
@@ -105,18 +85,15 @@ func (cn *conn) read() (frame, error) {
 	return decodeFrame(mt, b)
 }
 
+// decodeFrame decodes a server frame by its message type: text is JSON, binary MessagePack.
 func decodeFrame(mt int, b []byte) (frame, error) {
-	var f frame
-	var err error
+	codec := wire.JSON
 	if mt == websocket.BinaryMessage {
-		err = msgpack.Unmarshal(b, &f)
-	} else {
-		d := json.NewDecoder(bytes.NewReader(b))
-		d.UseNumber()
-		err = d.Decode(&f)
+		codec = wire.MessagePack
 	}
-	if err != nil {
-		return nil, fmt.Errorf("roomlog: undecodable frame: %v", err)
+	f := &wire.ServerFrame{}
+	if err := codec.DecodeServer(b, f); err != nil {
+		return nil, fmt.Errorf("roomlog: %v", err)
 	}
 	return f, nil
 }
@@ -131,11 +108,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomlog: token: %w", err)
 	}
-	d := *c.opts.Dialer
-	d.Subprotocols = []string{"roomlog.v1.json"}
+	codec := wire.JSON
 	if c.opts.Codec == MessagePack {
-		d.Subprotocols = []string{"roomlog.v1.msgpack"}
+		codec = wire.MessagePack
 	}
+	d := *c.opts.Dialer
+	d.Subprotocols = []string{codec.Subprotocol()}
 	hdr := http.Header{}
 	if c.opts.Origin != "" {
 		hdr.Set("Origin", c.opts.Origin)
@@ -144,8 +122,8 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roomlog: dial %s: %w", c.url, err)
 	}
-	cn := &conn{ws: ws, codec: c.opts.Codec}
-	if err := cn.write(frame{"type": "hello", "token": tok, "session": c.opts.Session, "client": "roomlog-go/1"}); err != nil {
+	cn := &conn{ws: ws, codec: codec}
+	if err := cn.write(wire.ClientFrame{Type: wire.TypeHello, Token: tok, Session: c.opts.Session, Client: "roomlog-go/1"}); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -155,21 +133,21 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		ws.Close()
 		return nil, fmt.Errorf("roomlog: waiting for welcome: %w", err)
 	}
-	switch f.str("type") {
-	case "welcome":
-	case "bye":
+	switch f.Type {
+	case wire.TypeWelcome:
+	case wire.TypeBye:
 		ws.Close()
-		return nil, fmt.Errorf("roomlog: %w: %s: %s", ErrRefused, f.str("code"), f.str("reason"))
+		return nil, fmt.Errorf("roomlog: %w: %s: %s", ErrRefused, f.Code, f.Reason)
 	default:
 		ws.Close()
-		return nil, fmt.Errorf("roomlog: expected welcome, got %v", f)
+		return nil, fmt.Errorf("roomlog: expected welcome, got a %q frame", f.Type)
 	}
 	ws.SetReadDeadline(time.Time{})
 	c.mu.Lock()
-	c.user = f.str("user")
+	c.user = f.User
 	c.mu.Unlock()
-	if ms := toInt64(f["key_retention_ms"]); ms > 0 {
-		cn.keyRetention = time.Duration(ms) * time.Millisecond
+	if f.KeyRetentionMS > 0 {
+		cn.keyRetention = time.Duration(f.KeyRetentionMS) * time.Millisecond
 	}
 	cn.setToken(tok)
 	return cn, nil
@@ -256,7 +234,7 @@ func (c *Client) refresh(cn *conn) {
 		c.logger.Warn("roomlog token refresh failed", "err", err)
 		return
 	}
-	if _, err := c.call(ctx, frame{"type": "refresh", "token": tok}); err != nil {
+	if _, err := c.call(ctx, wire.ClientFrame{Type: wire.TypeRefresh, Token: tok}); err != nil {
 		c.logger.Warn("roomlog token refresh refused", "err", err)
 		return
 	}
@@ -272,8 +250,8 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 			return 0
 		}
 		if mt == websocket.TextMessage {
-			if e, ok := parseEventFrame(b); ok {
-				c.deliverEvent(e)
+			if e, ok := wire.ParseEventFrame(b); ok {
+				c.deliverEvent(eventOf(e))
 				continue
 			}
 		}
@@ -282,30 +260,30 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 			c.logger.Warn("roomlog client got an undecodable frame", "err", err)
 			continue
 		}
-		switch f.str("type") {
-		case "event":
-			c.deliver(f)
-		case "joined":
+		switch f.Type {
+		case wire.TypeEvent:
+			c.deliverEvent(eventOf(f.Event()))
+		case wire.TypeJoined:
 			c.joined(f)
-		case "synced":
-			if r := c.room(f.str("room")); r != nil {
+		case wire.TypeSynced:
+			if r := c.room(f.Room); r != nil {
 				r.setSynced()
 			}
-		case "ack":
+		case wire.TypeAck:
 			c.acked(f)
-		case "error":
+		case wire.TypeError:
 			switch {
-			case strings.HasPrefix(f.str("ref"), "join:"):
+			case strings.HasPrefix(f.Ref, "join:"):
 				c.joinFailed(f)
 			case !c.publishFailed(f):
 				c.answer(f)
 			}
-		case "bye":
-			c.logger.Info("roomlog server said bye", "code", f.str("code"), "reason", f.str("reason"))
-			return time.Duration(toInt64(f["reconnect_ms"])) * time.Millisecond
-		case "left":
-			if f.str("ref") == "" { // the server left the room for us (token refresh)
-				c.dropRoom(f.str("room"))
+		case wire.TypeBye:
+			c.logger.Info("roomlog server said bye", "code", f.Code, "reason", f.Reason)
+			return time.Duration(f.ReconnectMS) * time.Millisecond
+		case wire.TypeLeft:
+			if f.Ref == "" { // the server left the room for us (token refresh)
+				c.dropRoom(f.Room)
 			}
 			c.answer(f)
 		default: // ok, pong, history
@@ -328,56 +306,9 @@ func (c *Client) connectionLost(err error) {
 	c.logger.Info("roomlog connection lost; reconnecting", "err", err)
 }
 
-// msgpackValue turns JSON numbers into integers or floats for MessagePack.
-func msgpackValue(v any) any {
-	switch t := v.(type) {
-	case json.Number:
-		if i, err := t.Int64(); err == nil {
-			return i
-		}
-		f, _ := t.Float64()
-		return f
-	case map[string]any:
-		for k, x := range t {
-			t[k] = msgpackValue(x)
-		}
-	case []any:
-		for i, x := range t {
-			t[i] = msgpackValue(x)
-		}
-	}
-	return v
-}
-
-// toInt64 reads an integer as JSON (json.Number) or MessagePack (sized ints) decodes it.
-func toInt64(v any) int64 {
-	switch n := v.(type) {
-	case json.Number:
-		i, _ := n.Int64()
-		return i
-	case int8:
-		return int64(n)
-	case int16:
-		return int64(n)
-	case int32:
-		return int64(n)
-	case int64:
-		return n
-	case uint8:
-		return int64(n)
-	case uint16:
-		return int64(n)
-	case uint32:
-		return int64(n)
-	case uint64:
-		return int64(n)
-	}
-	return 0
-}
-
 // answer hands a frame with a ref to the call waiting for it.
 func (c *Client) answer(f frame) {
-	ref := f.str("ref")
+	ref := f.Ref
 	if ref == "" {
 		return
 	}

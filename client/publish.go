@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
 // Publish publishes body (any JSON value) to room with the given kind ("" for message) and
@@ -102,18 +104,9 @@ func (c *Client) Pending() int {
 	return len(c.outbox)
 }
 
-func (p *pending) frame() frame {
-	f := frame{"type": "publish", "ref": p.o.Key, "room": p.o.Room, "key": p.o.Key}
-	if p.o.Kind != "" {
-		f["kind"] = p.o.Kind
-	}
-	if len(p.o.Body) > 0 {
-		f["body"] = json.RawMessage(p.o.Body)
-	}
-	if p.o.Expect != nil {
-		f["expect"] = *p.o.Expect
-	}
-	return f
+func (p *pending) frame() wire.ClientFrame {
+	return wire.ClientFrame{Type: wire.TypePublish, Ref: p.o.Key, Room: p.o.Room, Key: p.o.Key, Kind: p.o.Kind,
+		Body: wire.RawJSON(p.o.Body), Expect: p.o.Expect}
 }
 
 // take removes the outbox entry with key.
@@ -130,19 +123,19 @@ func (c *Client) take(key string) *pending {
 }
 
 func (c *Client) acked(f frame) {
-	p := c.take(f.str("ref"))
+	p := c.take(f.Ref)
 	if p == nil {
 		return // a resend's second ack
 	}
 	if err := c.store.RemoveOutgoing(p.o.Key); err != nil {
 		c.logger.Warn("roomlog cannot update the outbox", "err", err)
 	}
-	p.done <- result{ack: Ack{Room: f.str("room"), ID: f.str("id"), Key: p.o.Key, Duplicate: f["duplicate"] == true}}
+	p.done <- result{ack: Ack{Room: f.Room, ID: f.ID, Key: p.o.Key, Duplicate: f.Duplicate}}
 }
 
 // publishFailed handles an error answering a publish; false when the error is not for one.
 func (c *Client) publishFailed(f frame) bool {
-	key := f.str("ref")
+	key := f.Ref
 	c.mu.Lock()
 	var p *pending
 	for _, q := range c.outbox {
@@ -155,7 +148,7 @@ func (c *Client) publishFailed(f frame) bool {
 	if p == nil {
 		return false
 	}
-	e := f.err()
+	e := errorOf(f)
 	if e.Temporary() {
 		// Resend after a pause, on whatever connection is current then.
 		time.AfterFunc(c.backoff(3), func() {

@@ -7,7 +7,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
 // JoinOptions configure Join.
@@ -104,17 +107,13 @@ func (c *Client) Join(ctx context.Context, room string, opts JoinOptions) (*Room
 }
 
 // joinFrame is the join to send now: after the last delivered event when there is one.
-func (r *Room) joinFrame() frame {
+func (r *Room) joinFrame() wire.ClientFrame {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	f := frame{"type": "join", "ref": "join:" + r.name, "room": r.name}
-	if r.cursor != "" {
-		f["after"] = r.cursor
-	} else if r.fromStart {
-		f["after"] = ""
-	}
-	if r.presence != nil {
-		f["presence"] = json.RawMessage(r.presence)
+	f := wire.ClientFrame{Type: wire.TypeJoin, Ref: "join:" + r.name, Room: r.name, Presence: wire.RawJSON(r.presence)}
+	if r.cursor != "" || r.fromStart {
+		after := r.cursor // "": the whole room
+		f.After = &after
 	}
 	return f
 }
@@ -163,7 +162,7 @@ func (r *Room) SetPresence(ctx context.Context, state any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.c.call(ctx, frame{"type": "presence", "room": r.name, "state": json.RawMessage(b)}); err != nil {
+	if _, err := r.c.call(ctx, wire.ClientFrame{Type: wire.TypePresence, Room: r.name, State: b}); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -175,9 +174,9 @@ func (r *Room) SetPresence(ctx context.Context, state any) error {
 // Leave leaves the room.
 func (r *Room) Leave(ctx context.Context) error {
 	r.c.dropRoom(r.name)
-	_, err := r.c.call(ctx, frame{"type": "leave", "room": r.name})
+	_, err := r.c.call(ctx, wire.ClientFrame{Type: wire.TypeLeave, Room: r.name})
 	var e *Error
-	if errors.As(err, &e) && e.Code == "not_joined" {
+	if errors.As(err, &e) && e.Code == wire.CodeNotJoined {
 		return nil
 	}
 	return err
@@ -203,37 +202,32 @@ func (c *Client) dropRoom(name string) {
 
 // joined handles a joined frame (first join or rejoin) or the error answering a join.
 func (c *Client) joined(f frame) {
-	r := c.room(f.str("room"))
+	r := c.room(f.Room)
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.members)
-	if ms, ok := f["members"].([]any); ok {
-		for _, m := range ms {
-			if mm, ok := m.(map[string]any); ok {
-				p, _ := json.Marshal(mm["presence"])
-				r.members[[2]string{str(mm["user"]), str(mm["session"])}] = p
-			}
-		}
+	for _, m := range f.Members {
+		r.members[[2]string{m.User, m.Session}] = json.RawMessage(m.Presence)
 	}
-	switch head := f.str("head"); {
-	case r.cursor == "" && f.str("resumed_from") != "":
+	switch {
+	case r.cursor == "" && f.ResumedFrom != "":
 		// The server resumes the session from the cursor it recorded (this device lost its own):
 		// the events after it are on their way and must be delivered, not skipped as seen.
-		r.cursor = f.str("resumed_from")
+		r.cursor = f.ResumedFrom
 	case r.cursor == "" && !r.fromStart:
 		// A live join: events after the head come live; a rejoin after a drop must start here.
-		r.cursor = head
+		r.cursor = f.Head
 	}
-	r.unknownCursor = f["unknown_cursor"] == true
+	r.unknownCursor = f.UnknownCursor
 	if r.unknownCursor {
 		c.logger.Warn("roomlog does not know this client's cursor for the room: events may have been missed (a restored or replaced data file?)",
-			"room", r.name, "cursor", r.cursor, "head", f.str("head"))
-		if head := f.str("head"); r.cursor > head {
+			"room", r.name, "cursor", r.cursor, "head", f.Head)
+		if r.cursor > f.Head {
 			// A cursor past the head: the server sends what follows its head; take that as new.
-			r.cursor = head
+			r.cursor = f.Head
 		}
 	}
 	select {
@@ -245,7 +239,7 @@ func (c *Client) joined(f frame) {
 
 // joinFailed handles an error answering a join: the room is not joined.
 func (c *Client) joinFailed(f frame) {
-	name := strings.TrimPrefix(f.str("ref"), "join:")
+	name := strings.TrimPrefix(f.Ref, "join:")
 	r := c.room(name)
 	if r == nil {
 		return
@@ -255,14 +249,12 @@ func (c *Client) joinFailed(f frame) {
 	defer r.mu.Unlock()
 	select {
 	case <-r.joinedCh:
-		c.logger.Warn("roomlog rejoin refused; the room is dropped", "room", name, "code", f.str("code"), "message", f.str("message"))
+		c.logger.Warn("roomlog rejoin refused; the room is dropped", "room", name, "code", f.Code, "message", f.Message)
 	default:
-		r.joinedErr = f.err()
+		r.joinedErr = errorOf(f)
 		close(r.joinedCh)
 	}
 }
-
-func str(v any) string { s, _ := v.(string); return s }
 
 func (r *Room) setSynced() {
 	r.mu.Lock()
@@ -274,16 +266,13 @@ func (r *Room) setSynced() {
 	}
 }
 
-// deliver hands a generically decoded event frame (MessagePack, or unusual JSON) to deliverEvent.
-func (c *Client) deliver(f frame) {
-	ev := Event{Room: f.str("room"), ID: f.str("id"), Kind: f.str("kind"), User: f.str("user"), Session: f.str("session"), Key: f.str("key")}
-	if ts, err := time.Parse(time.RFC3339Nano, f.str("ts")); err == nil {
-		ev.Time = ts
+// eventOf is the application's view of an event frame; its time comes from the event's id.
+func eventOf(e wire.Event) Event {
+	ev := Event{Room: e.Room, ID: e.ID, Kind: e.Kind, User: e.User, Session: e.Session, Key: e.Key, Body: e.Body}
+	if id, err := ulid.ParseStrict(e.ID); err == nil {
+		ev.Time = ulid.Time(id.Time()).UTC()
 	}
-	if b, ok := f["body"]; ok {
-		ev.Body, _ = json.Marshal(b)
-	}
-	c.deliverEvent(ev)
+	return ev
 }
 
 // deliverEvent hands an event to the application once: an event at or before the cursor (a
@@ -336,7 +325,7 @@ func (c *Client) sendAcks(cn *conn) {
 		}
 		if cn != nil {
 			c.sendMu.Lock()
-			err := cn.write(frame{"type": "ack", "room": r.name, "id": cursor})
+			err := cn.write(wire.ClientFrame{Type: wire.TypeAck, Room: r.name, ID: cursor})
 			c.sendMu.Unlock()
 			if err != nil {
 				return

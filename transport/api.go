@@ -16,6 +16,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // The HTTP API of PROTOCOL.md, on the same listener. Errors are JSON:
@@ -38,7 +39,7 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request) *auth.Claims {
 		return nil
 	}
 	if !claims.Admin {
-		writeAPIError(w, http.StatusForbidden, CodeForbidden, "this endpoint needs an admin token")
+		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "this endpoint needs an admin token")
 		return nil
 	}
 	return claims
@@ -113,17 +114,17 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost { // the body is anchors, as roomlog heads prints them
 		var err error
 		if anchors, err = eventlog.ReadAnchors(io.LimitReader(r.Body, 64<<20)); err != nil {
-			writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "anchors: %v", err)
+			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "anchors: %v", err)
 			return
 		}
 	}
 	rep, err := auditor.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
 	if errors.Is(err, eventlog.ErrBadRoom) {
-		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
 		return
 	}
 	if err != nil {
-		writeAPIError(w, http.StatusInternalServerError, CodeInternal, "verify failed: %v", err)
+		writeAPIError(w, http.StatusInternalServerError, wire.CodeInternal, "verify failed: %v", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, NewVerifyResult(rep))
@@ -134,7 +135,7 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 func (s *Server) auditor(w http.ResponseWriter) eventlog.Auditor {
 	a, ok := s.log.(eventlog.Auditor)
 	if !ok {
-		writeAPIError(w, http.StatusNotImplemented, CodeInternal, "this log backend has no audit reader")
+		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend has no audit reader")
 		return nil
 	}
 	return a
@@ -148,7 +149,7 @@ func (s *Server) apiBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	wt, ok := s.log.(io.WriterTo)
 	if !ok {
-		writeAPIError(w, http.StatusNotImplemented, CodeInternal, "this log backend has no file to copy")
+		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend has no file to copy")
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -180,15 +181,15 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *auth.Clai
 	if !ok || token == "" {
 		s.metrics.authFailures.Inc()
 		w.Header().Set("WWW-Authenticate", "Bearer")
-		writeAPIError(w, http.StatusUnauthorized, CodeUnauthenticated, "an Authorization: Bearer <JWT> header is required")
+		writeAPIError(w, http.StatusUnauthorized, wire.CodeUnauthenticated, "an Authorization: Bearer <JWT> header is required")
 		return nil
 	}
 	claims, err := s.auth.Verify(token)
 	if err != nil {
 		s.metrics.authFailures.Inc()
-		code := CodeUnauthenticated
+		code := wire.CodeUnauthenticated
 		if errors.Is(err, auth.ErrTokenExpired) {
-			code = CodeTokenExpired
+			code = wire.CodeTokenExpired
 		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		writeAPIError(w, http.StatusUnauthorized, code, "%v", err)
@@ -206,7 +207,7 @@ func (s *Server) authenticateRoom(w http.ResponseWriter, r *http.Request) (*auth
 	}
 	room := r.PathValue("room")
 	if err := eventlog.ValidRoom(room); err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadRoom, "%v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
 		return nil, ""
 	}
 	return claims, room
@@ -226,22 +227,22 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.cfg.MaxFrame)+1))
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "reading the request: %v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "reading the request: %v", err)
 		return
 	}
 	if len(body) > s.cfg.MaxFrame {
-		writeAPIError(w, http.StatusRequestEntityTooLarge, CodeFrameTooLarge, "requests are limited to %d bytes", s.cfg.MaxFrame)
+		writeAPIError(w, http.StatusRequestEntityTooLarge, wire.CodeFrameTooLarge, "requests are limited to %d bytes", s.cfg.MaxFrame)
 		return
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "the body must be a JSON object {\"kind\",\"key\",\"body\",\"expect\"}: %s", describeJSONError(err))
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "the body must be a JSON object {\"kind\",\"key\",\"body\",\"expect\"}: %s", wire.DescribeJSONError(err))
 		return
 	}
 	req := eventlog.AppendRequest{Room: room, Kind: in.Kind, Key: in.Key, Body: in.Body}
 	if in.Expect != nil {
 		id, err := eventlog.ParseID(*in.Expect)
 		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "expect: %v", err)
+			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "expect: %v", err)
 			return
 		}
 		req.Expect = &id
@@ -278,18 +279,18 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	g := claims.Grants()
 	if !g.CanRead(room) && !g.CanAudit() {
-		writeAPIError(w, http.StatusForbidden, CodeForbidden, "your token does not allow reading %q", room)
+		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "your token does not allow reading %q", room)
 		return
 	}
 	q := r.URL.Query()
 	after, err := eventlog.ParseID(q.Get("after"))
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "after: %v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "after: %v", err)
 		return
 	}
 	limit, err := queryLimit(q.Get("limit"), defaultHistoryLimit, maxHistoryLimit)
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
 		return
 	}
 	evs, err := s.log.ReadAfter(r.Context(), room, after, limit)
@@ -323,7 +324,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !claims.Admin {
-		writeAPIError(w, http.StatusForbidden, CodeForbidden, "the audit stream needs an admin token")
+		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "the audit stream needs an admin token")
 		return
 	}
 	source, ok := s.log.(replay.AuditSource)
@@ -337,7 +338,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		Since: q.Get("since"), Until: q.Get("until"), After: q.Get("after"), Limit: q.Get("limit"),
 	})
 	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, CodeBadFrame, "%v", err)
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
 		return
 	}
 	follow, _ := strconv.ParseBool(q.Get("follow"))

@@ -17,6 +17,7 @@ import (
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // conn is one client connection. It has a goroutine only while it has work, each started on
@@ -162,7 +163,7 @@ const maxReplyBytes = 4 << 20
 // reply queues an encoded frame. It blocks while the reply queue is full: a client that does not
 // read its replies is not read from either.
 func (c *conn) reply(v any) {
-	b, err := c.codec.encode(v)
+	b, err := c.codec.Encode(v)
 	if err != nil {
 		c.s.logger.Error("cannot encode a frame", "conn", c.id, "err", err)
 		return
@@ -190,16 +191,16 @@ func (c *conn) queueReplyLocked(b []byte) bool {
 func (c *conn) replyError(ref, code, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	c.refusedFrame(code, msg)
-	c.reply(&errorFrame{Type: "error", Ref: ref, Code: code, Message: msg})
+	c.reply(&wire.Error{Type: "error", Ref: ref, Code: code, Message: msg})
 }
 
 // shutdown asks the writer to finish: write what is queued, wait for in-flight publishes to be
 // acked, write bye (when given) and close with closeCode.
-func (c *conn) shutdown(bye *byeFrame, closeCode int) {
+func (c *conn) shutdown(bye *wire.Bye, closeCode int) {
 	var b []byte
 	reason := ""
 	if bye != nil {
-		b, _ = c.codec.encode(bye)
+		b, _ = c.codec.Encode(bye)
 		reason = bye.Code
 	}
 	c.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // This file is the reading side of a connection: frames in, the handshake, handling in order,
@@ -21,7 +22,7 @@ import (
 // bug triggered by one client must not take the server down.
 func (c *conn) panicked(r any) {
 	c.s.logger.Error("panic handling a client frame; closing the connection", "conn", c.id, "user", c.user, "panic", r, "stack", string(debug.Stack()))
-	c.shutdown(&byeFrame{Type: "bye", Code: CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
+	c.shutdown(&wire.Bye{Type: "bye", Code: wire.CodeInternal, Reason: "internal error"}, websocket.CloseInternalServerErr)
 }
 
 // Read-side states (conn.readState, under conn.mu). One goroutine at most runs readReady; the
@@ -42,7 +43,7 @@ func (c *conn) startReading() {
 		welcomed := c.welcomed
 		c.mu.Unlock()
 		if !welcomed {
-			c.refuseHello(CodeUnauthenticated, fmt.Sprintf("no hello within %s", c.s.cfg.HandshakeTimeout))
+			c.refuseHello(wire.CodeUnauthenticated, fmt.Sprintf("no hello within %s", c.s.cfg.HandshakeTimeout))
 		}
 	})
 	c.lastHeard.Store(time.Now().UnixNano())
@@ -51,15 +52,11 @@ func (c *conn) startReading() {
 		c.readState = readArmed
 		c.mu.Unlock()
 		c.polled = true // before the poller can start a reader
-		if token, err := p.Register(c.raw, c); err == nil {
-			c.token = token
-			if err := p.Arm(c.raw, token); err == nil {
-				if wsio.ReadableNow(c.raw) { // the hello is often there already: see wsio.ReadableNow
-					c.Readable()
-				}
-				return
+		if err := p.Register(c.raw, c, &c.token); err == nil {
+			if wsio.ReadableNow(c.raw) { // the hello is often there already: see wsio.ReadableNow
+				c.Readable()
 			}
-			p.Deregister(c.raw, token)
+			return
 		}
 		c.polled = false // no reader started: registration failed
 	}
@@ -281,8 +278,8 @@ func (c *conn) handleLoop() {
 			c.resumeReadingLocked()
 		}
 		c.mu.Unlock()
-		var f clientFrame
-		err := c.codec.decode(data, &f)
+		var f wire.ClientFrame
+		err := c.codec.DecodeClient(data, &f)
 		if !c.helloDone {
 			c.helloDone = true
 			if err != nil || f.Type != "hello" {
@@ -290,7 +287,7 @@ func (c *conn) handleLoop() {
 				if err != nil {
 					reason = "the first frame must be hello; it is a " + err.Error()
 				}
-				c.refuseHello(CodeUnauthenticated, reason)
+				c.refuseHello(wire.CodeUnauthenticated, reason)
 				continue
 			}
 			c.hello(&f)
@@ -298,7 +295,7 @@ func (c *conn) handleLoop() {
 		}
 		if err != nil {
 			c.s.metrics.badFrames.Inc()
-			c.replyError(f.Ref, CodeBadFrame, "%v", err)
+			c.replyError(f.Ref, wire.CodeBadFrame, "%v", err)
 			continue
 		}
 		c.handle(&f)
@@ -307,23 +304,23 @@ func (c *conn) handleLoop() {
 
 func (c *conn) tooLarge(ref string) {
 	c.s.metrics.badFrames.Inc()
-	c.replyError(ref, CodeFrameTooLarge, "frames are limited to %d bytes", c.s.cfg.MaxFrame)
+	c.replyError(ref, wire.CodeFrameTooLarge, "frames are limited to %d bytes", c.s.cfg.MaxFrame)
 	c.shutdown(nil, websocket.CloseMessageTooBig)
 }
 
 // hello authenticates the connection, or refuses it with bye.
-func (c *conn) hello(f *clientFrame) {
+func (c *conn) hello(f *wire.ClientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
-		code := CodeUnauthenticated
+		code := wire.CodeUnauthenticated
 		if errors.Is(err, auth.ErrTokenExpired) {
-			code = CodeTokenExpired
+			code = wire.CodeTokenExpired
 		}
 		c.refuseHello(code, err.Error())
 		return
 	}
 	if reason := checkSession(f.Session); reason != "" {
-		c.refuseHello(CodeUnauthenticated, reason)
+		c.refuseHello(wire.CodeUnauthenticated, reason)
 		return
 	}
 	session := f.Session
@@ -344,7 +341,7 @@ func (c *conn) hello(f *clientFrame) {
 	}
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
-	c.reply(&welcomeFrame{Type: "welcome", Conn: c.id, User: c.user, Session: c.session,
+	c.reply(&wire.Welcome{Type: "welcome", Conn: c.id, User: c.user, Session: c.session,
 		HeartbeatMS: c.s.cfg.Heartbeat.Milliseconds(), MaxFrame: c.s.cfg.MaxFrame, KeyRetentionMS: c.s.cfg.KeyRetention.Milliseconds()})
 	c.schedulePing()
 }
@@ -354,7 +351,7 @@ func (c *conn) hello(f *clientFrame) {
 func (c *conn) refuseHello(code, reason string) {
 	c.s.metrics.authFailures.Inc()
 	c.s.refusedConnection(code, "conn", c.id, "remote", c.cc.RemoteAddr().String(), "reason", reason)
-	c.shutdown(&byeFrame{Type: "bye", Code: code, Reason: reason}, websocket.ClosePolicyViolation)
+	c.shutdown(&wire.Bye{Type: "bye", Code: code, Reason: reason}, websocket.ClosePolicyViolation)
 }
 
 // checkSession says what is wrong with a hello's session id, or "".
@@ -386,7 +383,7 @@ func (c *conn) armExpiry(exp time.Time) {
 		c.expiry.Stop()
 	}
 	c.expiry = time.AfterFunc(time.Until(exp), func() {
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeTokenExpired, Reason: "the token expired; reconnect with a fresh one"}, websocket.ClosePolicyViolation)
+		c.shutdown(&wire.Bye{Type: "bye", Code: wire.CodeTokenExpired, Reason: "the token expired; reconnect with a fresh one"}, websocket.ClosePolicyViolation)
 	})
 }
 

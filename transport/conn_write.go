@@ -8,6 +8,7 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // This file is the writing side of a connection: replies and room events out, many frames per
@@ -72,7 +73,7 @@ func (c *conn) writeLoop() {
 }
 
 func (c *conn) writeReplies(replies [][]byte) error {
-	mt := c.codec.messageType()
+	mt := c.codec.MessageType()
 	for _, b := range replies {
 		if err := c.writeMessage(mt, b); err != nil {
 			return err
@@ -88,7 +89,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	if rs.ended {
 		return false, nil
 	}
-	mt := c.codec.messageType()
+	mt := c.codec.MessageType()
 	// Events read from the log for this connection alone are encoded, inside the read, into a
 	// reused buffer of frames, written after it.
 	c.frames = c.frames[:0]
@@ -115,7 +116,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	}
 	c.s.metrics.deliveries.Add(float64(n))
 	if synced {
-		b, _ := c.codec.encode(&syncedFrame{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
+		b, _ := c.codec.Encode(&wire.Synced{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.writeMessage(mt, b); err != nil {
 			return false, err
 		}
@@ -127,7 +128,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 // so members of a room share one encoding.
 func (c *conn) frameEvent(e *eventlog.Event) any {
 	payload := c.codec.appendEvent(make([]byte, 0, 160+len(e.Body)), e)
-	return wsio.AppendFrame(make([]byte, 0, len(payload)+10), c.codec.messageType(), payload)
+	return wsio.AppendFrame(make([]byte, 0, len(payload)+10), c.codec.MessageType(), payload)
 }
 
 // writeMessage frames a payload into the connection's (corked) output.
@@ -138,7 +139,7 @@ func (c *conn) writeMessage(messageType int, payload []byte) error {
 
 func (c *conn) writeClose(cr *closeRequest) error {
 	if cr.bye != nil {
-		if err := c.writeMessage(c.codec.messageType(), cr.bye); err != nil {
+		if err := c.writeMessage(c.codec.MessageType(), cr.bye); err != nil {
 			return err
 		}
 	}

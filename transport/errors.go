@@ -6,6 +6,7 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // refusal is how a failed request is answered: the one mapping from the errors of rooms, replay
@@ -27,19 +28,19 @@ func refusalOf(what string, err error) refusal {
 	switch {
 	case errors.As(err, &conflict):
 		head := conflict.Head.String()
-		return refusal{code: CodeConflict, status: http.StatusConflict, message: "the room's head is not the expected id", head: &head, outcome: "conflict"}
+		return refusal{code: wire.CodeConflict, status: http.StatusConflict, message: "the room's head is not the expected id", head: &head, outcome: "conflict"}
 	case errors.Is(err, rooms.ErrForbidden):
-		return refusal{code: CodeForbidden, status: http.StatusForbidden, message: err.Error(), outcome: "refused"}
+		return refusal{code: wire.CodeForbidden, status: http.StatusForbidden, message: err.Error(), outcome: "refused"}
 	case errors.Is(err, rooms.ErrNotJoined):
-		return refusal{code: CodeNotJoined, status: http.StatusConflict, message: err.Error()}
+		return refusal{code: wire.CodeNotJoined, status: http.StatusConflict, message: err.Error()}
 	case errors.Is(err, eventlog.ErrBadRoom):
-		return refusal{code: CodeBadRoom, status: http.StatusBadRequest, message: err.Error(), outcome: "refused"}
+		return refusal{code: wire.CodeBadRoom, status: http.StatusBadRequest, message: err.Error(), outcome: "refused"}
 	case isBadInput(err):
-		return refusal{code: CodeBadFrame, status: http.StatusBadRequest, message: err.Error(), outcome: "refused"}
+		return refusal{code: wire.CodeBadFrame, status: http.StatusBadRequest, message: err.Error(), outcome: "refused"}
 	case errors.Is(err, eventlog.ErrFailed):
-		return refusal{code: CodeInternal, status: http.StatusServiceUnavailable, message: what + " failed: storage is unavailable; try again", outcome: "failed", storage: true}
+		return refusal{code: wire.CodeInternal, status: http.StatusServiceUnavailable, message: what + " failed: storage is unavailable; try again", outcome: "failed", storage: true}
 	default:
-		return refusal{code: CodeInternal, status: http.StatusInternalServerError, message: what + " failed; try again", outcome: "failed", storage: true}
+		return refusal{code: wire.CodeInternal, status: http.StatusInternalServerError, message: what + " failed; try again", outcome: "failed", storage: true}
 	}
 }
 
@@ -71,7 +72,7 @@ func (c *conn) fail(ref, room, what string, err error) {
 	if r.head != nil {
 		frameRoom = room
 	}
-	c.reply(&errorFrame{Type: "error", Ref: ref, Code: r.code, Room: frameRoom, Head: r.head, Message: r.message})
+	c.reply(&wire.Error{Type: "error", Ref: ref, Code: r.code, Room: frameRoom, Head: r.head, Message: r.message})
 }
 
 // httpFail answers an HTTP request whose operation what (on room) failed with err.

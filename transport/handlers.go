@@ -12,13 +12,14 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // opTimeout bounds the log operations one client frame waits for.
 const opTimeout = 30 * time.Second
 
 // handle answers one client frame. A bad frame gets an error and changes nothing.
-func (c *conn) handle(f *clientFrame) {
+func (c *conn) handle(f *wire.ClientFrame) {
 	switch f.Type {
 	case "join":
 		c.join(f)
@@ -35,15 +36,15 @@ func (c *conn) handle(f *clientFrame) {
 	case "refresh":
 		c.refresh(f)
 	case "ping":
-		c.reply(&refFrame{Type: "pong", Ref: f.Ref})
+		c.reply(&wire.Reply{Type: "pong", Ref: f.Ref})
 	case "hello":
-		c.replyError(f.Ref, CodeBadFrame, "already authenticated")
+		c.replyError(f.Ref, wire.CodeBadFrame, "already authenticated")
 	case "":
 		c.s.metrics.badFrames.Inc()
-		c.replyError(f.Ref, CodeBadFrame, "a frame needs a string field type")
+		c.replyError(f.Ref, wire.CodeBadFrame, "a frame needs a string field type")
 	default:
 		c.s.metrics.badFrames.Inc()
-		c.replyError(f.Ref, CodeBadFrame, "unknown frame type %q", f.Type)
+		c.replyError(f.Ref, wire.CodeBadFrame, "unknown frame type %q", f.Type)
 	}
 }
 
@@ -54,28 +55,28 @@ func (c *conn) grantsNow() rooms.Grants {
 }
 
 // checkRoom validates the room name; false means an error was sent.
-func (c *conn) checkRoom(f *clientFrame) bool {
+func (c *conn) checkRoom(f *wire.ClientFrame) bool {
 	if err := eventlog.ValidRoom(f.Room); err != nil {
-		c.replyError(f.Ref, CodeBadRoom, "%v", err)
+		c.replyError(f.Ref, wire.CodeBadRoom, "%v", err)
 		return false
 	}
 	return true
 }
 
 // readableRoom checks the room name and read permission; false means an error was sent.
-func (c *conn) readableRoom(f *clientFrame) bool {
+func (c *conn) readableRoom(f *wire.ClientFrame) bool {
 	if !c.checkRoom(f) {
 		return false
 	}
 	g := c.grantsNow()
 	if !g.CanRead(f.Room) {
-		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		c.replyError(f.Ref, wire.CodeForbidden, "your token does not allow room %q", f.Room)
 		return false
 	}
 	return true
 }
 
-func (c *conn) join(f *clientFrame) {
+func (c *conn) join(f *wire.ClientFrame) {
 	if !c.readableRoom(f) {
 		return
 	}
@@ -83,31 +84,31 @@ func (c *conn) join(f *clientFrame) {
 	if f.After != nil {
 		id, err := eventlog.ParseID(*f.After)
 		if err != nil {
-			c.replyError(f.Ref, CodeBadFrame, "after: %v", err)
+			c.replyError(f.Ref, wire.CodeBadFrame, "after: %v", err)
 			return
 		}
 		after = &id
 	}
-	if !c.checkPresence(f.Ref, f.Presence) {
+	if !c.checkPresence(f.Ref, json.RawMessage(f.Presence)) {
 		return
 	}
 	c.mu.Lock()
 	_, already := c.streams[f.Room]
 	c.mu.Unlock()
 	if already {
-		c.replyError(f.Ref, CodeBadFrame, "already joined %q on this connection; leave first", f.Room)
+		c.replyError(f.Ref, wire.CodeBadFrame, "already joined %q on this connection; leave first", f.Room)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	j, err := replay.Resume(ctx, c.s.hub, c.s.cfg.Cursors, c, replay.JoinRequest{
-		Room: f.Room, User: c.user, Session: c.session, Presence: f.Presence, After: after,
+		Room: f.Room, User: c.user, Session: c.session, Presence: json.RawMessage(f.Presence), After: after,
 	})
 	if err != nil {
 		c.fail(f.Ref, f.Room, "join", err)
 		return
 	}
-	joined, _ := c.codec.encode(&joinedFrame{
+	joined, _ := c.codec.Encode(&wire.Joined{
 		Type: "joined", Ref: f.Ref, Room: f.Room, Head: j.Head.String(), Members: memberFrames(j.Members),
 		ResumedFrom: j.Resumed.String(), UnknownCursor: j.Unknown, Unlogged: j.Rooms.Unlogged,
 	})
@@ -149,13 +150,13 @@ func (c *conn) dropStream(room string) *roomStream {
 	return rs
 }
 
-func (c *conn) leave(f *clientFrame) {
+func (c *conn) leave(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
 	rs := c.dropStream(f.Room)
 	if rs == nil {
-		c.replyError(f.Ref, CodeNotJoined, "not joined to %q", f.Room)
+		c.replyError(f.Ref, wire.CodeNotJoined, "not joined to %q", f.Room)
 		return
 	}
 	rs.end()
@@ -165,10 +166,10 @@ func (c *conn) leave(f *clientFrame) {
 		c.fail(f.Ref, f.Room, "leave", err)
 		return
 	}
-	c.reply(&refFrame{Type: "left", Ref: f.Ref, Room: f.Room})
+	c.reply(&wire.Reply{Type: "left", Ref: f.Ref, Room: f.Room})
 }
 
-func (c *conn) presence(f *clientFrame) {
+func (c *conn) presence(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
@@ -176,23 +177,23 @@ func (c *conn) presence(f *clientFrame) {
 	_, joined := c.streams[f.Room]
 	c.mu.Unlock()
 	if !joined {
-		c.replyError(f.Ref, CodeNotJoined, "join %q before setting presence in it", f.Room)
+		c.replyError(f.Ref, wire.CodeNotJoined, "join %q before setting presence in it", f.Room)
 		return
 	}
-	if !c.checkPresence(f.Ref, f.State) || !c.allowWrite(f.Ref) {
+	if !c.checkPresence(f.Ref, json.RawMessage(f.State)) || !c.allowWrite(f.Ref) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if _, err := c.s.hub.SetPresence(ctx, f.Room, c.user, c.session, f.State); err != nil {
+	if _, err := c.s.hub.SetPresence(ctx, f.Room, c.user, c.session, json.RawMessage(f.State)); err != nil {
 		if errors.Is(err, rooms.ErrNotJoined) {
-			c.replyError(f.Ref, CodeNotJoined, "not joined to %q", f.Room)
+			c.replyError(f.Ref, wire.CodeNotJoined, "not joined to %q", f.Room)
 			return
 		}
 		c.fail(f.Ref, f.Room, "presence", err)
 		return
 	}
-	c.reply(&refFrame{Type: "ok", Ref: f.Ref, Room: f.Room})
+	c.reply(&wire.Reply{Type: "ok", Ref: f.Ref, Room: f.Room})
 }
 
 // allowWrite takes one from the connection's rate limit for a write to the log (a publish or a
@@ -203,7 +204,7 @@ func (c *conn) allowWrite(ref string) bool {
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
 		c.s.metrics.appends.WithLabelValues("refused").Inc()
-		c.replyError(ref, CodeRateLimited, "more than %g publishes and presence updates per second", c.s.cfg.PublishRate)
+		c.replyError(ref, wire.CodeRateLimited, "more than %g publishes and presence updates per second", c.s.cfg.PublishRate)
 		return false
 	}
 	return true
@@ -217,16 +218,16 @@ const MaxPresence = 4 << 10
 func (c *conn) checkPresence(ref string, state json.RawMessage) bool {
 	switch {
 	case len(state) > 0 && !json.Valid(state):
-		c.replyError(ref, CodeBadFrame, "presence is not JSON")
+		c.replyError(ref, wire.CodeBadFrame, "presence is not JSON")
 	case len(state) > MaxPresence:
-		c.replyError(ref, CodeBadFrame, "presence is %d bytes; the limit is %d", len(state), MaxPresence)
+		c.replyError(ref, wire.CodeBadFrame, "presence is %d bytes; the limit is %d", len(state), MaxPresence)
 	default:
 		return true
 	}
 	return false
 }
 
-func (c *conn) publish(f *clientFrame) {
+func (c *conn) publish(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
@@ -238,11 +239,11 @@ func (c *conn) publish(f *clientFrame) {
 	if !c.allowWrite(f.Ref) {
 		return
 	}
-	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, Session: c.session, Key: f.Key, Body: f.Body}
+	req := eventlog.AppendRequest{Room: f.Room, Kind: f.Kind, Session: c.session, Key: f.Key, Body: json.RawMessage(f.Body)}
 	if f.Expect != nil {
 		id, err := eventlog.ParseID(*f.Expect)
 		if err != nil {
-			c.replyError(f.Ref, CodeBadFrame, "expect: %v", err)
+			c.replyError(f.Ref, wire.CodeBadFrame, "expect: %v", err)
 			return
 		}
 		req.Expect = &id
@@ -285,7 +286,7 @@ func (c *conn) ackLoop() {
 			}
 			c.s.metrics.appends.WithLabelValues(outcome).Inc()
 			c.s.metrics.appendLatency.Observe(time.Since(in.start).Seconds())
-			c.reply(&ackFrame{Type: "ack", Ref: in.ref, Room: in.room, ID: res.Event.ID.String(), Duplicate: res.Duplicate})
+			c.reply(&wire.Ack{Type: "ack", Ref: in.ref, Room: in.room, ID: res.Event.ID.String(), Duplicate: res.Duplicate})
 		}
 		c.mu.Lock()
 		c.inflight = c.inflight[1:]
@@ -295,18 +296,18 @@ func (c *conn) ackLoop() {
 
 // ack records the client's receipt cursor. Acks are coalesced per room and written by one
 // goroutine at a time, so a client acking often costs a few commits, not one per frame.
-func (c *conn) ack(f *clientFrame) {
+func (c *conn) ack(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
 	id, err := eventlog.ParseID(f.ID)
 	if err != nil || id.IsZero() {
-		c.replyError(f.Ref, CodeBadFrame, "ack needs the id of an event")
+		c.replyError(f.Ref, wire.CodeBadFrame, "ack needs the id of an event")
 		return
 	}
 	g := c.grantsNow()
 	if !g.CanRead(f.Room) {
-		c.replyError(f.Ref, CodeForbidden, "your token does not allow room %q", f.Room)
+		c.replyError(f.Ref, wire.CodeForbidden, "your token does not allow room %q", f.Room)
 		return
 	}
 	// A recorded cursor past the head would mute every later resume of the session.
@@ -318,7 +319,7 @@ func (c *conn) ack(f *clientFrame) {
 		return
 	}
 	if id.Compare(head.ID) > 0 {
-		c.replyError(f.Ref, CodeBadFrame, "ack %s is past the head of %q (%s); not recorded", id, f.Room, head.ID)
+		c.replyError(f.Ref, wire.CodeBadFrame, "ack %s is past the head of %q (%s); not recorded", id, f.Room, head.ID)
 		return
 	}
 	c.mu.Lock()
@@ -359,19 +360,19 @@ const (
 	maxHistoryLimit     = 1000
 )
 
-func (c *conn) history(f *clientFrame) {
+func (c *conn) history(f *wire.ClientFrame) {
 	if !c.readableRoom(f) {
 		return
 	}
 	before, err := eventlog.ParseID(f.Before)
 	if err != nil {
-		c.replyError(f.Ref, CodeBadFrame, "before: %v", err)
+		c.replyError(f.Ref, wire.CodeBadFrame, "before: %v", err)
 		return
 	}
 	limit := defaultHistoryLimit
 	if f.Limit != nil {
 		if *f.Limit <= 0 {
-			c.replyError(f.Ref, CodeBadFrame, "limit must be positive")
+			c.replyError(f.Ref, wire.CodeBadFrame, "limit must be positive")
 			return
 		}
 		limit = min(*f.Limit, maxHistoryLimit)
@@ -402,19 +403,19 @@ func (c *conn) history(f *clientFrame) {
 	for _, b := range encoded[first:] {
 		out = append(out, c.codec.rawEvent(b))
 	}
-	c.reply(&historyFrame{Type: "history", Ref: f.Ref, Room: f.Room, Events: out, More: more})
+	c.reply(&wire.History{Type: "history", Ref: f.Ref, Room: f.Room, Events: out, More: more})
 }
 
-func (c *conn) refresh(f *clientFrame) {
+func (c *conn) refresh(f *wire.ClientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
 		c.s.metrics.authFailures.Inc()
-		c.replyError(f.Ref, CodeForbidden, "%v", err) // it says "token refused: ..." itself
+		c.replyError(f.Ref, wire.CodeForbidden, "%v", err) // it says "token refused: ..." itself
 		return
 	}
 	if claims.Subject != c.user {
 		c.s.metrics.authFailures.Inc()
-		c.replyError(f.Ref, CodeForbidden, "the new token is for %q, this connection is %q", claims.Subject, c.user)
+		c.replyError(f.Ref, wire.CodeForbidden, "the new token is for %q, this connection is %q", claims.Subject, c.user)
 		return
 	}
 	g := claims.Grants()
@@ -433,8 +434,8 @@ func (c *conn) refresh(f *clientFrame) {
 		if rs := c.dropStream(room); rs != nil {
 			rs.end()
 			c.s.hub.Leave(context.Background(), room, c.user, c.session, true)
-			c.reply(&refFrame{Type: "left", Room: room})
+			c.reply(&wire.Reply{Type: "left", Room: room})
 		}
 	}
-	c.reply(&refFrame{Type: "ok", Ref: f.Ref})
+	c.reply(&wire.Reply{Type: "ok", Ref: f.Ref})
 }

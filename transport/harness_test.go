@@ -21,6 +21,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/wire"
 )
 
 func TestMain(m *testing.M) {
@@ -147,7 +148,7 @@ func dial(t testing.TB, ts *testServer, subprotocol string, hdr http.Header) (*c
 	if err != nil {
 		return nil, resp, err
 	}
-	c := &client{t: t, ws: ws, msgpack: ws.Subprotocol() == transport.SubprotocolMsgpack}
+	c := &client{t: t, ws: ws, msgpack: ws.Subprotocol() == wire.SubprotocolMsgpack}
 	t.Cleanup(func() { ws.Close() })
 	return c, resp, nil
 }

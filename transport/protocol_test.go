@@ -16,6 +16,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/wire"
 )
 
 func TestHandshake(t *testing.T) {
@@ -25,7 +26,7 @@ func TestHandshake(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.ws.Subprotocol() != "" && c.ws.Subprotocol() != transport.SubprotocolJSON {
+		if c.ws.Subprotocol() != "" && c.ws.Subprotocol() != wire.SubprotocolJSON {
 			t.Fatalf("subprotocol %q", c.ws.Subprotocol())
 		}
 		w := c.hello(token(t, "alice", nil), "phone-1")
@@ -137,7 +138,7 @@ func TestOriginCheck(t *testing.T) {
 }
 
 func TestJoinPublishReplay(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) {
 			ts := startServer(t, serverOpts{})
 			tok := token(t, "alice", []string{"doc:*"})
@@ -210,7 +211,7 @@ func TestJoinPublishReplay(t *testing.T) {
 }
 
 func TestErrorsChangeNothing(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testErrorsChangeNothing(t, sub) })
 	}
 }
@@ -321,7 +322,7 @@ func testErrorsChangeNothing(t *testing.T, subprotocol string) {
 }
 
 func TestPresenceHistoryPing(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testPresenceHistoryPing(t, sub) })
 	}
 }
@@ -483,7 +484,7 @@ func TestAnswersInFrameOrder(t *testing.T) {
 // TestHistoryIsBoundedInBytes: a history page never exceeds max_frame (by more than one event's
 // envelope); it says more, and paging on with before yields every event once, in order.
 func TestHistoryIsBoundedInBytes(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) {
 			ts := startServer(t, serverOpts{})
 			c := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*"}), "s")
@@ -565,7 +566,7 @@ func TestPresenceIsBounded(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testRefresh(t, sub) })
 	}
 }
@@ -725,7 +726,7 @@ func TestSequentialRequestsNeverStall(t *testing.T) {
 // TestInternalError: when the log fails (here: closed under the server), requests get error code
 // internal and the connection stays usable.
 func TestInternalError(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) {
 			ts := startServer(t, serverOpts{})
 			c := connectWith(t, ts, sub, token(t, "alice", []string{"doc:*"}), "s")

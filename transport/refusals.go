@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
 // What the server refuses (connections it will not take, frames it answers with an error) is
@@ -55,7 +57,7 @@ func (s *Server) refusedConnection(reason string, attrs ...any) {
 // counted but not logged here: the failure behind it is logged where it happened.
 func (c *conn) refusedFrame(code, message string) {
 	c.s.metrics.errorReplies.WithLabelValues(code).Inc()
-	if code != CodeInternal {
+	if code != wire.CodeInternal {
 		c.s.refusals.log("frame refused", "code", code, "message", message, "conn", c.id, "user", c.user)
 	}
 }

@@ -11,13 +11,14 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // TestResumeIsExact: publishers write a room concurrently while a subscriber drops its TCP
 // connection at random points and rejoins with the last id it received. The union of what it
 // received must be the room's log exactly: every event once, in order, with every acked publish.
 func TestResumeIsExact(t *testing.T) {
-	for _, sub := range []string{transport.SubprotocolJSON, transport.SubprotocolMsgpack} {
+	for _, sub := range []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack} {
 		t.Run(sub, func(t *testing.T) { testResumeIsExact(t, sub) })
 	}
 }

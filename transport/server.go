@@ -20,6 +20,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // Defaults for Config, and the value that turns the publish rate limit off.
@@ -184,7 +185,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		Subprotocols:     []string{SubprotocolJSON, SubprotocolMsgpack},
+		Subprotocols:     []string{wire.SubprotocolJSON, wire.SubprotocolMsgpack},
 		CheckOrigin:      s.checkOrigin,
 		// gorilla's Conn lives only through the handshake (frames are read and written here):
 		// the smallest read buffer it takes, and write buffers from a pool.
@@ -221,10 +222,10 @@ func (s *Server) serveUnrouted(w http.ResponseWriter, r *http.Request, h http.Ha
 	h.ServeHTTP(rec, r)
 	switch rec.status {
 	case http.StatusNotFound:
-		writeAPIError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s; see docs/protocol.md", r.URL.Path)
+		writeAPIError(w, http.StatusNotFound, wire.CodeNotFound, "no endpoint %s; see docs/protocol.md", r.URL.Path)
 	case http.StatusMethodNotAllowed:
 		w.Header().Set("Allow", rec.header.Get("Allow"))
-		writeAPIError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "%s does not take %s; it takes %s", r.URL.Path, r.Method, rec.header.Get("Allow"))
+		writeAPIError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "%s does not take %s; it takes %s", r.URL.Path, r.Method, rec.header.Get("Allow"))
 	default:
 		s.mux.ServeHTTP(w, r)
 	}
@@ -334,7 +335,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.shutdown(&byeFrame{Type: "bye", Code: CodeShutdown, Reason: "server shutting down", ReconnectMS: s.cfg.ReconnectAfter.Milliseconds()}, websocket.CloseGoingAway)
+		c.shutdown(&wire.Bye{Type: "bye", Code: wire.CodeShutdown, Reason: "server shutting down", ReconnectMS: s.cfg.ReconnectAfter.Milliseconds()}, websocket.CloseGoingAway)
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

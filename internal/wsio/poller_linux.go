@@ -72,10 +72,11 @@ func NewPoller() (*Poller, error) {
 	return p, nil
 }
 
-// Register adds a connection, disarmed: after each Arm, r.Readable is called once (on the
-// poller's goroutine; it must not block) when raw has bytes or an end to read. Registering
-// disarmed lets the caller keep the token before any event can need it.
-func (p *Poller) Register(raw syscall.RawConn, r Readable) (Token, error) {
+// Register adds a connection, armed: r.Readable is called (on the poller's goroutine; it must
+// not block) once raw has bytes or an end to read, and then not again until Arm. The
+// connection's token is stored in *token before it is armed (under the poller's lock, which the
+// poller holds when it looks r up), so Readable and what it starts may read it.
+func (p *Poller) Register(raw syscall.RawConn, r Readable, token *Token) error {
 	p.mu.Lock()
 	for {
 		p.next++
@@ -84,15 +85,16 @@ func (p *Poller) Register(raw syscall.RawConn, r Readable) (Token, error) {
 		}
 	}
 	t := p.next
+	*token = t
 	p.readers[t] = r
 	p.mu.Unlock()
-	if err := p.ctlEvents(raw, t, unix.EPOLL_CTL_ADD, unix.EPOLLONESHOT); err != nil {
+	if err := p.ctl(raw, t, unix.EPOLL_CTL_ADD); err != nil {
 		p.mu.Lock()
 		delete(p.readers, t)
 		p.mu.Unlock()
-		return 0, err
+		return err
 	}
-	return t, nil
+	return nil
 }
 
 // Arm asks for the next event of a registered connection; it fails once the connection is
@@ -108,13 +110,9 @@ func (p *Poller) Deregister(raw syscall.RawConn, t Token) {
 }
 
 func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
-	return p.ctlEvents(raw, t, op, pollEvents)
-}
-
-func (p *Poller) ctlEvents(raw syscall.RawConn, t Token, op int, events uint32) error {
 	var opErr error
 	err := raw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: events, Fd: int32(t)}
+		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(t)}
 		opErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
 	if err != nil {

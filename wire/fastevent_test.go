@@ -1,4 +1,4 @@
-package client
+package wire_test
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // The fast path must agree with the general decoder on every frame the server writes, and refuse
@@ -19,7 +20,7 @@ func TestParseEventFrame(t *testing.T) {
 		{ID: id, Room: "r", Kind: "k", User: "quote\"d", Body: []byte(`1`)},
 	} {
 		frame := e.AppendJSON(nil)
-		got, ok := parseEventFrame(frame)
+		got, ok := wire.ParseEventFrame(frame)
 		if e.User == "quote\"d" {
 			if ok {
 				t.Fatalf("escaped string taken by the fast path: %+v", got)
@@ -35,13 +36,13 @@ func TestParseEventFrame(t *testing.T) {
 		}
 		json.Unmarshal(frame, &want)
 		if got.Room != want.Room || got.ID != want.ID || got.Kind != want.Kind || got.User != want.User ||
-			got.Session != want.Session || got.Key != want.Key || string(got.Body) != string(want.Body) || !got.Time.Equal(id.Time()) {
+			got.Session != want.Session || got.Key != want.Key || string(got.Body) != string(want.Body) || got.TS != string(eventlog.AppendTimestamp(nil, id)) {
 			t.Fatalf("fast path read %+v from %s", got, frame)
 		}
 	}
 	for _, bad := range []string{``, `{}`, `{"type":"event"}`, `{"type":"event","room":"r","id":"x","kind":"k","user":"u","ts":"t"}`,
 		`{"type":"ack","room":"r"}`, `{"type":"event","room":"r","id":"01M8EFB9CY30TY391ND393D4VV","kind":"k","user":"u","ts":"t","body":1`} {
-		if _, ok := parseEventFrame([]byte(bad)); ok {
+		if _, ok := wire.ParseEventFrame([]byte(bad)); ok {
 			t.Fatalf("fast path accepted %q", bad)
 		}
 	}
@@ -50,7 +51,7 @@ func TestParseEventFrame(t *testing.T) {
 func FuzzParseEventFrame(f *testing.F) {
 	f.Add([]byte(`{"type":"event","room":"r","id":"01M8EFB9CY30TY391ND393D4VV","kind":"k","user":"u","ts":"t","body":{"a":1}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, ok := parseEventFrame(b)
+		e, ok := wire.ParseEventFrame(b)
 		if ok && (e.Room == "" && len(b) > 0 && b[0] != '{') {
 			t.Fatalf("accepted %q", b)
 		}

@@ -1,10 +1,12 @@
-package transport
+package wire_test
 
 import (
 	"encoding/json"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/roomlog/roomlog/wire"
 )
 
 // The frame decoders take bytes from anyone: they must never panic, and a frame they accept must
@@ -20,8 +22,8 @@ func FuzzDecodeJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var fr clientFrame
-		if err := jsonCodec.decode(data, &fr); err != nil {
+		var fr wire.ClientFrame
+		if err := wire.JSON.DecodeClient(data, &fr); err != nil {
 			return
 		}
 		checkDecoded(t, &fr)
@@ -40,16 +42,16 @@ func FuzzDecodeMsgpack(f *testing.F) {
 	}
 	f.Add([]byte{0x81, 0xa4, 't', 'y', 'p', 'e'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var fr clientFrame
-		if err := msgpackCodec.decode(data, &fr); err != nil {
+		var fr wire.ClientFrame
+		if err := wire.MessagePack.DecodeClient(data, &fr); err != nil {
 			return
 		}
 		checkDecoded(t, &fr)
 	})
 }
 
-func checkDecoded(t *testing.T, fr *clientFrame) {
-	for name, raw := range map[string]json.RawMessage{"body": fr.Body, "presence": fr.Presence, "state": fr.State} {
+func checkDecoded(t *testing.T, fr *wire.ClientFrame) {
+	for name, raw := range map[string]wire.RawJSON{"body": fr.Body, "presence": fr.Presence, "state": fr.State} {
 		if len(raw) > 0 && !json.Valid(raw) {
 			t.Fatalf("decoded %s is not JSON: %q", name, raw)
 		}
