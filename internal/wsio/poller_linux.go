@@ -133,10 +133,14 @@ func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
 // Yet the timer is load-bearing, not a rare safety net: with a 100 ms tick the two-process
 // fan-out benchmark (10 rooms x 100 members, 1,000 publishes/s) went from a p50 of 14-20 ms to
 // 58-74 ms (p99 31-45 ms to 200-290 ms), so under load some wakeups of the epoll fd are missed
-// routinely, and run then finds the events at the next tick. The cause is not found; suspects are
-// the window between a non-blocking epoll_wait that finds nothing and the park (the kernel calls
-// that check racy) and the runtime's reset of a readiness that arrived while run was busy. Until
-// it is, 10 ms bounds the delay; on an idle server with one connection the tick costs about 1.6%
+// routinely, and run then finds the events at the next tick. The cause is not found. One part of
+// it is the runtime: each Read starts by clearing the readiness recorded since the last one
+// (poll_runtime_pollReset), so a wakeup that came while run dispatched a batch is gone. Taking
+// and dispatching every batch inside one Read (parking only when epoll_wait finds nothing) kept
+// that readiness, and with a 100 ms tick brought the p50 back to 20-29 ms, but the p99 stayed
+// at 90-120 ms, so other wakeups are still missed; at 10 ms that loop measured no better than
+// this one (within this machine's noise), so it was not kept. Until the rest is found, 10 ms
+// bounds the delay; on an idle server with one connection the tick costs about 1.6%
 // of a core (33 CPU ticks in 20 s on this machine, against 6 with a 100 ms tick). Blocking in
 // epoll_wait on a thread of its own would need no timer, but a goroutine in a blocking system
 // call holds its P until sysmon notices, which on one core stalled everything else for
