@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"encoding/json"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -35,9 +34,12 @@ func codecFor(subprotocol string) codec {
 
 type jsonC struct{ wire.Codec }
 
-func (jsonC) slot() int                                        { return 0 }
-func (jsonC) rawEvent(b []byte) any                            { return json.RawMessage(b) }
-func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte { return e.AppendJSON(dst) }
+func (jsonC) slot() int             { return 0 }
+func (jsonC) rawEvent(b []byte) any { return json.RawMessage(b) }
+func (jsonC) appendEvent(dst []byte, e *eventlog.Event) []byte {
+	st := stored(e)
+	return wire.AppendEventJSON(dst, &st)
+}
 
 type msgpackC struct{ wire.Codec }
 
@@ -45,35 +47,11 @@ func (msgpackC) slot() int             { return 1 }
 func (msgpackC) rawEvent(b []byte) any { return msgpack.RawMessage(b) }
 
 func (msgpackC) appendEvent(dst []byte, e *eventlog.Event) []byte {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	n := 6 // type, room, id, kind, user, ts
-	if e.Session != "" {
-		n++
-	}
-	if e.Key != "" {
-		n++
-	}
-	if len(e.Body) > 0 {
-		n++
-	}
-	enc.EncodeMapLen(n)
-	kv := func(k, v string) { enc.EncodeString(k); enc.EncodeString(v) }
-	kv("type", "event")
-	kv("room", e.Room)
-	kv("id", e.ID.String())
-	kv("kind", e.Kind)
-	kv("user", e.User)
-	if e.Session != "" {
-		kv("session", e.Session)
-	}
-	if e.Key != "" {
-		kv("key", e.Key)
-	}
-	kv("ts", string(eventlog.AppendTimestamp(nil, e.ID)))
-	if len(e.Body) > 0 {
-		enc.EncodeString("body")
-		enc.Encode(wire.JSONToMsgpack(e.Body))
-	}
-	return append(dst, buf.Bytes()...)
+	st := stored(e)
+	return wire.AppendEventMsgpack(dst, &st)
+}
+
+// stored is the log's event as wire's encoders read it.
+func stored(e *eventlog.Event) wire.StoredEvent {
+	return wire.StoredEvent{ID: e.ID, Room: e.Room, Kind: e.Kind, User: e.User, Session: e.Session, Key: e.Key, Body: e.Body}
 }

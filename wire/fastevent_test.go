@@ -13,13 +13,13 @@ import (
 // (not misread) anything else.
 func TestParseEventFrame(t *testing.T) {
 	id := eventlog.MinIDAt(time.Date(2026, 11, 27, 10, 21, 6, 123e6, time.UTC))
-	for _, e := range []eventlog.Event{
+	for _, e := range []wire.StoredEvent{
 		{ID: id, Room: "doc:42", Kind: "message", User: "alice", Session: "s1", Key: "c-17", Body: []byte(`{"text":"hi"}`)},
 		{ID: id, Room: "r", Kind: "join", User: "bob"},
 		{ID: id, Room: "r", Kind: "k", User: "u", Key: "k", Body: []byte(`[1,"}",{"a":null}]`)},
 		{ID: id, Room: "r", Kind: "k", User: "quote\"d", Body: []byte(`1`)},
 	} {
-		frame := e.AppendJSON(nil)
+		frame := wire.AppendEventJSON(nil, &e)
 		got, ok := wire.ParseEventFrame(frame)
 		if e.User == "quote\"d" {
 			if ok {
@@ -36,7 +36,7 @@ func TestParseEventFrame(t *testing.T) {
 		}
 		json.Unmarshal(frame, &want)
 		if got.Room != want.Room || got.ID != want.ID || got.Kind != want.Kind || got.User != want.User ||
-			got.Session != want.Session || got.Key != want.Key || string(got.Body) != string(want.Body) || got.TS != string(eventlog.AppendTimestamp(nil, id)) {
+			got.Session != want.Session || got.Key != want.Key || string(got.Body) != string(want.Body) || got.TS != string(wire.AppendTimestamp(nil, int64(id.Millis()))) {
 			t.Fatalf("fast path read %+v from %s", got, frame)
 		}
 	}

@@ -1,7 +1,9 @@
 // Package wire is roomlog's wire protocol (docs/protocol.md) as Go types, shared by the server and
 // the Go client so that neither writes it by hand: the subprotocol names, frame types and codes,
 // every frame's fields, the two codecs (JSON text frames, MessagePack binary frames, with one
-// conversion of JSON numbers between them), and the fast decoder of the server's event frames.
+// conversion of JSON numbers between them), the encoders of event frames (AppendEventJSON,
+// AppendEventMsgpack: the server's hot path) and their fast decoder (ParseEventFrame: the
+// client's).
 //
 // It imports nothing of the server: a client that uses it pulls in no storage.
 package wire

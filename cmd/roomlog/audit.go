@@ -18,6 +18,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // roomsFlag collects repeated --room flags.
@@ -130,12 +131,16 @@ func replayCmd(args []string) int {
 	return 0
 }
 
+// timestamp is the time of id as an event's ts (2026-11-27T10:21:06.123Z).
+func timestamp(id eventlog.ID) []byte { return wire.AppendTimestamp(nil, int64(id.Millis())) }
+
 // eventPrinter writes one event a line as JSON or as aligned text columns.
 func eventPrinter(w *bufio.Writer, format string) func(*eventlog.Event) error {
 	var buf []byte
 	if format == "jsonl" {
 		return func(e *eventlog.Event) error {
-			buf = append(e.AppendJSON(buf[:0]), '\n')
+			st := wire.StoredEvent{ID: e.ID, Room: e.Room, Kind: e.Kind, User: e.User, Session: e.Session, Key: e.Key, Body: e.Body}
+			buf = append(wire.AppendEventJSON(buf[:0], &st), '\n')
 			_, err := w.Write(buf)
 			return err
 		}
@@ -145,7 +150,7 @@ func eventPrinter(w *bufio.Writer, format string) func(*eventlog.Event) error {
 		if len(body) > 100 {
 			body = body[:97] + "..."
 		}
-		_, err := fmt.Fprintf(w, "%s  %-20s %-14s %-10s %s\n", eventlog.AppendTimestamp(nil, e.ID), e.Room, e.User, e.Kind, body)
+		_, err := fmt.Fprintf(w, "%s  %-20s %-14s %-10s %s\n", timestamp(e.ID), e.Room, e.User, e.Kind, body)
 		return err
 	}
 }
@@ -233,7 +238,7 @@ func verifyCmd(args []string) int {
 	if res.First != "" {
 		first, _ := eventlog.ParseID(res.First)
 		last, _ := eventlog.ParseID(res.Last)
-		span = fmt.Sprintf("from %s to %s", eventlog.AppendTimestamp(nil, first), eventlog.AppendTimestamp(nil, last))
+		span = fmt.Sprintf("from %s to %s", timestamp(first), timestamp(last))
 	}
 	anchored := ""
 	if len(anchors) > 0 {
@@ -377,7 +382,7 @@ func roomsCmd(args []string) int {
 	line := func(r transport.RoomListing) {
 		first, _ := eventlog.ParseID(r.First)
 		last, _ := eventlog.ParseID(r.Last)
-		fmt.Fprintf(out, "%-24s %8d  %-24s  %-24s  %-26s %d\n", r.Room, r.Events, eventlog.AppendTimestamp(nil, first), eventlog.AppendTimestamp(nil, last), r.Last, r.Members)
+		fmt.Fprintf(out, "%-24s %8d  %-24s  %-24s  %-26s %d\n", r.Room, r.Events, timestamp(first), timestamp(last), r.Last, r.Members)
 	}
 	if online {
 		body, err := src.get("/v1/rooms", nil)

@@ -130,7 +130,7 @@ func TestReplayFiltersAndFormats(t *testing.T) {
 	code, out, _ = roomlog(t, nil, "replay", "--data", data, "--format", "text", "--room", "chat", "--limit", "2")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != 2 || !strings.Contains(lines[0], "chat") || !strings.Contains(lines[0], `{"n":2}`) ||
-		!strings.HasPrefix(lines[0], string(eventlog.AppendTimestamp(nil, evs[2].ID))) {
+		!strings.HasPrefix(lines[0], string(timestamp(evs[2].ID))) {
 		t.Fatalf("text format:\n%s", out)
 	}
 	if sum(t, data) != before {
