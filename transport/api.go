@@ -3,7 +3,6 @@ package transport
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/adminapi"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/wire"
 )
@@ -45,16 +45,6 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request) *auth.Claims {
 	return claims
 }
 
-// RoomListing is one line of GET /v1/rooms.
-type RoomListing struct {
-	Room    string `json:"room"`
-	Events  uint64 `json:"events"`
-	First   string `json:"first"`
-	Last    string `json:"last"`
-	Hash    string `json:"hash"`    // the chain hash of last, hex: with events and last, an anchor
-	Members int    `json:"members"` // sessions online on this node
-}
-
 // apiRooms lists every room as JSON lines, by name.
 func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
@@ -68,37 +58,11 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	err := auditor.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
-		return enc.Encode(RoomListing{Room: ri.Name, Events: ri.Count, First: ri.First.String(), Last: ri.Last.String(),
-			Hash: hex.EncodeToString(ri.Hash[:]), Members: online[ri.Name]})
+		return enc.Encode(adminapi.NewRoomListing(ri, online[ri.Name]))
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.logger.Warn("room listing ended", "err", err)
 	}
-}
-
-// VerifyResult is the answer of GET /v1/verify.
-type VerifyResult struct {
-	Rooms  int          `json:"rooms"`
-	Events uint64       `json:"events"`
-	First  string       `json:"first"`
-	Last   string       `json:"last"`
-	Broken *VerifyBreak `json:"broken,omitempty"`
-}
-
-// VerifyBreak is the first broken link a verification found.
-type VerifyBreak struct {
-	Room   string `json:"room"`
-	ID     string `json:"id"`
-	Reason string `json:"reason"`
-}
-
-// NewVerifyResult turns a report into its JSON form.
-func NewVerifyResult(rep eventlog.VerifyReport) VerifyResult {
-	v := VerifyResult{Rooms: rep.Rooms, Events: rep.Events, First: rep.First.String(), Last: rep.Last.String()}
-	if b := rep.Broken; b != nil {
-		v.Broken = &VerifyBreak{Room: b.Room, ID: b.ID.String(), Reason: b.Reason}
-	}
-	return v
 }
 
 // apiVerify recomputes the hash chains (of ?room= or of every room) on the live log.
@@ -127,7 +91,7 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusInternalServerError, wire.CodeInternal, "verify failed: %v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, NewVerifyResult(rep))
+	writeJSON(w, http.StatusOK, adminapi.NewVerifyResult(rep))
 }
 
 // auditor is the log's audit reader, or nil when its backend has none (and then it has answered

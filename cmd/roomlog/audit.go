@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/adminapi"
 	"github.com/roomlog/roomlog/replay"
-	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/wire"
 )
 
@@ -199,7 +199,7 @@ func verifyCmd(args []string) int {
 			return usageError("verify", err)
 		}
 	}
-	var res transport.VerifyResult
+	var res adminapi.VerifyResult
 	if online {
 		q := url.Values{}
 		if *room != "" {
@@ -228,7 +228,7 @@ func verifyCmd(args []string) int {
 		if err != nil {
 			return fail("verify", err)
 		}
-		res = transport.NewVerifyResult(rep)
+		res = adminapi.NewVerifyResult(rep)
 	}
 	if b := res.Broken; b != nil {
 		fmt.Printf("BROKEN: room %s, event %s: %s\n", b.Room, b.ID, b.Reason)
@@ -283,7 +283,7 @@ func headsCmd(args []string) int {
 		defer body.Close()
 		dec := json.NewDecoder(body)
 		for {
-			var r transport.RoomListing
+			var r adminapi.RoomListing
 			if err := dec.Decode(&r); err == io.EOF {
 				return 0
 			} else if err != nil {
@@ -311,7 +311,7 @@ func headsCmd(args []string) int {
 }
 
 // anchorOf reads the anchor in a room listing of the HTTP API.
-func anchorOf(r transport.RoomListing) (eventlog.Anchor, error) {
+func anchorOf(r adminapi.RoomListing) (eventlog.Anchor, error) {
 	var a eventlog.Anchor
 	line, _ := json.Marshal(map[string]any{"room": r.Room, "count": r.Events, "id": r.Last, "hash": r.Hash})
 	err := json.Unmarshal(line, &a)
@@ -379,7 +379,7 @@ func roomsCmd(args []string) int {
 	header := func() {
 		fmt.Fprintf(out, "%-24s %8s  %-24s  %-24s  %-26s %s\n", "ROOM", "EVENTS", "FIRST", "LAST", "HEAD", "MEMBERS")
 	}
-	line := func(r transport.RoomListing) {
+	line := func(r adminapi.RoomListing) {
 		first, _ := eventlog.ParseID(r.First)
 		last, _ := eventlog.ParseID(r.Last)
 		fmt.Fprintf(out, "%-24s %8d  %-24s  %-24s  %-26s %d\n", r.Room, r.Events, timestamp(first), timestamp(last), r.Last, r.Members)
@@ -393,7 +393,7 @@ func roomsCmd(args []string) int {
 		header()
 		dec := json.NewDecoder(body)
 		for {
-			var r transport.RoomListing
+			var r adminapi.RoomListing
 			if err := dec.Decode(&r); err == io.EOF {
 				return 0
 			} else if err != nil {
@@ -416,7 +416,7 @@ func roomsCmd(args []string) int {
 		return fail("rooms", err)
 	}
 	err = l.Rooms(ctx, func(r eventlog.RoomInfo) error {
-		line(transport.RoomListing{Room: r.Name, Events: r.Count, First: r.First.String(), Last: r.Last.String(), Members: members[r.Name]})
+		line(adminapi.NewRoomListing(r, members[r.Name]))
 		return nil
 	})
 	if err != nil {
