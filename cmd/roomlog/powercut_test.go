@@ -159,7 +159,10 @@ func TestServeFsyncFailure(t *testing.T) {
 	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
 	sub := wsConnect(t, p.addr, crashToken(t, "reader", false), "reader")
 	defer sub.Close()
-	sub.WriteJSON(map[string]any{"type": "join", "ref": "j", "room": "doc"})
+	// A live join: it must be answered before the first publish, or that publish may precede it.
+	if fr := roundTrip(t, sub, map[string]any{"type": "join", "ref": "j", "room": "doc"}); fr["type"] != "joined" {
+		t.Fatalf("join: %v", fr)
+	}
 	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
 	defer pub.Close()
 	publish := func(key string) map[string]any {
