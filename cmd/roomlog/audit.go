@@ -275,34 +275,12 @@ func headsCmd(args []string) int {
 	out := bufio.NewWriter(os.Stdout)
 	defer out.Flush()
 	enc := json.NewEncoder(out)
-	if online {
-		body, err := src.get("/v1/rooms", nil)
+	err = listRooms(src, online, func() {}, func(r adminapi.RoomListing) error {
+		a, err := anchorOf(r)
 		if err != nil {
-			return fail("heads", err)
+			return fmt.Errorf("the listing of %q: %v", r.Room, err)
 		}
-		defer body.Close()
-		dec := json.NewDecoder(body)
-		for {
-			var r adminapi.RoomListing
-			if err := dec.Decode(&r); err == io.EOF {
-				return 0
-			} else if err != nil {
-				return fail("heads", fmt.Errorf("reading the server's answer: %v", err))
-			}
-			a, err := anchorOf(r)
-			if err != nil {
-				return fail("heads", fmt.Errorf("the server's listing of %q: %v", r.Room, err))
-			}
-			enc.Encode(a)
-		}
-	}
-	l, err := src.open()
-	if err != nil {
-		return fail("heads", err)
-	}
-	defer l.Close()
-	err = l.Rooms(context.Background(), func(r eventlog.RoomInfo) error {
-		return enc.Encode(eventlog.Anchor{Room: r.Name, Head: eventlog.Head{ID: r.Last, Hash: r.Hash, Count: r.Count}})
+		return enc.Encode(a)
 	})
 	if err != nil {
 		return fail("heads", err)
@@ -384,45 +362,48 @@ func roomsCmd(args []string) int {
 		last, _ := eventlog.ParseID(r.Last)
 		fmt.Fprintf(out, "%-24s %8d  %-24s  %-24s  %-26s %d\n", r.Room, r.Events, timestamp(first), timestamp(last), r.Last, r.Members)
 	}
+	if err := listRooms(src, online, header, func(r adminapi.RoomListing) error { line(r); return nil }); err != nil {
+		return fail("rooms", err)
+	}
+	return 0
+}
+
+// listRooms calls each for every room, from the server's /v1/rooms or from the data file, after
+// begin once the source is open. Offline, "members" are the sessions the log records as joined
+// (after a crash, those the next start will close).
+func listRooms(src source, online bool, begin func(), each func(adminapi.RoomListing) error) error {
 	if online {
 		body, err := src.get("/v1/rooms", nil)
 		if err != nil {
-			return fail("rooms", err)
+			return err
 		}
 		defer body.Close()
-		header()
+		begin()
 		dec := json.NewDecoder(body)
 		for {
 			var r adminapi.RoomListing
 			if err := dec.Decode(&r); err == io.EOF {
-				return 0
+				return nil
 			} else if err != nil {
-				return fail("rooms", fmt.Errorf("reading the server's answer: %v", err))
+				return fmt.Errorf("reading the server's answer: %v", err)
 			}
-			line(r)
+			if err := each(r); err != nil {
+				return err
+			}
 		}
 	}
 	l, err := src.open()
 	if err != nil {
-		return fail("rooms", err)
+		return err
 	}
 	defer l.Close()
-	header()
-	// Offline, "members" are the sessions the log records as joined (after a crash, those the
-	// next start will close).
+	begin()
 	members := map[string]int{}
 	ctx := context.Background()
 	if err := l.Sessions(ctx, func(s eventlog.Session) error { members[s.Room]++; return nil }); err != nil {
-		return fail("rooms", err)
+		return err
 	}
-	err = l.Rooms(ctx, func(r eventlog.RoomInfo) error {
-		line(adminapi.NewRoomListing(r, members[r.Name]))
-		return nil
-	})
-	if err != nil {
-		return fail("rooms", err)
-	}
-	return 0
+	return l.Rooms(ctx, func(r eventlog.RoomInfo) error { return each(adminapi.NewRoomListing(r, members[r.Name])) })
 }
 
 func backupCmd(args []string) int {
