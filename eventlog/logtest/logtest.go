@@ -875,6 +875,26 @@ func testVerify(t *testing.T, b Backend) {
 	if err != nil || rep.Broken != nil || rep.Events != 100 || rep.Rooms != 1 {
 		t.Fatalf("Verify(v1) = %+v, %v", rep, err)
 	}
+	// Anchors: the heads as Rooms lists them hold, also after more appends; an anchor the log no
+	// longer reaches, or with another hash, or of a room it lacks, is a break.
+	var anchors []eventlog.Anchor
+	auditor(t, l).Rooms(ctx(t), func(r eventlog.RoomInfo) error {
+		anchors = append(anchors, eventlog.Anchor{Room: r.Name, Head: eventlog.Head{ID: r.Last, Hash: r.Hash, Count: r.Count}})
+		return nil
+	})
+	mustAppend(t, l, msg("v0", "u", "after the anchors"))
+	if rep, err := auditor(t, l).Verify(ctx(t), "", anchors...); err != nil || rep.Broken != nil {
+		t.Fatalf("Verify with its own anchors: %+v, %v", rep.Broken, err)
+	}
+	past, other, gone := anchors[0], anchors[1], eventlog.Anchor{Room: "never", Head: anchors[2].Head}
+	past.Count += 10
+	other.Hash[0] ^= 1
+	for _, a := range []eventlog.Anchor{past, other, gone} {
+		rep, err := auditor(t, l).Verify(ctx(t), "", a)
+		if err != nil || rep.Broken == nil || rep.Broken.Room != a.Room {
+			t.Fatalf("Verify with the anchor %+v: %+v, %v; want a break in %s", a, rep.Broken, err, a.Room)
+		}
+	}
 }
 
 func testAcks(t *testing.T, b Backend) {
