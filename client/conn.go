@@ -19,11 +19,7 @@ type frame = *wire.ServerFrame
 
 // errorOf is the error an error frame carries.
 func errorOf(f frame) *Error {
-	e := &Error{Code: f.Code, Message: f.Message, Room: f.Room}
-	if f.Head != "" {
-		e.Head = f.Head
-	}
-	return e
+	return &Error{Code: f.Code, Message: f.Message, Room: f.Room, Head: f.Head}
 }
 
 // conn is one WebSocket connection of a Client.

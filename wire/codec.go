@@ -208,17 +208,36 @@ func (msgpackCodec) DecodeClient(data []byte, f *ClientFrame) error {
 }
 
 // DecodeServer reads the map as JSON would: the frame's values, bodies and presence included,
-// become JSON, then fill f.
+// become JSON, then fill f. Event frames, the many, are filled directly: only their body goes
+// through JSON.
 func (msgpackCodec) DecodeServer(data []byte, f *ServerFrame) error {
 	m, err := decodeMap(data)
 	if err != nil {
 		return fmt.Errorf("wire: undecodable server frame: %v", err)
+	}
+	if m["type"] == TypeEvent {
+		return eventFromMap(m, f)
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("wire: server frame has no JSON form: %v", err)
 	}
 	return JSON.DecodeServer(b, f)
+}
+
+// eventFromMap fills f from a decoded event frame.
+func eventFromMap(m map[string]any, f *ServerFrame) error {
+	str := func(k string) string { s, _ := m[k].(string); return s }
+	*f = ServerFrame{Type: TypeEvent, Room: str("room"), ID: str("id"), Kind: str("kind"), User: str("user"),
+		Session: str("session"), Key: str("key"), TS: str("ts")}
+	if body, ok := m["body"]; ok && body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("wire: event body has no JSON form: %v", err)
+		}
+		f.Body = b
+	}
+	return nil
 }
 
 func msgpackInt(v any) (int, bool) {

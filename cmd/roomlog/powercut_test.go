@@ -165,10 +165,7 @@ func TestServeFsyncFailure(t *testing.T) {
 	}
 	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
 	defer pub.Close()
-	publish := func(key string) map[string]any {
-		t.Helper()
-		return roundTrip(t, pub, map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
-	}
+	publish := func(key string) map[string]any { t.Helper(); return publishKeyed(t, pub, "doc", key) }
 	if fr := publish("before"); fr["type"] != "ack" {
 		t.Fatalf("publish: %v", fr)
 	}
@@ -228,6 +225,12 @@ func TestServeFsyncFailure(t *testing.T) {
 	}
 }
 
+// publishKeyed publishes {"k": key} to room under the idempotency key key and returns the answer.
+func publishKeyed(t *testing.T, ws *websocket.Conn, room, key string) map[string]any {
+	t.Helper()
+	return roundTrip(t, ws, map[string]any{"type": "publish", "ref": key, "room": room, "key": key, "body": map[string]any{"k": key}})
+}
+
 // roundTrip sends frame and returns the answer carrying its ref, skipping other frames.
 func roundTrip(t *testing.T, ws *websocket.Conn, frame map[string]any) map[string]any {
 	t.Helper()
@@ -256,10 +259,7 @@ func TestServeFullDisk(t *testing.T) {
 	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
 	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
 	defer pub.Close()
-	publish := func(key string) map[string]any {
-		t.Helper()
-		return roundTrip(t, pub, map[string]any{"type": "publish", "ref": key, "room": "doc", "key": key, "body": map[string]any{"k": key}})
-	}
+	publish := func(key string) map[string]any { t.Helper(); return publishKeyed(t, pub, "doc", key) }
 	for i := range 3 {
 		if fr := publish(fmt.Sprint("before-", i)); fr["type"] != "ack" {
 			t.Fatalf("publish: %v", fr)
