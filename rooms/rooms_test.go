@@ -318,3 +318,56 @@ func TestPublishAuthorises(t *testing.T) {
 		t.Fatalf("the room holds %q", got)
 	}
 }
+
+// signalSink is a subscriber that records the signals it is handed.
+type signalSink struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (s *signalSink) Wake() {}
+func (s *signalSink) Signal(sig *rooms.Signal) {
+	s.mu.Lock()
+	s.got = append(s.got, sig.User+":"+string(sig.Body))
+	s.mu.Unlock()
+}
+
+func TestSignalReachesOtherSubscribersOnly(t *testing.T) {
+	l := openLog(t)
+	h := rooms.NewHub(l, rooms.Options{})
+	if n := h.Signal(nil, &rooms.Signal{Room: "empty", User: "u", Body: json.RawMessage(`1`)}); n != 0 {
+		t.Fatalf("a room without subscribers took the signal %d times", n)
+	}
+	if got := h.Online(); len(got) != 0 {
+		t.Fatalf("a signal to an empty room created it: %v", got)
+	}
+	a, b, other := &signalSink{}, &signalSink{}, &signalSink{}
+	for _, s := range []struct {
+		room string
+		w    *signalSink
+	}{{"doc", a}, {"doc", b}, {"elsewhere", other}} {
+		sub, err := h.Subscribe(s.room, s.w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+	}
+	plain, err := h.Subscribe("doc", nopWaker{}) // a subscriber that takes no signals
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if n := h.Signal(a, &rooms.Signal{Room: "doc", User: "alice", Body: json.RawMessage(`{"x":1}`)}); n != 1 {
+		t.Fatalf("signal handed to %d subscribers, want 1 (not the sender, not the plain waker)", n)
+	}
+	if len(a.got) != 0 || len(other.got) != 0 || fmt.Sprint(b.got) != `[alice:{"x":1}]` {
+		t.Fatalf("sender %v, other room %v, member %v", a.got, other.got, b.got)
+	}
+	if evs, _ := l.ReadAfter(context.Background(), "doc", eventlog.ID{}, 10); len(evs) != 0 {
+		t.Fatalf("a signal was logged: %v", evs)
+	}
+}
+
+type nopWaker struct{}
+
+func (nopWaker) Wake() {}

@@ -51,6 +51,7 @@ type conn struct {
 	helloDone     bool          // the first frame was handled
 	user, session string        // set by hello, then only read (by every side)
 	limiter       *rate.Limiter // the write rate limit, made at the first publish or presence
+	signalLimiter *rate.Limiter // the signal rate limit, made at the first signal
 
 	// The writer's buffers for encoding events read from the log, owned by the running writeLoop.
 	scratch, frames, frame []byte

@@ -27,6 +27,8 @@ func (c *conn) handle(f *wire.ClientFrame) {
 		c.leave(f)
 	case "presence":
 		c.presence(f)
+	case "signal":
+		c.signal(f)
 	case "publish":
 		c.publish(f)
 	case "ack":

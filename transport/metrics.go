@@ -23,6 +23,7 @@ type Metrics struct {
 	badFrames     prometheus.Counter
 	refusedConns  *prometheus.CounterVec
 	errorReplies  *prometheus.CounterVec
+	signals       *prometheus.CounterVec
 }
 
 func NewMetrics() *Metrics {
@@ -66,9 +67,13 @@ func NewMetrics() *Metrics {
 		errorReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlog_error_replies_total", Help: "Client frames answered with an error frame, by code.",
 		}, []string{"code"}),
+		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlog_signals_total", Help: "Ephemeral signals: sent (by members), delivered (to members), dropped (a full send queue).",
+		}, []string{"outcome"}),
 	}
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
+		m.signals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -29,6 +29,7 @@ const (
 	DefaultHeartbeat        = 25 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultPublishRate      = 10000
+	DefaultSignalRate       = 50
 	DefaultSendQueue        = 1024
 	DefaultStallTimeout     = 30 * time.Second
 	DefaultReconnect        = time.Second
@@ -59,6 +60,10 @@ type Config struct {
 	// PublishRate limits publishes and presence updates per second per connection, with an
 	// equal burst. 0: DefaultPublishRate (10,000); NoRateLimit (any negative value): no limit.
 	PublishRate float64
+	// SignalRate limits signals (ephemeral, not logged) per second per connection, with an equal
+	// burst; signals do not count against PublishRate. 0: DefaultSignalRate (50, above the ~30/s
+	// of a user moving a cursor); NoRateLimit (any negative value): no limit.
+	SignalRate float64
 	// SendQueue bounds the reply frames (acks, errors, joined...) waiting to be written to one
 	// connection; a client that does not read them stops being read from. 0 or negative: 1024.
 	SendQueue int
@@ -152,6 +157,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PublishRate == 0 {
 		cfg.PublishRate = DefaultPublishRate
+	}
+	if cfg.SignalRate == 0 {
+		cfg.SignalRate = DefaultSignalRate
 	}
 	if cfg.SendQueue <= 0 {
 		cfg.SendQueue = DefaultSendQueue

@@ -41,6 +41,7 @@ const (
 	TypePong     = "pong"
 	TypeError    = "error"
 	TypeBye      = "bye"
+	TypeSignal   = "signal"
 )
 
 // Codes of error frames, bye frames and HTTP API errors.
@@ -164,6 +165,16 @@ type Bye struct {
 	ReconnectMS int64  `json:"reconnect_ms,omitempty" msgpack:"reconnect_ms,omitempty"`
 }
 
+// Signal is an ephemeral message from a member to the room's other members (an extension of
+// protocol v1 for awareness): not logged, no id, best effort.
+type Signal struct {
+	Type    string  `json:"type" msgpack:"type"`
+	Room    string  `json:"room" msgpack:"room"`
+	User    string  `json:"user" msgpack:"user"`
+	Session string  `json:"session" msgpack:"session"`
+	Body    RawJSON `json:"body" msgpack:"body"`
+}
+
 // History answers history with a page of events, each already encoded by the server's codec.
 type History struct {
 	Type   string `json:"type" msgpack:"type"`
@@ -217,7 +228,7 @@ type ServerFrame struct {
 	ID        string `json:"id"`
 	Duplicate bool   `json:"duplicate"`
 
-	// event
+	// event and signal
 	Kind string          `json:"kind"`
 	Key  string          `json:"key"`
 	TS   string          `json:"ts"`

@@ -28,7 +28,7 @@ type serveFlags struct {
 	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
 	maxFrame, sendQueue                                                                  *int
 	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
-	publishRate                                                                          *float64
+	publishRate, signalRate                                                              *float64
 	noPoller                                                                             *bool
 }
 
@@ -47,6 +47,7 @@ func newServeCommand() (*command, *serveFlags) {
 		maxFrame:     c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes"),
 		grace:        c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event"),
 		publishRate:  c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes and presence updates per second per connection (0 turns the limit off)"),
+		signalRate:   c.Float("signal-rate", "ROOMLOG_SIGNAL_RATE", transport.DefaultSignalRate, "signals (ephemeral awareness messages) per second per connection (0 turns the limit off)"),
 		sendQueue:    c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
 		heartbeat:    c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
 		stall:        c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected"),
@@ -66,6 +67,8 @@ func (f *serveFlags) check() error {
 		return errors.New("durations must be positive (--grace may be 0)")
 	case *f.publishRate < 0:
 		return errors.New("--publish-rate must be 0 (off) or positive")
+	case *f.signalRate < 0:
+		return errors.New("--signal-rate must be 0 (off) or positive")
 	case *f.sendQueue <= 0:
 		return errors.New("--send-queue must be positive")
 	}
@@ -137,6 +140,7 @@ type serveConfig struct {
 	MaxFrame     int
 	Grace        time.Duration
 	PublishRate  float64
+	SignalRate   float64
 	SendQueue    int
 	Heartbeat    time.Duration
 	Stall        time.Duration
@@ -150,7 +154,7 @@ type serveConfig struct {
 func (f *serveFlags) config() (serveConfig, error) {
 	cfg := serveConfig{
 		Addr: *f.addr, Data: *f.data, JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
-		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SendQueue: *f.sendQueue,
+		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
 		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
 		DebugAddr: *f.debugAddr,
 	}
@@ -216,7 +220,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	defer log.Close()
 	srv, err := transport.New(transport.Config{
 		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
-		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
+		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
 		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
 	})
 	if err != nil {
