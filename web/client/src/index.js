@@ -47,13 +47,26 @@ export class DeliveryUncertainError extends Error {
  * @typedef {{key: string, room: string, kind?: string, body?: unknown, expect?: string}} Outgoing
  */
 
-/** Cursors and the outbox in memory: a reload starts afresh. */
+/**
+ * Cursors, the outbox and application state in memory: a reload starts afresh. Every store has
+ * these methods (see IndexedDBStore for browsers, FileStore for Node); each returns a promise
+ * that settles once the change is durable in that store.
+ */
 export class MemoryStore {
   constructor() {
     /** @type {Map<string, string>} */
     this.cursors = new Map();
     /** @type {Map<string, Outgoing>} */
     this.outbox = new Map();
+    /** @type {Map<string, unknown>} */
+    this.states = new Map();
+  }
+  /** Application state saved under name (the Yjs provider keeps a document and its cursor). */
+  async getState(name) {
+    return this.states.get(name);
+  }
+  async setState(name, value) {
+    this.states.set(name, value);
   }
   async cursor(room) {
     return this.cursors.get(room) ?? '';
@@ -71,6 +84,8 @@ export class MemoryStore {
     return [...this.outbox.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 }
+
+export { IndexedDBStore } from './indexeddb.js';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 let lastKeyTime = 0;
@@ -140,7 +155,12 @@ export class Room {
     this.client = client;
     this.name = name;
     this.onEvent = opts.onEvent ?? (() => {});
+    this.onSignal = opts.onSignal ?? (() => {});
+    this.onMembers = opts.onMembers ?? (() => {});
+    this.onSynced = opts.onSynced ?? (() => {});
     this.fromStart = !!opts.fromStart;
+    /** Whether the client saves this room's cursor in its store (false: the application does). */
+    this.persistCursor = opts.persistCursor ?? true;
     this.presence = opts.presence;
     /** The id of the last event delivered. */
     this.cursor = '';
@@ -159,6 +179,16 @@ export class Room {
     if (this.cursor !== '' || this.fromStart) f.after = this.cursor;
     if (this.presence !== undefined) f.presence = this.presence;
     return f;
+  }
+
+  /**
+   * Send an ephemeral signal (awareness: a cursor, a selection) to the room's other members: not
+   * logged, best effort. Returns false when it could not be sent now (not connected, or the room
+   * is not joined on this connection yet): signals are never queued.
+   */
+  signal(body) {
+    if (!this.synced || this.left) return false;
+    return this.client.sendNow({ type: 'signal', room: this.name, body });
   }
 
   /** Replace this session's presence in the room. */
@@ -221,6 +251,11 @@ export class RoomlogClient {
     this.keyRetention = 0;
     this.reconnects = -1;
     this.connectedWaiters = [];
+    /** @type {'connecting'|'online'|'offline'|'closed'} */
+    this.status = 'connecting';
+    this.paused = false;
+    /** @type {Map<string, Set<Function>>} */
+    this.listeners = new Map();
     this.onOnline = () => this.#kick();
     globalThis.addEventListener?.('online', this.onOnline);
   }
@@ -234,9 +269,55 @@ export class RoomlogClient {
     await this.#waitConnected();
   }
 
+  /**
+   * Listen to the client: 'status' (connecting, online, offline, closed), 'outbox' (the number of
+   * publishes waiting for their ack) and 'uncertain' (an outbox entry handed back as past the
+   * key retention, as onUncertain). Returns a function that stops listening.
+   */
+  on(name, fn) {
+    if (!this.listeners.has(name)) this.listeners.set(name, new Set());
+    this.listeners.get(name).add(fn);
+    return () => this.listeners.get(name)?.delete(fn);
+  }
+
+  #emit(name, value) {
+    for (const fn of this.listeners.get(name) ?? []) {
+      try {
+        fn(value);
+      } catch (err) {
+        this.opts.log('roomlog listener threw', { err: String(err) });
+      }
+    }
+  }
+
+  #setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.#emit('status', status);
+  }
+
+  /**
+   * Go offline on purpose (an "offline" switch, a metered network): the connection is closed and
+   * not reopened until resume(). Publishes made meanwhile wait in the outbox.
+   */
+  pause() {
+    this.paused = true;
+    this.#setStatus('offline');
+    this.ws?.close(1000, 'paused');
+  }
+
+  /** Come back from pause(): reconnect now. */
+  resume() {
+    if (!this.paused) return;
+    this.paused = false;
+    this.#setStatus('connecting');
+    this.#kick();
+  }
+
   /** Close the connection for good; unacked publishes stay in the store. */
   close() {
     this.closed = true;
+    this.#setStatus('closed');
     globalThis.removeEventListener?.('online', this.onOnline);
     clearTimeout(this.sleepTimer);
     clearTimeout(this.refreshTimer);
@@ -249,7 +330,7 @@ export class RoomlogClient {
   /** Join a room: events after the stored cursor first, then live ones. */
   async join(name, opts = {}) {
     const room = new Room(this, name, opts);
-    room.cursor = room.acked = await this.store.cursor(name);
+    room.cursor = room.acked = opts.cursor ?? (await this.store.cursor(name));
     this.rooms.set(name, room);
     const joined = new Promise((resolve, reject) => (room.joinWaiter = { resolve, reject }));
     if (this.ws && this.welcomed) this.#send(room.joinFrame());
@@ -268,6 +349,7 @@ export class RoomlogClient {
     await this.store.addOutgoing(entry);
     return new Promise((resolve, reject) => {
       this.pending.set(entry.key, { entry, resolve, reject });
+      this.#emit('outbox', this.pending.size);
       if (this.ws && this.welcomed) this.#send(publishFrame(entry));
     });
   }
@@ -285,6 +367,13 @@ export class RoomlogClient {
       this.calls.set(ref, { resolve, reject });
       this.#send({ ...frame, ref });
     });
+  }
+
+  /** Send a frame now if connected (no answer expected); false when it could not be. */
+  sendNow(frame) {
+    if (!this.ws || !this.welcomed) return false;
+    this.#send(frame);
+    return true;
   }
 
   #send(frame) {
@@ -321,6 +410,8 @@ export class RoomlogClient {
   async #run() {
     let attempt = 0;
     while (!this.closed) {
+      while (this.paused && !this.closed) await this.#sleep(60000); // resume() kicks
+      if (this.closed) return;
       let hint = 0;
       try {
         hint = await this.#connection();
@@ -337,7 +428,8 @@ export class RoomlogClient {
         }
         attempt++;
       }
-      if (this.closed) return;
+      if (this.closed || this.paused) continue;
+      this.#setStatus('connecting');
       await this.#sleep(Math.max(hint, this.#backoff(attempt)));
     }
   }
@@ -412,6 +504,7 @@ export class RoomlogClient {
     for (const room of this.rooms.values()) this.#send(room.joinFrame());
     this.#handBackUncertain();
     for (const { entry } of this.pending.values()) this.#send(publishFrame(entry));
+    this.#setStatus('online');
     const waiters = this.connectedWaiters;
     this.connectedWaiters = [];
     waiters.forEach((w) => w.resolve());
@@ -455,7 +548,9 @@ export class RoomlogClient {
       this.store.removeOutgoing(key);
       p.reject(new DeliveryUncertainError(p.entry));
       this.opts.onUncertain?.(p.entry);
+      this.#emit('uncertain', p.entry);
     }
+    this.#emit('outbox', this.pending.size);
   }
 
   #frame(f) {
@@ -469,7 +564,23 @@ export class RoomlogClient {
         return;
       case 'synced': {
         const room = this.rooms.get(f.room);
-        if (room) room.synced = true;
+        if (!room) return;
+        room.synced = true;
+        try {
+          room.onSynced(f.cursor);
+        } catch (err) {
+          this.opts.log('roomlog synced handler threw', { err: String(err) });
+        }
+        return;
+      }
+      case 'signal': {
+        const room = this.rooms.get(f.room);
+        if (!room || room.left) return;
+        try {
+          room.onSignal({ room: f.room, user: f.user, session: f.session, body: f.body });
+        } catch (err) {
+          this.opts.log('roomlog signal handler threw', { err: String(err) });
+        }
         return;
       }
       case 'ack':
@@ -499,7 +610,9 @@ export class RoomlogClient {
   #joined(f) {
     const room = this.rooms.get(f.room);
     if (!room) return;
+    room.synced = false; // events up to synced are a replay: older than the members listed here
     room.members = new Map((f.members ?? []).map((m) => [`${m.user}\u0000${m.session}`, m.presence]));
+    this.#membersChanged(room);
     if (room.cursor === '' && f.resumed_from) {
       room.cursor = f.resumed_from; // the server resumes from the cursor it recorded
     } else if (room.cursor === '' && !room.fromStart) {
@@ -526,11 +639,30 @@ export class RoomlogClient {
     room.joinWaiter = null;
   }
 
+  #membersChanged(room) {
+    try {
+      room.onMembers(memberList(room.members));
+    } catch (err) {
+      this.opts.log('roomlog members handler threw', { err: String(err) });
+    }
+  }
+
+  /** Keep a room's member list current from its live join, leave and presence events. */
+  #trackMembers(room, f) {
+    if (!room.synced) return; // a replayed event is older than the list joined gave
+    const id = `${f.user}\u0000${f.session ?? ''}`;
+    if (f.kind === 'join' || f.kind === 'presence') room.members.set(id, f.body);
+    else if (f.kind === 'leave') room.members.delete(id);
+    else return;
+    this.#membersChanged(room);
+  }
+
   /** Hand an event to the application once: one at or before the cursor was delivered already. */
   #deliver(f) {
     const room = this.rooms.get(f.room);
     if (!room || room.left || f.id <= room.cursor) return;
     room.cursor = f.id;
+    this.#trackMembers(room, f);
     /** @type {Event} */
     const ev = { room: f.room, id: f.id, kind: f.kind, user: f.user, session: f.session ?? '', key: f.key ?? '', ts: f.ts, body: f.body };
     try {
@@ -545,6 +677,7 @@ export class RoomlogClient {
     if (!p) return; // a resend's second ack
     this.pending.delete(f.ref);
     this.store.removeOutgoing(f.ref);
+    this.#emit('outbox', this.pending.size);
     p.resolve({ room: f.room, id: f.id, key: f.ref, duplicate: !!f.duplicate });
   }
 
@@ -560,6 +693,7 @@ export class RoomlogClient {
     }
     this.pending.delete(f.ref);
     this.store.removeOutgoing(f.ref);
+    this.#emit('outbox', this.pending.size);
     p.reject(err); // permanent: not retried
     return true;
   }
@@ -568,11 +702,21 @@ export class RoomlogClient {
   #sendAcks() {
     for (const room of this.rooms.values()) {
       if (room.cursor === '' || room.cursor === room.acked) continue;
-      this.store.setCursor(room.name, room.cursor);
+      if (room.persistCursor) this.store.setCursor(room.name, room.cursor);
       this.#send({ type: 'ack', room: room.name, id: room.cursor });
       room.acked = room.cursor;
     }
   }
+}
+
+/** A room's members as a list, by user then session. */
+function memberList(members) {
+  return [...members.entries()]
+    .map(([id, presence]) => {
+      const [user, session] = id.split('\u0000');
+      return { user, session, presence };
+    })
+    .sort((a, b) => (a.user === b.user ? (a.session < b.session ? -1 : 1) : a.user < b.user ? -1 : 1));
 }
 
 function publishFrame(entry) {
@@ -582,3 +726,4 @@ function publishFrame(entry) {
   if (entry.expect !== undefined) f.expect = entry.expect;
   return f;
 }
+export { claimTab, adoptOrphanOutboxes } from './tabs.js';

@@ -1,86 +1,25 @@
 // The client against a real roomlog server (built from this repository), over loopback WebSocket:
 // delivery once and in order across a kill -9 and restart, the outbox resent under its keys, and
-// permanent refusals returned, not retried.
+// permanent refusals returned, not retried, token refresh, the key retention, signals, members,
+// the offline switch and the file store.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { RoomlogClient, RoomlogError, MemoryStore, newKey, ulidTime } from '../src/index.js';
+import { FileStore } from '../src/file-store.js';
+import { buildRoomlog, token, freePort, serve, stop, until } from './helpers.js';
 
-const SECRET = 'js-client-test-secret';
-const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-let dir, bin;
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'roomlog-js-'));
-  bin = join(dir, 'roomlog');
-  execFileSync('go', ['build', '-o', bin, './cmd/roomlog'], { cwd: repo, stdio: 'inherit' });
-});
-
+let dir;
+before(() => ({ dir } = buildRoomlog()));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** An HS256 JWT, as roomlog token makes them. */
-function token(sub, rooms = ['*'], ttlSeconds = 3600) {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, rooms, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
-  return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
-}
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts roomlog serve on data and port; resolves once it listens. */
-function serve(data, port) {
-  const proc = spawn(bin, ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--jwt-secret', SECRET, '--grace', '1h', '--publish-rate', '0'],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-  let logs = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${logs}`)), 30000);
-    proc.stderr.on('data', (b) => {
-      logs += b;
-      if (logs.includes('roomlog serving')) {
-        clearTimeout(timer);
-        resolve(proc);
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${logs}`)));
-  });
-}
-
-function stop(proc, signal = 'SIGKILL') {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    proc.once('exit', resolve);
-    proc.kill(signal);
-  });
-}
 
 function client(port, sub, extra = {}) {
   return new RoomlogClient({
     url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(sub), session: `${sub}-device`,
     minBackoff: 20, maxBackoff: 300, ackInterval: 50, log: process.env.ROOMLOG_JS_DEBUG ? (m, f) => console.error(sub, m, f ?? '') : undefined, ...extra,
   });
-}
-
-async function until(cond, what, ms = 20000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 test('keys are ULIDs in publish order', () => {
@@ -167,6 +106,139 @@ test('every event once, in order, across kill -9 and restart; the outbox is rese
   } finally {
     sub.close();
     pub.close();
+    await stop(proc);
+  }
+});
+
+/** A key (a ULID) made ms milliseconds ago, as a publish made then would carry. */
+function keyFrom(msAgo) {
+  const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+  let t = Date.now() - msAgo;
+  let time = '';
+  for (let i = 0; i < 10; i++) {
+    time = CROCKFORD[t % 32] + time;
+    t = Math.floor(t / 32);
+  }
+  return time + newKey().slice(10);
+}
+
+test('the token is refreshed before it expires: the connection outlives it', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'refresh.db'), port);
+  let minted = 0;
+  const c = client(port, 'shortlived', { token: () => (minted++, token('shortlived', ['*'], 3)) });
+  try {
+    await c.start();
+    await new Promise((r) => setTimeout(r, 5000)); // past the first token's exp
+    assert.equal(c.reconnects, 0, 'the server closed the connection: the token was not refreshed');
+    assert.ok(minted >= 2, `token() called ${minted} times`);
+    const ack = await c.publish('doc:r', 'still here');
+    assert.ok(ack.id);
+  } finally {
+    c.close();
+    await stop(proc);
+  }
+});
+
+test('an outbox entry older than the key retention is handed back, not resent', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'retention.db'), port, { args: ['--key-retention', '1m'] });
+  const store = new MemoryStore();
+  const stale = { key: keyFrom(2 * 60 * 1000), room: 'doc:k', body: 'two minutes old' };
+  const fresh = { key: keyFrom(1000), room: 'doc:k', body: 'a second old' };
+  await store.addOutgoing(stale);
+  await store.addOutgoing(fresh);
+  const uncertain = [];
+  const c = client(port, 'k', { store, onUncertain: (e) => uncertain.push(e) });
+  const reader = client(port, 'reader');
+  try {
+    await c.start();
+    await until(() => c.outstanding === 0, 'the fresh entry acked');
+    assert.deepEqual(uncertain.map((e) => e.key), [stale.key]);
+    assert.deepEqual(await store.outgoing(), []);
+    await reader.start();
+    const got = [];
+    await reader.join('doc:k', { fromStart: true, onEvent: (e) => e.kind === 'message' && got.push(e.body) });
+    await until(() => got.length >= 1, 'the fresh entry delivered');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got, ['a second old']);
+  } finally {
+    c.close();
+    reader.close();
+    await stop(proc);
+  }
+});
+
+test('signals reach the other members; members follow joins and leaves; the offline switch', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'signals.db'), port);
+  const alice = client(port, 'alice');
+  const bob = client(port, 'bob');
+  const statuses = [];
+  const outbox = [];
+  alice.on('status', (s) => statuses.push(s));
+  alice.on('outbox', (n) => outbox.push(n));
+  try {
+    await alice.start();
+    await bob.start();
+    const heard = [];
+    let bobMembers = [];
+    const aliceRoom = await alice.join('doc:s', { presence: { name: 'Alice' } });
+    await bob.join('doc:s', { onSignal: (s) => heard.push(s), onMembers: (m) => (bobMembers = m) });
+    await until(() => aliceRoom.synced, 'alice synced');
+    assert.deepEqual(bobMembers.map((m) => m.user), ['alice', 'bob']);
+    assert.equal(aliceRoom.signal({ cursor: 3 }), true);
+    await until(() => heard.length === 1, 'the signal');
+    assert.deepEqual(heard[0], { room: 'doc:s', user: 'alice', session: 'alice-device', body: { cursor: 3 } });
+    await aliceRoom.leave();
+    await until(() => bobMembers.length === 1, 'alice gone from the members');
+
+    alice.pause();
+    assert.equal(alice.status, 'offline');
+    assert.equal(aliceRoom.signal({ cursor: 4 }), false, 'a signal is not queued while offline');
+    const ack = alice.publish('doc:s', 'written offline');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(alice.outstanding, 1, 'published while paused: it waits');
+    alice.resume();
+    assert.ok((await ack).id);
+    assert.equal(alice.status, 'online');
+    assert.deepEqual(statuses, ['online', 'offline', 'connecting', 'online']);
+    assert.deepEqual(outbox.slice(-2), [1, 0]);
+  } finally {
+    alice.close();
+    bob.close();
+    await stop(proc);
+  }
+});
+
+test('FileStore: the outbox and cursors survive the client process', async () => {
+  const port = await freePort();
+  const data = join(dir, 'filestore.db');
+  const path = join(dir, 'client-state.json');
+  let proc = await serve(data, port);
+  let got = [];
+  let c = client(port, 'svc', { store: new FileStore(path) });
+  try {
+    await c.start();
+    await c.join('doc:f', { fromStart: true, onEvent: (e) => e.kind === 'message' && got.push(e.body) });
+    await c.publish('doc:f', 1);
+    await until(() => got.length === 1, 'the first message');
+    await new Promise((r) => setTimeout(r, 200)); // the cursor is saved
+    await stop(proc);
+    c.publish('doc:f', 2).catch(() => {}); // waits in the file's outbox
+    await new Promise((r) => setTimeout(r, 100));
+    c.close(); // the process "exits" with it unsent
+    proc = await serve(data, port);
+    got = [];
+    c = client(port, 'svc', { store: new FileStore(path) });
+    await c.start();
+    await c.join('doc:f', { onEvent: (e) => e.kind === 'message' && got.push(e.body) });
+    await until(() => got.length === 1, 'the resent message');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(got, [2], 'after the saved cursor: the resent publish only, once');
+    assert.equal(c.outstanding, 0);
+  } finally {
+    c.close();
     await stop(proc);
   }
 });

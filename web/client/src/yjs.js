@@ -1,0 +1,215 @@
+// @roomlog/client/yjs: a Yjs provider on roomlog. Each local Yjs update is published as an event
+// of kind "yjs" with an idempotency key, its bytes base64 in the body ({"u":"<base64>"}), so the
+// room's log is the document's history and every member applies every update once. The document
+// and its cursor are saved together in the client's store (IndexedDB in a browser), and pending
+// updates wait in the client's outbox there, so edits made offline survive a reload and reach the
+// others when the device is back. Awareness (cursors, names) travels in signals: ephemeral, not
+// logged.
+//
+// yjs and y-protocols are peer dependencies: the application brings its own (one copy of Yjs).
+
+import * as Y from 'yjs';
+import * as awarenessProtocol from 'y-protocols/awareness';
+
+/** The kind of the events that carry Yjs updates. */
+export const YJS_KIND = 'yjs';
+
+/** Keeps a Y.Doc in step with a roomlog room. */
+export class RoomlogProvider {
+  /**
+   * @param {import('./index.js').RoomlogClient} client started or not; its store keeps the document
+   * @param {string} room
+   * @param {Y.Doc} doc
+   * @param {object} [opts]
+   * @param {awarenessProtocol.Awareness} [opts.awareness] shared with the room's members by signals
+   * @param {number} [opts.saveDelay] ms to gather changes before saving the document, default 200
+   * @param {(msg: string, fields?: object) => void} [opts.log]
+   */
+  constructor(client, room, doc, opts = {}) {
+    this.client = client;
+    this.roomName = room;
+    this.doc = doc;
+    this.awareness = opts.awareness ?? null;
+    this.saveDelay = opts.saveDelay ?? 200;
+    this.log = opts.log ?? client.opts.log;
+    this.stateKey = `yjs:${room}`;
+    /** The id of the last event applied to the document. */
+    this.cursor = '';
+    /** Events of the room seen by this document (all kinds). */
+    this.events = 0;
+    this.synced = false;
+    /** @type {import('./index.js').Room|null} */
+    this.room = null;
+    /** Awareness client ids by the session that sent them, to drop them when it leaves. */
+    this.awarenessBySession = new Map();
+    this.listeners = new Set();
+    this.saveTimer = null;
+    this.saving = Promise.resolve();
+    this.onDocUpdate = (update, origin) => {
+      if (origin === this) return; // applied from the room or the store: not ours to publish
+      this.#publish(update);
+      this.#scheduleSave();
+    };
+    this.onAwarenessUpdate = ({ added, updated, removed }, origin) => {
+      if (origin !== 'local') return;
+      this.#sendAwareness([...added, ...updated, ...removed]);
+    };
+  }
+
+  /**
+   * Loads the saved document and its pending edits, then joins the room after the saved cursor
+   * (from the room's start when nothing is saved). Resolves once joined; whenSynced() once
+   * caught up.
+   */
+  async start() {
+    const saved = await this.client.store.getState(this.stateKey);
+    if (saved?.update) {
+      Y.applyUpdate(this.doc, fromBase64(saved.update), this);
+      this.cursor = saved.cursor ?? '';
+      this.events = saved.events ?? 0;
+    }
+    // Edits not yet acked are in the outbox: show them at once, even offline.
+    for (const entry of await this.client.store.outgoing()) {
+      if (entry.room === this.roomName && entry.kind === YJS_KIND) Y.applyUpdate(this.doc, fromBase64(entry.body.u), this);
+    }
+    this.doc.on('update', this.onDocUpdate);
+    this.awareness?.on('update', this.onAwarenessUpdate);
+    this.offUncertain = this.client.on('uncertain', (entry) => {
+      // Yjs updates are idempotent: one whose fate is unknown is safely published again.
+      if (entry.room === this.roomName && entry.kind === YJS_KIND) this.#publish(fromBase64(entry.body.u));
+    });
+    this.room = await this.client.join(this.roomName, {
+      cursor: this.cursor,
+      fromStart: this.cursor === '',
+      persistCursor: false, // saved with the document, in one write
+      onEvent: (ev) => this.#apply(ev),
+      onSignal: (sig) => this.#signal(sig),
+      onSynced: () => this.#synced(),
+      onMembers: (members) => this.#members(members),
+    });
+    return this;
+  }
+
+  /** Resolves once the document has every event of the room up to the join (at once if it has). */
+  whenSynced() {
+    if (this.synced) return Promise.resolve();
+    return new Promise((resolve) => this.listeners.add(resolve));
+  }
+
+  /** Stops following the room (it stays joined for the client) and saves the document. */
+  async destroy() {
+    this.doc.off('update', this.onDocUpdate);
+    this.offUncertain?.();
+    if (this.awareness) {
+      this.awareness.off('update', this.onAwarenessUpdate);
+      awarenessProtocol.removeAwarenessStates(this.awareness, [this.doc.clientID], 'destroy');
+      this.#sendAwareness([this.doc.clientID]);
+    }
+    clearTimeout(this.saveTimer);
+    await this.save();
+  }
+
+  /** Saves the document with the cursor it reflects, in one write. */
+  save() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    const value = { update: toBase64(Y.encodeStateAsUpdate(this.doc)), cursor: this.cursor, events: this.events };
+    this.saving = this.saving.then(() => this.client.store.setState(this.stateKey, value)).catch((err) => {
+      this.log('roomlog could not save the document', { room: this.roomName, err: String(err) });
+    });
+    return this.saving;
+  }
+
+  #scheduleSave() {
+    if (this.saveTimer === null) this.saveTimer = setTimeout(() => this.save(), this.saveDelay);
+  }
+
+  #publish(update) {
+    this.client.publish(this.roomName, { u: toBase64(update) }, { kind: YJS_KIND }).catch((err) => {
+      if (err?.name !== 'DeliveryUncertainError') this.log('roomlog refused a Yjs update', { room: this.roomName, err: String(err) });
+    });
+  }
+
+  #apply(ev) {
+    this.events++;
+    if (ev.kind === YJS_KIND && typeof ev.body?.u === 'string') {
+      try {
+        Y.applyUpdate(this.doc, fromBase64(ev.body.u), this);
+      } catch (err) {
+        this.log('roomlog could not apply a Yjs update', { room: this.roomName, id: ev.id, err: String(err) });
+      }
+    }
+    this.cursor = ev.id;
+    this.#scheduleSave();
+  }
+
+  #synced() {
+    this.synced = true;
+    this.#sendAwareness([this.doc.clientID]);
+    for (const resolve of this.listeners) resolve();
+    this.listeners.clear();
+  }
+
+  #sendAwareness(clients) {
+    if (!this.awareness || !this.room) return;
+    this.room.signal({ a: toBase64(awarenessProtocol.encodeAwarenessUpdate(this.awareness, clients)) });
+  }
+
+  #signal(sig) {
+    if (!this.awareness || typeof sig.body?.a !== 'string') return;
+    const update = fromBase64(sig.body.a);
+    const ids = this.awarenessBySession.get(sig.session) ?? new Set();
+    for (const id of awarenessClients(update)) ids.add(id);
+    this.awarenessBySession.set(sig.session, ids);
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, this);
+  }
+
+  #members(members) {
+    if (!this.awareness) return;
+    const present = new Set(members.map((m) => m.session));
+    for (const [session, ids] of this.awarenessBySession) {
+      if (present.has(session)) continue;
+      awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], this);
+      this.awarenessBySession.delete(session);
+    }
+    if (this.synced) this.#sendAwareness([this.doc.clientID]); // a newcomer sees us at once
+  }
+}
+
+/** The client ids an awareness update speaks of (its format: a count, then id, clock, state). */
+function awarenessClients(update) {
+  const ids = [];
+  let pos = 0;
+  const readVar = () => {
+    let n = 0;
+    let mult = 1;
+    for (;;) {
+      const b = update[pos++];
+      n += (b & 0x7f) * mult;
+      if (b < 0x80) return n;
+      mult *= 128;
+    }
+  };
+  const count = readVar();
+  for (let i = 0; i < count && pos < update.length; i++) {
+    ids.push(readVar());
+    readVar(); // clock
+    const len = readVar();
+    pos += len; // the state, a JSON string
+  }
+  return ids;
+}
+
+/** Standard base64, as the body of a "yjs" event carries an update. */
+export function toBase64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+export function fromBase64(text) {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
