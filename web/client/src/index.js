@@ -260,13 +260,17 @@ export class RoomlogClient {
     globalThis.addEventListener?.('online', this.onOnline);
   }
 
-  /** Connect and keep connected until close(). Resolves once first welcomed. */
+  /**
+   * Connect and keep connected until close(). Resolves once first welcomed, or at once when
+   * paused (pause() before start() starts offline: the outbox is loaded, nothing is sent).
+   */
   async start() {
     for (const entry of await this.store.outgoing()) {
       this.pending.set(entry.key, { entry, resolve: () => {}, reject: () => {} });
     }
+    this.#emit('outbox', this.pending.size);
     this.#run();
-    await this.#waitConnected();
+    if (!this.paused) await this.#waitConnected();
   }
 
   /**

@@ -58,8 +58,8 @@ export class RoomlogProvider {
 
   /**
    * Loads the saved document and its pending edits, then joins the room after the saved cursor
-   * (from the room's start when nothing is saved). Resolves once joined; whenSynced() once
-   * caught up.
+   * (from the room's start when nothing is saved). Resolves once the local document is loaded,
+   * offline too; joined() once the room is joined, whenSynced() once caught up with it.
    */
   async start() {
     const saved = await this.client.store.getState(this.stateKey);
@@ -78,7 +78,7 @@ export class RoomlogProvider {
       // Yjs updates are idempotent: one whose fate is unknown is safely published again.
       if (entry.room === this.roomName && entry.kind === YJS_KIND) this.#publish(fromBase64(entry.body.u));
     });
-    this.room = await this.client.join(this.roomName, {
+    this.joining = this.client.join(this.roomName, {
       cursor: this.cursor,
       fromStart: this.cursor === '',
       persistCursor: false, // saved with the document, in one write
@@ -87,7 +87,16 @@ export class RoomlogProvider {
       onSynced: () => this.#synced(),
       onMembers: (members) => this.#members(members),
     });
+    this.joining.then(
+      (room) => (this.room = room),
+      (err) => this.log('roomlog could not join the document', { room: this.roomName, err: String(err) }),
+    );
     return this;
+  }
+
+  /** Resolves with the room once joined. */
+  joined() {
+    return this.joining;
   }
 
   /** Resolves once the document has every event of the room up to the join (at once if it has). */

@@ -1,0 +1,101 @@
+// The Yjs provider against a real roomlog server: documents converge; edits made offline survive
+// a reload (the store outlives the client, as IndexedDB does) and reach the others once;
+// awareness travels by signals, not the log.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+import * as Y from 'yjs';
+import { Awareness } from 'y-protocols/awareness';
+
+import { RoomlogClient, MemoryStore } from '../src/index.js';
+import { RoomlogProvider, YJS_KIND } from '../src/yjs.js';
+import { buildRoomlog, token, freePort, serve, stop, until } from './helpers.js';
+
+let dir;
+before(() => ({ dir } = buildRoomlog()));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** An editor: a client, a document, its awareness and the provider, over store. */
+async function editor(port, user, store, { offline = false } = {}) {
+  const client = new RoomlogClient({
+    url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-tab`, store,
+    minBackoff: 20, maxBackoff: 300, ackInterval: 50,
+  });
+  if (offline) client.pause();
+  const doc = new Y.Doc();
+  const awareness = new Awareness(doc);
+  const provider = new RoomlogProvider(client, 'doc:y', doc, { awareness, saveDelay: 20 });
+  await client.start();
+  await provider.start();
+  const text = doc.getText('t');
+  return { client, doc, awareness, provider, text, async close() {
+    await provider.destroy();
+    awareness.destroy();
+    client.close();
+  } };
+}
+
+/** The room's events, read from the start by a client of its own. */
+async function roomEvents(port) {
+  const reader = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token('auditor') });
+  const got = [];
+  try {
+    await reader.start();
+    const room = await reader.join('doc:y', { fromStart: true, onEvent: (e) => got.push(e) });
+    await until(() => room.synced, 'the reader synced');
+    return got;
+  } finally {
+    reader.close();
+  }
+}
+
+test('two editors converge; offline edits survive a reload and arrive once; awareness by signals', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'yjs.db'), port);
+  const storeB = new MemoryStore(); // B's "IndexedDB": it outlives B's page
+  const a = await editor(port, 'alice', new MemoryStore());
+  let b = await editor(port, 'bob', storeB);
+  try {
+    await a.provider.whenSynced();
+    await b.provider.whenSynced();
+    a.text.insert(0, 'hello');
+    await until(() => b.text.toString() === 'hello', 'bob sees hello');
+    b.text.insert(5, ' world');
+    await until(() => a.text.toString() === 'hello world', 'alice sees world');
+
+    a.awareness.setLocalStateField('user', { name: 'Alice' });
+    await until(() => [...b.awareness.getStates().values()].some((s) => s.user?.name === 'Alice'), 'bob sees alice in awareness');
+
+    // Bob goes offline, edits, reloads while still offline, and comes back.
+    b.client.pause();
+    b.text.insert(0, '> ');
+    b.text.insert(b.text.length, '!');
+    a.text.insert(5, ',');
+    await until(async () => (await storeB.outgoing()).length === 2, "bob's two edits in his outbox");
+    await b.provider.save();
+    await b.close();
+    b = await editor(port, 'bob', storeB, { offline: true });
+    assert.equal(b.text.toString(), '> hello world!', 'the reloaded page shows the offline edits, offline');
+    b.client.resume();
+    await b.provider.whenSynced();
+    const want = '> hello, world!';
+    await until(() => a.text.toString() === want && b.text.toString() === want, `both read ${JSON.stringify(want)}`);
+    await until(() => b.client.outstanding === 0, "bob's outbox empty");
+
+    // Each update is in the log once; awareness is not in the log at all.
+    const events = await roomEvents(port);
+    const updates = events.filter((e) => e.kind === YJS_KIND);
+    assert.equal(new Set(updates.map((e) => e.key)).size, updates.length, 'an update appended twice');
+    assert.equal(updates.length, 5, 'five edits, five updates');
+    assert.ok(events.every((e) => e.kind === YJS_KIND || ['join', 'leave', 'presence'].includes(e.kind)));
+    const replayed = new Y.Doc();
+    for (const e of updates) Y.applyUpdate(replayed, Buffer.from(e.body.u, 'base64'));
+    assert.equal(replayed.getText('t').toString(), want, 'the log alone rebuilds the document');
+  } finally {
+    await a.close();
+    await b.close();
+    await stop(proc);
+  }
+});
