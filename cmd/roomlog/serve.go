@@ -227,7 +227,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	if cfg.DevMode {
-		announceDevMode(logger, cfg.Auth.Secret, devSecretPath(cfg.Data))
+		announceDevMode(logger, cfg.Auth.Secret, devSecretPath(cfg.Data), "http://"+ln.Addr().String()+"/")
 	}
 	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", cfg.Data, "version", version)
 	if cfg.DebugAddr != "" {
@@ -240,7 +240,11 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	if cfg.JWKSURL != "" {
 		go refreshJWKS(ctx, cfg.JWKSURL, cfg.JWKSRefresh, verifier, logger)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	var devSecret []byte
+	if cfg.DevMode {
+		devSecret = cfg.Auth.Secret
+	}
+	httpSrv := &http.Server{Handler: withEditor(srv, devSecret), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	select {
@@ -291,11 +295,11 @@ func orOff[T float64 | time.Duration](v, off T) T {
 
 // announceDevMode says loudly that tokens are signed with the development secret, where it is
 // kept, and prints a token to start with.
-func announceDevMode(logger *slog.Logger, secret []byte, path string) {
+func announceDevMode(logger *slog.Logger, secret []byte, path, editor string) {
 	demo, _ := auth.NewToken(secret, auth.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
 	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all)",
 		"secret_file", path)
-	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\n", demo, path)
+	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\nThe collaborative editor: open %s in two windows (each window is a user of its own).\n\n", demo, path, editor)
 }
 
 // startDebugListener serves Go's pprof profiles on addr; the returned func stops it.

@@ -31,23 +31,65 @@ export interface Ack {
   duplicate: boolean;
 }
 
-/** Where cursors and the outbox are kept. */
+/** Where cursors, the outbox and application state are kept; each promise settles once durable. */
 export interface Store {
   cursor(room: string): Promise<string>;
+  /** Saves id unless the saved cursor is greater. */
   setCursor(room: string, id: string): Promise<void>;
   addOutgoing(entry: Outgoing): Promise<void>;
   removeOutgoing(key: string): Promise<void>;
   /** The outbox in key order (the order publishes were made). */
   outgoing(): Promise<Outgoing[]>;
+  /** Application state under a name (the Yjs provider keeps "yjs:<room>"). */
+  getState(name: string): Promise<unknown>;
+  setState(name: string, value: unknown): Promise<void>;
 }
 
+/** In memory: a reload starts afresh. */
 export class MemoryStore implements Store {
   cursor(room: string): Promise<string>;
   setCursor(room: string, id: string): Promise<void>;
   addOutgoing(entry: Outgoing): Promise<void>;
   removeOutgoing(key: string): Promise<void>;
   outgoing(): Promise<Outgoing[]>;
+  getState(name: string): Promise<unknown>;
+  setState(name: string, value: unknown): Promise<void>;
 }
+
+/** In IndexedDB (database "roomlog:" + name), for browsers. */
+export class IndexedDBStore implements Store {
+  constructor(name: string, factory?: IDBFactory);
+  cursor(room: string): Promise<string>;
+  setCursor(room: string, id: string): Promise<void>;
+  addOutgoing(entry: Outgoing): Promise<void>;
+  removeOutgoing(key: string): Promise<void>;
+  outgoing(): Promise<Outgoing[]>;
+  getState(name: string): Promise<unknown>;
+  setState(name: string, value: unknown): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A tab's slot: its session and store are its own while it is open. */
+export interface TabSlot {
+  slot: number;
+  session: string;
+  release(): void;
+}
+
+/** Takes the lowest free slot of app (Web Locks), held until release() or the tab's end. */
+export function claimTab(
+  app: string,
+  opts?: { locks?: LockManager; storage?: Storage; tabStorage?: Storage; maxSlots?: number; reloadWait?: number },
+): Promise<TabSlot>;
+
+/** Moves the outboxes of slots no open tab holds into store; resolves with how many entries. */
+export function adoptOrphanOutboxes(
+  app: string,
+  ownSlot: number,
+  store: Store,
+  storeOf: (slot: number) => Store,
+  opts?: { locks?: LockManager; storage?: Storage },
+): Promise<number>;
 
 export class RoomlogError extends Error {
   code: string;
@@ -81,10 +123,34 @@ export interface ClientOptions {
   log?: (msg: string, fields?: object) => void;
 }
 
+/** A room member session and its presence. */
+export interface Member {
+  user: string;
+  session: string;
+  presence?: unknown;
+}
+
+/** An ephemeral signal from another member. */
+export interface Signal {
+  room: string;
+  user: string;
+  session: string;
+  body: unknown;
+}
+
 export interface JoinOptions {
   onEvent?: (event: Event) => void;
+  onSignal?: (signal: Signal) => void;
+  /** The members at each (re)join, then after each live join, leave or presence change. */
+  onMembers?: (members: Member[]) => void;
+  /** The replay is over (at each (re)join); cursor is the room's head then. */
+  onSynced?: (cursor: string) => void;
   /** Replay the room from its first event when there is no cursor for it. */
   fromStart?: boolean;
+  /** Start after this id instead of the stored cursor. */
+  cursor?: string;
+  /** Save the cursor in the store (default true); false when the application saves it with its state. */
+  persistCursor?: boolean;
   presence?: unknown;
 }
 
@@ -96,6 +162,10 @@ export class Room {
   members: Map<string, unknown>;
   /** The server did not know the cursor at the latest (re)join. */
   unknownCursor: boolean;
+  /** Caught up since the latest (re)join. */
+  synced: boolean;
+  /** Sends an ephemeral signal to the other members now; false when it cannot (never queued). */
+  signal(body: unknown): boolean;
   setPresence(state: unknown): Promise<void>;
   history(opts?: { before?: string; limit?: number }): Promise<{ events: object[]; more: boolean }>;
   leave(): Promise<void>;
@@ -103,9 +173,18 @@ export class Room {
 
 export class RoomlogClient {
   constructor(opts: ClientOptions);
-  /** Connects; resolves once welcomed, rejects when the server refuses the token. */
+  /** Connects; resolves once welcomed (at once when paused), rejects when the server refuses the token. */
   start(): Promise<void>;
   close(): void;
+  /** Goes offline on purpose until resume(); publishes wait in the outbox. */
+  pause(): void;
+  resume(): void;
+  readonly status: 'connecting' | 'online' | 'offline' | 'closed';
+  on(name: 'status', fn: (status: RoomlogClient['status']) => void): () => void;
+  on(name: 'outbox', fn: (waiting: number) => void): () => void;
+  on(name: 'uncertain', fn: (entry: Outgoing) => void): () => void;
+  /** Resolves once every publish made so far is in the store's outbox. */
+  outboxStored(): Promise<void>;
   join(room: string, opts?: JoinOptions): Promise<Room>;
   publish(room: string, body: unknown, opts?: { kind?: string; expect?: string }): Promise<Ack>;
   readonly outstanding: number;

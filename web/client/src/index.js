@@ -245,6 +245,8 @@ export class RoomlogClient {
     /** @type {Map<string, {resolve: Function, reject: Function}>} */
     this.calls = new Map();
     this.refs = 0;
+    this.storeSeq = 0; // publishes begun, and their outbox writes (see outboxStored)
+    this.storing = Promise.resolve();
     this.ws = null;
     this.closed = false;
     this.user = '';
@@ -257,7 +259,11 @@ export class RoomlogClient {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     this.onOnline = () => this.#kick();
+    // A browser that goes offline may keep its WebSocket "open" with nothing passing (Chromium
+    // does): drop it now rather than after the missed pongs, so the state shown is true.
+    this.onOffline = () => this.ws && this.endConnection?.(4001, 'the browser went offline');
     globalThis.addEventListener?.('online', this.onOnline);
+    globalThis.addEventListener?.('offline', this.onOffline);
   }
 
   /**
@@ -307,7 +313,7 @@ export class RoomlogClient {
   pause() {
     this.paused = true;
     this.#setStatus('offline');
-    this.ws?.close(1000, 'paused');
+    if (this.ws) this.endConnection?.(1000, 'paused');
   }
 
   /** Come back from pause(): reconnect now. */
@@ -323,6 +329,7 @@ export class RoomlogClient {
     this.closed = true;
     this.#setStatus('closed');
     globalThis.removeEventListener?.('online', this.onOnline);
+    globalThis.removeEventListener?.('offline', this.onOffline);
     clearTimeout(this.sleepTimer);
     clearTimeout(this.refreshTimer);
     this.sleepWake?.();
@@ -350,12 +357,27 @@ export class RoomlogClient {
     const entry = { key: newKey(), room, body };
     if (kind) entry.kind = kind;
     if (expect !== undefined) entry.expect = expect;
-    await this.store.addOutgoing(entry);
+    const stored = this.store.addOutgoing(entry);
+    this.storeSeq++;
+    this.storing = Promise.all([this.storing, stored.catch(() => {})]);
+    await stored;
     return new Promise((resolve, reject) => {
       this.pending.set(entry.key, { entry, resolve, reject });
       this.#emit('outbox', this.pending.size);
       if (this.ws && this.welcomed) this.#send(publishFrame(entry));
     });
+  }
+
+  /**
+   * Resolves once every publish made so far is in the store's outbox. State an application saves
+   * after it (synchronously: see the Yjs provider's save) never holds an edit the outbox lacks.
+   */
+  async outboxStored() {
+    for (;;) {
+      const seq = this.storeSeq;
+      await this.storing;
+      if (seq === this.storeSeq) return;
+    }
   }
 
   /** Publishes waiting for their ack. */
@@ -454,6 +476,7 @@ export class RoomlogClient {
       const end = (code, reason) => {
         if (ended) return;
         ended = true;
+        ws.onmessage = null; // a late frame of a connection given up is not this client's any more
         timers.forEach(clearInterval);
         if (this.ws === ws) {
           this.ws = null;
@@ -470,6 +493,10 @@ export class RoomlogClient {
         if (ws.readyState !== 1) end(1006, 'connection failed');
       };
       ws.onclose = (ev) => end(ev.code, ev.reason);
+      this.endConnection = (code, reason) => {
+        ws.close(code, reason);
+        end(code, reason); // without waiting for a closing handshake that may never come
+      };
       ws.onmessage = (msg) => {
         let f;
         try {

@@ -23,6 +23,9 @@ export class RoomlogProvider {
    * @param {object} [opts]
    * @param {awarenessProtocol.Awareness} [opts.awareness] shared with the room's members by signals
    * @param {number} [opts.saveDelay] ms to gather changes before saving the document, default 200
+   * @param {unknown} [opts.presence] this session's presence in the room (a name, a colour)
+   * @param {(ev: import('./index.js').Event) => void} [opts.onEvent] after each event of the room is applied
+   * @param {(members: {user: string, session: string, presence: unknown}[]) => void} [opts.onMembers]
    * @param {(msg: string, fields?: object) => void} [opts.log]
    */
   constructor(client, room, doc, opts = {}) {
@@ -31,6 +34,9 @@ export class RoomlogProvider {
     this.doc = doc;
     this.awareness = opts.awareness ?? null;
     this.saveDelay = opts.saveDelay ?? 200;
+    this.presence = opts.presence;
+    this.onEvent = opts.onEvent ?? (() => {});
+    this.onMembers = opts.onMembers ?? (() => {});
     this.log = opts.log ?? client.opts.log;
     this.stateKey = `yjs:${room}`;
     /** The id of the last event applied to the document. */
@@ -82,6 +88,7 @@ export class RoomlogProvider {
       cursor: this.cursor,
       fromStart: this.cursor === '',
       persistCursor: false, // saved with the document, in one write
+      presence: this.presence,
       onEvent: (ev) => this.#apply(ev),
       onSignal: (sig) => this.#signal(sig),
       onSynced: () => this.#synced(),
@@ -118,14 +125,26 @@ export class RoomlogProvider {
     await this.save();
   }
 
-  /** Saves the document with the cursor it reflects, in one write. */
+  /**
+   * Saves the document with the cursor it reflects, in one write.
+   *
+   * Invariant: a saved document holds no local edit that is not in the outbox too, else a crash
+   * right after the save would keep the edit on this device and never send it. So the document is
+   * encoded only once the outbox has every publish begun so far, with nothing between but
+   * microtasks: local edits come from input events, tasks, so none can slip in.
+   */
   save() {
     clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    const value = { update: toBase64(Y.encodeStateAsUpdate(this.doc)), cursor: this.cursor, events: this.events };
-    this.saving = this.saving.then(() => this.client.store.setState(this.stateKey, value)).catch((err) => {
-      this.log('roomlog could not save the document', { room: this.roomName, err: String(err) });
-    });
+    this.saving = this.saving
+      .then(async () => {
+        await this.client.outboxStored();
+        const value = { update: toBase64(Y.encodeStateAsUpdate(this.doc)), cursor: this.cursor, events: this.events };
+        await this.client.store.setState(this.stateKey, value);
+      })
+      .catch((err) => {
+        this.log('roomlog could not save the document', { room: this.roomName, err: String(err) });
+      });
     return this.saving;
   }
 
@@ -150,6 +169,7 @@ export class RoomlogProvider {
     }
     this.cursor = ev.id;
     this.#scheduleSave();
+    this.onEvent(ev);
   }
 
   #synced() {
@@ -174,6 +194,7 @@ export class RoomlogProvider {
   }
 
   #members(members) {
+    this.onMembers(members);
     if (!this.awareness) return;
     const present = new Set(members.map((m) => m.session));
     for (const [session, ids] of this.awarenessBySession) {

@@ -1,0 +1,185 @@
+// The editor page in real headless Chromium (Debian's chromium, driven by playwright-core),
+// against a real roomlog serve in development mode built from this tree: what a person sees, two
+// people editing at once, an offline reload, and a kill -9 of the server mid-edit. The log is
+// then read with roomlog replay: every update in it once.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { buildRoomlog, freePort, serve, stop, until } from '../../client/test/helpers.js';
+
+const CHROMIUM = process.env.ROOMLOG_CHROMIUM ?? '/usr/bin/chromium';
+const artifacts = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-artifacts');
+const skip = !existsSync(CHROMIUM) && !process.env.CI ? `no Chromium at ${CHROMIUM} (CI installs it)` : false;
+
+let dir, bin, browser, port, data, server;
+
+before(async () => {
+  if (skip) return;
+  ({ dir, bin } = buildRoomlog());
+  mkdirSync(artifacts, { recursive: true });
+  port = await freePort();
+  data = join(dir, 'editor.db');
+  server = await serve(data, port, { dev: true });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) await stop(server);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new person: a browser context of its own (its own storage), on doc. */
+async function person(doc) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.error('page error:', err.message));
+  await open(page, doc);
+  return { context, page };
+}
+
+async function open(page, doc) {
+  await page.goto(`http://127.0.0.1:${port}/?doc=${encodeURIComponent(doc)}`);
+  await page.waitForSelector('body[data-synced]', { timeout: 20000 });
+}
+
+/** The document's text as Yjs holds it (the editor shows the same, plus remote cursors). */
+const text = (page) => page.evaluate(() => window.roomlog.provider.doc.getText('text').toString());
+
+async function typeAtEnd(page, s, delay = 0) {
+  await page.click('.cm-content');
+  await page.keyboard.press('Control+End');
+  await page.keyboard.type(s, { delay });
+}
+
+/** The room's Yjs updates as roomlog replay prints them, through the running server. */
+function replayUpdates(doc) {
+  const secret = readFileSync(`${data}.dev-secret`, 'utf8').trim();
+  const admin = execFileSync(bin, ['token', '--secret', secret, '--sub', 'auditor', '--admin'], { encoding: 'utf8' }).trim();
+  const out = execFileSync(bin, ['replay', '--server', `http://127.0.0.1:${port}`, '--token', admin, '--room', doc, '--kind', 'yjs', '--format', 'jsonl'], { encoding: 'utf8' });
+  return out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+test('the page shows the text, who is here and the connection state', { skip }, async () => {
+  const a = await person('doc:look');
+  const b = await person('doc:look');
+  try {
+    await typeAtEnd(a.page, 'Hello from the first window.');
+    await until(async () => (await text(b.page)) === 'Hello from the first window.', 'the second window shows the text');
+    await until(async () => (await b.page.locator('#members li').count()) === 2, 'two people listed');
+    const members = await b.page.locator('#members li').allTextContents();
+    assert.equal(members.filter((m) => m.endsWith('(you)')).length, 1, `members: ${members}`);
+    assert.match(await b.page.textContent('.cm-content'), /Hello from the first window\./);
+    assert.equal(await b.page.textContent('#status'), 'online');
+    assert.equal(await b.page.textContent('#outbox'), '0 edits waiting');
+    assert.match(await b.page.textContent('#events'), /^\d+ events$/);
+    await b.page.screenshot({ path: join(artifacts, 'editor.png') });
+  } finally {
+    await a.context.close();
+    await b.context.close();
+  }
+});
+
+test('two people edit at once and converge', { skip }, async () => {
+  const a = await person('doc:both');
+  const b = await person('doc:both');
+  try {
+    await Promise.all([typeAtEnd(a.page, 'alpha alpha alpha ', 15), typeAtEnd(b.page, 'beta beta beta ', 15)]);
+    await until(async () => (await text(a.page)) === (await text(b.page)) && (await text(a.page)).length === 33, 'the same text in both');
+    const t = await text(a.page);
+    assert.equal(t.split('alpha').length - 1, 3);
+    assert.equal(t.split('beta').length - 1, 3);
+    assert.equal(new Set(replayUpdates('doc:both').map((e) => e.key)).size, replayUpdates('doc:both').length);
+  } finally {
+    await a.context.close();
+    await b.context.close();
+  }
+});
+
+test('offline: edit, reload while offline, come back: the edits arrive once', { skip }, async () => {
+  const a = await person('doc:away');
+  const b = await person('doc:away');
+  try {
+    await typeAtEnd(a.page, 'shared. ');
+    await until(async () => (await text(b.page)) === 'shared. ', 'b has the shared text');
+    await a.page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 20000 });
+    await a.context.setOffline(true);
+    await until(async () => (await a.page.textContent('#status')) !== 'online', 'a sees it is offline');
+    await typeAtEnd(a.page, 'written offline.');
+    await until(async () => (await a.page.textContent('#outbox')) !== '0 edits waiting', 'edits wait in the outbox');
+    await a.page.evaluate(() => window.roomlog.client.outboxStored()); // a reload aborts IndexedDB writes in flight
+    await a.page.reload(); // offline: the service worker serves the page, IndexedDB the edits
+    await a.page.waitForSelector('.cm-content', { timeout: 20000 });
+    await until(async () => (await text(a.page)) === 'shared. written offline.', 'the reloaded page shows the offline edits');
+    assert.equal(await text(b.page), 'shared. ', 'nothing reached b while a was offline');
+    await a.context.setOffline(false);
+    await until(async () => (await text(b.page)) === 'shared. written offline.', 'b gets the offline edits');
+    await until(async () => (await a.page.textContent('#outbox')) === '0 edits waiting', "a's outbox empties");
+    const updates = replayUpdates('doc:away');
+    assert.equal(new Set(updates.map((e) => e.key)).size, updates.length, 'an update is in the log twice');
+    assert.equal((await text(b.page)).split('written offline.').length - 1, 1);
+  } finally {
+    await a.context.close();
+    await b.context.close();
+  }
+});
+
+test('the server is killed (kill -9) and restarted mid-edit: both converge, nothing lost', { skip }, async () => {
+  const a = await person('doc:crash');
+  const b = await person('doc:crash');
+  try {
+    const typing = Promise.all([typeAtEnd(a.page, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 25), typeAtEnd(b.page, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 25)]);
+    await new Promise((r) => setTimeout(r, 400));
+    await stop(server); // kill -9, mid-typing
+    await new Promise((r) => setTimeout(r, 300));
+    server = await serve(data, port, { dev: true });
+    await typing;
+    const full = async (p) => {
+      const t = await text(p);
+      return t.split('a').length - 1 === 40 && t.split('b').length - 1 === 40;
+    };
+    await until(async () => (await full(a.page)) && (await full(b.page)) && (await text(a.page)) === (await text(b.page)), 'both have all 80 letters', 30000);
+    await until(async () => (await a.page.textContent('#outbox')) === '0 edits waiting' && (await b.page.textContent('#outbox')) === '0 edits waiting', 'outboxes empty');
+    const updates = replayUpdates('doc:crash');
+    assert.equal(new Set(updates.map((e) => e.key)).size, updates.length, 'an update is in the log twice');
+    assert.equal(updates.length, 80, `${updates.length} updates in the log for 80 keystrokes`);
+  } finally {
+    await a.context.close();
+    await b.context.close();
+  }
+});
+
+test("two tabs of one browser: a session each; a closed tab's unsent edits are sent by the other", { skip }, async () => {
+  const context = await browser.newContext();
+  const watcher = await person('doc:tabs');
+  try {
+    const one = await context.newPage();
+    await open(one, 'doc:tabs');
+    const two = await context.newPage();
+    await open(two, 'doc:tabs');
+    const session = (p) => p.evaluate(() => window.roomlog.client.opts.session);
+    assert.notEqual(await session(one), await session(two), 'two tabs share a session');
+    await typeAtEnd(one, 'one. ');
+    await until(async () => (await text(two)) === 'one. ', 'the second tab sees the first');
+    await two.check('#offline');
+    await typeAtEnd(two, 'two, unsent.');
+    await until(async () => (await two.textContent('#outbox')) !== '0 edits waiting', "the second tab's edits wait");
+    await two.evaluate(() => window.roomlog.client.outboxStored());
+    await two.close(); // closed while "offline": its edits are in its slot's outbox only
+    assert.equal(await text(watcher.page), 'one. ');
+    await one.reload(); // a tab that starts sends what closed tabs left
+    await one.waitForSelector('body[data-synced]', { timeout: 20000 });
+    await until(async () => (await text(watcher.page)) === 'one. two, unsent.', 'the closed tab\'s edits arrive');
+    const updates = replayUpdates('doc:tabs');
+    assert.equal(new Set(updates.map((e) => e.key)).size, updates.length, 'an update is in the log twice');
+  } finally {
+    await context.close();
+    await watcher.context.close();
+  }
+});
