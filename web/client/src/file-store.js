@@ -1,7 +1,7 @@
 // FileStore: the client's store in Node, in one JSON file, so a service or a CLI resumes where it
 // stopped across restarts. Each change rewrites the file atomically (a temporary file, fsync,
 // rename, fsync of the directory): after a crash the file holds the state before or after the
-// change, never a torn one.
+// change, never a torn one. Bytes (a Uint8Array in a body) are kept as {"$bytes":"<base64>"}.
 
 import { open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -12,7 +12,7 @@ export class FileStore {
     this.path = path;
     this.data = readFile(path, 'utf8').then(
       (text) => {
-        const d = JSON.parse(text);
+        const d = JSON.parse(text, (_, v) => (v && typeof v === 'object' && typeof v.$bytes === 'string' ? Buffer.from(v.$bytes, 'base64') : v));
         return { cursors: d.cursors ?? {}, outbox: d.outbox ?? {}, state: d.state ?? {} };
       },
       (err) => {
@@ -27,7 +27,7 @@ export class FileStore {
   async #change(change) {
     const d = await this.data;
     change(d);
-    const text = JSON.stringify(d);
+    const text = JSON.stringify(d, (_, v) => (v instanceof Uint8Array ? { $bytes: Buffer.from(v).toString('base64') } : v));
     const write = this.writes.then(() => this.#write(text));
     this.writes = write.catch(() => {});
     return write;

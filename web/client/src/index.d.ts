@@ -110,6 +110,8 @@ export interface ClientOptions {
   /** Stable per device or installation. */
   session?: string;
   store?: Store;
+  /** JSON text frames (default) or MessagePack binary frames (bodies may hold Uint8Array: bin). */
+  codec?: 'json' | 'msgpack';
   WebSocket?: typeof WebSocket;
   /** Reconnect backoff bounds, ms (full jitter). Defaults 100 and 10000. */
   minBackoff?: number;

@@ -5,7 +5,20 @@
 
 /** @typedef {import('./index.js').Event} Event */
 
-const SUBPROTOCOL = 'roomlog.v1.json';
+import * as msgpack from './msgpack.js';
+
+/** The two codecs of the protocol: JSON text frames, MessagePack binary frames. */
+const CODECS = {
+  json: { subprotocol: 'roomlog.v1.json', encode: (f) => JSON.stringify(f), decode: (data) => JSON.parse(data) },
+  msgpack: {
+    subprotocol: 'roomlog.v1.msgpack',
+    encode: (f) => msgpack.encode(f),
+    decode: (data) => {
+      if (typeof data === 'string') throw new Error('a text frame on a MessagePack connection');
+      return msgpack.decode(data);
+    },
+  },
+};
 
 /** Codes a request may succeed with if sent again unchanged. */
 const TEMPORARY = new Set(['rate_limited', 'internal']);
@@ -225,6 +238,7 @@ export class RoomlogClient {
    * @param {() => Promise<string>|string} opts.token a token for the next connection or refresh
    * @param {string} [opts.session] stable per device or installation
    * @param {MemoryStore} [opts.store] cursors and the outbox; default a MemoryStore
+   * @param {'json'|'msgpack'} [opts.codec] the subprotocol: JSON text frames (default) or MessagePack binary frames
    * @param {typeof WebSocket} [opts.WebSocket] default globalThis.WebSocket
    * @param {number} [opts.minBackoff] ms, default 100
    * @param {number} [opts.maxBackoff] ms, default 10000
@@ -237,6 +251,10 @@ export class RoomlogClient {
     this.opts = { minBackoff: 100, maxBackoff: 10000, ackInterval: 250, pingInterval: 15000, ...opts };
     this.opts.log ??= () => {};
     this.store = opts.store ?? new MemoryStore();
+    this.codec = CODECS[opts.codec ?? 'json'];
+    if (!this.codec) throw new Error(`roomlog: codec must be "json" or "msgpack", not ${JSON.stringify(opts.codec)}`);
+    /** The codec's name: "json" or "msgpack". */
+    this.codecName = opts.codec ?? 'json';
     this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
     /** @type {Map<string, Room>} */
     this.rooms = new Map();
@@ -404,7 +422,7 @@ export class RoomlogClient {
 
   #send(frame) {
     try {
-      this.ws?.send(JSON.stringify(frame));
+      this.ws?.send(this.codec.encode(frame));
     } catch (err) {
       this.opts.log('roomlog send failed', { err: String(err) });
     }
@@ -466,7 +484,8 @@ export class RoomlogClient {
    */
   async #connection() {
     const token = await this.opts.token();
-    const ws = new this.WebSocket(this.opts.url, SUBPROTOCOL);
+    const ws = new this.WebSocket(this.opts.url, this.codec.subprotocol);
+    ws.binaryType = 'arraybuffer';
     this.ws = ws;
     this.welcomed = false;
     let reconnectAfter = 0;
@@ -487,7 +506,7 @@ export class RoomlogClient {
         if (!this.closed) this.opts.log('roomlog connection closed; reconnecting', { code, reason });
         resolve(reconnectAfter);
       };
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', token, session: this.opts.session, client: 'roomlog-js/0.1' }));
+      ws.onopen = () => ws.send(this.codec.encode({ type: 'hello', token, session: this.opts.session, client: 'roomlog-js/0.1' }));
       // A connection that fails to open may report only an error (Node's WebSocket does).
       ws.onerror = () => {
         if (ws.readyState !== 1) end(1006, 'connection failed');
@@ -500,7 +519,7 @@ export class RoomlogClient {
       ws.onmessage = (msg) => {
         let f;
         try {
-          f = JSON.parse(msg.data);
+          f = this.codec.decode(msg.data);
         } catch {
           this.opts.log('roomlog got an undecodable frame');
           return;
@@ -566,7 +585,7 @@ export class RoomlogClient {
       ws.close(4000, 'no pong');
       return;
     }
-    ws.send(JSON.stringify({ type: 'ping' }));
+    ws.send(this.codec.encode({ type: 'ping' }));
   }
 
   /** Outbox entries older than the server's key retention are handed back, not resent. */

@@ -1,5 +1,6 @@
 // @roomlog/client/yjs: a Yjs provider on roomlog. Each local Yjs update is published as an event
-// of kind "yjs" with an idempotency key, its bytes base64 in the body ({"u":"<base64>"}), so the
+// of kind "yjs" with an idempotency key, its bytes in the body ({"u":"<base64>"} over JSON; over
+// MessagePack {"u":<bin>}, which the log keeps, as every body, as JSON: base64 text), so the
 // room's log is the document's history and every member applies every update once. The document
 // and its cursor are saved together in the client's store (IndexedDB in a browser), and pending
 // updates wait in the client's outbox there, so edits made offline survive a reload and reach the
@@ -76,13 +77,13 @@ export class RoomlogProvider {
     }
     // Edits not yet acked are in the outbox: show them at once, even offline.
     for (const entry of await this.client.store.outgoing()) {
-      if (entry.room === this.roomName && entry.kind === YJS_KIND) Y.applyUpdate(this.doc, fromBase64(entry.body.u), this);
+      if (entry.room === this.roomName && entry.kind === YJS_KIND) Y.applyUpdate(this.doc, updateBytes(entry.body.u), this);
     }
     this.doc.on('update', this.onDocUpdate);
     this.awareness?.on('update', this.onAwarenessUpdate);
     this.offUncertain = this.client.on('uncertain', (entry) => {
       // Yjs updates are idempotent: one whose fate is unknown is safely published again.
-      if (entry.room === this.roomName && entry.kind === YJS_KIND) this.#publish(fromBase64(entry.body.u));
+      if (entry.room === this.roomName && entry.kind === YJS_KIND) this.#publish(updateBytes(entry.body.u));
     });
     this.joining = this.client.join(this.roomName, {
       cursor: this.cursor,
@@ -153,16 +154,19 @@ export class RoomlogProvider {
   }
 
   #publish(update) {
-    this.client.publish(this.roomName, { u: toBase64(update) }, { kind: YJS_KIND }).catch((err) => {
+    // Over MessagePack the bytes go as bin; the log keeps every body as JSON, so they come back
+    // (to every member, on either codec) as the base64 text JSON gives them.
+    const u = this.client.codecName === 'msgpack' ? update : toBase64(update);
+    this.client.publish(this.roomName, { u }, { kind: YJS_KIND }).catch((err) => {
       if (err?.name !== 'DeliveryUncertainError') this.log('roomlog refused a Yjs update', { room: this.roomName, err: String(err) });
     });
   }
 
   #apply(ev) {
     this.events++;
-    if (ev.kind === YJS_KIND && typeof ev.body?.u === 'string') {
+    if (ev.kind === YJS_KIND && ev.body?.u !== undefined) {
       try {
-        Y.applyUpdate(this.doc, fromBase64(ev.body.u), this);
+        Y.applyUpdate(this.doc, updateBytes(ev.body.u), this);
       } catch (err) {
         this.log('roomlog could not apply a Yjs update', { room: this.roomName, id: ev.id, err: String(err) });
       }
@@ -228,6 +232,11 @@ function awarenessClients(update) {
     pos += len; // the state, a JSON string
   }
   return ids;
+}
+
+/** An update as a body holds it: base64 text (JSON, and the log), or bytes (sent over MessagePack). */
+function updateBytes(u) {
+  return u instanceof Uint8Array ? u : fromBase64(u);
 }
 
 /** Standard base64, as the body of a "yjs" event carries an update. */

@@ -29,23 +29,27 @@ test('keys are ULIDs in publish order', () => {
   assert.ok(Math.abs(ulidTime(keys[0]) - Date.now()) < 5000);
 });
 
-test('join, publish, receive; history; presence; refusals are returned, not retried', async () => {
+for (const codec of ['json', 'msgpack']) test(`${codec}: join, publish, receive; history; presence; refusals are returned, not retried`, async () => {
   const port = await freePort();
-  const proc = await serve(join(dir, 'basic.db'), port);
-  const alice = client(port, 'alice');
-  const bob = client(port, 'bob', { token: () => token('bob', ['doc:*']) });
+  const proc = await serve(join(dir, `basic-${codec}.db`), port);
+  const alice = client(port, 'alice', { codec });
+  const bob = client(port, 'bob', { codec, token: () => token('bob', ['doc:*']) });
   try {
     await alice.start();
     await bob.start();
     const got = [];
     const room = await alice.join('doc:1', { onEvent: (e) => got.push(e), presence: { name: 'Alice' } });
+    const odd = { text: 'café ☕', n: [-1, 2 ** 40, 1.5, 0], nested: { ok: true, none: null } };
+    await bob.publish('doc:1', odd);
     for (let i = 0; i < 5; i++) {
       const ack = await bob.publish('doc:1', { i });
       assert.equal(ack.room, 'doc:1');
       assert.equal(ack.duplicate, false);
     }
-    await until(() => got.filter((e) => e.kind === 'message').length === 5, 'five messages');
-    assert.deepEqual(got.filter((e) => e.kind === 'message').map((e) => e.body.i), [0, 1, 2, 3, 4]);
+    await until(() => got.filter((e) => e.kind === 'message').length === 6, 'six messages');
+    const messages = got.filter((e) => e.kind === 'message');
+    assert.deepEqual(messages[0].body, odd, 'a body survives the codec both ways');
+    assert.deepEqual(messages.slice(1).map((e) => e.body.i), [0, 1, 2, 3, 4]);
     assert.ok(got.every((e) => e.id > '' && e.ts.endsWith('Z')));
     await room.setPresence({ name: 'Alice', typing: true });
     const page = await room.history({ limit: 3 });
@@ -73,14 +77,14 @@ test('a bad token is refused at start', async () => {
   }
 });
 
-test('every event once, in order, across kill -9 and restart; the outbox is resent once', async () => {
+for (const codec of ['json', 'msgpack']) test(`${codec}: every event once, in order, across kill -9 and restart; the outbox is resent once`, async () => {
   const port = await freePort();
-  const data = join(dir, 'crash.db');
+  const data = join(dir, `crash-${codec}.db`);
   let proc = await serve(data, port);
   const store = new MemoryStore();
   const got = [];
-  const sub = client(port, 'sub', { store });
-  const pub = client(port, 'pub');
+  const sub = client(port, 'sub', { store, codec });
+  const pub = client(port, 'pub', { codec });
   try {
     await sub.start();
     await pub.start();

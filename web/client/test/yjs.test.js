@@ -18,9 +18,9 @@ before(() => ({ dir } = buildRoomlog()));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** An editor: a client, a document, its awareness and the provider, over store. */
-async function editor(port, user, store, { offline = false } = {}) {
+async function editor(port, user, store, { offline = false, codec = 'json' } = {}) {
   const client = new RoomlogClient({
-    url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-tab`, store,
+    url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-tab`, store, codec,
     minBackoff: 20, maxBackoff: 300, ackInterval: 50,
   });
   if (offline) client.pause();
@@ -51,12 +51,12 @@ async function roomEvents(port) {
   }
 }
 
-test('two editors converge; offline edits survive a reload and arrive once; awareness by signals', async () => {
+test('two editors (one on JSON, one on MessagePack) converge; offline edits survive a reload and arrive once; awareness by signals', async () => {
   const port = await freePort();
   const proc = await serve(join(dir, 'yjs.db'), port);
   const storeB = new MemoryStore(); // B's "IndexedDB": it outlives B's page
   const a = await editor(port, 'alice', new MemoryStore());
-  let b = await editor(port, 'bob', storeB);
+  let b = await editor(port, 'bob', storeB, { codec: 'msgpack' });
   try {
     await a.provider.whenSynced();
     await b.provider.whenSynced();
@@ -76,7 +76,7 @@ test('two editors converge; offline edits survive a reload and arrive once; awar
     await until(async () => (await storeB.outgoing()).length === 2, "bob's two edits in his outbox");
     await b.provider.save();
     await b.close();
-    b = await editor(port, 'bob', storeB, { offline: true });
+    b = await editor(port, 'bob', storeB, { offline: true, codec: 'msgpack' });
     assert.equal(b.text.toString(), '> hello world!', 'the reloaded page shows the offline edits, offline');
     b.client.resume();
     await b.provider.whenSynced();
