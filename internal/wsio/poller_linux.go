@@ -28,6 +28,8 @@ type Poller struct {
 	file *os.File // epfd, so that the runtime's netpoller tells run when it has events
 	wake int      // an eventfd, written to stop run
 
+	tick time.Duration // see pollerTick
+
 	mu      sync.Mutex
 	readers map[Token]Readable // token 0 is the eventfd
 	next    Token
@@ -36,7 +38,10 @@ type Poller struct {
 
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-func NewPoller() (*Poller, error) {
+func NewPoller() (*Poller, error) { return newPoller(pollerTick) }
+
+// newPoller is NewPoller with another tick (the benchmark of wake-ups under load compares them).
+func newPoller(tick time.Duration) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("transport: epoll_create1: %w", err)
@@ -67,7 +72,7 @@ func NewPoller() (*Poller, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("transport: epoll fd: %w", err)
 	}
-	p := &Poller{epfd: epfd, file: file, wake: wake, readers: map[Token]Readable{}, done: make(chan struct{})}
+	p := &Poller{epfd: epfd, file: file, wake: wake, readers: map[Token]Readable{}, done: make(chan struct{}), tick: tick}
 	go p.run(raw)
 	return p, nil
 }
@@ -123,28 +128,37 @@ func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
 
 // pollerTick bounds how long run parks without looking at the epoll fd itself.
 //
-// The runtime's netpoller watches the epoll fd (edge-triggered) and should wake run whenever it
-// becomes readable; what is known to go wrong is covered without the timer:
-//   - arming a socket that is already readable, which epoll may not pass on to an epoll watching
-//     it: the reader checks the socket itself after arming (ReadableNow);
+// run parks in the runtime's netpoller, which watches the epoll fd and makes run runnable when it
+// has events. But the runtime only polls the network when a P runs out of other work, or from
+// sysmon every 10 ms or more (whose finds go to the global run queue); a P with runnable
+// goroutines in its queue never polls. Timers, on the other hand, are checked by every P at every
+// scheduling. So on a busy server, readiness of the epoll fd (and of any socket: the usual
+// goroutine blocked in Read is no better off) waits long after the kernel reported it, while a
+// deadline wakes run on time and run then takes the events from epoll itself, past the netpoller.
+// Nothing is lost in the kernel or here; the timer is what bounds the delay.
+//
+// BenchmarkWakeUnderLoad measures it: 100 connections, a byte written to one of them a thousand
+// times a second, while 20 pairs of goroutines pass a value back and forth with a little work
+// each time (a scheduler that is never idle, as when a server fans events out); the wait is from
+// the write to the reader running. On this 2-core machine with GOMAXPROCS=1, a goroutine per
+// connection blocked in Read, the usual Go server, was not woken at all while the load ran (a
+// median of 1.9 s: the bytes were read when it stopped); this poller had a p99 of 50-60 ms with a
+// 10 ms tick and 52-104 ms with a 1 s tick. With GOMAXPROCS=2: 236-238 ms for Read, 122-181 ms
+// and 191-262 ms for the two ticks. In the two-process server benchmark (10 rooms x 100 members,
+// 1,000 publishes/s) a 100 ms tick put the fan-out p50 at 58-74 ms against 14-20 ms with 10 ms.
+// So a short tick is not a patch over a bug of this poller: it is how this poller gets around the
+// runtime's late network polling, which every goroutine parked on a socket suffers from.
+//
+// What else was once suspected is covered without the timer:
+//   - arming a socket that is already readable: the reader checks the socket itself after arming
+//     (ReadableNow), which saves a trip through the poller and the netpoller;
 //   - shutdown: Close writes the eventfd and sets a deadline of now, so it looks at once;
 //   - more events than one epoll_wait takes: run calls epoll_wait again before it parks.
 //
-// Yet the timer is load-bearing, not a rare safety net: with a 100 ms tick the two-process
-// fan-out benchmark (10 rooms x 100 members, 1,000 publishes/s) went from a p50 of 14-20 ms to
-// 58-74 ms (p99 31-45 ms to 200-290 ms), so under load some wakeups of the epoll fd are missed
-// routinely, and run then finds the events at the next tick. The cause is not found. One part of
-// it is the runtime: each Read starts by clearing the readiness recorded since the last one
-// (poll_runtime_pollReset), so a wakeup that came while run dispatched a batch is gone. Taking
-// and dispatching every batch inside one Read (parking only when epoll_wait finds nothing) kept
-// that readiness, and with a 100 ms tick brought the p50 back to 20-29 ms, but the p99 stayed
-// at 90-120 ms, so other wakeups are still missed; at 10 ms that loop measured no better than
-// this one (within this machine's noise), so it was not kept. Until the rest is found, 10 ms
-// bounds the delay; on an idle server with one connection the tick costs about 1.6%
-// of a core (33 CPU ticks in 20 s on this machine, against 6 with a 100 ms tick). Blocking in
-// epoll_wait on a thread of its own would need no timer, but a goroutine in a blocking system
-// call holds its P until sysmon notices, which on one core stalled everything else for
-// milliseconds.
+// The price: on an idle server with one connection the tick costs about 1.6% of a core (33 CPU
+// ticks in 20 s on this machine, against 6 with a 100 ms tick). Blocking in epoll_wait on a
+// thread of its own would need no timer, but a goroutine in a blocking system call holds its P
+// until sysmon notices, which on one core stalled everything else for milliseconds.
 const pollerTick = 10 * time.Millisecond
 
 func (p *Poller) run(raw syscall.RawConn) {
@@ -153,7 +167,7 @@ func (p *Poller) run(raw syscall.RawConn) {
 	for {
 		var n int
 		var waitErr error
-		p.file.SetReadDeadline(time.Now().Add(pollerTick))
+		p.file.SetReadDeadline(time.Now().Add(p.tick))
 		err := raw.Read(func(fd uintptr) bool {
 			n, waitErr = epollWaitNow(int(fd), events)
 			return waitErr != nil || n > 0 // nothing ready: park until the fd is readable
@@ -223,8 +237,8 @@ func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
 }
 
 // ReadableNow reports whether the socket has bytes, or an end, to read now. The connection's
-// reader asks after arming it: epoll queues an event for a socket that is ready when it is armed,
-// but may not wake the runtime's netpoller, which watches the epoll fd, for it (see pollerTick).
+// reader asks after arming it: when bytes came while it read, it reads on at once rather than
+// through the poller, whose wake-up waits for the runtime's netpoller (see pollerTick).
 func ReadableNow(raw syscall.RawConn) bool {
 	ready := false
 	raw.Read(func(fd uintptr) bool {
