@@ -264,6 +264,7 @@ export class RoomlogClient {
     this.calls = new Map();
     this.refs = 0;
     this.storeSeq = 0; // publishes begun, and their outbox writes (see outboxStored)
+    this.unstored = 0; // publishes whose outbox write has not finished
     this.storing = Promise.resolve();
     this.ws = null;
     this.closed = false;
@@ -378,7 +379,12 @@ export class RoomlogClient {
     const stored = this.store.addOutgoing(entry);
     this.storeSeq++;
     this.storing = Promise.all([this.storing, stored.catch(() => {})]);
-    await stored;
+    this.unstored++;
+    try {
+      await stored;
+    } finally {
+      this.unstored--;
+    }
     return new Promise((resolve, reject) => {
       this.pending.set(entry.key, { entry, resolve, reject });
       this.#emit('outbox', this.pending.size);
@@ -398,9 +404,9 @@ export class RoomlogClient {
     }
   }
 
-  /** Publishes waiting for their ack. */
+  /** Publishes waiting for their ack, those still being written to the outbox included. */
   get outstanding() {
-    return this.pending.size;
+    return this.pending.size + this.unstored;
   }
 
   /** Send a request and wait for its answer. */

@@ -99,3 +99,45 @@ test('two editors (one on JSON, one on MessagePack) converge; offline edits surv
     await stop(proc);
   }
 });
+
+test('a long replay is applied in a few transactions, and the saved cursor is never ahead of the document', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'yjs-long.db'), port);
+  const w = await editor(port, 'writer', new MemoryStore());
+  try {
+    await w.provider.whenSynced();
+    for (let i = 0; i < 3000; i++) w.text.insert(i, 'x');
+    await until(() => w.client.outstanding === 0, 'the updates acked');
+
+    const store = new MemoryStore();
+    const saves = [];
+    const setState = store.setState.bind(store);
+    store.setState = async (name, value) => {
+      const copy = new Y.Doc();
+      Y.applyUpdate(copy, Buffer.from(value.update, 'base64'));
+      saves.push({ cursor: value.cursor, length: copy.getText('t').length });
+      return setState(name, value);
+    };
+    const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token('late'), session: 'late', store });
+    const doc = new Y.Doc();
+    let transactions = 0;
+    const provider = new RoomlogProvider(client, 'doc:y', doc, { saveDelay: 1 });
+    doc.on('afterTransaction', (tr) => tr.origin === provider && transactions++);
+    await client.start();
+    await provider.start();
+    await provider.whenSynced();
+    assert.equal(doc.getText('t').length, 3000);
+    assert.ok(transactions <= 10, `${transactions} transactions for a replay of 3000 updates`);
+    await provider.destroy();
+    client.close();
+    // Each save holds exactly the updates up to its cursor: as many letters as yjs events up to it.
+    const events = (await roomEvents(port)).filter((e) => e.kind === YJS_KIND);
+    for (const s of saves) {
+      assert.equal(s.length, events.filter((e) => e.id <= s.cursor).length, `a save at ${s.cursor}`);
+    }
+    assert.ok(saves.length >= 1);
+  } finally {
+    await w.close();
+    await stop(proc);
+  }
+});
