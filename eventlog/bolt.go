@@ -90,6 +90,10 @@ var (
 	// keyHead is 17 bytes of 0xff: it sorts after every 16-byte id, so the head entry lives in
 	// the room's last leaf page, the one each commit rewrites anyway.
 	keyHead = bytes.Repeat([]byte{0xff}, 17)
+	// keySnapshot (17 x 0xfe) holds the id of the room's latest snapshot, keyFloor (17 x 0xfd)
+	// the room's floor after a compaction, encoded as a head. Both sort after every id too.
+	keySnapshot = bytes.Repeat([]byte{0xfe}, 17)
+	keyFloor    = bytes.Repeat([]byte{0xfd}, 17)
 )
 
 // BoltLog is the embedded Log backend: one bbolt file, one writer goroutine doing group commit.
@@ -118,6 +122,10 @@ type BoltLog struct {
 
 	watches watchers
 
+	// compactChunk is how many events one compaction step removes (defaultCompactChunk); a test
+	// hook, set right after Open.
+	compactChunk int
+
 	// Owned by the writer goroutine.
 	failures int // failed commits in a row
 	ids      idSource
@@ -144,12 +152,13 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		return nil, err
 	}
 	l := &BoltLog{
-		mark: newDurableMark(^uint64(0)), // until init is done, below
-		db:   db,
-		path: path,
-		opts: opts,
-		done: make(chan struct{}),
-		ids:  idSource{now: opts.Now},
+		mark:         newDurableMark(^uint64(0)), // until init is done, below
+		db:           db,
+		path:         path,
+		opts:         opts,
+		done:         make(chan struct{}),
+		compactChunk: defaultCompactChunk,
+		ids:          idSource{now: opts.Now},
 	}
 	if err := l.load(); err != nil {
 		db.Close()

@@ -13,7 +13,7 @@ import (
 
 func TestMain(m *testing.M) {
 	faultfs.ServeIfDaemon()
-	if runCrashChild() {
+	if runCrashChild() || runCompactChild() {
 		return
 	}
 	goleak.VerifyTestMain(m)

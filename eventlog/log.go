@@ -189,9 +189,12 @@ type ScanFilter struct {
 type VerifyReport struct {
 	Rooms  int
 	Events uint64
-	First  ID     // the oldest id seen, zero when the log is empty
-	Last   ID     // the newest id seen
-	Broken *Break // the first broken link, nil when every chain verifies
+	First  ID // the oldest id seen, zero when the log is empty
+	Last   ID // the newest id seen
+	// Compacted counts the events compactions removed before the floors the chains were
+	// checked from (see Compactor); Events does not include them.
+	Compacted uint64
+	Broken    *Break // the first broken link, nil when every chain verifies
 }
 
 // Anchor is a room's head as an auditor recorded it at some time (roomlog heads): the log must

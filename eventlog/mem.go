@@ -2,6 +2,8 @@ package eventlog
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -33,9 +35,11 @@ type MemLog struct {
 }
 
 type memRoom struct {
-	records [][]byte // each an event record, its hash filled in; never changed once appended
-	ids     []ID     // ids[i] is the id of records[i], increasing
-	head    Head
+	records  [][]byte // each an event record, its hash filled in; never changed once appended
+	ids      []ID     // ids[i] is the id of records[i], increasing
+	head     Head
+	snapshot ID   // the latest snapshot's id
+	floor    Head // the last event a compaction removed
 }
 
 var (
@@ -43,6 +47,7 @@ var (
 	_ Cursors      = (*MemLog)(nil)
 	_ SessionIndex = (*MemLog)(nil)
 	_ Auditor      = (*MemLog)(nil)
+	_ Compactor    = (*MemLog)(nil)
 )
 
 // NewMemLog returns an empty in-memory log. Of opts, MaxBody, KeyRetention and Now apply; the
@@ -89,6 +94,9 @@ func (l *MemLog) applyLocked(req *AppendRequest) (AppendResult, error) {
 	key := idempotencyKey(req.Room, req.User, req.Key)
 	if req.Key != "" {
 		if id, ok := l.keys[key]; ok && id.Millis() >= uint64(l.opts.Now().Add(-l.opts.KeyRetention).UnixMilli()) {
+			if r != nil && id.Compare(r.floor.ID) <= 0 {
+				return AppendResult{Event: Event{ID: id, Room: req.Room}, Duplicate: true}, nil // compacted away
+			}
 			ev, err := r.event(req.Room, id)
 			return AppendResult{Event: ev, Duplicate: true}, err
 		}
@@ -113,6 +121,9 @@ func (l *MemLog) applyLocked(req *AppendRequest) (AppendResult, error) {
 	r.head = Head{ID: id, Hash: hash, Count: r.head.Count + 1}
 	if req.Key != "" {
 		l.keys[key] = id
+	}
+	if req.Kind == KindSnapshot {
+		r.snapshot = id
 	}
 	sk := req.Room + "\x00" + req.User + "\x00" + req.Session
 	switch req.Kind {
@@ -371,7 +382,12 @@ func (l *MemLog) Verify(ctx context.Context, room string, anchors ...Anchor) (Ve
 		r := l.rooms[name]
 		at := anchorsAt(byRoom[name])
 		delete(byRoom, name)
-		var prev [32]byte
+		prev := r.floor.Hash
+		rep.Compacted += r.floor.Count
+		if brk := anchorsBelowFloor(name, at, r.floor); brk != nil {
+			rep.Broken = brk
+			return rep, nil
+		}
 		for i, id := range r.ids {
 			rec := r.records[i]
 			want := chainHash(rec, &prev, name, id)
@@ -380,7 +396,7 @@ func (l *MemLog) Verify(ctx context.Context, room string, anchors ...Anchor) (Ve
 				return rep, nil
 			}
 			prev = want
-			if brk := checkAnchor(name, at, uint64(i+1), id, prev); brk != nil {
+			if brk := checkAnchor(name, at, r.floor.Count+uint64(i+1), id, prev); brk != nil {
 				rep.Broken = brk
 				return rep, nil
 			}
@@ -391,7 +407,7 @@ func (l *MemLog) Verify(ctx context.Context, room string, anchors ...Anchor) (Ve
 				rep.Last = id
 			}
 		}
-		if brk := anchorsPast(name, at, uint64(len(r.ids))); brk != nil {
+		if brk := anchorsPast(name, at, r.floor.Count+uint64(len(r.ids))); brk != nil {
 			rep.Broken = brk
 			return rep, nil
 		}
@@ -409,4 +425,90 @@ func (l *MemLog) Close() error {
 	l.mu.Unlock()
 	l.watches.closeAll()
 	return nil
+}
+
+// LatestSnapshot implements Compactor.
+func (l *MemLog) LatestSnapshot(ctx context.Context, room string) (Event, bool, error) {
+	if err := checkRead(room, 1); err != nil {
+		return Event{}, false, err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return Event{}, false, ErrClosed
+	}
+	r := l.rooms[room]
+	if r == nil || r.snapshot.IsZero() {
+		return Event{}, false, nil
+	}
+	ev, err := r.event(room, r.snapshot)
+	return ev, err == nil, err
+}
+
+// Floor implements Compactor.
+func (l *MemLog) Floor(ctx context.Context, room string) (Head, error) {
+	if err := checkRead(room, 1); err != nil {
+		return Head{}, err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return Head{}, ErrClosed
+	}
+	if r := l.rooms[room]; r != nil {
+		return r.floor, nil
+	}
+	return Head{}, nil
+}
+
+// Compact implements Compactor, in one step.
+func (l *MemLog) Compact(ctx context.Context, room, by string) (CompactResult, error) {
+	if err := ValidRoom(room); err != nil {
+		return CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
+	}
+	if err := validText(ErrBadUser, "user", by, 1, MaxUserLen); err != nil {
+		return CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
+	}
+	l.mu.Lock()
+	res, err := l.compactLocked(room, by)
+	l.mu.Unlock()
+	if err == nil && res.Removed > 0 {
+		l.watches.notify([]string{room})
+	}
+	return res, err
+}
+
+func (l *MemLog) compactLocked(room, by string) (CompactResult, error) {
+	if l.closed {
+		return CompactResult{}, ErrClosed
+	}
+	r := l.rooms[room]
+	if r == nil || r.snapshot.IsZero() {
+		return CompactResult{}, fmt.Errorf("eventlog: compact %q: %w: the room has no snapshot to compact to", room, ErrNoSnapshot)
+	}
+	i, _ := slices.BinarySearchFunc(r.ids, r.snapshot, ID.Compare)
+	covers, err := snapshotCovers(r.records[i])
+	if err != nil {
+		return CompactResult{}, fmt.Errorf("eventlog: compact %q: %w", room, err)
+	}
+	res := CompactResult{Snapshot: r.snapshot, Floor: r.floor}
+	n := r.after(covers) // the events to remove: ids <= covers
+	if n == 0 {
+		return res, nil
+	}
+	last := r.records[n-1]
+	r.floor = Head{ID: r.ids[n-1], Hash: [32]byte(last[hashOffset:fieldsOffset]), Count: r.floor.Count + uint64(n)}
+	r.records, r.ids = slices.Clone(r.records[n:]), slices.Clone(r.ids[n:])
+	res.Floor, res.Removed = r.floor, n
+	body, _ := json.Marshal(compactionBody{
+		Snapshot: r.snapshot.String(), Floor: r.floor.ID.String(), Hash: hex.EncodeToString(r.floor.Hash[:]),
+		Count: r.floor.Count, Removed: n,
+	})
+	req, err := normalize(AppendRequest{Room: room, User: by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
+	if err != nil {
+		return res, err
+	}
+	rec, err := l.applyLocked(&req)
+	res.Record = rec.Event
+	return res, err
 }

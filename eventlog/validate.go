@@ -65,7 +65,7 @@ func describeRune(s string) string {
 
 // IsReservedKind reports whether only the server may write kind.
 func IsReservedKind(kind string) bool {
-	return kind == KindJoin || kind == KindLeave || kind == KindPresence
+	return kind == KindJoin || kind == KindLeave || kind == KindPresence || kind == KindCompaction
 }
 
 // MatchRoom reports whether room matches pattern: the room name itself, or a prefix ending in '*'.
@@ -166,6 +166,11 @@ func normalize(req AppendRequest, maxBody int) (AppendRequest, error) {
 		req.Body = buf.Bytes()
 		if string(req.Body) == "null" {
 			req.Body = nil
+		}
+	}
+	if req.Kind == KindSnapshot {
+		if err := checkSnapshot(&req); err != nil {
+			return req, err
 		}
 	}
 	return req, nil

@@ -110,12 +110,14 @@ func anchoredRoomsMissing(byRoom map[string][]Anchor) *Break {
 func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
 	at := anchorsAt(anchors)
 	var (
-		prev  [32]byte // hash of the previous event; zero before the first
-		last  ID
-		count uint64
-		head  *Head
-		brk   *Break
-		done  bool
+		prev    [32]byte // hash of the previous event; zero before the first
+		last    ID
+		count   uint64
+		head    *Head
+		brk     *Break
+		done    bool
+		started bool   // the walk has begun: it resumes after last
+		removed uint64 // events before the floor
 	)
 	broken := func(id ID, format string, args ...any) {
 		brk = &Break{Room: room, ID: id, Reason: fmt.Sprintf(format, args...)}
@@ -147,10 +149,22 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 				}
 				head = &h
 				rep.Rooms++
+				// A compacted room's chain goes on from its floor: the last event removed.
+				floor, err := roomFloor(b)
+				if err != nil {
+					broken(ID{}, "floor entry: %v", err)
+					return nil
+				}
+				prev, last, count, removed = floor.Hash, floor.ID, floor.Count, floor.Count
+				rep.Compacted += floor.Count
+				if brk = anchorsBelowFloor(room, at, floor); brk != nil {
+					return nil
+				}
 			}
 			c := b.Cursor()
 			var k, v []byte
-			if count == 0 {
+			if !started {
+				started = true
 				k, v = c.First()
 			} else {
 				// Resume after the last verified event.
@@ -162,7 +176,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 				k, v = c.Next()
 			}
 			for n := 0; n < verifyChunk; n++ {
-				if k == nil || bytes.Equal(k, keyHead) {
+				if k == nil || len(k) == 17 && k[0] >= keyFloor[0] { // the room's own entries follow its events
 					done = true
 					return nil
 				}
@@ -172,7 +186,7 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 					return nil
 				}
 				copy(id[:], k)
-				if count > 0 && id.Compare(last) <= 0 {
+				if !last.IsZero() && id.Compare(last) <= 0 {
 					broken(id, "id does not increase after %s", last)
 					return nil
 				}
@@ -224,6 +238,22 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 	if brk = anchorsPast(room, at, count); brk != nil {
 		return brk, nil
 	}
-	rep.Events += count
+	rep.Events += count - removed
 	return brk, nil
+}
+
+// anchorsBelowFloor checks the anchors a compaction reached: the one at the floor's position must
+// name the floor's event, with its hash (the chain goes on from it); those before it name events
+// removed, which can no longer be checked, and are taken off.
+func anchorsBelowFloor(room string, at map[uint64]Anchor, floor Head) *Break {
+	for n, a := range at {
+		if n > floor.Count {
+			continue
+		}
+		delete(at, n)
+		if n == floor.Count && (a.ID != floor.ID || a.Hash != floor.Hash) {
+			return &Break{Room: room, ID: floor.ID, Reason: fmt.Sprintf("the room was compacted to event %d (%s, hash %x), but the anchor names %s with hash %x there", n, floor.ID, floor.Hash[:6], a.ID, a.Hash[:6])}
+		}
+	}
+	return nil
 }

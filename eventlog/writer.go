@@ -19,6 +19,9 @@ type writeOp struct {
 	ack     *ackRequest
 	ackDone chan error
 
+	compact     *compactStep // one step of a compaction, completed on compactDone
+	compactDone chan error
+
 	// Set by apply, delivered after the commit.
 	result AppendResult
 	err    error
@@ -109,6 +112,8 @@ func (op *writeOp) finish(err error) {
 		op.pending.complete(op.result, nil)
 	case op.ack != nil:
 		op.ackDone <- err
+	case op.compact != nil:
+		op.compactDone <- err
 	}
 }
 
@@ -246,6 +251,8 @@ func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
 			err = l.applyAppend(b, op)
 		case op.ack != nil:
 			err = l.applyAck(b, op.ack)
+		case op.compact != nil:
+			err = l.applyCompactStep(b, op)
 		}
 		if err != nil {
 			return err
@@ -358,6 +365,11 @@ func (l *BoltLog) applyAppend(b *batch, op *writeOp) error {
 	}
 	if req.Kind == KindJoin || req.Kind == KindLeave {
 		if err := putSession(b.tx, req, id); err != nil {
+			return err
+		}
+	}
+	if req.Kind == KindSnapshot {
+		if err := rw.bucket.Put(keySnapshot, id[:]); err != nil {
 			return err
 		}
 	}

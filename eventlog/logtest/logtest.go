@@ -73,6 +73,8 @@ func Run(t *testing.T, b Backend) {
 		{"Verify", testVerify},
 		{"Acks", testAcks},
 		{"Sessions", testSessions},
+		{"Snapshots", testSnapshots},
+		{"Compact", testCompact},
 		{"Reopen", testReopen},
 		{"Closed", testClosed},
 	}

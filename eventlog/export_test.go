@@ -1,0 +1,5 @@
+package eventlog
+
+// SetCompactChunk sets how many events one compaction step of l removes (a test hook: small
+// steps make a compaction many commits long, to crash in the middle of).
+func SetCompactChunk(l *BoltLog, n int) { l.compactChunk = n }
