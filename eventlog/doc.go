@@ -19,6 +19,9 @@
 //   - Tamper evidence: each event carries a SHA-256 hash chaining it to the previous event of its
 //     room; Verify recomputes the chains.
 //   - Bad input gets a typed error (errors.Is) and changes nothing.
+//   - Snapshots and compaction (Compactor, snapshot.go): a room's latest snapshot is one lookup
+//     away; a compaction removes only what a snapshot covers, step by consistent step, and the
+//     chain is verified from the floor it leaves.
 //
 // # Group commit
 //
@@ -50,6 +53,9 @@
 //	                      0xff x 17  -> room head: id(16) | hash(32) | count(8, big-endian); it
 //	                                    sorts after every id, so it shares the last leaf page
 //	                                    with the newest events and a commit dirties one leaf
+//	                      0xfe x 17  -> id(16) of the room's latest snapshot event, if any
+//	                      0xfd x 17  -> the room's floor after a compaction, encoded as a head:
+//	                                    the last event removed, its hash and its position
 //	keys/<start>          idempotency generations; <start> is the generation's first use in unix
 //	                      milliseconds (8 bytes, big-endian). Keys: room 0x00 user 0x00 key -> id(16)
 //	acks                  user 0x00 session 0x00 room -> id(16): the highest id acknowledged
