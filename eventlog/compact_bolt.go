@@ -187,15 +187,5 @@ func snapshotCovers(rec []byte) (ID, error) {
 	if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
 		return ID{}, err
 	}
-	var body struct {
-		Covers string `json:"covers"`
-	}
-	if err := json.Unmarshal(ev.Body, &body); err != nil {
-		return ID{}, fmt.Errorf("%w: snapshot body: %v", ErrCorrupt, err)
-	}
-	id, err := ParseID(body.Covers)
-	if err != nil {
-		return ID{}, fmt.Errorf("%w: snapshot covers: %v", ErrCorrupt, err)
-	}
-	return id, nil
+	return SnapshotCovers(ev)
 }

@@ -86,3 +86,18 @@ func checkSnapshot(req *AppendRequest) error {
 	}
 	return nil
 }
+
+// SnapshotCovers returns the id a snapshot event covers, as its body names it.
+func SnapshotCovers(snap Event) (ID, error) {
+	var body struct {
+		Covers string `json:"covers"`
+	}
+	if err := json.Unmarshal(snap.Body, &body); err != nil {
+		return ID{}, fmt.Errorf("%w: snapshot %s: body: %v", ErrCorrupt, snap.ID, err)
+	}
+	id, err := ParseID(body.Covers)
+	if err != nil {
+		return ID{}, fmt.Errorf("%w: snapshot %s covers: %v", ErrCorrupt, snap.ID, err)
+	}
+	return id, nil
+}

@@ -17,6 +17,9 @@ type JoinRequest struct {
 	// After is the client's cursor: nil for none (a live join, unless the session has a recorded
 	// cursor), the zero ID for the whole room.
 	After *eventlog.ID
+	// FromSnapshot (with After nil) starts at the room's latest snapshot: the snapshot event,
+	// then every event after it. A room without one is joined from its first event.
+	FromSnapshot bool
 }
 
 // Joined is a session's membership of a room and its stream of the room's events.
@@ -26,9 +29,14 @@ type Joined struct {
 	Members []rooms.Member // the members at the join, the joiner included
 	Resumed eventlog.ID    // the recorded cursor the stream resumes from; zero when none was used
 	Unknown bool           // the cursor is not an event of the room (or is past its head)
-	Rooms   rooms.Joined   // what the hub did (Unlogged: the log refused the join event)
-	hub     *rooms.Hub
-	req     JoinRequest
+	// TooOld: the cursor is older than the room's oldest remaining event (a compaction removed
+	// what came after it), so the stream starts at the latest snapshot instead: never a gap.
+	TooOld bool
+	// Snapshot is the snapshot the stream starts with (FromSnapshot, or TooOld); zero when none.
+	Snapshot eventlog.ID
+	Rooms    rooms.Joined // what the hub did (Unlogged: the log refused the join event)
+	hub      *rooms.Hub
+	req      JoinRequest
 }
 
 // Resume joins a session to a room and starts its stream; it is the one place that decides where
@@ -39,6 +47,9 @@ type Joined struct {
 //     its state resumes where it last acknowledged;
 //  3. else at the head: live events only, after the join's own event.
 //
+// With FromSnapshot (and no cursor) the stream starts at the room's latest snapshot; a cursor a
+// compaction left behind (older than the room's floor) is TooOld and starts there too.
+//
 // A cursor that is not an event of the room is Unknown, and the stream still starts after it
 // (every greater id); one past the head is Unknown too and starts at the head, since new events
 // get smaller ids than it and honouring it would mute the session. When anything after the hub's
@@ -47,7 +58,7 @@ func Resume(ctx context.Context, hub *rooms.Hub, cursors eventlog.Cursors, w roo
 	log := hub.Log()
 	j := &Joined{hub: hub, req: req}
 	after := req.After
-	if after == nil {
+	if after == nil && !req.FromSnapshot {
 		recorded, err := cursors.Ack(ctx, req.User, req.Session, req.Room)
 		if err != nil {
 			return nil, fmt.Errorf("replay: join %s: recorded cursor: %w", req.Room, err)
@@ -82,13 +93,30 @@ func (j *Joined) start(ctx context.Context, log eventlog.Log, after *eventlog.ID
 		return eventlog.ID{}, err
 	}
 	j.Head = head.ID
+	if j.req.FromSnapshot && after == nil {
+		return j.fromSnapshot(ctx, log)
+	}
 	switch {
 	case after == nil:
 		return head.ID, nil
 	case after.Compare(head.ID) > 0:
 		j.Unknown = true
 		return head.ID, nil
-	case after.IsZero():
+	}
+	if c, ok := log.(eventlog.Compactor); ok {
+		floor, err := c.Floor(ctx, j.req.Room)
+		if err != nil {
+			return eventlog.ID{}, err
+		}
+		switch {
+		case !floor.ID.IsZero() && after.Compare(floor.ID) < 0:
+			j.TooOld = true // what followed the cursor was compacted away
+			return j.fromSnapshot(ctx, log)
+		case !floor.ID.IsZero() && *after == floor.ID:
+			return *after, nil // removed, but everything after it is there: no gap
+		}
+	}
+	if after.IsZero() {
 		return *after, nil
 	}
 	found, err := log.Contains(ctx, j.req.Room, *after)
@@ -97,6 +125,26 @@ func (j *Joined) start(ctx context.Context, log eventlog.Log, after *eventlog.ID
 	}
 	j.Unknown = !found
 	return *after, nil
+}
+
+// fromSnapshot starts the stream right before the room's latest snapshot, which was appended
+// right after the event it covers: the stream then holds the snapshot, then every later event.
+// Without a snapshot (or a backend that keeps none) it starts at the room's first event.
+func (j *Joined) fromSnapshot(ctx context.Context, log eventlog.Log) (eventlog.ID, error) {
+	c, ok := log.(eventlog.Compactor)
+	if !ok {
+		return eventlog.ID{}, nil
+	}
+	snap, found, err := c.LatestSnapshot(ctx, j.req.Room)
+	if err != nil || !found {
+		return eventlog.ID{}, err
+	}
+	covers, err := eventlog.SnapshotCovers(snap)
+	if err != nil {
+		return eventlog.ID{}, err
+	}
+	j.Snapshot = snap.ID
+	return covers, nil
 }
 
 // Cancel undoes the join: the stream stops and the session leaves (after the grace period, as a

@@ -30,6 +30,75 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("GET /v1/verify", s.apiVerify)
 	s.mux.HandleFunc("POST /v1/verify", s.apiVerify)
 	s.mux.HandleFunc("GET /v1/backup", s.apiBackup)
+	s.mux.HandleFunc("GET /v1/rooms/{room}/snapshot", s.apiSnapshot)
+	s.mux.HandleFunc("POST /v1/rooms/{room}/compact", s.apiCompact)
+}
+
+// compactor is the log's snapshot index and compaction, or nil when its backend has none (and
+// then it has answered 501).
+func (s *Server) compactor(w http.ResponseWriter) eventlog.Compactor {
+	c, ok := s.log.(eventlog.Compactor)
+	if !ok {
+		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend keeps no snapshots")
+		return nil
+	}
+	return c
+}
+
+// apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.
+func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
+	claims, room := s.authenticateRoom(w, r)
+	if claims == nil {
+		return
+	}
+	if g := claims.Grants(); !g.CanRead(room) && !g.CanAudit() {
+		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "your token does not allow reading %q", room)
+		return
+	}
+	c := s.compactor(w)
+	if c == nil {
+		return
+	}
+	snap, found, err := c.LatestSnapshot(r.Context(), room)
+	if err != nil {
+		s.httpFail(w, "snapshot", room, err)
+		return
+	}
+	if !found {
+		writeAPIError(w, http.StatusNotFound, wire.CodeNotFound, "room %q has no snapshot", room)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(jsonCodec.appendEvent(nil, &snap), '\n'))
+}
+
+// apiCompact removes the events the room's latest snapshot covers (admin), recording the
+// compaction in the room under the admin's name.
+func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
+	claims := s.admin(w, r)
+	if claims == nil {
+		return
+	}
+	room := r.PathValue("room")
+	if err := eventlog.ValidRoom(room); err != nil {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
+		return
+	}
+	c := s.compactor(w)
+	if c == nil {
+		return
+	}
+	res, err := c.Compact(r.Context(), room, claims.Subject)
+	if errors.Is(err, eventlog.ErrNoSnapshot) {
+		writeAPIError(w, http.StatusConflict, wire.CodeConflict, "room %q has no snapshot to compact to", room)
+		return
+	}
+	if err != nil {
+		s.httpFail(w, "compact", room, err)
+		return
+	}
+	s.logger.Info("room compacted", "room", room, "by", claims.Subject, "removed", res.Removed, "floor", res.Floor.ID)
+	writeJSON(w, http.StatusOK, adminapi.NewCompactResult(room, res))
 }
 
 // admin authenticates an admin token; nil means an error was written.

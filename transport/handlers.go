@@ -91,6 +91,14 @@ func (c *conn) join(f *wire.ClientFrame) {
 		}
 		after = &id
 	}
+	switch {
+	case f.From != "" && f.From != wire.FromSnapshot:
+		c.replyError(f.Ref, wire.CodeBadFrame, "from must be %q", wire.FromSnapshot)
+		return
+	case f.From != "" && after != nil:
+		c.replyError(f.Ref, wire.CodeBadFrame, "a join has after or from, not both")
+		return
+	}
 	if !c.checkPresence(f.Ref, json.RawMessage(f.Presence)) {
 		return
 	}
@@ -105,6 +113,7 @@ func (c *conn) join(f *wire.ClientFrame) {
 	defer cancel()
 	j, err := replay.Resume(ctx, c.s.hub, c.s.cfg.Cursors, c, replay.JoinRequest{
 		Room: f.Room, User: c.user, Session: c.session, Presence: json.RawMessage(f.Presence), After: after,
+		FromSnapshot: f.From == wire.FromSnapshot,
 	})
 	if err != nil {
 		c.fail(f.Ref, f.Room, "join", err)
@@ -113,6 +122,7 @@ func (c *conn) join(f *wire.ClientFrame) {
 	joined, _ := c.codec.Encode(&wire.Joined{
 		Type: "joined", Ref: f.Ref, Room: f.Room, Head: j.Head.String(), Members: memberFrames(j.Members),
 		ResumedFrom: j.Resumed.String(), UnknownCursor: j.Unknown, Unlogged: j.Rooms.Unlogged,
+		CursorTooOld: j.TooOld, Snapshot: j.Snapshot.String(),
 	})
 	rs := &roomStream{stream: j.Stream}
 	c.mu.Lock()
@@ -366,6 +376,10 @@ func (c *conn) history(f *wire.ClientFrame) {
 	if !c.readableRoom(f) {
 		return
 	}
+	if f.Snapshot {
+		c.latestSnapshot(f)
+		return
+	}
 	before, err := eventlog.ParseID(f.Before)
 	if err != nil {
 		c.replyError(f.Ref, wire.CodeBadFrame, "before: %v", err)
@@ -440,4 +454,23 @@ func (c *conn) refresh(f *wire.ClientFrame) {
 		}
 	}
 	c.reply(&wire.Reply{Type: "ok", Ref: f.Ref})
+}
+
+// latestSnapshot answers a history frame with "snapshot": true: the room's latest snapshot as a
+// page of one event, or of none.
+func (c *conn) latestSnapshot(f *wire.ClientFrame) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	out := []any{}
+	if comp, ok := c.s.log.(eventlog.Compactor); ok {
+		snap, found, err := comp.LatestSnapshot(ctx, f.Room)
+		if err != nil {
+			c.fail(f.Ref, f.Room, "history", err)
+			return
+		}
+		if found {
+			out = append(out, c.codec.rawEvent(c.codec.appendEvent(nil, &snap)))
+		}
+	}
+	c.reply(&wire.History{Type: "history", Ref: f.Ref, Room: f.Room, Events: out})
 }

@@ -183,7 +183,14 @@ func (msgpackCodec) DecodeClient(data []byte, f *ClientFrame) error {
 	*f = ClientFrame{
 		Type: str("type"), Ref: str("ref"), Token: str("token"), Session: str("session"), Client: str("client"),
 		Room: str("room"), After: optStr("after"), Kind: str("kind"), Key: str("key"), Expect: optStr("expect"),
-		ID: str("id"), Before: str("before"),
+		ID: str("id"), Before: str("before"), From: str("from"),
+	}
+	switch x := m["snapshot"].(type) {
+	case nil:
+	case bool:
+		f.Snapshot = x
+	default:
+		errs = append(errs, "snapshot must be a boolean")
 	}
 	if l, present := m["limit"]; present && l != nil {
 		n, ok := msgpackInt(l)

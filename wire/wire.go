@@ -87,7 +87,14 @@ type ClientFrame struct {
 	ID       string  `json:"id,omitempty" msgpack:"id,omitempty"`
 	Before   string  `json:"before,omitempty" msgpack:"before,omitempty"`
 	Limit    *int    `json:"limit,omitempty" msgpack:"limit,omitempty"`
+	// From is "snapshot" for a join that starts at the room's latest snapshot (an extension).
+	From string `json:"from,omitempty" msgpack:"from,omitempty"`
+	// Snapshot asks history for the room's latest snapshot instead of a page (an extension).
+	Snapshot bool `json:"snapshot,omitempty" msgpack:"snapshot,omitempty"`
 }
+
+// FromSnapshot is the value of a join's "from" that starts at the latest snapshot.
+const FromSnapshot = "snapshot"
 
 // Server frames, as the server writes them. Field order follows the protocol document; empty
 // optional fields are left out.
@@ -115,6 +122,11 @@ type Joined struct {
 	UnknownCursor bool     `json:"unknown_cursor,omitempty" msgpack:"unknown_cursor,omitempty"`
 	// Unlogged: the log refused the join event (a failed or full disk); an extension.
 	Unlogged bool `json:"unlogged,omitempty" msgpack:"unlogged,omitempty"`
+	// CursorTooOld: a compaction removed what followed the cursor; the replay starts at the
+	// latest snapshot, Snapshot.
+	CursorTooOld bool `json:"cursor_too_old,omitempty" msgpack:"cursor_too_old,omitempty"`
+	// Snapshot is the id of the snapshot the replay starts with, if any (an extension).
+	Snapshot string `json:"snapshot,omitempty" msgpack:"snapshot,omitempty"`
 }
 
 // Member is a member session of a room, with its latest presence.
@@ -220,6 +232,8 @@ type ServerFrame struct {
 	ResumedFrom   string   `json:"resumed_from"`
 	UnknownCursor bool     `json:"unknown_cursor"`
 	Unlogged      bool     `json:"unlogged"`
+	CursorTooOld  bool     `json:"cursor_too_old"`
+	Snapshot      string   `json:"snapshot"`
 
 	// synced
 	Cursor string `json:"cursor"`

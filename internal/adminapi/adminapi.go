@@ -27,11 +27,13 @@ func NewRoomListing(ri eventlog.RoomInfo, members int) RoomListing {
 
 // VerifyResult is the answer of /v1/verify.
 type VerifyResult struct {
-	Rooms  int          `json:"rooms"`
-	Events uint64       `json:"events"`
-	First  string       `json:"first"`
-	Last   string       `json:"last"`
-	Broken *VerifyBreak `json:"broken,omitempty"`
+	Rooms  int    `json:"rooms"`
+	Events uint64 `json:"events"`
+	First  string `json:"first"`
+	Last   string `json:"last"`
+	// Compacted counts events removed by compactions before the chains' floors.
+	Compacted uint64       `json:"compacted,omitempty"`
+	Broken    *VerifyBreak `json:"broken,omitempty"`
 }
 
 // VerifyBreak is the first broken link a verification found.
@@ -43,9 +45,28 @@ type VerifyBreak struct {
 
 // NewVerifyResult turns a report into its JSON form.
 func NewVerifyResult(rep eventlog.VerifyReport) VerifyResult {
-	v := VerifyResult{Rooms: rep.Rooms, Events: rep.Events, First: rep.First.String(), Last: rep.Last.String()}
+	v := VerifyResult{Rooms: rep.Rooms, Events: rep.Events, First: rep.First.String(), Last: rep.Last.String(), Compacted: rep.Compacted}
 	if b := rep.Broken; b != nil {
 		v.Broken = &VerifyBreak{Room: b.Room, ID: b.ID.String(), Reason: b.Reason}
 	}
 	return v
+}
+
+// CompactResult is the answer of POST /v1/rooms/{room}/compact.
+type CompactResult struct {
+	Room       string `json:"room"`
+	Snapshot   string `json:"snapshot"`
+	Floor      string `json:"floor"`       // the last event removed, over all compactions
+	FloorCount uint64 `json:"floor_count"` // its position in the room
+	Removed    int    `json:"removed"`     // events this compaction removed
+	Record     string `json:"record,omitempty"`
+}
+
+// NewCompactResult turns a compaction's outcome into its JSON form.
+func NewCompactResult(room string, r eventlog.CompactResult) CompactResult {
+	c := CompactResult{Room: room, Snapshot: r.Snapshot.String(), Floor: r.Floor.ID.String(), FloorCount: r.Floor.Count, Removed: r.Removed}
+	if !r.Record.ID.IsZero() {
+		c.Record = r.Record.ID.String()
+	}
+	return c
 }
