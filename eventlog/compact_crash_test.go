@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
 // The compaction crash test runs this test binary again as a child that compacts a long room in
@@ -62,7 +63,25 @@ func TestCrashDuringCompaction(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
-	path := filepath.Join(t.TempDir(), "compact.db")
+	crashDuringCompaction(t, filepath.Join(t.TempDir(), "compact.db"), nil)
+}
+
+// TestPowerCutDuringCompaction is the crash test on the fault-injecting file system, with the
+// power cut after each kill: the disk keeps only what was fsynced.
+func TestPowerCutDuringCompaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("power-cut test skipped in -short mode")
+	}
+	f := faultfs.MountT(t)
+	crashDuringCompaction(t, filepath.Join(f.Dir(), "compact.db"), func() {
+		f.PowerCut()
+		f.PowerOn()
+	})
+}
+
+// crashDuringCompaction prepares a long room with a snapshot at path, then kills compacting
+// children part way (and runs cut after each kill, if given) and checks what each left.
+func crashDuringCompaction(t *testing.T, path string, cut func()) {
 	l, err := eventlog.Open(path, eventlog.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +139,9 @@ func TestCrashDuringCompaction(t *testing.T) {
 		cmd.Wait()
 		if timer != nil {
 			timer.Stop()
+		}
+		if cut != nil {
+			cut()
 		}
 
 		l, err := eventlog.Open(path, eventlog.Options{})
