@@ -149,6 +149,8 @@ export interface JoinOptions {
   onSynced?: (cursor: string) => void;
   /** Replay the room from its first event when there is no cursor for it. */
   fromStart?: boolean;
+  /** With no cursor, start at the room's latest snapshot, then every later event (from the start without one). */
+  fromSnapshot?: boolean;
   /** Start after this id instead of the stored cursor. */
   cursor?: string;
   /** Save the cursor in the store (default true); false when the application saves it with its state. */
@@ -166,6 +168,12 @@ export class Room {
   unknownCursor: boolean;
   /** Caught up since the latest (re)join. */
   synced: boolean;
+  /** The snapshot the latest (re)join's replay started with, or "". */
+  snapshot: string;
+  /** The latest (re)join's cursor was older than a compaction left: the replay started at the snapshot. */
+  cursorTooOld: boolean;
+  /** The room's latest snapshot event, or null. */
+  latestSnapshot(): Promise<object | null>;
   /** Sends an ephemeral signal to the other members now; false when it cannot (never queued). */
   signal(body: unknown): boolean;
   setPresence(state: unknown): Promise<void>;
@@ -185,12 +193,15 @@ export class RoomlogClient {
   on(name: 'status', fn: (status: RoomlogClient['status']) => void): () => void;
   on(name: 'outbox', fn: (waiting: number) => void): () => void;
   on(name: 'uncertain', fn: (entry: Outgoing) => void): () => void;
+  on(name: 'ack', fn: (ack: Ack & { kind: string }) => void): () => void;
   /** Resolves once every publish made so far is in the store's outbox. */
   outboxStored(): Promise<void>;
   join(room: string, opts?: JoinOptions): Promise<Room>;
   publish(room: string, body: unknown, opts?: { kind?: string; expect?: string }): Promise<Ack>;
   readonly outstanding: number;
   readonly user: string;
+  /** The server's largest frame (welcome's max_frame); 0 before the first welcome. */
+  readonly maxFrame: number;
   /** Reconnects since the first connection. */
   readonly reconnects: number;
 }

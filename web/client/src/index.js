@@ -172,6 +172,12 @@ export class Room {
     this.onMembers = opts.onMembers ?? (() => {});
     this.onSynced = opts.onSynced ?? (() => {});
     this.fromStart = !!opts.fromStart;
+    /** With no cursor, start at the room's latest snapshot (then every later event). */
+    this.fromSnapshot = !!opts.fromSnapshot;
+    /** The snapshot the latest (re)join's replay started with, if any. */
+    this.snapshot = '';
+    /** Whether the latest (re)join's cursor was older than what a compaction left. */
+    this.cursorTooOld = false;
     /** Whether the client saves this room's cursor in its store (false: the application does). */
     this.persistCursor = opts.persistCursor ?? true;
     this.presence = opts.presence;
@@ -189,7 +195,8 @@ export class Room {
 
   joinFrame() {
     const f = { type: 'join', ref: `join:${this.name}`, room: this.name };
-    if (this.cursor !== '' || this.fromStart) f.after = this.cursor;
+    if (this.cursor === '' && this.fromSnapshot) f.from = 'snapshot';
+    else if (this.cursor !== '' || this.fromStart) f.after = this.cursor;
     if (this.presence !== undefined) f.presence = this.presence;
     return f;
   }
@@ -208,6 +215,12 @@ export class Room {
   async setPresence(state) {
     await this.client.call({ type: 'presence', room: this.name, state });
     this.presence = state; // rejoins carry it
+  }
+
+  /** The room's latest snapshot event, or null when it has none. */
+  async latestSnapshot() {
+    const f = await this.client.call({ type: 'history', room: this.name, snapshot: true });
+    return f.events?.[0] ?? null;
   }
 
   /** A page of the room's events before `before` (from the head when omitted). */
@@ -270,6 +283,7 @@ export class RoomlogClient {
     this.closed = false;
     this.user = '';
     this.keyRetention = 0;
+    this.maxFrame = 0;
     this.reconnects = -1;
     this.connectedWaiters = [];
     /** @type {'connecting'|'online'|'offline'|'closed'} */
@@ -300,8 +314,9 @@ export class RoomlogClient {
 
   /**
    * Listen to the client: 'status' (connecting, online, offline, closed), 'outbox' (the number of
-   * publishes waiting for their ack) and 'uncertain' (an outbox entry handed back as past the
-   * key retention, as onUncertain). Returns a function that stops listening.
+   * publishes waiting for their ack), 'ack' (a publish acked, as its promise resolves, but at once)
+   * and 'uncertain' (an outbox entry handed back as past the key retention, as onUncertain).
+   * Returns a function that stops listening.
    */
   on(name, fn) {
     if (!this.listeners.has(name)) this.listeners.set(name, new Set());
@@ -555,6 +570,7 @@ export class RoomlogClient {
     this.reconnects++;
     this.user = f.user;
     this.keyRetention = f.key_retention_ms ?? 0;
+    this.maxFrame = f.max_frame ?? 0;
     this.lastHeard = Date.now();
     this.#scheduleRefresh(token);
     for (const room of this.rooms.values()) this.#send(room.joinFrame());
@@ -671,10 +687,13 @@ export class RoomlogClient {
     this.#membersChanged(room);
     if (room.cursor === '' && f.resumed_from) {
       room.cursor = f.resumed_from; // the server resumes from the cursor it recorded
-    } else if (room.cursor === '' && !room.fromStart) {
+    } else if (room.cursor === '' && !room.fromStart && !room.fromSnapshot) {
       room.cursor = f.head; // a live join: a rejoin after a drop starts here
     }
     room.unknownCursor = !!f.unknown_cursor;
+    room.snapshot = f.snapshot ?? '';
+    room.cursorTooOld = !!f.cursor_too_old;
+    if (room.cursorTooOld) this.opts.log('roomlog: the cursor is older than a compaction; the replay starts at the latest snapshot', { room: room.name, snapshot: room.snapshot });
     if (room.unknownCursor) {
       this.opts.log('roomlog does not know this cursor: events may have been missed', { room: room.name, cursor: room.cursor });
       if (room.cursor > f.head) room.cursor = f.head;
@@ -733,8 +752,10 @@ export class RoomlogClient {
     if (!p) return; // a resend's second ack
     this.pending.delete(f.ref);
     this.store.removeOutgoing(f.ref);
+    const ack = { room: f.room, id: f.id, key: f.ref, duplicate: !!f.duplicate, kind: p.entry.kind ?? '' };
+    this.#emit('ack', ack); // at once: a promise's callbacks may run only after later frames
     this.#emit('outbox', this.pending.size);
-    p.resolve({ room: f.room, id: f.id, key: f.ref, duplicate: !!f.duplicate });
+    p.resolve(ack);
   }
 
   #publishFailed(f) {

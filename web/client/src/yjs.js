@@ -16,6 +16,12 @@ import * as awarenessProtocol from 'y-protocols/awareness';
 const REPLAY_BATCH = 2000;
 const REPLAY_FLUSH_MS = 50;
 
+/** How soon a due snapshot that could not be taken exactly is tried again. */
+const SNAPSHOT_RETRY_MS = 250;
+
+/** The kind of snapshot events: body {"covers":"<id>","state":"<base64 Y.encodeStateAsUpdate>","events":<n>}. */
+const SNAPSHOT_KIND = 'snapshot';
+
 /** The kind of the events that carry Yjs updates. */
 export const YJS_KIND = 'yjs';
 
@@ -29,6 +35,8 @@ export class RoomlogProvider {
    * @param {awarenessProtocol.Awareness} [opts.awareness] shared with the room's members by signals
    * @param {number} [opts.saveDelay] ms to gather changes before saving the document, default 200
    * @param {unknown} [opts.presence] this session's presence in the room (a name, a colour)
+   * @param {number} [opts.snapshotEvery] publish a snapshot after this many events since the last, default 1000 (0: never)
+   * @param {number} [opts.snapshotIdle] or after this many ms without events, once 50 have come, default 5000
    * @param {(ev: import('./index.js').Event) => void} [opts.onEvent] after each event of the room is applied
    * @param {(members: {user: string, session: string, presence: unknown}[]) => void} [opts.onMembers]
    * @param {(msg: string, fields?: object) => void} [opts.log]
@@ -40,6 +48,13 @@ export class RoomlogProvider {
     this.awareness = opts.awareness ?? null;
     this.saveDelay = opts.saveDelay ?? 200;
     this.presence = opts.presence;
+    this.snapshotEvery = opts.snapshotEvery ?? 1000;
+    this.snapshotIdle = opts.snapshotIdle ?? 5000;
+    /** Events since the latest snapshot the document saw. */
+    this.sinceSnapshot = 0;
+    /** The greatest id the server acked for this provider's own updates. */
+    this.ownAcked = '';
+    this.idleTimer = null;
     this.onEvent = opts.onEvent ?? (() => {});
     this.onMembers = opts.onMembers ?? (() => {});
     this.log = opts.log ?? client.opts.log;
@@ -88,13 +103,18 @@ export class RoomlogProvider {
     }
     this.doc.on('update', this.onDocUpdate);
     this.awareness?.on('update', this.onAwarenessUpdate);
+    // Own acks as they come (see snapshot), not as promises settle: in Node several frames may be
+    // handled before a promise's callbacks run.
+    this.offAck = this.client.on('ack', (ack) => {
+      if (ack.room === this.roomName && ack.id > this.ownAcked) this.ownAcked = ack.id;
+    });
     this.offUncertain = this.client.on('uncertain', (entry) => {
       // Yjs updates are idempotent: one whose fate is unknown is safely published again.
       if (entry.room === this.roomName && entry.kind === YJS_KIND) this.#publish(updateBytes(entry.body.u));
     });
     this.joining = this.client.join(this.roomName, {
       cursor: this.cursor,
-      fromStart: this.cursor === '',
+      fromSnapshot: this.cursor === '', // nothing saved: the latest snapshot, then what follows
       persistCursor: false, // saved with the document, in one write
       presence: this.presence,
       onEvent: (ev) => this.#apply(ev),
@@ -123,8 +143,10 @@ export class RoomlogProvider {
   /** Stops following the room (it stays joined for the client) and saves the document. */
   async destroy() {
     this.#flush();
+    clearTimeout(this.idleTimer);
     this.doc.off('update', this.onDocUpdate);
     this.offUncertain?.();
+    this.offAck?.();
     if (this.awareness) {
       this.awareness.off('update', this.onAwarenessUpdate);
       awarenessProtocol.removeAwarenessStates(this.awareness, [this.doc.clientID], 'destroy');
@@ -190,23 +212,70 @@ export class RoomlogProvider {
     this.replayed = [];
     Y.transact(this.doc, () => {
       for (const ev of evs) {
-        if (ev.kind !== YJS_KIND || ev.body?.u === undefined) continue;
+        const bytes = ev.kind === YJS_KIND ? ev.body?.u : ev.kind === SNAPSHOT_KIND ? ev.body?.state : undefined;
+        this.sinceSnapshot = ev.kind === SNAPSHOT_KIND ? 0 : this.sinceSnapshot + 1;
+        if (bytes === undefined) continue;
         try {
-          Y.applyUpdate(this.doc, updateBytes(ev.body.u), this);
+          Y.applyUpdate(this.doc, updateBytes(bytes), this);
         } catch (err) {
           this.log('roomlog could not apply a Yjs update', { room: this.roomName, id: ev.id, err: String(err) });
         }
       }
     }, this);
-    this.events += evs.length;
+    for (const ev of evs) {
+      if (ev.kind === SNAPSHOT_KIND && Number.isInteger(ev.body?.events) && this.events < ev.body.events) {
+        this.events = ev.body.events; // started at this snapshot: count what it covers
+      }
+      this.events++;
+    }
     this.cursor = evs[evs.length - 1].id;
     this.#scheduleSave();
     for (const ev of evs) this.onEvent(ev);
+    this.#considerSnapshot();
+  }
+
+  /**
+   * Publishes a snapshot once enough events came since the last one (or the room went idle after
+   * some). A snapshot must cover exactly what it says: the document then holds nothing but the
+   * events up to the cursor, so none of this provider's edits may be waiting to be sent or to come
+   * back. Every member may try; expect lets one win, and the others' conflicts are ignored.
+   */
+  #considerSnapshot() {
+    clearTimeout(this.idleTimer);
+    if (!this.snapshotEvery || !this.synced) return;
+    const due = this.sinceSnapshot >= this.snapshotEvery;
+    if (due && this.snapshot()) return;
+    if (due || this.sinceSnapshot >= 50) {
+      // Not exact now (own edits on their way), or not due yet: look again when things settle.
+      this.idleTimer = setTimeout(() => this.snapshot() || this.#considerSnapshot(), due ? SNAPSHOT_RETRY_MS : this.snapshotIdle);
+    }
+  }
+
+  /** Publishes a snapshot of the document covering the cursor, when it is exact now; see #considerSnapshot. */
+  snapshot() {
+    clearTimeout(this.idleTimer);
+    const mine = [...this.client.pending.values()].some((p) => p.entry.room === this.roomName) || this.client.unstored > 0;
+    if (this.cursor === '' || mine || this.ownAcked > this.cursor || this.replayed.length > 0) return false;
+    const covers = this.cursor;
+    const update = Y.encodeStateAsUpdate(this.doc);
+    const state = this.client.codecName === 'msgpack' ? update : toBase64(update);
+    if (this.client.maxFrame && update.length * 1.4 + 200 > this.client.maxFrame) {
+      this.log('roomlog: the document is larger than a frame: no snapshot (raise --max-frame)', { room: this.roomName, bytes: update.length });
+      return false;
+    }
+    this.sinceSnapshot = 0; // one try per threshold, won or lost
+    // events: how many events the room had up to covers, so that a member who starts at this
+    // snapshot counts the room's events as one who read it all does.
+    this.client.publish(this.roomName, { covers, state, events: this.events }, { kind: SNAPSHOT_KIND, expect: covers }).catch((err) => {
+      if (err?.code !== 'conflict') this.log('roomlog snapshot refused', { room: this.roomName, err: String(err) });
+    });
+    return true;
   }
 
   #synced() {
     this.#flush();
     this.synced = true;
+    this.#considerSnapshot();
     this.#sendAwareness([this.doc.clientID]);
     for (const resolve of this.listeners) resolve();
     this.listeners.clear();

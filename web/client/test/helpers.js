@@ -20,10 +20,10 @@ export function buildRoomlog() {
   return { dir, bin };
 }
 
-/** An HS256 JWT, as roomlog token makes them. */
-export function token(sub, rooms = ['*'], ttlSeconds = 3600) {
+/** An HS256 JWT, as roomlog token makes them; claims adds others ({admin: true}). */
+export function token(sub, rooms = ['*'], ttlSeconds = 3600, claims = {}) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, rooms, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, rooms, exp: Math.floor(Date.now() / 1000) + ttlSeconds, ...claims })}`;
   return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
 }
 

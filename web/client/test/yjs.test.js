@@ -141,3 +141,57 @@ test('a long replay is applied in a few transactions, and the saved cursor is ne
     await stop(proc);
   }
 });
+
+test('snapshots: a member publishes one every N events; a newcomer starts at it; compaction keeps the document whole', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'yjs-snap.db'), port);
+  const mk = async (user, store = new MemoryStore()) => {
+    const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-s`, store, ackInterval: 50 });
+    const doc = new Y.Doc();
+    const provider = new RoomlogProvider(client, 'doc:snap', doc, { snapshotEvery: 100, snapshotIdle: 200, saveDelay: 1 });
+    await client.start();
+    await provider.start();
+    await provider.whenSynced();
+    return { client, doc, provider, text: doc.getText('t'), async close() { await provider.destroy(); client.close(); } };
+  };
+  const a = await mk('alice');
+  // A member that saved its document early on, and goes away.
+  const oldStore = new MemoryStore();
+  const old = await mk('olga', oldStore);
+  a.text.insert(0, 'start ');
+  await until(() => old.text.toString() === 'start ', 'olga has the start');
+  await old.provider.save();
+  await old.close();
+  const members = [a];
+  try {
+    for (let i = 0; i < 250; i++) a.text.insert(a.text.length, String(i % 10));
+    await until(() => a.client.outstanding === 0, 'the updates acked');
+    const want = a.text.toString();
+    const room = await a.provider.joined();
+    await until(async () => (await room.latestSnapshot())?.body?.events >= 200, 'a snapshot every 100 events', 20000);
+    // A newcomer with nothing saved starts at the latest snapshot.
+    const b = await mk('bob');
+    members.push(b);
+    assert.equal(b.text.toString(), want);
+    assert.ok((await b.provider.joined()).snapshot, 'bob joined from a snapshot');
+    assert.ok(b.provider.events >= 250, `bob counts ${b.provider.events} events, as one who read them all`);
+    // An operator compacts; olga comes back with a cursor from before it.
+    const res = await fetch(`http://127.0.0.1:${port}/v1/rooms/doc:snap/compact`, { method: 'POST', headers: { Authorization: `Bearer ${token('ops', [], 3600, { admin: true })}` } });
+    const compacted = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(compacted));
+    assert.ok(compacted.removed > 200, JSON.stringify(compacted));
+    const back = await mk('olga', oldStore);
+    members.push(back);
+    assert.equal((await back.provider.joined()).cursorTooOld, true);
+    assert.equal(back.text.toString(), want, 'the snapshot fills the gap the compaction made');
+    const c = await mk('carol');
+    members.push(c);
+    assert.equal(c.text.toString(), want);
+    // Everyone goes on editing together.
+    c.text.insert(0, '> ');
+    await until(() => members.every((m) => m.text.toString() === `> ${want}`), 'all converge after the compaction');
+  } finally {
+    for (const m of members) await m.close();
+    await stop(proc);
+  }
+});
