@@ -122,9 +122,10 @@ type BoltLog struct {
 
 	watches watchers
 
-	// compactChunk is how many events one compaction step removes (defaultCompactChunk); a test
-	// hook, set right after Open.
-	compactChunk int
+	// compactChunk is how many events one compaction step removes (defaultCompactChunk), and
+	// verifyChunk how many Verify checks per read transaction (defaultVerifyChunk); test hooks,
+	// set right after Open.
+	compactChunk, verifyChunk int
 
 	// Owned by the writer goroutine.
 	failures int // failed commits in a row
@@ -158,6 +159,7 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		opts:         opts,
 		done:         make(chan struct{}),
 		compactChunk: defaultCompactChunk,
+		verifyChunk:  defaultVerifyChunk,
 		ids:          idSource{now: opts.Now},
 	}
 	if err := l.load(); err != nil {

@@ -8,8 +8,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// verifyChunk is how many events Verify checks in one read transaction.
-const verifyChunk = 4096
+// defaultVerifyChunk is how many events Verify checks in one read transaction.
+const defaultVerifyChunk = 4096
 
 // Verify implements Log. For each room it checks, event by event, that keys are ids in strictly
 // increasing order, that every record decodes, and that every stored hash equals the hash
@@ -168,14 +168,25 @@ func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor,
 				k, v = c.First()
 			} else {
 				// Resume after the last verified event.
-				k, _ = c.Seek(last[:])
-				if !bytes.Equal(k, last[:]) {
+				k, v = c.Seek(last[:])
+				switch floor, err := roomFloor(b); {
+				case bytes.Equal(k, last[:]):
+					k, v = c.Next()
+				case err == nil && floor.ID.Compare(last) >= 0:
+					// A compaction ran meanwhile and removed it: go on from the new floor (Seek
+					// found the first event after it).
+					prev, last, count = floor.Hash, floor.ID, floor.Count
+					rep.Compacted += floor.Count - removed
+					removed = floor.Count
+					if brk = anchorsBelowFloor(room, at, floor); brk != nil {
+						return nil
+					}
+				default:
 					broken(last, "event vanished during verification")
 					return nil
 				}
-				k, v = c.Next()
 			}
-			for n := 0; n < verifyChunk; n++ {
+			for n := 0; n < l.verifyChunk; n++ {
 				if k == nil || len(k) == 17 && k[0] >= keyFloor[0] { // the room's own entries follow its events
 					done = true
 					return nil
