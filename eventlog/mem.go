@@ -243,6 +243,11 @@ func (l *MemLog) Contains(ctx context.Context, room string, id ID) (bool, error)
 
 // Head implements Log.
 func (l *MemLog) Head(ctx context.Context, room string) (Head, error) {
+	return l.roomMark(room, func(r *memRoom) Head { return r.head })
+}
+
+// roomMark returns one of a room's marks (head or floor); the zero Head for an unknown room.
+func (l *MemLog) roomMark(room string, mark func(*memRoom) Head) (Head, error) {
 	if err := checkRead(room, 1); err != nil {
 		return Head{}, err
 	}
@@ -252,7 +257,7 @@ func (l *MemLog) Head(ctx context.Context, room string) (Head, error) {
 		return Head{}, ErrClosed
 	}
 	if r := l.rooms[room]; r != nil {
-		return r.head, nil
+		return mark(r), nil
 	}
 	return Head{}, nil
 }
@@ -447,18 +452,7 @@ func (l *MemLog) LatestSnapshot(ctx context.Context, room string) (Event, bool, 
 
 // Floor implements Compactor.
 func (l *MemLog) Floor(ctx context.Context, room string) (Head, error) {
-	if err := checkRead(room, 1); err != nil {
-		return Head{}, err
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.closed {
-		return Head{}, ErrClosed
-	}
-	if r := l.rooms[room]; r != nil {
-		return r.floor, nil
-	}
-	return Head{}, nil
+	return l.roomMark(room, func(r *memRoom) Head { return r.floor })
 }
 
 // Compact implements Compactor, in one step.

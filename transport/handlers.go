@@ -181,15 +181,23 @@ func (c *conn) leave(f *wire.ClientFrame) {
 	c.reply(&wire.Reply{Type: "left", Ref: f.Ref, Room: f.Room})
 }
 
-func (c *conn) presence(f *wire.ClientFrame) {
+// joinedRoom checks the room name and that this connection joined it (for doing what); false
+// means an error was sent.
+func (c *conn) joinedRoom(f *wire.ClientFrame, doing string) bool {
 	if !c.checkRoom(f) {
-		return
+		return false
 	}
 	c.mu.Lock()
 	_, joined := c.streams[f.Room]
 	c.mu.Unlock()
 	if !joined {
-		c.replyError(f.Ref, wire.CodeNotJoined, "join %q before setting presence in it", f.Room)
+		c.replyError(f.Ref, wire.CodeNotJoined, "join %q before %s", f.Room, doing)
+	}
+	return joined
+}
+
+func (c *conn) presence(f *wire.ClientFrame) {
+	if !c.joinedRoom(f, "setting presence in it") {
 		return
 	}
 	if !c.checkPresence(f.Ref, json.RawMessage(f.State)) || !c.allowWrite(f.Ref) {

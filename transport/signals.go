@@ -18,14 +18,7 @@ const MaxSignal = MaxPresence
 // signal relays a member's signal to the room's other members. It is answered (ok) only when it
 // has a ref: a signal is best effort, and awareness sends many.
 func (c *conn) signal(f *wire.ClientFrame) {
-	if !c.checkRoom(f) {
-		return
-	}
-	c.mu.Lock()
-	_, joined := c.streams[f.Room]
-	c.mu.Unlock()
-	if !joined {
-		c.replyError(f.Ref, wire.CodeNotJoined, "join %q before sending signals to it", f.Room)
+	if !c.joinedRoom(f, "sending signals to it") {
 		return
 	}
 	body := json.RawMessage(f.Body)

@@ -45,27 +45,17 @@ export interface Store {
   setState(name: string, value: unknown): Promise<void>;
 }
 
+// Each store class declares only what it adds: its Store methods come from an interface of the
+// same name, which TypeScript merges into the class.
+
 /** In memory: a reload starts afresh. */
-export class MemoryStore implements Store {
-  cursor(room: string): Promise<string>;
-  setCursor(room: string, id: string): Promise<void>;
-  addOutgoing(entry: Outgoing): Promise<void>;
-  removeOutgoing(key: string): Promise<void>;
-  outgoing(): Promise<Outgoing[]>;
-  getState(name: string): Promise<unknown>;
-  setState(name: string, value: unknown): Promise<void>;
-}
+export interface MemoryStore extends Store {}
+export class MemoryStore {}
 
 /** In IndexedDB (database "roomlog:" + name), for browsers. */
-export class IndexedDBStore implements Store {
+export interface IndexedDBStore extends Store {}
+export class IndexedDBStore {
   constructor(name: string, factory?: IDBFactory);
-  cursor(room: string): Promise<string>;
-  setCursor(room: string, id: string): Promise<void>;
-  addOutgoing(entry: Outgoing): Promise<void>;
-  removeOutgoing(key: string): Promise<void>;
-  outgoing(): Promise<Outgoing[]>;
-  getState(name: string): Promise<unknown>;
-  setState(name: string, value: unknown): Promise<void>;
   close(): Promise<void>;
 }
 
