@@ -9,14 +9,9 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-// compactor is l as a Compactor; the test is skipped for a backend without that role.
 func compactor(t *testing.T, l eventlog.Log) eventlog.Compactor {
 	t.Helper()
-	c, ok := l.(eventlog.Compactor)
-	if !ok {
-		t.Skip("the backend is not an eventlog.Compactor")
-	}
-	return c
+	return role[eventlog.Compactor](t, l)
 }
 
 // snapshotOf is a snapshot append covering id, with state.

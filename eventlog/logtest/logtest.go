@@ -98,34 +98,27 @@ func closeAtEnd(t *testing.T, l *eventlog.Log) {
 	})
 }
 
-// auditor is l as an Auditor; the test is skipped for a backend without that role.
+// role is l in an optional storage role R; the test is skipped for a backend without it.
+func role[R any](t *testing.T, l eventlog.Log) R {
+	t.Helper()
+	r, ok := l.(R)
+	if !ok {
+		t.Skipf("the backend is not an %T", (*R)(nil))
+	}
+	return r
+}
+
 func auditor(t *testing.T, l eventlog.Log) eventlog.Auditor {
 	t.Helper()
-	a, ok := l.(eventlog.Auditor)
-	if !ok {
-		t.Skip("the backend is not an eventlog.Auditor")
-	}
-	return a
+	return role[eventlog.Auditor](t, l)
 }
-
-// cursors is l as Cursors; the test is skipped for a backend without that role.
 func cursors(t *testing.T, l eventlog.Log) eventlog.Cursors {
 	t.Helper()
-	c, ok := l.(eventlog.Cursors)
-	if !ok {
-		t.Skip("the backend keeps no eventlog.Cursors")
-	}
-	return c
+	return role[eventlog.Cursors](t, l)
 }
-
-// sessionIndex is l as a SessionIndex; the test is skipped for a backend without that role.
 func sessionIndex(t *testing.T, l eventlog.Log) eventlog.SessionIndex {
 	t.Helper()
-	x, ok := l.(eventlog.SessionIndex)
-	if !ok {
-		t.Skip("the backend is not an eventlog.SessionIndex")
-	}
-	return x
+	return role[eventlog.SessionIndex](t, l)
 }
 
 func ctx(t *testing.T) context.Context {
