@@ -3,8 +3,6 @@ package eventlog
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -162,10 +160,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 		s.done = false // more to remove, in the next step
 		return nil
 	}
-	body, _ := json.Marshal(compactionBody{
-		Snapshot: snap.String(), Floor: floor.ID.String(), Hash: hex.EncodeToString(floor.Hash[:]),
-		Count: floor.Count, Removed: s.result.Removed,
-	})
+	body := CompactionBody(snap, floor, s.result.Removed)
 	req, err := normalize(AppendRequest{Room: s.room, User: s.by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return err

@@ -2,8 +2,6 @@ package eventlog
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -385,39 +383,31 @@ func (l *MemLog) Verify(ctx context.Context, room string, anchors ...Anchor) (Ve
 	slices.Sort(names)
 	for _, name := range names {
 		r := l.rooms[name]
-		at := anchorsAt(byRoom[name])
 		delete(byRoom, name)
-		prev := r.floor.Hash
 		rep.Compacted += r.floor.Count
-		if brk := anchorsBelowFloor(name, at, r.floor); brk != nil {
+		check, brk := NewChainCheck(name, r.floor, anchors)
+		for i := 0; brk == nil && i < len(r.ids); i++ {
+			ev := Event{ID: r.ids[i], Room: name}
+			if err := decodeRecord(&ev, r.records[i]); err != nil {
+				return rep, fmt.Errorf("eventlog: verify: %w", err)
+			}
+			brk = check.Next(&ev, r.records[i])
+		}
+		if brk == nil {
+			brk = check.End(r.head)
+		}
+		if brk != nil {
 			rep.Broken = brk
 			return rep, nil
 		}
-		for i, id := range r.ids {
-			rec := r.records[i]
-			want := chainHash(rec, &prev, name, id)
-			if [32]byte(rec[hashOffset:fieldsOffset]) != want {
-				rep.Broken = &Break{Room: name, ID: id, Reason: "hash does not chain to the previous event"}
-				return rep, nil
-			}
-			prev = want
-			if brk := checkAnchor(name, at, r.floor.Count+uint64(i+1), id, prev); brk != nil {
-				rep.Broken = brk
-				return rep, nil
-			}
-			if rep.First.IsZero() || id.Compare(rep.First) < 0 {
-				rep.First = id
-			}
-			if id.Compare(rep.Last) > 0 {
-				rep.Last = id
-			}
+		if rep.First.IsZero() || check.First.Compare(rep.First) < 0 {
+			rep.First = check.First
 		}
-		if brk := anchorsPast(name, at, r.floor.Count+uint64(len(r.ids))); brk != nil {
-			rep.Broken = brk
-			return rep, nil
+		if n := len(r.ids); n > 0 && r.ids[n-1].Compare(rep.Last) > 0 {
+			rep.Last = r.ids[n-1]
 		}
 		rep.Rooms++
-		rep.Events += uint64(len(r.ids))
+		rep.Events += check.Checked()
 	}
 	rep.Broken = anchoredRoomsMissing(byRoom)
 	return rep, nil
@@ -494,10 +484,7 @@ func (l *MemLog) compactLocked(room, by string) (CompactResult, error) {
 	r.floor = Head{ID: r.ids[n-1], Hash: [32]byte(last[hashOffset:fieldsOffset]), Count: r.floor.Count + uint64(n)}
 	r.records, r.ids = slices.Clone(r.records[n:]), slices.Clone(r.ids[n:])
 	res.Floor, res.Removed = r.floor, n
-	body, _ := json.Marshal(compactionBody{
-		Snapshot: r.snapshot.String(), Floor: r.floor.ID.String(), Hash: hex.EncodeToString(r.floor.Hash[:]),
-		Count: r.floor.Count, Removed: n,
-	})
+	body := CompactionBody(r.snapshot, r.floor, n)
 	req, err := normalize(AppendRequest{Room: room, User: by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return res, err

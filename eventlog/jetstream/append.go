@@ -1,0 +1,435 @@
+package jetstream
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// maxBatchBytes bounds the data of one atomic batch, well inside JetStream's limits.
+const maxBatchBytes = 1 << 20
+
+// Error codes of JetStream's publish answers that mean "another append came first".
+const (
+	errWrongLastSequence           = 10071
+	errWrongLastSequenceReplicated = 10164
+)
+
+// appendOp is an append waiting in its room's queue.
+type appendOp struct {
+	req eventlog.AppendRequest // normalized
+	p   *eventlog.Pending
+	// compaction, for Compact's record only: the floor it moves the room to, published with the
+	// record, conditional on the floor marker's sequence as Compact read it.
+	compaction *compaction
+}
+
+// compaction is what a compaction record moves.
+type compaction struct {
+	floor    eventlog.Head
+	floorSeq uint64 // the floor marker's last sequence when Compact read it (0: none)
+}
+
+// roomWriter appends one room's queued requests, a batch at a time, in queue order. At most one
+// runs per room on a node (Log.writers); it ends when the queue is empty.
+type roomWriter struct {
+	room  string
+	queue []*appendOp // guarded by Log.mu
+	head  *roomHead   // the room's head as of this writer's last append; nil: read it again
+}
+
+// roomHead is the end of a room: its last event and that event's stream sequence (0 for an
+// empty room).
+type roomHead struct {
+	eventlog.Head
+	seq uint64
+}
+
+// Append implements eventlog.Log.
+func (l *Log) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
+	return l.AppendAsync(req).Wait(ctx)
+}
+
+// AppendAsync implements eventlog.Log.
+func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
+	req, err := eventlog.Normalize(req, l.opts.MaxBody)
+	if err != nil {
+		return eventlog.Failed(fmt.Errorf("eventlog/jetstream: append: %w", err))
+	}
+	return l.enqueue(&appendOp{req: req, p: eventlog.NewPending()})
+}
+
+// enqueue queues op in its room's writer, starting one if none runs.
+func (l *Log) enqueue(op *appendOp) *eventlog.Pending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return eventlog.Failed(eventlog.ErrClosed)
+	}
+	w := l.writers[op.req.Room]
+	if w == nil {
+		w = &roomWriter{room: op.req.Room}
+		l.writers[op.req.Room] = w
+		l.wg.Add(1)
+		go l.runWriter(w)
+	}
+	w.queue = append(w.queue, op)
+	return op.p
+}
+
+// runWriter appends w's queue until it is empty.
+func (l *Log) runWriter(w *roomWriter) {
+	defer l.wg.Done()
+	for {
+		l.mu.Lock()
+		n := min(len(w.queue), l.opts.MaxBatch)
+		if n == 0 {
+			delete(l.writers, w.room)
+			l.mu.Unlock()
+			return
+		}
+		ops := w.queue[:n:n]
+		w.queue = w.queue[n:]
+		l.mu.Unlock()
+		l.appendBatch(w, ops)
+	}
+}
+
+// planned is one op's part of a batch: an event to publish, or an outcome known already.
+type planned struct {
+	op     *appendOp
+	ev     eventlog.Event
+	msg    int // index of its event message in the batch; -1 when not published
+	dupOf  *planned
+	result eventlog.AppendResult
+	err    error
+}
+
+// appendBatch appends ops, conditional on the room's head, retrying when another append came
+// first, and completes every op.
+func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
+	defer cancel()
+	var err error
+	for attempt := 0; ; attempt++ {
+		if w.head == nil {
+			if w.head, err = l.leaderHead(ctx, w.room); err != nil {
+				break
+			}
+		}
+		var plan []*planned
+		var msgs []*nats.Msg
+		if plan, msgs, err = l.plan(ctx, w, ops); err != nil {
+			break
+		}
+		if len(msgs) == 0 {
+			complete(plan)
+			return
+		}
+		start := time.Now()
+		var last uint64
+		last, err = l.publish(ctx, msgs)
+		conflict := isConflict(err)
+		if l.opts.OnRequest != nil {
+			l.opts.OnRequest(time.Since(start), conflict)
+		}
+		if err == nil {
+			l.committed(w, plan, last, len(msgs))
+			return
+		}
+		w.head = nil
+		if !conflict || attempt >= maxRetries {
+			// The outcome is unknown (a lost answer, a leader change): the batch landed if the
+			// room now holds its first event.
+			if ok, lerr := l.landed(ctx, w.room, plan); lerr == nil && ok {
+				err = nil
+				if w.head, err = l.leaderHead(ctx, w.room); err == nil {
+					l.committedAt(plan, w.head)
+					return
+				}
+			}
+			break
+		}
+		time.Sleep(time.Duration(attempt) * time.Millisecond) // let the other append finish
+	}
+	for _, op := range ops {
+		op.p.Complete(eventlog.AppendResult{}, fmt.Errorf("eventlog/jetstream: append to %q: %w", w.room, err))
+	}
+}
+
+// plan decides each op's outcome against the room's head as w knows it: a duplicate of a key
+// seen, a conflict with Expect, or a new event; it returns the messages of the batch.
+func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*planned, []*nats.Msg, error) {
+	head := *w.head
+	byKey := map[string]*planned{}
+	plan := make([]*planned, 0, len(ops))
+	var msgs []*nats.Msg
+	bytes := 0
+	for i, op := range ops {
+		p := &planned{op: op, msg: -1}
+		plan = append(plan, p)
+		req := &op.req
+		var keySeq uint64 // the key subject's last sequence, expected by the new marker
+		if req.Key != "" {
+			subj := l.subj.key(req.Room, req.User, req.Key)
+			if first := byKey[subj]; first != nil {
+				p.dupOf = first
+				continue
+			}
+			dup, seq, err := l.findKey(ctx, req.Room, subj)
+			if err != nil {
+				return nil, nil, err
+			}
+			if dup != nil {
+				p.result = eventlog.AppendResult{Event: *dup, Duplicate: true}
+				continue
+			}
+			keySeq = seq
+			byKey[subj] = p
+		}
+		if req.Expect != nil && *req.Expect != head.ID {
+			p.err = &eventlog.ConflictError{Room: req.Room, Head: head.ID}
+			continue
+		}
+		if op.compaction != nil {
+			if moved, err := l.floorMoved(ctx, req.Room, op.compaction.floorSeq); err != nil || moved {
+				p.err = cmp.Or(err, errFloorMoved)
+				continue
+			}
+		}
+		if i > 0 && bytes+len(req.Body) > maxBatchBytes {
+			// Too much for one batch: put the rest back, in order, for the next.
+			l.requeue(w, ops[i:])
+			plan = plan[:len(plan)-1]
+			break
+		}
+		bytes += len(req.Body)
+		id := l.ids.next(head.ID, head.seq)
+		rec := eventlog.EncodeRecord(nil, req)
+		hash := eventlog.ChainRecord(rec, &head.Hash, req.Room, id)
+		p.ev = eventlog.Event{ID: id, Hash: hash}
+		if err := eventlog.DecodeRecord(&p.ev, rec); err != nil {
+			return nil, nil, err
+		}
+		p.ev.Room = req.Room
+		msgs = append(msgs, l.markers(op, id, keySeq)...)
+		ev := nats.NewMsg(l.subj.events(req.Room))
+		ev.Header.Set(hdrID, id.String())
+		ev.Header.Set(hdrCount, strconv.FormatUint(head.Count+1, 10))
+		if len(msgs) == 0 || !hasEvent(msgs, l.subj.events(req.Room)) {
+			ev.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(head.seq, 10))
+		}
+		ev.Data = rec
+		p.msg = len(msgs)
+		msgs = append(msgs, ev)
+		head = roomHead{Head: eventlog.Head{ID: id, Hash: hash, Count: head.Count + 1}}
+	}
+	return plan, msgs, nil
+}
+
+func hasEvent(msgs []*nats.Msg, subject string) bool {
+	for _, m := range msgs {
+		if m.Subject == subject {
+			return true
+		}
+	}
+	return false
+}
+
+// requeue puts ops back at the front of w's queue.
+func (l *Log) requeue(w *roomWriter, ops []*appendOp) {
+	l.mu.Lock()
+	w.queue = append(append([]*appendOp{}, ops...), w.queue...)
+	l.mu.Unlock()
+}
+
+// markers are the messages published with an event, just before it (see the package comment):
+// its snapshot pointer, its membership marker, and its key marker last, so that the event is
+// the message right after its key marker.
+func (l *Log) markers(op *appendOp, id eventlog.ID, keySeq uint64) []*nats.Msg {
+	req := &op.req
+	var out []*nats.Msg
+	if c := op.compaction; c != nil {
+		m := nats.NewMsg(l.subj.floor(req.Room))
+		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(c.floorSeq, 10))
+		m.Data = encodeFloor(c.floor)
+		out = append(out, m)
+	}
+	switch req.Kind {
+	case eventlog.KindSnapshot:
+		m := nats.NewMsg(l.subj.snapshot(req.Room))
+		m.Data = id[:]
+		out = append(out, m)
+	case eventlog.KindJoin, eventlog.KindLeave:
+		m := nats.NewMsg(l.subj.session(req.Room, req.User, req.Session))
+		if req.Kind == eventlog.KindJoin {
+			m.Data, _ = json.Marshal(sessionMarker{User: req.User, Session: req.Session, Joined: id})
+		}
+		out = append(out, m)
+	}
+	if req.Key != "" {
+		m := nats.NewMsg(l.subj.key(req.Room, req.User, req.Key))
+		m.Header.Set("Nats-TTL", (l.opts.KeyRetention + time.Hour).Round(time.Second).String())
+		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(keySeq, 10))
+		m.Data = binary.BigEndian.AppendUint64(nil, uint64(l.opts.Now().UnixMilli()))
+		m.Data = append(m.Data, id[:]...)
+		out = append(out, m)
+	}
+	return out
+}
+
+// findKey looks up an idempotency key marker: the first event appended with the key when the key
+// is within its retention; otherwise nil, and the marker's sequence when an expired one is
+// still stored (a new marker replaces it).
+func (l *Log) findKey(ctx context.Context, room, subj string) (*eventlog.Event, uint64, error) {
+	m, err := l.leader(ctx, getRequest{LastFor: subj})
+	if err != nil || m == nil {
+		return nil, 0, err
+	}
+	if len(m.data) != 8+16 {
+		return nil, 0, fmt.Errorf("%w: key marker %d is %d bytes", eventlog.ErrCorrupt, m.seq, len(m.data))
+	}
+	at := time.UnixMilli(int64(binary.BigEndian.Uint64(m.data)))
+	if l.opts.Now().Sub(at) >= l.opts.KeyRetention {
+		return nil, m.seq, nil
+	}
+	id := eventlog.ID(m.data[8:])
+	ev, err := l.leader(ctx, getRequest{Seq: m.seq + 1})
+	if err == nil && ev != nil && ev.id() == id {
+		e, err := ev.event(room)
+		return &e, 0, err
+	}
+	// Not where the batch put it: removed by a compaction. The key still dedupes; the event it
+	// names is gone, so only its id comes back.
+	return &eventlog.Event{ID: id, Room: room}, 0, nil
+}
+
+// leaderHead reads the room's head from the stream leader.
+func (l *Log) leaderHead(ctx context.Context, room string) (*roomHead, error) {
+	m, err := l.leader(ctx, getRequest{LastFor: l.subj.events(room)})
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return &roomHead{}, nil
+	}
+	ev, err := m.event(room)
+	if err != nil {
+		return nil, err
+	}
+	return &roomHead{Head: eventlog.Head{ID: ev.ID, Hash: ev.Hash, Count: m.count()}, seq: m.seq}, nil
+}
+
+// committed completes the plan of a batch of n messages stored up to stream sequence last.
+func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
+	first := last - uint64(n) + 1
+	l.ids.seen(last)
+	for _, p := range plan {
+		if p.msg >= 0 {
+			w.head = &roomHead{Head: eventlog.Head{ID: p.ev.ID, Hash: p.ev.Hash, Count: w.head.Count + 1}, seq: first + uint64(p.msg)}
+		}
+	}
+	l.watch.appended(w.room, last)
+	complete(plan)
+}
+
+// committedAt completes a plan found stored after an unknown outcome; head is the room's head
+// read since.
+func (l *Log) committedAt(plan []*planned, head *roomHead) {
+	l.ids.seen(head.seq)
+	l.watch.appended(plan[0].op.req.Room, head.seq)
+	complete(plan)
+}
+
+// complete completes every op of plan with its outcome.
+func complete(plan []*planned) {
+	for _, p := range plan {
+		switch {
+		case p.err != nil:
+			p.op.p.Complete(eventlog.AppendResult{}, p.err)
+		case p.dupOf != nil:
+			if p.dupOf.err != nil {
+				p.op.p.Complete(eventlog.AppendResult{}, p.dupOf.err)
+			} else {
+				p.op.p.Complete(eventlog.AppendResult{Event: resultOf(p.dupOf).Event, Duplicate: true}, nil)
+			}
+		default:
+			p.op.p.Complete(resultOf(p), nil)
+		}
+	}
+}
+
+func resultOf(p *planned) eventlog.AppendResult {
+	if p.msg >= 0 {
+		return eventlog.AppendResult{Event: p.ev}
+	}
+	return p.result
+}
+
+// landed reports whether the first event of plan is in the room: a batch whose answer was lost
+// was stored after all (batches are atomic, so all of it was).
+func (l *Log) landed(ctx context.Context, room string, plan []*planned) (bool, error) {
+	for _, p := range plan {
+		if p.msg >= 0 {
+			return l.Contains(ctx, room, p.ev.ID)
+		}
+	}
+	return false, nil
+}
+
+// pubAck is JetStream's answer to a publish.
+type pubAck struct {
+	Error *apiError `json:"error"`
+	Seq   uint64    `json:"seq"`
+}
+
+// publish publishes msgs as one atomic batch (one message is published alone) and returns the
+// stream sequence of the last.
+func (l *Log) publish(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	if len(msgs) > 1 {
+		batch := nuid.Next()
+		for i, m := range msgs {
+			m.Header.Set("Nats-Batch-Id", batch)
+			m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+			if i < len(msgs)-1 {
+				if err := l.nc.PublishMsg(m); err != nil {
+					return 0, err
+				}
+			}
+		}
+		msgs[len(msgs)-1].Header.Set("Nats-Batch-Commit", "1")
+	}
+	resp, err := l.nc.RequestMsgWithContext(ctx, msgs[len(msgs)-1])
+	if err != nil {
+		return 0, err
+	}
+	var ack pubAck
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	if ack.Error != nil {
+		return 0, ack.Error
+	}
+	return ack.Seq, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *apiError
+	return errors.As(err, &apiErr) && (apiErr.ErrCode == errWrongLastSequence || apiErr.ErrCode == errWrongLastSequenceReplicated)
+}
+
+// sessionMarker is the data of a membership marker.
+type sessionMarker struct {
+	User    string      `json:"user"`
+	Session string      `json:"session"`
+	Joined  eventlog.ID `json:"joined"`
+}

@@ -1,0 +1,168 @@
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// Headers of a stored event.
+const (
+	hdrID    = "Rl-Id"
+	hdrCount = "Rl-N"
+)
+
+// maxGetBytes bounds the bytes of one batched direct get.
+const maxGetBytes = 8 << 20
+
+// stored is a message of the stream as a get returns it.
+type stored struct {
+	seq  uint64
+	subj string
+	hdr  nats.Header
+	data []byte
+}
+
+// getRequest is JetStream's message get request (JSApiMsgGetRequest in nats-server).
+type getRequest struct {
+	Seq       uint64   `json:"seq,omitempty"`
+	LastFor   string   `json:"last_by_subj,omitempty"`
+	NextFor   string   `json:"next_by_subj,omitempty"`
+	Batch     int      `json:"batch,omitempty"`
+	MaxBytes  int      `json:"max_bytes,omitempty"`
+	MultiLast []string `json:"multi_last,omitempty"`
+	UpToSeq   uint64   `json:"up_to_seq,omitempty"`
+}
+
+// errStatus is a direct get answered with a status other than found.
+type errStatus struct{ status, what string }
+
+func (e *errStatus) Error() string { return "direct get: " + e.status + " " + e.what }
+
+// direct runs a batched direct get and returns the messages it found, in sequence order; none
+// (and no error) when nothing matched. Any replica may answer it.
+func (l *Log) direct(ctx context.Context, req getRequest) ([]stored, error) {
+	ctx, cancel := l.ctx(ctx)
+	defer cancel()
+	single := req.Batch == 0 && len(req.MultiLast) == 0 // answered by one message, without an end
+	if !single {
+		req.MaxBytes = maxGetBytes
+	}
+	body, _ := json.Marshal(req)
+	inbox := l.nc.NewRespInbox()
+	sub, err := l.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+l.opts.Stream, inbox, body); err != nil {
+		return nil, err
+	}
+	var out []stored
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("direct get: %w", err)
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+			switch m.Header.Get("Status") {
+			case "204": // end of batch
+				return out, nil
+			case "404":
+				return out, nil
+			default:
+				return nil, &errStatus{m.Header.Get("Status"), m.Header.Get("Description")}
+			}
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("direct get: a message without its sequence")
+		}
+		out = append(out, stored{seq: seq, subj: m.Header.Get("Nats-Subject"), hdr: m.Header, data: m.Data})
+		if single {
+			return out, nil
+		}
+	}
+}
+
+// leader reads one message from the stream leader: never behind, unlike a replica. Nil when
+// there is none.
+func (l *Log) leader(ctx context.Context, req getRequest) (*stored, error) {
+	ctx, cancel := l.ctx(ctx)
+	defer cancel()
+	body, _ := json.Marshal(req)
+	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+l.opts.Stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("message get: %w", err)
+	}
+	var r struct {
+		Error   *apiError `json:"error"`
+		Message *struct {
+			Subject  string `json:"subject"`
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("message get: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrCode == 10037 { // no message found
+			return nil, nil
+		}
+		return nil, r.Error
+	}
+	if r.Message == nil {
+		return nil, errors.New("message get: an empty answer")
+	}
+	m := &stored{seq: r.Message.Sequence, subj: r.Message.Subject, data: r.Message.Data}
+	if len(r.Message.Header) > 0 {
+		if m.hdr, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
+			return nil, fmt.Errorf("message get: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// apiError is the error of a JetStream API answer.
+type apiError struct {
+	Code        int    `json:"code"`
+	ErrCode     uint16 `json:"err_code"`
+	Description string `json:"description"`
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("jetstream: %s (%d/%d)", e.Description, e.Code, e.ErrCode)
+}
+
+// event decodes a stored event of room.
+func (m *stored) event(room string) (eventlog.Event, error) {
+	ev := eventlog.Event{Room: room}
+	id, err := eventlog.ParseID(m.hdr.Get(hdrID))
+	if err != nil || id.IsZero() {
+		return ev, fmt.Errorf("%w: stream message %d of room %q has no event id", eventlog.ErrCorrupt, m.seq, room)
+	}
+	ev.ID = id
+	if err := eventlog.DecodeRecord(&ev, m.data); err != nil {
+		return ev, fmt.Errorf("%w: stream message %d (%s): %v", eventlog.ErrCorrupt, m.seq, id, err)
+	}
+	return ev, nil
+}
+
+// count is a stored event's position in its room.
+func (m *stored) count() uint64 {
+	n, _ := strconv.ParseUint(m.hdr.Get(hdrCount), 10, 64)
+	return n
+}
+
+// id is a stored event's id (zero when the header is missing).
+func (m *stored) id() eventlog.ID {
+	id, _ := eventlog.ParseID(m.hdr.Get(hdrID))
+	return id
+}

@@ -1,0 +1,219 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// Defaults of Options.
+const (
+	DefaultStream   = "ROOMLOG"
+	DefaultPrefix   = "roomlog"
+	DefaultTimeout  = 10 * time.Second
+	DefaultMaxBatch = 64
+	DefaultBackstop = time.Second
+	maxRetries      = 50 // conditional appends refused before an append gives up
+)
+
+// Options configure Open. The zero value of each field is its default.
+type Options struct {
+	// Stream is the JetStream stream of the log, created when missing. Default DefaultStream.
+	// Nodes of one deployment name the same stream.
+	Stream string
+	// Prefix begins every subject of the stream. Default DefaultPrefix.
+	Prefix string
+	// Replicas is the stream's and bucket's replica count when Open creates them: 0 takes 3 when
+	// the JetStream cluster has three or more servers, else 1. An existing stream keeps its own.
+	Replicas int
+	// MaxBody limits an event body's compact JSON size. Default eventlog.DefaultMaxBody.
+	MaxBody int
+	// KeyRetention is how long idempotency keys are remembered. Default
+	// eventlog.DefaultKeyRetention (24 h).
+	KeyRetention time.Duration
+	// Timeout bounds each request to JetStream that has no deadline of its own. Default 10 s.
+	Timeout time.Duration
+	// MaxBatch bounds the events of one room appended in one atomic batch. Default 64.
+	MaxBatch int
+	// Backstop is how often the node checks that no stored event went unannounced to its
+	// watchers (a republished notice can be lost like any core NATS message). Default 1 s.
+	Backstop time.Duration
+	// Now is the clock of ids and key retention; tests set it. Default time.Now.
+	Now func() time.Time
+	// Logger gets what an operator should know. Default slog.Default().
+	Logger *slog.Logger
+	// OnRequest, when set, is called after every append round trip with its duration and
+	// whether JetStream refused it because another append came first (a retry follows). It
+	// must not block.
+	OnRequest func(took time.Duration, conflict bool)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Stream == "" {
+		o.Stream = DefaultStream
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = eventlog.DefaultMaxBody
+	}
+	if o.KeyRetention <= 0 {
+		o.KeyRetention = eventlog.DefaultKeyRetention
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Backstop <= 0 {
+		o.Backstop = DefaultBackstop
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Log is the event log on a JetStream stream. It is safe for concurrent use; many Logs, in many
+// processes, may share one stream.
+type Log struct {
+	opts   Options
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	acks   jetstream.KeyValue
+	subj   subjects
+	ids    ids
+
+	mu      sync.Mutex
+	closed  bool
+	writers map[string]*roomWriter // rooms with appends queued or in flight
+	wg      sync.WaitGroup         // the room writers
+
+	watch *watchers
+}
+
+var (
+	_ eventlog.Log          = (*Log)(nil)
+	_ eventlog.Cursors      = (*Log)(nil)
+	_ eventlog.SessionIndex = (*Log)(nil)
+	_ eventlog.Auditor      = (*Log)(nil)
+	_ eventlog.Compactor    = (*Log)(nil)
+)
+
+// Open opens the log on nc's JetStream, creating its stream and bucket if they are missing. The
+// caller keeps nc and closes it after Close.
+func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
+	opts = opts.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
+	}
+	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, writers: map[string]*roomWriter{}}
+	l.ids.now = opts.Now
+	if err := l.setup(ctx); err != nil {
+		return nil, err
+	}
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog/jetstream: stream %s: %w", opts.Stream, err)
+	}
+	l.ids.seen(info.State.LastSeq)
+	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// setup creates or checks the stream and the cursor bucket.
+func (l *Log) setup(ctx context.Context) error {
+	cfg := jetstream.StreamConfig{
+		Name:               l.opts.Stream,
+		Description:        "roomlog event log",
+		Subjects:           l.subj.stored(),
+		Storage:            jetstream.FileStorage,
+		Replicas:           l.opts.Replicas,
+		AllowDirect:        true,
+		AllowMsgTTL:        true,
+		AllowAtomicPublish: true,
+		DenyDelete:         true,
+		Discard:            jetstream.DiscardNew,
+		RePublish:          &jetstream.RePublish{Source: l.subj.allEvents(), Destination: l.subj.live(), HeadersOnly: true},
+	}
+	stream, err := l.js.Stream(ctx, l.opts.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = l.createReplicated(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
+	}
+	have := stream.CachedInfo().Config
+	if !have.AllowDirect || !have.AllowAtomicPublish || !have.AllowMsgTTL || have.RePublish == nil {
+		return fmt.Errorf("eventlog/jetstream: stream %s exists without direct gets, atomic batches, message TTLs or republishing: not a roomlog stream", l.opts.Stream)
+	}
+	l.stream = stream
+	l.acks, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: l.opts.Stream + "_ACKS", Description: "roomlog client cursors", Replicas: have.Replicas, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return fmt.Errorf("eventlog/jetstream: bucket %s_ACKS: %w", l.opts.Stream, err)
+	}
+	return nil
+}
+
+// createReplicated creates the stream with cfg.Replicas, or, when that is 0, with three replicas
+// where JetStream has the servers for them and one where it has not.
+func (l *Log) createReplicated(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if cfg.Replicas > 0 {
+		return l.js.CreateStream(ctx, cfg)
+	}
+	cfg.Replicas = 3
+	stream, err := l.js.CreateStream(ctx, cfg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) { // a single server (10074) or too few in the cluster (10023)
+		cfg.Replicas = 1
+		stream, err = l.js.CreateStream(ctx, cfg)
+	}
+	return stream, err
+}
+
+// Close stops taking appends, waits for those queued, and stops the watchers. The connection
+// stays open.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.watch.stop()
+	return nil
+}
+
+// ctx bounds a request whose caller gave no deadline.
+func (l *Log) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := parent.Deadline(); ok {
+		return parent, func() {}
+	}
+	return context.WithTimeout(parent, l.opts.Timeout)
+}
+
+func (l *Log) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}

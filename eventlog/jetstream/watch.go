@@ -1,0 +1,143 @@
+package jetstream
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// watchers signal the Watches of a node when events are stored, by whichever node: the stream
+// republishes the headers of every stored event (on P.live.R), and each node subscribes to them.
+// A republished notice is a core NATS message, which a slow or reconnecting subscriber can lose;
+// a backstop compares the stream's last sequence with the last one announced, once per
+// Options.Backstop, and wakes every watch when one went missing. A woken reader reads after its
+// cursor, so a notice more or less never costs an event.
+type watchers struct {
+	l    *Log
+	sub  *nats.Subscription
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	rooms   map[string]map[*eventlog.Watch]struct{} // "" watches every room
+	seqs    map[string]uint64                       // watched rooms: the last sequence announced
+	highest uint64                                  // the highest sequence announced or appended
+}
+
+func startWatchers(l *Log, last uint64) (*watchers, error) {
+	ws := &watchers{l: l, done: make(chan struct{}), rooms: map[string]map[*eventlog.Watch]struct{}{}, seqs: map[string]uint64{}, highest: last}
+	sub, err := l.nc.Subscribe(l.subj.live(), ws.announced)
+	if err != nil {
+		return nil, err
+	}
+	sub.SetPendingLimits(-1, 64<<20)
+	ws.sub = sub
+	ws.wg.Add(1)
+	go ws.backstop()
+	return ws, nil
+}
+
+// announced handles a republished event header.
+func (ws *watchers) announced(m *nats.Msg) {
+	room, err := ws.l.subj.roomOf(m.Subject)
+	if err != nil {
+		return
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	ws.l.ids.seen(seq)
+	ws.appended(room, seq)
+}
+
+// appended records that room has an event at seq and wakes its watches.
+func (ws *watchers) appended(room string, seq uint64) {
+	ws.mu.Lock()
+	ws.highest = max(ws.highest, seq)
+	if _, ok := ws.seqs[room]; ok {
+		ws.seqs[room] = max(ws.seqs[room], seq)
+	}
+	for w := range ws.rooms[room] {
+		w.Notify()
+	}
+	for w := range ws.rooms[""] {
+		w.Notify()
+	}
+	ws.mu.Unlock()
+}
+
+// known is the last sequence of a watched room this node has seen announced (0 when none, or
+// when the room is not watched here): a read that ends before it read from a replica behind.
+func (ws *watchers) known(room string) uint64 {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.seqs[room]
+}
+
+// add makes a Watch of room.
+func (ws *watchers) add(room string) *eventlog.Watch {
+	w := eventlog.NewWatch(room, ws.remove)
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.rooms[room] == nil {
+		ws.rooms[room] = map[*eventlog.Watch]struct{}{}
+		if room != "" {
+			ws.seqs[room] = 0
+		}
+	}
+	ws.rooms[room][w] = struct{}{}
+	return w
+}
+
+func (ws *watchers) remove(w *eventlog.Watch) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	set := ws.rooms[w.Room()]
+	delete(set, w)
+	if len(set) == 0 {
+		delete(ws.rooms, w.Room())
+		delete(ws.seqs, w.Room())
+	}
+}
+
+// backstop wakes every watch when the stream holds more than was announced.
+func (ws *watchers) backstop() {
+	defer ws.wg.Done()
+	t := time.NewTicker(ws.l.opts.Backstop)
+	defer t.Stop()
+	for {
+		select {
+		case <-ws.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ws.l.opts.Timeout)
+		info, err := ws.l.stream.Info(ctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		ws.mu.Lock()
+		missed := info.State.LastSeq > ws.highest
+		ws.highest = max(ws.highest, info.State.LastSeq)
+		if missed {
+			for _, set := range ws.rooms {
+				for w := range set {
+					w.Notify()
+				}
+			}
+		}
+		ws.mu.Unlock()
+	}
+}
+
+func (ws *watchers) stop() {
+	ws.sub.Unsubscribe()
+	close(ws.done)
+	ws.wg.Wait()
+}
+
+// Watch implements eventlog.Log.
+func (l *Log) Watch(room string) *eventlog.Watch { return l.watch.add(room) }
