@@ -179,9 +179,11 @@ type serverProc struct {
 	done chan struct{}
 }
 
-func startProc(t *testing.T, data string) *serverProc {
+// startProc starts roomlog serve on data; extra flags follow the test's own (and override them).
+func startProc(t *testing.T, data string, extra ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(roomlogBin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", secret, "--grace", "2s", "--publish-rate", "0")
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", secret, "--grace", "2s", "--publish-rate", "0"}, extra...)
+	cmd := exec.Command(roomlogBin, args...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

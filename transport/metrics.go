@@ -24,6 +24,8 @@ type Metrics struct {
 	refusedConns  *prometheus.CounterVec
 	errorReplies  *prometheus.CounterVec
 	signals       *prometheus.CounterVec
+	jsRequests    prometheus.Histogram
+	jsConflicts   prometheus.Counter
 }
 
 func NewMetrics() *Metrics {
@@ -70,12 +72,27 @@ func NewMetrics() *Metrics {
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlog_signals_total", Help: "Ephemeral signals: sent (by members), delivered (to members), dropped (a full send queue).",
 		}, []string{"outcome"}),
+		jsRequests: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomlog_jetstream_append_seconds", Help: "JetStream append round trips (one atomic batch each), with --nats.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		jsConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomlog_jetstream_conflicts_total", Help: "JetStream appends refused because another node appended to the room first (each is retried), with --nats.",
+		}),
 	}
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
-		m.signals,
+		m.signals, m.jsRequests, m.jsConflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveJetStream is a jetstream.Options.OnRequest hook.
+func (m *Metrics) ObserveJetStream(took time.Duration, conflict bool) {
+	m.jsRequests.Observe(took.Seconds())
+	if conflict {
+		m.jsConflicts.Inc()
+	}
 }
 
 // ObserveCommit is an eventlog.Options.OnCommit hook.

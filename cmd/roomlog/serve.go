@@ -19,6 +19,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -26,7 +27,8 @@ import (
 // serveFlags are the settings of roomlog serve.
 type serveFlags struct {
 	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
-	maxFrame, sendQueue                                                                  *int
+	natsURLs, natsStream, natsCreds                                                      *string
+	maxFrame, sendQueue, natsReplicas                                                    *int
 	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
 	publishRate, signalRate                                                              *float64
 	noPoller                                                                             *bool
@@ -36,7 +38,11 @@ func newServeCommand() (*command, *serveFlags) {
 	c := newCommand("serve", "Runs the roomlog server: WebSocket API on /v1/ws, HTTP API, /healthz, /readyz and /metrics.")
 	return c, &serveFlags{
 		addr:         c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address"),
-		data:         c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing)"),
+		data:         c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing); with --nats, only the development secret is kept beside it"),
+		natsURLs:     c.String("nats", "ROOMLOG_NATS", "", "comma-separated NATS server URLs: store the log on their JetStream instead of --data, shared by every node"),
+		natsStream:   c.String("nats-stream", "ROOMLOG_NATS_STREAM", jetstream.DefaultStream, "with --nats: the JetStream stream of the log (created if missing)"),
+		natsReplicas: c.Int("nats-replicas", "ROOMLOG_NATS_REPLICAS", 0, "with --nats: replicas of a stream roomlog creates (0: 3 where JetStream has 3 or more servers, else 1)"),
+		natsCreds:    c.String("nats-creds", "ROOMLOG_NATS_CREDS", "", "with --nats: a NATS credentials file"),
 		secret:       c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
 		publicKeys:   c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
 		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh"),
@@ -71,6 +77,13 @@ func (f *serveFlags) check() error {
 		return errors.New("--signal-rate must be 0 (off) or positive")
 	case *f.sendQueue <= 0:
 		return errors.New("--send-queue must be positive")
+	case *f.natsReplicas < 0 || *f.natsReplicas > 5:
+		return errors.New("--nats-replicas must be 0 (automatic) or 1-5")
+	}
+	for _, u := range splitList(*f.natsURLs) {
+		if !strings.Contains(u, "://") {
+			return fmt.Errorf("--nats: %q is not a URL (nats://host:4222)", u)
+		}
 	}
 	return transport.CheckOrigins(splitList(*f.origins))
 }
@@ -132,6 +145,10 @@ func loadDevSecret(path string) ([]byte, error) {
 // transport.NoRateLimit).
 type serveConfig struct {
 	Addr, Data   string
+	NATS         []string // --nats: the log on JetStream
+	NATSStream   string
+	NATSReplicas int
+	NATSCreds    string
 	Auth         auth.Config
 	DevMode      bool   // no key given: Auth.Secret is the development secret, read once listening
 	JWKSURL      string // a --jwks URL, fetched again every JWKSRefresh
@@ -153,7 +170,8 @@ type serveConfig struct {
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
 func (f *serveFlags) config() (serveConfig, error) {
 	cfg := serveConfig{
-		Addr: *f.addr, Data: *f.data, JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
+		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds,
+		JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
 		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
 		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
 		DebugAddr: *f.debugAddr,
@@ -213,11 +231,12 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	metrics := transport.NewMetrics()
-	log, hub, err := openStorage(ctx, cfg, metrics, logger)
+	store, err := openStorage(ctx, cfg, metrics, logger)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
+	defer store.close()
+	hub := store.hub
 	srv, err := transport.New(transport.Config{
 		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
 		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
@@ -229,7 +248,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	if cfg.DevMode {
 		announceDevMode(logger, cfg.Auth.Secret, devSecretPath(cfg.Data), "http://"+ln.Addr().String()+"/")
 	}
-	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "data", cfg.Data, "version", version)
+	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "log", store.where, "version", version)
 	if cfg.DebugAddr != "" {
 		closeDebug, err := startDebugListener(cfg.DebugAddr, logger)
 		if err != nil {
@@ -259,30 +278,11 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		logger.Error("shutdown", "err", err)
 	}
-	if err := log.Close(); err != nil {
+	if err := store.close(); err != nil {
 		return fmt.Errorf("closing the log: %v", err)
 	}
 	logger.Info("stopped cleanly")
 	return nil
-}
-
-// openStorage opens the data file and the hub on it, and closes the sessions an unclean stop
-// left joined.
-func openStorage(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*eventlog.BoltLog, *rooms.Hub, error) {
-	log, err := eventlog.Open(cfg.Data, eventlog.Options{MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention, OnCommit: metrics.ObserveCommit, Logger: logger})
-	if errors.Is(err, eventlog.ErrLocked) {
-		return nil, nil, fmt.Errorf("%v (is another roomlog serving it? use another --data)", err)
-	} else if err != nil {
-		return nil, nil, err
-	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
-	if n, err := hub.CloseOrphans(ctx); err != nil {
-		log.Close()
-		return nil, nil, fmt.Errorf("closing sessions left by the last run: %v", err)
-	} else if n > 0 {
-		logger.Info("closed sessions left by an unclean stop", "sessions", n)
-	}
-	return log, hub, nil
 }
 
 // orOff turns a flag's 0 (off) into the library's constant for off; other values pass.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -216,4 +217,13 @@ func (l *Log) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.closed
+}
+
+// Health implements eventlog.HealthChecker: appends need the NATS connection up (a node whose
+// connection is down or reconnecting is not ready for clients).
+func (l *Log) Health() error {
+	if st := l.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("NATS connection %s", strings.ToLower(st.String()))
+	}
+	return nil
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/transport"
+)
+
+// storage is the log a server runs on, with its hub.
+type storage struct {
+	log   eventlog.Log
+	hub   *rooms.Hub
+	where string // for the log line: the data file, or the stream and its servers
+	once  sync.Once
+	err   error
+	stop  func() error // releases what the log ran on
+}
+
+// close closes the log and what it ran on, once.
+func (s *storage) close() error {
+	s.once.Do(func() {
+		s.err = s.log.Close()
+		if s.stop != nil {
+			s.err = errors.Join(s.err, s.stop())
+		}
+	})
+	return s.err
+}
+
+// openStorage opens the log (the data file, or JetStream with --nats) and the hub on it.
+func openStorage(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*storage, error) {
+	if len(cfg.NATS) > 0 {
+		return openJetStream(ctx, cfg, metrics, logger)
+	}
+	return openFile(ctx, cfg, metrics, logger)
+}
+
+// openFile opens the data file and the hub on it, and closes the sessions an unclean stop left
+// joined.
+func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*storage, error) {
+	log, err := eventlog.Open(cfg.Data, eventlog.Options{MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention, OnCommit: metrics.ObserveCommit, Logger: logger})
+	if errors.Is(err, eventlog.ErrLocked) {
+		return nil, fmt.Errorf("%v (is another roomlog serving it? use another --data)", err)
+	} else if err != nil {
+		return nil, err
+	}
+	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
+	if n, err := hub.CloseOrphans(ctx); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("closing sessions left by the last run: %v", err)
+	} else if n > 0 {
+		logger.Info("closed sessions left by an unclean stop", "sessions", n)
+	}
+	return &storage{log: log, hub: hub, where: cfg.Data}, nil
+}
+
+// openJetStream connects to NATS and opens the log on its JetStream. Sessions the log records
+// as joined may be served by other nodes now, so none is closed at start-up.
+func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*storage, error) {
+	opts := []nats.Option{
+		nats.Name("roomlog " + version), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { logger.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	urls := strings.Join(cfg.NATS, ",")
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("--nats %s: %v", urls, err)
+	}
+	log, err := jetstream.Open(ctx, nc, jetstream.Options{
+		Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas, MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention,
+		Logger: logger, OnRequest: metrics.ObserveJetStream,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("--nats %s: %v", urls, err)
+	}
+	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
+	stop := func() error { return nc.Drain() }
+	return &storage{log: log, hub: hub, where: "jetstream " + cfg.NATSStream + " on " + nc.ConnectedUrlRedacted(), stop: stop}, nil
+}
