@@ -2,39 +2,89 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
+
+	njs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/internal/natstest"
 )
 
-// Two roomlog nodes on one JetStream: a subscriber on node B gets what a publisher on node A
-// publishes, once and in order; node A is killed (kill -9) mid-load, and its clients, coming back
-// through the load balancer to node B, resume exactly: every acked publish is in the log once,
-// and each subscriber got every message once, in log order.
+// Two roomlog nodes on one JetStream server: a subscriber on node B gets what a publisher on
+// node A publishes, once and in order; node A is killed (kill -9) mid-load, and its clients,
+// coming back through the load balancer to node B, resume exactly: every acked publish is in the
+// log once, and each subscriber got every message once, in log order.
 func TestNodesOnJetStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test skipped in -short mode")
 	}
 	ns := natstest.Start(t)
+	nodesUnderLoad(t, []*natstest.Server{ns}, nil)
+}
+
+// The same on a three-server JetStream cluster (the stream replicated three times) with three
+// roomlog nodes: the stream's leader is killed mid-load, then roomlog node A.
+func TestNodesOnJetStreamCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test skipped in -short mode")
+	}
+	c := natstest.StartCluster(t, 3)
+	nodesUnderLoad(t, c.Servers, func() {
+		js, _ := njs.New(natstest.Connect(t, c.Servers...))
+		stream, err := js.Stream(ctxT(t), jetstream.DefaultStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := stream.Info(ctxT(t))
+		if err != nil || info.Config.Replicas != 3 || info.Cluster == nil {
+			t.Fatalf("stream: %v; want three replicas", err)
+		}
+		for _, s := range c.Servers {
+			if s.Name() == info.Cluster.Leader {
+				t.Logf("killing the stream leader %s", s.Name())
+				s.Shutdown()
+			}
+		}
+	})
+}
+
+// nodesUnderLoad runs a publisher through a load balancer (to node A first) and subscribers on
+// the other nodes and through the load balancer; midway it calls fault (when not nil), then
+// kills node A.
+func nodesUnderLoad(t *testing.T, servers []*natstest.Server, fault func()) {
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.ClientURL())
+	}
+	nats := strings.Join(urls, ",")
 	dir := t.TempDir()
-	a := startProc(t, filepath.Join(dir, "a.db"), "--nats", ns.ClientURL())
-	b := startProc(t, filepath.Join(dir, "b.db"), "--nats", ns.ClientURL())
+	a := startProc(t, filepath.Join(dir, "a.db"), "--nats", nats)
+	others := []*serverProc{startProc(t, filepath.Join(dir, "b.db"), "--nats", nats)}
+	if len(servers) > 1 {
+		others = append(others, startProc(t, filepath.Join(dir, "c.db"), "--nats", nats))
+	}
 	lb := startProxy(t, a.addr) // the load balancer in front of the nodes
 
 	const room, n = "doc:nodes", 400
-	var onB, viaLB collector
-	subB := dial(t, "ws://"+b.addr+"/v1/ws", client.Options{Token: token(t, "carol", "doc:*"), Session: "b-sub"})
-	if _, err := subB.Join(ctxT(t), room, client.JoinOptions{Handler: onB.handle}); err != nil {
-		t.Fatal(err)
-	}
-	subLB := dial(t, lb.url(), client.Options{Token: token(t, "dave", "doc:*"), Session: "lb-sub"})
-	if _, err := subLB.Join(ctxT(t), room, client.JoinOptions{Handler: viaLB.handle}); err != nil {
-		t.Fatal(err)
+	subs := make([]*collector, len(others)+1)
+	var viaLB *client.Client
+	for i := range subs {
+		subs[i] = &collector{}
+		url := lb.url()
+		if i < len(others) {
+			url = "ws://" + others[i].addr + "/v1/ws"
+		}
+		c := dial(t, url, client.Options{Token: token(t, fmt.Sprint("sub", i), "doc:*"), Session: fmt.Sprint("s", i)})
+		if _, err := c.Join(ctxT(t), room, client.JoinOptions{Handler: subs[i].handle}); err != nil {
+			t.Fatal(err)
+		}
+		viaLB = c
 	}
 	pub := dial(t, lb.url(), client.Options{Token: token(t, "erin", "doc:*"), Session: "pub"})
 	acks := make([]client.Ack, n)
@@ -52,29 +102,33 @@ func TestNodesOnJetStream(t *testing.T) {
 		}
 	})
 	for i := range progress {
-		if i == n/3 {
+		if i == n/4 && fault != nil {
+			fault()
+		}
+		if i == n/2 {
 			break
 		}
 	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	<-a.done
-	lb.setTarget(b.addr)
+	lb.setTarget(others[0].addr)
 	lb.cut()
 	acked.Wait()
 	if t.Failed() {
 		return
 	}
-	if pub.Reconnects() == 0 || subLB.Reconnects() == 0 {
-		t.Fatalf("the clients of the killed node did not reconnect (%d, %d)", pub.Reconnects(), subLB.Reconnects())
+	if pub.Reconnects() == 0 || viaLB.Reconnects() == 0 {
+		t.Fatalf("the clients of the killed node did not reconnect (%d, %d)", pub.Reconnects(), viaLB.Reconnects())
 	}
 
-	l, err := jetstream.Open(context.Background(), natstest.Connect(t, ns), jetstream.Options{})
+	l, err := jetstream.Open(context.Background(), natstest.Connect(t, servers...), jetstream.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	checkExactlyOnce(t, l, room, onB.waitMessages(t, n), acks)
-	checkExactlyOnce(t, l, room, viaLB.waitMessages(t, n), acks)
+	for _, sub := range subs {
+		checkExactlyOnce(t, l, room, sub.waitMessages(t, n), acks)
+	}
 	rep, err := l.Verify(context.Background(), room)
 	if err != nil || rep.Broken != nil {
 		t.Fatalf("verify: %+v %v", rep.Broken, err)

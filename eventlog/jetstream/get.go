@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/roomlog/roomlog/eventlog"
@@ -45,10 +46,25 @@ type errStatus struct{ status, what string }
 func (e *errStatus) Error() string { return "direct get: " + e.status + " " + e.what }
 
 // direct runs a batched direct get and returns the messages it found, in sequence order; none
-// (and no error) when nothing matched. Any replica may answer it.
+// (and no error) when nothing matched. Any replica may answer it. While the stream has no
+// replica to answer (a leader election, a server restarting), it tries again for up to a second.
 func (l *Log) direct(ctx context.Context, req getRequest) ([]stored, error) {
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		out, err := l.directOnce(ctx, req)
+		if !errors.Is(err, nats.ErrNoResponders) || wait > time.Second {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (l *Log) directOnce(ctx context.Context, req getRequest) ([]stored, error) {
 	single := req.Batch == 0 && len(req.MultiLast) == 0 // answered by one message, without an end
 	if !single {
 		req.MaxBytes = maxGetBytes
@@ -71,6 +87,8 @@ func (l *Log) direct(ctx context.Context, req getRequest) ([]stored, error) {
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 			switch m.Header.Get("Status") {
+			case "503":
+				return nil, fmt.Errorf("direct get: %w", nats.ErrNoResponders)
 			case "204": // end of batch
 				return out, nil
 			case "404":

@@ -156,6 +156,9 @@ func (l *Log) setup(ctx context.Context) error {
 	stream, err := l.js.Stream(ctx, l.opts.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		stream, err = l.createReplicated(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			stream, err = l.js.Stream(ctx, l.opts.Stream) // another node created it first
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
@@ -165,6 +168,9 @@ func (l *Log) setup(ctx context.Context) error {
 		return fmt.Errorf("eventlog/jetstream: stream %s exists without direct gets, atomic batches, message TTLs or republishing: not a roomlog stream", l.opts.Stream)
 	}
 	l.stream = stream
+	if err := l.waitReady(ctx); err != nil {
+		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
+	}
 	l.acks, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: l.opts.Stream + "_ACKS", Description: "roomlog client cursors", Replicas: have.Replicas, Storage: jetstream.FileStorage,
 	})
@@ -172,6 +178,24 @@ func (l *Log) setup(ctx context.Context) error {
 		return fmt.Errorf("eventlog/jetstream: bucket %s_ACKS: %w", l.opts.Stream, err)
 	}
 	return nil
+}
+
+// waitReady waits until the stream answers direct gets: a stream just created has no leader
+// for a moment, and its replicas take their part one by one.
+func (l *Log) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := l.direct(ctx, getRequest{LastFor: l.subj.prefix + ".ready"})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no answer to direct gets: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // createReplicated creates the stream with cfg.Replicas, or, when that is 0, with three replicas
