@@ -3,8 +3,8 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
