@@ -8,10 +8,12 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	njs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomlog/roomlog/client"
+	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/internal/natstest"
 )
@@ -86,6 +88,21 @@ func nodesUnderLoad(t *testing.T, servers []*natstest.Server, fault func()) {
 		}
 		viaLB = c
 	}
+	// A session that joined on another node is in the members a late joiner is given.
+	late := dial(t, "ws://"+others[0].addr+"/v1/ws", client.Options{Token: token(t, "late", "doc:*"), Session: "late"})
+	lateRoom, err := late.Join(ctxT(t), room, client.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasMember(lateRoom.Members(), fmt.Sprint("s", len(subs)-1)) {
+		t.Fatalf("members on node B %+v lack the session joined on node A", lateRoom.Members())
+	}
+	// A client of node A only: when A dies it never comes back, and another node writes its
+	// leave after the grace period.
+	stray := dial(t, "ws://"+a.addr+"/v1/ws", client.Options{Token: token(t, "stray", "doc:*"), Session: "stray"})
+	if _, err := stray.Join(ctxT(t), room, client.JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	pub := dial(t, lb.url(), client.Options{Token: token(t, "erin", "doc:*"), Session: "pub"})
 	acks := make([]client.Ack, n)
 	var acked sync.WaitGroup
@@ -133,4 +150,50 @@ func nodesUnderLoad(t *testing.T, servers []*natstest.Server, fault func()) {
 	if err != nil || rep.Broken != nil {
 		t.Fatalf("verify: %+v %v", rep.Broken, err)
 	}
+	// The sessions that moved from A to B kept their membership: one join, no leave. The one
+	// that did not come back got its leave, once.
+	deadline := time.Now().Add(60 * time.Second)
+	for membership(t, l, room)["stray"] != [2]int{1, 1} {
+		if time.Now().After(deadline) {
+			t.Fatalf("joins and leaves by session: %v; want the stray session's leave", membership(t, l, room))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for session, jl := range membership(t, l, room) {
+		if session != "stray" && jl != [2]int{1, 0} {
+			t.Fatalf("session %s: %d joins, %d leaves; want one join and no leave", session, jl[0], jl[1])
+		}
+	}
+}
+
+func hasMember(members []client.Member, session string) bool {
+	for _, m := range members {
+		if m.Session == session {
+			return true
+		}
+	}
+	return false
+}
+
+// membership counts each session's joins and leaves in the room.
+func membership(t *testing.T, l eventlog.Log, room string) map[string][2]int {
+	t.Helper()
+	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][2]int{}
+	for _, e := range evs {
+		jl := out[e.Session]
+		switch e.Kind {
+		case eventlog.KindJoin:
+			jl[0]++
+		case eventlog.KindLeave:
+			jl[1]++
+		default:
+			continue
+		}
+		out[e.Session] = jl
+	}
+	return out
 }

@@ -80,6 +80,17 @@ type SessionIndex interface {
 	Sessions(ctx context.Context, fn func(Session) error) error
 }
 
+// Membership is implemented by logs that several nodes share (eventlog/jetstream), so that a
+// room's members are the same on every node. Such a log also keeps a session's membership across
+// nodes: a join of a session the log records as a member of the room (it reconnected to another
+// node within its grace period) appends nothing and comes back with Duplicate set, and the leave
+// the first node then writes after the grace period appends nothing either.
+type Membership interface {
+	// RoomMembers lists the sessions the log records as members of room, on any node, with
+	// their latest presence.
+	RoomMembers(ctx context.Context, room string) ([]Member, error)
+}
+
 // Auditor reads the whole log for auditors: listings, scans across rooms, chain verification.
 type Auditor interface {
 	// Rooms calls fn for every room with at least one event, in name order, until fn returns
@@ -172,6 +183,12 @@ type RoomInfo struct {
 type Session struct {
 	Room, User, Session string
 	Joined              ID // the id of the join event
+}
+
+// Member is a session a Membership log records as joined, with its latest presence state.
+type Member struct {
+	Session
+	Presence json.RawMessage
 }
 
 // ScanFilter selects events for Scan. The zero value selects every event.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -290,14 +291,16 @@ func (h *Hub) SetPresence(ctx context.Context, room, user, session string, state
 	return res.Event, nil
 }
 
-// Members lists the room's current members, by user then session.
+// Members lists the room's current members, by user then session: this node's, and, on a log
+// several nodes share (eventlog.Membership), those of the other nodes.
 func (h *Hub) Members(room string) []Member {
+	out := h.remoteMembers(room)
 	r := h.lock(room)
-	out := make([]Member, 0, len(r.members))
 	for k, m := range r.members {
 		select {
 		case <-m.ready:
 			if m.joinErr == nil {
+				out = slices.DeleteFunc(out, func(o Member) bool { return o.User == k.user && o.Session == k.session })
 				out = append(out, Member{User: k.user, Session: k.session, Presence: m.presence})
 			}
 		default: // still joining
@@ -305,12 +308,33 @@ func (h *Hub) Members(room string) []Member {
 	}
 	h.forget(r)
 	r.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
+	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].User != out[j].User {
 			return out[i].User < out[j].User
 		}
 		return out[i].Session < out[j].Session
 	})
+	return out
+}
+
+// remoteMembers lists the members the log records on every node, when it is a Membership; it
+// bounds the read to a few seconds, and lists none when the log cannot answer.
+func (h *Hub) remoteMembers(room string) []Member {
+	ml, ok := h.log.(eventlog.Membership)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	members, err := ml.RoomMembers(ctx, room)
+	if err != nil {
+		h.logger.Warn("cannot list the members on other nodes", "room", room, "err", err)
+		return nil
+	}
+	out := make([]Member, 0, len(members))
+	for _, m := range members {
+		out = append(out, Member{User: m.User, Session: m.Session.Session, Presence: m.Presence})
+	}
 	return out
 }
 

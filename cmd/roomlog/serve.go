@@ -27,7 +27,7 @@ import (
 // serveFlags are the settings of roomlog serve.
 type serveFlags struct {
 	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
-	natsURLs, natsStream, natsCreds                                                      *string
+	natsURLs, natsStream, natsCreds, natsNode                                            *string
 	maxFrame, sendQueue, natsReplicas                                                    *int
 	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
 	publishRate, signalRate                                                              *float64
@@ -43,6 +43,7 @@ func newServeCommand() (*command, *serveFlags) {
 		natsStream:   c.String("nats-stream", "ROOMLOG_NATS_STREAM", jetstream.DefaultStream, "with --nats: the JetStream stream of the log (created if missing)"),
 		natsReplicas: c.Int("nats-replicas", "ROOMLOG_NATS_REPLICAS", 0, "with --nats: replicas of a stream roomlog creates (0: 3 where JetStream has 3 or more servers, else 1)"),
 		natsCreds:    c.String("nats-creds", "ROOMLOG_NATS_CREDS", "", "with --nats: a NATS credentials file"),
+		natsNode:     c.String("nats-node", "ROOMLOG_NATS_NODE", "", "with --nats: this node's name in heartbeats and logs (1-64 of A-Z a-z 0-9 _ -; default: random at each start)"),
 		secret:       c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
 		publicKeys:   c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
 		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh"),
@@ -149,6 +150,7 @@ type serveConfig struct {
 	NATSStream   string
 	NATSReplicas int
 	NATSCreds    string
+	NATSNode     string
 	Auth         auth.Config
 	DevMode      bool   // no key given: Auth.Secret is the development secret, read once listening
 	JWKSURL      string // a --jwks URL, fetched again every JWKSRefresh
@@ -170,7 +172,7 @@ type serveConfig struct {
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
 func (f *serveFlags) config() (serveConfig, error) {
 	cfg := serveConfig{
-		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds,
+		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds, NATSNode: *f.natsNode,
 		JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
 		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
 		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,

@@ -64,7 +64,8 @@ func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, 
 }
 
 // openJetStream connects to NATS and opens the log on its JetStream. Sessions the log records
-// as joined may be served by other nodes now, so none is closed at start-up.
+// as joined may be served by other nodes now, so none is closed at start-up: the log writes the
+// leaves of the sessions of nodes that died, after the grace period (jetstream.Options).
 func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*storage, error) {
 	opts := []nats.Option{
 		nats.Name("roomlog " + version), nats.MaxReconnects(-1),
@@ -81,7 +82,7 @@ func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metr
 	}
 	log, err := jetstream.Open(ctx, nc, jetstream.Options{
 		Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas, MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention,
-		Logger: logger, OnRequest: metrics.ObserveJetStream,
+		Node: cfg.NATSNode, OrphanGrace: orOff(cfg.Grace, -1), Logger: logger, OnRequest: metrics.ObserveJetStream,
 	})
 	if err != nil {
 		nc.Close()

@@ -31,6 +31,9 @@ type appendOp struct {
 	// compaction, for Compact's record only: the floor it moves the room to, published with the
 	// record, conditional on the floor marker's sequence as Compact read it.
 	compaction *compaction
+	// sweep, for a leave the sweeper writes for a session of a node that died: the sequence its
+	// membership marker must still be at (else the session moved on, and nothing is written).
+	sweep *uint64
 }
 
 // compaction is what a compaction record moves.
@@ -171,6 +174,7 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*planned, []*nats.Msg, error) {
 	head := *w.head
 	byKey := map[string]*planned{}
+	members := map[string]*memberState{} // membership markers read or written by this batch
 	plan := make([]*planned, 0, len(ops))
 	var msgs []*nats.Msg
 	bytes := 0
@@ -206,6 +210,20 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*plan
 				continue
 			}
 		}
+		var member membershipPlan
+		if isMembership(req.Kind) && req.System {
+			var err error
+			if member, err = l.planMembership(ctx, op, members); err != nil {
+				return nil, nil, err
+			}
+			if member.skip != nil {
+				p.result = *member.skip
+				if member.alone != nil {
+					msgs = append(msgs, member.alone)
+				}
+				continue
+			}
+		}
 		if i > 0 && bytes+len(req.Body) > maxBatchBytes {
 			// Too much for one batch: put the rest back, in order, for the next.
 			l.requeue(w, ops[i:])
@@ -221,6 +239,9 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*plan
 			return nil, nil, err
 		}
 		p.ev.Room = req.Room
+		if member.marker != nil {
+			msgs = append(msgs, member.marker(id))
+		}
 		msgs = append(msgs, l.markers(op, id, keySeq)...)
 		ev := nats.NewMsg(l.subj.events(req.Room))
 		ev.Header.Set(hdrID, id.String())
@@ -253,8 +274,8 @@ func (l *Log) requeue(w *roomWriter, ops []*appendOp) {
 }
 
 // markers are the messages published with an event, just before it (see the package comment):
-// its snapshot pointer, its membership marker, and its key marker last, so that the event is
-// the message right after its key marker.
+// its floor or snapshot pointer, and its key marker last, so that the event is the message right
+// after its key marker. (Membership markers come from planMembership.)
 func (l *Log) markers(op *appendOp, id eventlog.ID, keySeq uint64) []*nats.Msg {
 	req := &op.req
 	var out []*nats.Msg
@@ -268,12 +289,6 @@ func (l *Log) markers(op *appendOp, id eventlog.ID, keySeq uint64) []*nats.Msg {
 	case eventlog.KindSnapshot:
 		m := nats.NewMsg(l.subj.snapshot(req.Room))
 		m.Data = id[:]
-		out = append(out, m)
-	case eventlog.KindJoin, eventlog.KindLeave:
-		m := nats.NewMsg(l.subj.session(req.Room, req.User, req.Session))
-		if req.Kind == eventlog.KindJoin {
-			m.Data, _ = json.Marshal(sessionMarker{User: req.User, Session: req.Session, Joined: id})
-		}
 		out = append(out, m)
 	}
 	if req.Key != "" {
@@ -333,12 +348,17 @@ func (l *Log) leaderHead(ctx context.Context, room string) (*roomHead, error) {
 func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 	first := last - uint64(n) + 1
 	l.ids.seen(last)
+	l.watch.sawSeq(last)
+	events := false
 	for _, p := range plan {
 		if p.msg >= 0 {
 			w.head = &roomHead{Head: eventlog.Head{ID: p.ev.ID, Hash: p.ev.Hash, Count: w.head.Count + 1}, seq: first + uint64(p.msg)}
+			events = true
 		}
 	}
-	l.watch.appended(w.room, last)
+	if events {
+		l.watch.appended(w.room, w.head.seq)
+	}
 	complete(plan)
 }
 
@@ -425,11 +445,4 @@ func (l *Log) publish(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
 func isConflict(err error) bool {
 	var apiErr *apiError
 	return errors.As(err, &apiErr) && (apiErr.ErrCode == errWrongLastSequence || apiErr.ErrCode == errWrongLastSequenceReplicated)
-}
-
-// sessionMarker is the data of a membership marker.
-type sessionMarker struct {
-	User    string      `json:"user"`
-	Session string      `json:"session"`
-	Joined  eventlog.ID `json:"joined"`
 }

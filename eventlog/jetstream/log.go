@@ -11,17 +11,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/roomlog/roomlog/eventlog"
 )
 
 // Defaults of Options.
 const (
-	DefaultStream   = "ROOMLOG"
-	DefaultPrefix   = "roomlog"
-	DefaultTimeout  = 10 * time.Second
-	DefaultMaxBatch = 64
-	DefaultBackstop = time.Second
-	maxRetries      = 50 // conditional appends refused before an append gives up
+	DefaultStream      = "ROOMLOG"
+	DefaultPrefix      = "roomlog"
+	DefaultTimeout     = 10 * time.Second
+	DefaultMaxBatch    = 64
+	DefaultBackstop    = time.Second
+	DefaultHeartbeat   = 2 * time.Second
+	DefaultOrphanGrace = 30 * time.Second
+	maxRetries         = 50 // conditional appends refused before an append gives up
 )
 
 // Options configure Open. The zero value of each field is its default.
@@ -46,6 +49,16 @@ type Options struct {
 	// Backstop is how often the node checks that no stored event went unannounced to its
 	// watchers (a republished notice can be lost like any core NATS message). Default 1 s.
 	Backstop time.Duration
+	// Node names this node in the membership markers of the sessions it serves and in its
+	// heartbeats. Default: a new random name at every Open.
+	Node string
+	// Heartbeat is how often the node tells the others it is alive (bucket <Stream>_NODES); a
+	// node silent for three heartbeats is dead. Default 2 s.
+	Heartbeat time.Duration
+	// OrphanGrace is how long after a node is found dead the sessions it served stay members
+	// (they may reconnect to another node meanwhile) before a surviving node writes their leave
+	// events: the server's grace period. Default 30 s; a negative value means none.
+	OrphanGrace time.Duration
 	// Now is the clock of ids and key retention; tests set it. Default time.Now.
 	Now func() time.Time
 	// Logger gets what an operator should know. Default slog.Default().
@@ -81,6 +94,17 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Node == "" {
+		o.Node = nuid.Next()
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.OrphanGrace == 0 {
+		o.OrphanGrace = DefaultOrphanGrace
+	} else if o.OrphanGrace < 0 {
+		o.OrphanGrace = 0
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -97,6 +121,7 @@ type Log struct {
 	acks   jetstream.KeyValue
 	subj   subjects
 	ids    ids
+	node   string
 
 	mu      sync.Mutex
 	closed  bool
@@ -104,6 +129,7 @@ type Log struct {
 	wg      sync.WaitGroup         // the room writers
 
 	watch *watchers
+	nodes *nodes
 }
 
 var (
@@ -112,6 +138,7 @@ var (
 	_ eventlog.SessionIndex = (*Log)(nil)
 	_ eventlog.Auditor      = (*Log)(nil)
 	_ eventlog.Compactor    = (*Log)(nil)
+	_ eventlog.Membership   = (*Log)(nil)
 )
 
 // Open opens the log on nc's JetStream, creating its stream and bucket if they are missing. The
@@ -122,7 +149,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
 	}
-	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, writers: map[string]*roomWriter{}}
+	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, node: opts.Node, writers: map[string]*roomWriter{}}
 	l.ids.now = opts.Now
 	if err := l.setup(ctx); err != nil {
 		return nil, err
@@ -133,6 +160,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	}
 	l.ids.seen(info.State.LastSeq)
 	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
+		return nil, err
+	}
+	if l.nodes, err = startNodes(ctx, l, info.Config.Replicas); err != nil {
+		l.watch.stop()
 		return nil, err
 	}
 	return l, nil
@@ -214,19 +245,26 @@ func (l *Log) createReplicated(ctx context.Context, cfg jetstream.StreamConfig) 
 	return stream, err
 }
 
-// Close stops taking appends, waits for those queued, and stops the watchers. The connection
-// stays open.
+// Close stops taking appends, waits for those queued, stops the watchers, and takes this node
+// out of the heartbeats. The connection stays open.
 func (l *Log) Close() error {
+	l.shutdown(true)
+	return nil
+}
+
+// shutdown closes the log; gone says whether the node signs off its heartbeat (a clean stop)
+// or leaves it to expire (as a node that died does).
+func (l *Log) shutdown(gone bool) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil
+		return
 	}
 	l.closed = true
 	l.mu.Unlock()
+	l.nodes.stop(gone) // before the writers end: a sweep may be appending
 	l.wg.Wait()
 	l.watch.stop()
-	return nil
 }
 
 // ctx bounds a request whose caller gave no deadline.

@@ -68,6 +68,13 @@ func (ws *watchers) appended(room string, seq uint64) {
 	ws.mu.Unlock()
 }
 
+// sawSeq records that the stream has a message at seq (not an event: a marker).
+func (ws *watchers) sawSeq(seq uint64) {
+	ws.mu.Lock()
+	ws.highest = max(ws.highest, seq)
+	ws.mu.Unlock()
+}
+
 // known is the last sequence of a watched room this node has seen announced (0 when none, or
 // when the room is not watched here): a read that ends before it read from a replica behind.
 func (ws *watchers) known(room string) uint64 {
