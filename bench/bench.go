@@ -24,11 +24,21 @@ import (
 	"github.com/roomlog/roomlog/transport"
 )
 
-// Target is the server a scenario runs against.
+// Target is the server a scenario runs against: one node, or several sharing a log (JetStream),
+// in which case publishers write to the first and readers read from the others.
 type Target struct {
-	URL   string // ws://host:port/v1/ws
-	Token func(sub string) func(context.Context) (string, error)
-	stop  func()
+	URL     string   // ws://host:port/v1/ws: the node publishers write to
+	Readers []string // the nodes subscribers and resuming clients read from; none: URL
+	Token   func(sub string) func(context.Context) (string, error)
+	stop    func()
+}
+
+// reader is the URL the i-th reading client dials.
+func (t *Target) reader(i int) string {
+	if len(t.Readers) == 0 {
+		return t.URL
+	}
+	return t.Readers[i%len(t.Readers)]
 }
 
 // Close stops an in-process server (nothing for a remote one).
@@ -38,8 +48,28 @@ func (t *Target) Close() {
 	}
 }
 
-// Remote targets a running server, signing tokens with its HS256 secret.
-func Remote(url, secret string) (*Target, error) {
+// Remote targets running servers, signing tokens with their HS256 secret. With several URLs
+// (nodes sharing one log), publishers use the first and readers the others.
+func Remote(urls []string, secret string) (*Target, error) {
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("no server URL")
+	}
+	var t *Target
+	for i, u := range urls {
+		one, err := remote(u, secret)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			t = one
+		} else {
+			t.Readers = append(t.Readers, one.URL)
+		}
+	}
+	return t, nil
+}
+
+func remote(url, secret string) (*Target, error) {
 	if !strings.HasPrefix(url, "ws://") && !strings.HasPrefix(url, "wss://") {
 		if strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://") {
 			url = "ws" + strings.TrimPrefix(url, "http")
@@ -203,8 +233,8 @@ func (l latencies) report(into map[string]float64, prefix string) {
 	into[prefix+"p999_ms"] = pct(0.999)
 }
 
-func dial(ctx context.Context, t *Target, user, session string) (*client.Client, error) {
-	return client.Dial(ctx, t.URL, client.Options{
+func dial(ctx context.Context, url string, t *Target, user, session string) (*client.Client, error) {
+	return client.Dial(ctx, url, client.Options{
 		Token: t.Token(user), Session: session,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

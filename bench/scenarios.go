@@ -77,7 +77,7 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 	subsOf := make([][]*subscriber, cfg.Rooms)
 	for r := range cfg.Rooms {
 		for s := range cfg.Subscribers {
-			c, err := dial(ctx, t, fmt.Sprintf("sub-%d-%d", r, s), "")
+			c, err := dial(ctx, t.reader(r*cfg.Subscribers+s), t, fmt.Sprintf("sub-%d-%d", r, s), "")
 			if err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
@@ -106,7 +106,7 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 	deadline := start.Add(cfg.Duration)
 	var wg sync.WaitGroup
 	for p := range cfg.Publishers {
-		c, err := dial(ctx, t, fmt.Sprintf("pub-%d", p), "")
+		c, err := dial(ctx, t.URL, t, fmt.Sprintf("pub-%d", p), "")
 		if err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
 		}
@@ -224,7 +224,7 @@ func Publish(ctx context.Context, t *Target, cfg PublishConfig) (*Result, error)
 	res := &Result{Scenario: "publish", Figures: map[string]float64{}, Params: map[string]any{
 		"in_flight": cfg.InFlight, "duration": cfg.Duration.String(),
 	}}
-	c, err := dial(ctx, t, "publisher", "")
+	c, err := dial(ctx, t.URL, t, "publisher", "")
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +287,7 @@ func Resume(ctx context.Context, t *Target, cfg ResumeConfig) (*Result, error) {
 		"clients": cfg.Clients, "missed": cfg.Missed,
 	}}
 	room := fmt.Sprintf("bench-resume-%d", time.Now().UnixNano())
-	filler, err := dial(ctx, t, "filler", "")
+	filler, err := dial(ctx, t.URL, t, "filler", "")
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +311,7 @@ func Resume(ctx context.Context, t *Target, cfg ResumeConfig) (*Result, error) {
 	filler.Close()
 	clients := make([]*client.Client, cfg.Clients)
 	for i := range clients {
-		if clients[i], err = dial(ctx, t, fmt.Sprint("resumer-", i), ""); err != nil {
+		if clients[i], err = dial(ctx, t.reader(i), t, fmt.Sprint("resumer-", i), ""); err != nil {
 			return nil, err
 		}
 		defer clients[i].Close()

@@ -33,6 +33,9 @@ type Options struct {
 	RingSize int
 	// Logger gets what the hub reports (a leave it could not append). Default slog.Default().
 	Logger *slog.Logger
+	// Relay, when set, carries signals to and from the other nodes sharing the log. Default
+	// none: signals reach this node's members only.
+	Relay Relay
 }
 
 // ErrNotJoined is returned for presence updates by a session that is not a member.

@@ -14,10 +14,28 @@ type Signal struct {
 // that cannot take one now (its send queue is full) drops it.
 type SignalReceiver interface{ Signal(s *Signal) }
 
+// Relay carries signals between nodes that share a log (rooms/natsrelay does, over NATS), so
+// that a room's members on every node get them. Hub.Signal sends it each signal of this node's
+// members; the relay hands those of other nodes to Hub.Relayed.
+type Relay interface {
+	// Send passes s on to the other nodes. It must not block; best effort, like signals.
+	Send(s *Signal)
+}
+
 // Signal hands s to every subscriber of s.Room on this node that is a SignalReceiver, except
-// from (the sender, which knows what it sent). It reports how many were handed it. A room nobody
-// subscribes to is not created for it.
+// from (the sender, which knows what it sent), and to the relay, if any. It reports how many
+// subscribers on this node were handed it. A room nobody subscribes to is not created for it.
 func (h *Hub) Signal(from Waker, s *Signal) int {
+	if h.opts.Relay != nil {
+		h.opts.Relay.Send(s)
+	}
+	return h.deliverSignal(from, s)
+}
+
+// Relayed hands a signal from another node to this node's subscribers of its room.
+func (h *Hub) Relayed(s *Signal) int { return h.deliverSignal(nil, s) }
+
+func (h *Hub) deliverSignal(from Waker, s *Signal) int {
 	h.mu.Lock()
 	r := h.rooms[s.Room]
 	h.mu.Unlock()

@@ -28,7 +28,7 @@ func benchCmd(args []string) int {
 	}
 	scenario := args[0]
 	c := newCommand("bench "+scenario, "Runs the "+scenario+" scenario.")
-	server := c.String("server", "ROOMLOG_BENCH_SERVER", "", "server URL (ws:// or http://); empty starts one in this process")
+	server := c.String("server", "ROOMLOG_BENCH_SERVER", "", "server URL (ws:// or http://), or several comma-separated nodes sharing one log (--nats): publishers use the first, readers the others; empty starts one in this process")
 	secret := c.String("secret", "ROOMLOG_JWT_SECRET", "", "the server's HS256 secret, to sign the load generator's tokens (with --server)")
 	duration := c.Duration("duration", "ROOMLOG_BENCH_DURATION", 10*time.Second, "how long to publish")
 	asJSON := c.Bool("json", "ROOMLOG_BENCH_JSON", false, "print the result as JSON")
@@ -75,7 +75,7 @@ func benchCmd(args []string) int {
 	var target *bench.Target
 	var err error
 	if *server != "" {
-		target, err = bench.Remote(*server, *secret)
+		target, err = bench.Remote(splitList(*server), *secret)
 	} else {
 		target, err = bench.InProcess()
 	}

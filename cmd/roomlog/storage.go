@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/rooms/natsrelay"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -88,7 +90,22 @@ func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metr
 		nc.Close()
 		return nil, fmt.Errorf("--nats %s: %v", urls, err)
 	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
-	stop := func() error { return nc.Drain() }
+	// Signals reach the members on other nodes through the relay; it delivers to the hub, made
+	// after it.
+	var hubOf atomic.Pointer[rooms.Hub]
+	relay, err := natsrelay.New(nc, jetstream.DefaultPrefix, func(s *rooms.Signal) int {
+		if h := hubOf.Load(); h != nil {
+			return h.Relayed(s)
+		}
+		return 0
+	}, logger)
+	if err != nil {
+		log.Close()
+		nc.Close()
+		return nil, fmt.Errorf("--nats %s: signals: %v", urls, err)
+	}
+	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger, Relay: relay})
+	hubOf.Store(hub)
+	stop := func() error { relay.Close(); nc.Close(); return nil }
 	return &storage{log: log, hub: hub, where: "jetstream " + cfg.NATSStream + " on " + nc.ConnectedUrlRedacted(), stop: stop}, nil
 }

@@ -35,6 +35,10 @@ func startWatchers(l *Log, last uint64) (*watchers, error) {
 		return nil, err
 	}
 	sub.SetPendingLimits(-1, 64<<20)
+	if err := l.nc.Flush(); err != nil { // the server has the subscription when Open returns
+		sub.Unsubscribe()
+		return nil, err
+	}
 	ws.sub = sub
 	ws.wg.Add(1)
 	go ws.backstop()
