@@ -131,7 +131,9 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 		}
 		var plan []*planned
 		var msgs []*nats.Msg
-		if plan, msgs, err = l.plan(ctx, w, ops); err != nil {
+		// The first attempt assumes its keys are new (their markers expect no message before
+		// them), which saves a lookup per key; a refused batch looks them up when it tries again.
+		if plan, msgs, err = l.plan(ctx, w, ops, attempt > 0); err != nil {
 			break
 		}
 		if len(msgs) == 0 {
@@ -170,8 +172,10 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 }
 
 // plan decides each op's outcome against the room's head as w knows it: a duplicate of a key
-// seen, a conflict with Expect, or a new event; it returns the messages of the batch.
-func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*planned, []*nats.Msg, error) {
+// seen, a conflict with Expect, or a new event; it returns the messages of the batch. Unless
+// lookup is set, keys not seen in the batch are taken to be new: their markers are published
+// expecting no earlier message, so a key used before makes JetStream refuse the batch.
+func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup bool) ([]*planned, []*nats.Msg, error) {
 	head := *w.head
 	byKey := map[string]*planned{}
 	members := map[string]*memberState{} // membership markers read or written by this batch
@@ -189,15 +193,17 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp) ([]*plan
 				p.dupOf = first
 				continue
 			}
-			dup, seq, err := l.findKey(ctx, req.Room, subj)
-			if err != nil {
-				return nil, nil, err
+			if lookup {
+				dup, seq, err := l.findKey(ctx, req.Room, subj)
+				if err != nil {
+					return nil, nil, err
+				}
+				if dup != nil {
+					p.result = eventlog.AppendResult{Event: *dup, Duplicate: true}
+					continue
+				}
+				keySeq = seq
 			}
-			if dup != nil {
-				p.result = eventlog.AppendResult{Event: *dup, Duplicate: true}
-				continue
-			}
-			keySeq = seq
 			byKey[subj] = p
 		}
 		if req.Expect != nil && *req.Expect != head.ID {

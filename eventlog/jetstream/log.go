@@ -184,13 +184,17 @@ func (l *Log) setup(ctx context.Context) error {
 		Discard:            jetstream.DiscardNew,
 		RePublish:          &jetstream.RePublish{Source: l.subj.allEvents(), Destination: l.subj.live(), HeadersOnly: true},
 	}
-	stream, err := l.js.Stream(ctx, l.opts.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = l.createReplicated(ctx, cfg)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			stream, err = l.js.Stream(ctx, l.opts.Stream) // another node created it first
+	var stream jetstream.Stream
+	err := l.retry(ctx, func(ctx context.Context) (err error) {
+		stream, err = l.js.Stream(ctx, l.opts.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			stream, err = l.createReplicated(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				stream, err = l.js.Stream(ctx, l.opts.Stream) // another node created it first
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
 	}
@@ -202,13 +206,50 @@ func (l *Log) setup(ctx context.Context) error {
 	if err := l.waitReady(ctx); err != nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
 	}
-	l.acks, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: l.opts.Stream + "_ACKS", Description: "roomlog client cursors", Replicas: have.Replicas, Storage: jetstream.FileStorage,
+	err = l.retry(ctx, func(ctx context.Context) (err error) {
+		l.acks, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: l.opts.Stream + "_ACKS", Description: "roomlog client cursors", Replicas: have.Replicas, Storage: jetstream.FileStorage,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("eventlog/jetstream: bucket %s_ACKS: %w", l.opts.Stream, err)
 	}
 	return nil
+}
+
+// startTimeout bounds how long Open waits for JetStream to take its requests: a cluster that is
+// forming, or electing a leader, answers none for a while.
+const startTimeout = time.Minute
+
+// retry calls fn, each time with a deadline of Options.Timeout, until it succeeds, fails for a
+// reason other than JetStream not answering yet, or startTimeout has passed.
+func (l *Log) retry(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	for {
+		attempt, done := context.WithTimeout(ctx, l.opts.Timeout)
+		err := fn(attempt)
+		done()
+		if err == nil || !notAnswering(err) || ctx.Err() != nil {
+			return err
+		}
+		l.opts.Logger.Info("waiting for JetStream", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// notAnswering reports whether err means JetStream cannot answer now (no leader yet, no
+// responders, a timeout) rather than refusing the request.
+func notAnswering(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == 10008 || apiErr.Code == 503) // JetStream temporarily unavailable
 }
 
 // waitReady waits until the stream answers direct gets: a stream just created has no leader

@@ -42,15 +42,19 @@ func startNodes(ctx context.Context, l *Log, replicas int) (*nodes, error) {
 	if !validNode.MatchString(l.node) {
 		return nil, fmt.Errorf("eventlog/jetstream: node name %q: 1-64 of A-Z a-z 0-9 _ -", l.node)
 	}
-	kv, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: l.opts.Stream + "_NODES", Description: "roomlog node heartbeats", Replicas: replicas,
-		Storage: jetstream.FileStorage, TTL: time.Hour,
+	var kv jetstream.KeyValue
+	err := l.retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: l.opts.Stream + "_NODES", Description: "roomlog node heartbeats", Replicas: replicas,
+			Storage: jetstream.FileStorage, TTL: time.Hour,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: bucket %s_NODES: %w", l.opts.Stream, err)
 	}
 	n := &nodes{l: l, kv: kv, done: make(chan struct{}), dead: map[string]bool{}, orphans: map[string]time.Time{}}
-	if _, err := n.beat(ctx); err != nil {
+	if err := l.retry(ctx, func(ctx context.Context) error { _, err := n.beat(ctx); return err }); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
