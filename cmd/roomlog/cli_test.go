@@ -66,6 +66,9 @@ func TestCLIBadInput(t *testing.T) {
 		{"token with a wildcard inside", nil, []string{"token", "--secret", "s", "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
 		{"port in use", nil, []string{"serve", "--addr", busy, "--data", filepath.Join(dir, "busy.db")}, 1, "address already in use"},
 		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 1, "missing port in address"},
+		{"nats not a URL", nil, []string{"serve", "--nats", "n1:4222", "--data", filepath.Join(dir, "n1.db")}, 1, `--nats: "n1:4222" is not a URL (nats://host:4222)`},
+		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 1, "--nats-replicas must be 0 (automatic) or 1-5"},
+		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", "s", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +88,7 @@ func TestCLIBadInput(t *testing.T) {
 		t.Fatalf("serve changed a file that is not a log")
 	}
 	// A start that failed left no data file (nor a development secret) behind.
-	for _, name := range []string{"a.db", "b.db", "c.db", "busy.db", "addr.db"} {
+	for _, name := range []string{"a.db", "b.db", "c.db", "busy.db", "addr.db", "n1.db", "n2.db", "n3.db"} {
 		for _, path := range []string{filepath.Join(dir, name), filepath.Join(dir, name+".dev-secret")} {
 			if _, err := os.Stat(path); err == nil {
 				t.Errorf("a failed start left %s behind", filepath.Base(path))

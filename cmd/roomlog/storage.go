@@ -65,6 +65,9 @@ func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, 
 	return &storage{log: log, hub: hub, where: cfg.Data}, nil
 }
 
+// jetStreamRingSize is how many recent events each active room keeps in memory on JetStream.
+const jetStreamRingSize = 4096
+
 // openJetStream connects to NATS and opens the log on its JetStream. Sessions the log records
 // as joined may be served by other nodes now, so none is closed at start-up: the log writes the
 // leaves of the sessions of nodes that died, after the grace period (jetstream.Options).
@@ -104,7 +107,9 @@ func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metr
 		nc.Close()
 		return nil, fmt.Errorf("--nats %s: signals: %v", urls, err)
 	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger, Relay: relay})
+	// A member that falls behind the room's memory reads the log, which on JetStream is a round
+	// trip to the servers: keep more of each busy room in memory than on one node.
+	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger, Relay: relay, RingSize: jetStreamRingSize})
 	hubOf.Store(hub)
 	stop := func() error { relay.Close(); nc.Close(); return nil }
 	return &storage{log: log, hub: hub, where: "jetstream " + cfg.NATSStream + " on " + nc.ConnectedUrlRedacted(), stop: stop}, nil

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,7 +121,7 @@ type planned struct {
 // appendBatch appends ops, conditional on the room's head, retrying when another append came
 // first, and completes every op.
 func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
+	ctx, cancel := context.WithTimeout(l.stopping, l.opts.Timeout)
 	defer cancel()
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -252,6 +253,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		ev := nats.NewMsg(l.subj.events(req.Room))
 		ev.Header.Set(hdrID, id.String())
 		ev.Header.Set(hdrCount, strconv.FormatUint(head.Count+1, 10))
+		ev.Header.Set(hdrHash, hex.EncodeToString(hash[:]))
 		if len(msgs) == 0 || !hasEvent(msgs, l.subj.events(req.Room)) {
 			ev.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(head.seq, 10))
 		}
@@ -363,7 +365,7 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 		}
 	}
 	if events {
-		l.watch.appended(w.room, w.head.seq)
+		l.watch.appended(w.room, w.head.seq, &w.head.Head)
 	}
 	complete(plan)
 }
@@ -372,7 +374,7 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 // read since.
 func (l *Log) committedAt(plan []*planned, head *roomHead) {
 	l.ids.seen(head.seq)
-	l.watch.appended(plan[0].op.req.Room, head.seq)
+	l.watch.appended(plan[0].op.req.Room, head.seq, &head.Head)
 	complete(plan)
 }
 

@@ -11,7 +11,17 @@ import (
 
 // Cursors live in the bucket <Stream>_ACKS under a hash of (user, session, room); a value is the
 // 16-byte id. A cursor only moves forward: SetAck updates on the revision it read, and reads
-// again when another node moved it meanwhile.
+// again when another node moved it meanwhile. The node remembers the cursors it wrote, with
+// their revisions, so that a session's next ack is one update, not a read and an update.
+
+// maxCursorsCached bounds the cursors a node remembers; past it, it forgets them all.
+const maxCursorsCached = 100_000
+
+// cursor is a cursor as this node last wrote or read it.
+type cursor struct {
+	id       eventlog.ID
+	revision uint64
+}
 
 // SetAck implements eventlog.Cursors.
 func (l *Log) SetAck(ctx context.Context, user, session, room string, id eventlog.ID) error {
@@ -24,26 +34,52 @@ func (l *Log) SetAck(ctx context.Context, user, session, room string, id eventlo
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
 	key := hashToken(user, session, room)
+	l.cursorsMu.Lock()
+	known, cached := l.cursors[key]
+	l.cursorsMu.Unlock()
 	for range maxRetries {
-		e, err := l.acks.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			_, err = l.acks.Create(ctx, key, id[:])
-		case err != nil:
-			return fmt.Errorf("eventlog/jetstream: ack: %w", err)
-		case len(e.Value()) == 16 && eventlog.ID(e.Value()).Compare(id) >= 0:
+		if !cached {
+			e, err := l.acks.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				known = cursor{}
+			case err != nil:
+				return fmt.Errorf("eventlog/jetstream: ack: %w", err)
+			case len(e.Value()) == 16:
+				known = cursor{id: eventlog.ID(e.Value()), revision: e.Revision()}
+			default:
+				known = cursor{revision: e.Revision()}
+			}
+		}
+		if known.revision > 0 && known.id.Compare(id) >= 0 {
 			return nil // an older ack never moves the cursor back
-		default:
-			_, err = l.acks.Update(ctx, key, id[:], e.Revision())
+		}
+		var rev uint64
+		var err error
+		if known.revision == 0 {
+			rev, err = l.acks.Create(ctx, key, id[:])
+		} else {
+			rev, err = l.acks.Update(ctx, key, id[:], known.revision)
 		}
 		if err == nil {
+			l.rememberCursor(key, cursor{id: id, revision: rev})
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("eventlog/jetstream: ack: %w", err)
 		}
+		cached = false // another node moved it: read it again
 	}
 	return fmt.Errorf("eventlog/jetstream: ack: the cursor kept changing under %d attempts", maxRetries)
+}
+
+func (l *Log) rememberCursor(key string, c cursor) {
+	l.cursorsMu.Lock()
+	defer l.cursorsMu.Unlock()
+	if len(l.cursors) >= maxCursorsCached {
+		clear(l.cursors)
+	}
+	l.cursors[key] = c
 }
 
 // Ack implements eventlog.Cursors.

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 const (
 	hdrID    = "Rl-Id"
 	hdrCount = "Rl-N"
+	hdrHash  = "Rl-Hash" // the chain hash, hex: a node learns a room's head from the headers alone
 )
 
 // maxGetBytes bounds the bytes of one batched direct get.
@@ -70,18 +72,14 @@ func (l *Log) directOnce(ctx context.Context, req getRequest) ([]stored, error) 
 		req.MaxBytes = maxGetBytes
 	}
 	body, _ := json.Marshal(req)
-	inbox := l.nc.NewRespInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe()
-	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+l.opts.Stream, inbox, body); err != nil {
+	q := l.answers.open(max(req.Batch, 1) + 2) // the messages, and the end of the batch
+	defer q.close()
+	if err := l.nc.PublishRequest("$JS.API.DIRECT.GET."+l.opts.Stream, q.reply, body); err != nil {
 		return nil, err
 	}
 	var out []stored
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := q.next(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("direct get: %w", err)
 		}
@@ -177,6 +175,14 @@ func (m *stored) event(room string) (eventlog.Event, error) {
 func (m *stored) count() uint64 {
 	n, _ := strconv.ParseUint(m.hdr.Get(hdrCount), 10, 64)
 	return n
+}
+
+// idAndHash reads a stored event's id and chain hash from its headers.
+func (m *stored) idAndHash() (eventlog.ID, [32]byte, bool) {
+	var hash [32]byte
+	id := m.id()
+	n, err := hex.Decode(hash[:], []byte(m.hdr.Get(hdrHash)))
+	return id, hash, err == nil && n == 32 && !id.IsZero()
 }
 
 // id is a stored event's id (zero when the header is missing).

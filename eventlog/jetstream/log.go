@@ -128,8 +128,17 @@ type Log struct {
 	writers map[string]*roomWriter // rooms with appends queued or in flight
 	wg      sync.WaitGroup         // the room writers
 
-	watch *watchers
-	nodes *nodes
+	watch   *watchers
+	nodes   *nodes
+	answers *responses
+
+	// stopping ends the appends still queued when Close has waited Options.Timeout for them
+	// (JetStream out of reach: there is nothing to wait for).
+	stopping context.Context
+	stopNow  context.CancelFunc
+
+	cursorsMu sync.Mutex
+	cursors   map[string]cursor // the cursors this node wrote last (cursors.go)
 }
 
 var (
@@ -149,24 +158,37 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
 	}
-	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, node: opts.Node, writers: map[string]*roomWriter{}}
+	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, node: opts.Node, writers: map[string]*roomWriter{}, cursors: map[string]cursor{}}
 	l.ids.now = opts.Now
-	if err := l.setup(ctx); err != nil {
-		return nil, err
+	l.stopping, l.stopNow = context.WithCancel(context.Background())
+	if l.answers, err = startResponses(nc); err != nil {
+		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
 	}
-	info, err := l.stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("eventlog/jetstream: stream %s: %w", opts.Stream, err)
-	}
-	l.ids.seen(info.State.LastSeq)
-	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
-		return nil, err
-	}
-	if l.nodes, err = startNodes(ctx, l, info.Config.Replicas); err != nil {
-		l.watch.stop()
+	if err := l.start(ctx); err != nil {
+		l.answers.stop()
+		if l.watch != nil {
+			l.watch.stop()
+		}
 		return nil, err
 	}
 	return l, nil
+}
+
+// start sets the stream up and starts the watchers and the heartbeats.
+func (l *Log) start(ctx context.Context) error {
+	if err := l.setup(ctx); err != nil {
+		return err
+	}
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
+	}
+	l.ids.seen(info.State.LastSeq)
+	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
+		return err
+	}
+	l.nodes, err = startNodes(ctx, l, info.Config.Replicas)
+	return err
 }
 
 // setup creates or checks the stream and the cursor bucket.
@@ -286,8 +308,9 @@ func (l *Log) createReplicated(ctx context.Context, cfg jetstream.StreamConfig) 
 	return stream, err
 }
 
-// Close stops taking appends, waits for those queued, stops the watchers, and takes this node
-// out of the heartbeats. The connection stays open.
+// Close stops taking appends, waits for those queued (for Options.Timeout at most: the rest
+// then fail), stops the watchers, and takes this node out of the heartbeats. The connection
+// stays open.
 func (l *Log) Close() error {
 	l.shutdown(true)
 	return nil
@@ -304,8 +327,18 @@ func (l *Log) shutdown(gone bool) {
 	l.closed = true
 	l.mu.Unlock()
 	l.nodes.stop(gone) // before the writers end: a sweep may be appending
-	l.wg.Wait()
+	written := make(chan struct{})
+	go func() { l.wg.Wait(); close(written) }()
+	select {
+	case <-written:
+	case <-time.After(l.opts.Timeout):
+		l.opts.Logger.Warn("closing the log: appends still queued fail (JetStream does not answer)")
+		l.stopNow()
+		<-written
+	}
+	l.stopNow()
 	l.watch.stop()
+	l.answers.stop()
 }
 
 // ctx bounds a request whose caller gave no deadline.

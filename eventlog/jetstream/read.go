@@ -258,6 +258,9 @@ func (l *Log) Head(ctx context.Context, room string) (eventlog.Head, error) {
 	if l.isClosed() {
 		return eventlog.Head{}, eventlog.ErrClosed
 	}
+	if h, ok := l.watch.head(room); ok {
+		return h, nil // a watched room: its last event as announced, no request
+	}
 	m, err := l.lastEvent(ctx, room)
 	if err != nil || m == nil {
 		return eventlog.Head{}, err

@@ -24,12 +24,20 @@ type watchers struct {
 
 	mu      sync.Mutex
 	rooms   map[string]map[*eventlog.Watch]struct{} // "" watches every room
-	seqs    map[string]uint64                       // watched rooms: the last sequence announced
+	heads   map[string]*announced                   // watched rooms: the last event announced
 	highest uint64                                  // the highest sequence announced or appended
 }
 
+// announced is the last event of a watched room that this node saw stored. Head answers from it
+// while it is current (a notice may be lost: the backstop then marks every one stale).
+type announced struct {
+	head    eventlog.Head
+	seq     uint64
+	current bool
+}
+
 func startWatchers(l *Log, last uint64) (*watchers, error) {
-	ws := &watchers{l: l, done: make(chan struct{}), rooms: map[string]map[*eventlog.Watch]struct{}{}, seqs: map[string]uint64{}, highest: last}
+	ws := &watchers{l: l, done: make(chan struct{}), rooms: map[string]map[*eventlog.Watch]struct{}{}, heads: map[string]*announced{}, highest: last}
 	sub, err := l.nc.Subscribe(l.subj.live(), ws.announced)
 	if err != nil {
 		return nil, err
@@ -53,15 +61,23 @@ func (ws *watchers) announced(m *nats.Msg) {
 	}
 	seq, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 	ws.l.ids.seen(seq)
-	ws.appended(room, seq)
+	var head *eventlog.Head
+	sm := stored{hdr: m.Header}
+	if id, hash, ok := sm.idAndHash(); ok {
+		head = &eventlog.Head{ID: id, Hash: hash, Count: sm.count()}
+	}
+	ws.appended(room, seq, head)
 }
 
-// appended records that room has an event at seq and wakes its watches.
-func (ws *watchers) appended(room string, seq uint64) {
+// appended records that room has an event at seq (head, when known) and wakes its watches.
+func (ws *watchers) appended(room string, seq uint64, head *eventlog.Head) {
 	ws.mu.Lock()
 	ws.highest = max(ws.highest, seq)
-	if _, ok := ws.seqs[room]; ok {
-		ws.seqs[room] = max(ws.seqs[room], seq)
+	if a := ws.heads[room]; a != nil && seq > a.seq {
+		a.seq, a.current = seq, head != nil
+		if head != nil {
+			a.head = *head
+		}
 	}
 	for w := range ws.rooms[room] {
 		w.Notify()
@@ -84,7 +100,20 @@ func (ws *watchers) sawSeq(seq uint64) {
 func (ws *watchers) known(room string) uint64 {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	return ws.seqs[room]
+	if a := ws.heads[room]; a != nil {
+		return a.seq
+	}
+	return 0
+}
+
+// head is a watched room's head as last announced, when that is current.
+func (ws *watchers) head(room string) (eventlog.Head, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if a := ws.heads[room]; a != nil && a.current {
+		return a.head, true
+	}
+	return eventlog.Head{}, false
 }
 
 // add makes a Watch of room.
@@ -95,7 +124,7 @@ func (ws *watchers) add(room string) *eventlog.Watch {
 	if ws.rooms[room] == nil {
 		ws.rooms[room] = map[*eventlog.Watch]struct{}{}
 		if room != "" {
-			ws.seqs[room] = 0
+			ws.heads[room] = &announced{}
 		}
 	}
 	ws.rooms[room][w] = struct{}{}
@@ -109,7 +138,7 @@ func (ws *watchers) remove(w *eventlog.Watch) {
 	delete(set, w)
 	if len(set) == 0 {
 		delete(ws.rooms, w.Room())
-		delete(ws.seqs, w.Room())
+		delete(ws.heads, w.Room())
 	}
 }
 
@@ -134,6 +163,9 @@ func (ws *watchers) backstop() {
 		missed := info.State.LastSeq > ws.highest
 		ws.highest = max(ws.highest, info.State.LastSeq)
 		if missed {
+			for _, a := range ws.heads {
+				a.current = false // which room missed its notice is not known
+			}
 			for _, set := range ws.rooms {
 				for w := range set {
 					w.Notify()
