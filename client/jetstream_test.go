@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	njs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
@@ -149,6 +151,17 @@ func nodesUnderLoad(t *testing.T, servers []*natstest.Server, fault func()) {
 	rep, err := l.Verify(context.Background(), room)
 	if err != nil || rep.Broken != nil {
 		t.Fatalf("verify: %+v %v", rep.Broken, err)
+	}
+	// Auditors read the shared log through any node's HTTP API.
+	admin, err := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "auditor", Rooms: []string{"*"}, Admin: true, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"verify", "--room", room}, {"replay", "--room", room}} {
+		out, err := exec.Command(roomlogBin, append(args, "--server", "http://"+others[0].addr, "--token", admin)...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), acks[n-1].ID) && args[0] == "replay" {
+			t.Fatalf("roomlog %s through node B: %v\n%s", args[0], err, out)
+		}
 	}
 	// The sessions that moved from A to B kept their membership: one join, no leave. The one
 	// that did not come back got its leave, once.
