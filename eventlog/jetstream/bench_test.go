@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/roomlog/roomlog/eventlog"
@@ -44,4 +45,48 @@ func BenchmarkReadAfter(b *testing.B) {
 		events += got
 	}
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkCatchUp reads a room of 10,000 events from its start in pages of 128, as a member
+// resuming from an old cursor does, by one reader and by ten at once.
+func BenchmarkCatchUp(b *testing.B) {
+	s := natstest.Start(b)
+	l, err := jetstream.Open(context.Background(), natstest.Connect(b, s), jetstream.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	const n = 10000
+	body := []byte(`{"text":"` + strings.Repeat("x", 180) + `"}`)
+	var pending []*eventlog.Pending
+	for i := range n {
+		pending = append(pending, l.AppendAsync(eventlog.AppendRequest{Room: "bench", User: "u", Key: fmt.Sprint(i), Body: body}))
+	}
+	for _, p := range pending {
+		if _, err := p.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, readers := range []int{1, 10} {
+		b.Run(fmt.Sprint("readers=", readers), func(b *testing.B) {
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for range readers {
+					wg.Go(func() {
+						var after eventlog.ID
+						for got := 0; got < n; {
+							k, err := l.ReadAfterFunc(context.Background(), "bench", after, 128, func(e *eventlog.Event) error { after = e.ID; return nil })
+							if err != nil || k == 0 {
+								b.Errorf("read %d after %d: %v", k, got, err)
+								return
+							}
+							got += k
+						}
+					})
+				}
+				wg.Wait()
+			}
+			b.ReportMetric(float64(readers*n*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }

@@ -155,6 +155,7 @@ func (l *Log) purgeTo(ctx context.Context, room string, floor eventlog.Head) err
 	}
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
+	defer l.cache.forget(room)
 	if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(l.subj.events(room)), jetstream.WithPurgeSequence(keep)); err != nil {
 		return fmt.Errorf("eventlog/jetstream: compact %q: purge: %w", room, err)
 	}

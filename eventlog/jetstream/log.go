@@ -137,6 +137,8 @@ type Log struct {
 	stopping context.Context
 	stopNow  context.CancelFunc
 
+	cache *readCache // catch-up reads (cache.go)
+
 	cursorsMu sync.Mutex
 	cursors   map[string]cursor // the cursors this node wrote last (cursors.go)
 }
@@ -158,7 +160,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
 	}
-	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, node: opts.Node, writers: map[string]*roomWriter{}, cursors: map[string]cursor{}}
+	l := &Log{opts: opts, nc: nc, js: js, subj: subjects{opts.Prefix}, node: opts.Node, writers: map[string]*roomWriter{}, cursors: map[string]cursor{}, cache: newReadCache()}
 	l.ids.now = opts.Now
 	l.stopping, l.stopNow = context.WithCancel(context.Background())
 	if l.answers, err = startResponses(nc); err != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-// readPage is how many events one direct get asks for while streaming a room.
+// readPage is how many events one direct get asks for while paging backwards or scanning.
 const readPage = 256
 
 // slack is how many events a read asks for beyond its limit when it starts from an id's hint:
@@ -32,27 +32,49 @@ func (l *Log) ReadAfterFunc(ctx context.Context, room string, after eventlog.ID,
 	if l.isClosed() {
 		return 0, eventlog.ErrClosed
 	}
-	next, page, exhausted, err := l.locateAfter(ctx, room, after, min(limit, readPage)+slack)
-	if err != nil {
-		return 0, err
-	}
 	n := 0
+	var next uint64
+	var page []stored
+	exhausted := false
+	if evs, seq, ok := l.cache.after(room, after, limit); ok {
+		for i := range evs {
+			if err := fn(&evs[i]); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if n == limit {
+			return n, nil
+		}
+		after, next = evs[n-1].ID, seq // and on from the stream
+	}
+	ask := min(limit, readPage) + slack
+	if l.cache.continues(room, after) {
+		ask = readAhead // a reader going through the room in order
+	}
+	if next == 0 {
+		var err error
+		if next, page, exhausted, err = l.locateAfter(ctx, room, after, ask); err != nil {
+			return 0, err
+		}
+	}
+	// Read a page ahead of what was asked: the whole page goes into the cache.
+	var read []cachedEvent
+	defer func() { l.cache.add(room, after, read) }()
 	for n < limit {
+		var err error
 		if len(page) == 0 && exhausted {
 			// The stream had no more; unless this node knows of more than a replica had.
 			if page, err = l.behind(ctx, room, next); err != nil || len(page) == 0 {
 				return n, err
 			}
 		} else if len(page) == 0 {
-			ask := min(limit-n, readPage)
 			if page, err = l.direct(ctx, getRequest{Seq: next, NextFor: l.subj.events(room), Batch: ask}); err != nil {
 				return n, fmt.Errorf("eventlog/jetstream: read %q: %w", room, err)
 			}
 			exhausted = len(page) < ask
 		}
-		for len(page) > 0 && n < limit {
-			m := page[0]
-			page = page[1:]
+		for _, m := range page {
 			next = m.seq + 1
 			ev, err := m.event(room)
 			if err != nil {
@@ -61,11 +83,15 @@ func (l *Log) ReadAfterFunc(ctx context.Context, room string, after eventlog.ID,
 			if ev.ID.Compare(after) <= 0 {
 				continue
 			}
-			if err := fn(&ev); err != nil {
-				return n, err
+			read = append(read, cachedEvent{ev: ev, seq: m.seq})
+			if n < limit {
+				if err := fn(&ev); err != nil {
+					return n, err
+				}
+				n++
 			}
-			n++
 		}
+		page = nil
 	}
 	return n, nil
 }
