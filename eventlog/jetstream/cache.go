@@ -18,9 +18,9 @@ import (
 // after an id in [before, last] is exact from memory.
 
 const (
-	readAhead      = 1024   // events a catch-up read asks the stream for
-	maxRunEvents   = 8192   // events kept per room
-	maxCachedRooms = 64     // rooms kept, the least recently read dropped first
+	readAhead      = 1024 // events a catch-up read asks the stream for
+	maxRunEvents   = 8192 // events kept per room
+	maxCachedRooms = 64   // rooms kept, the least recently read dropped first
 	maxCachedBytes = 64 << 20
 )
 
