@@ -15,26 +15,8 @@ import (
 // BenchmarkReadAfter reads pages of 128 events after cursors spread over a room of 10,000 events
 // of 200 bytes, on one in-process server: what a member catching up costs per page.
 func BenchmarkReadAfter(b *testing.B) {
-	s := natstest.Start(b)
-	l, err := jetstream.Open(context.Background(), natstest.Connect(b, s), jetstream.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
 	const n = 10000
-	body := []byte(`{"text":"` + strings.Repeat("x", 180) + `"}`)
-	var ids []eventlog.ID
-	var pending []*eventlog.Pending
-	for i := range n {
-		pending = append(pending, l.AppendAsync(eventlog.AppendRequest{Room: "bench", User: "u", Key: fmt.Sprint(i), Body: body}))
-	}
-	for _, p := range pending {
-		r, err := p.Wait(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		ids = append(ids, r.Event.ID)
-	}
+	l, ids := benchRoom(b, n)
 	b.ResetTimer()
 	events := 0
 	for i := 0; b.Loop(); i++ {
@@ -50,23 +32,8 @@ func BenchmarkReadAfter(b *testing.B) {
 // BenchmarkCatchUp reads a room of 10,000 events from its start in pages of 128, as a member
 // resuming from an old cursor does, by one reader and by ten at once.
 func BenchmarkCatchUp(b *testing.B) {
-	s := natstest.Start(b)
-	l, err := jetstream.Open(context.Background(), natstest.Connect(b, s), jetstream.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
 	const n = 10000
-	body := []byte(`{"text":"` + strings.Repeat("x", 180) + `"}`)
-	var pending []*eventlog.Pending
-	for i := range n {
-		pending = append(pending, l.AppendAsync(eventlog.AppendRequest{Room: "bench", User: "u", Key: fmt.Sprint(i), Body: body}))
-	}
-	for _, p := range pending {
-		if _, err := p.Wait(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-	}
+	l, _ := benchRoom(b, n)
 	for _, readers := range []int{1, 10} {
 		b.Run(fmt.Sprint("readers=", readers), func(b *testing.B) {
 			for b.Loop() {
@@ -89,4 +56,29 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.ReportMetric(float64(readers*n*b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// benchRoom opens a log on an in-process server with the room "bench" of n keyed events of 200
+// bytes, and returns their ids.
+func benchRoom(b *testing.B, n int) (*jetstream.Log, []eventlog.ID) {
+	s := natstest.Start(b)
+	l, err := jetstream.Open(context.Background(), natstest.Connect(b, s), jetstream.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	body := []byte(`{"text":"` + strings.Repeat("x", 180) + `"}`)
+	var pending []*eventlog.Pending
+	for i := range n {
+		pending = append(pending, l.AppendAsync(eventlog.AppendRequest{Room: "bench", User: "u", Key: fmt.Sprint(i), Body: body}))
+	}
+	ids := make([]eventlog.ID, 0, n)
+	for _, p := range pending {
+		r, err := p.Wait(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, r.Event.ID)
+	}
+	return l, ids
 }
