@@ -90,12 +90,17 @@ func (l *Log) enqueue(op *appendOp) *eventlog.Pending {
 	return op.p
 }
 
-// runWriter appends w's queue until it is empty.
+// runWriter appends w's queue until it is empty, a batch at a time: up to MaxBatch requests and
+// maxBatchBytes of bodies (one request at least, whatever its size).
 func (l *Log) runWriter(w *roomWriter) {
 	defer l.wg.Done()
 	for {
 		l.mu.Lock()
-		n := min(len(w.queue), l.opts.MaxBatch)
+		n, bytes := 0, 0
+		for n < min(len(w.queue), l.opts.MaxBatch) && (n == 0 || bytes+len(w.queue[n].req.Body) <= maxBatchBytes) {
+			bytes += len(w.queue[n].req.Body)
+			n++
+		}
 		if n == 0 {
 			delete(l.writers, w.room)
 			l.mu.Unlock()
@@ -182,8 +187,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 	members := map[string]*memberState{} // membership markers read or written by this batch
 	plan := make([]*planned, 0, len(ops))
 	var msgs []*nats.Msg
-	bytes := 0
-	for i, op := range ops {
+	for _, op := range ops {
 		p := &planned{op: op, msg: -1}
 		plan = append(plan, p)
 		req := &op.req
@@ -231,13 +235,6 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 				continue
 			}
 		}
-		if i > 0 && bytes+len(req.Body) > maxBatchBytes {
-			// Too much for one batch: put the rest back, in order, for the next.
-			l.requeue(w, ops[i:])
-			plan = plan[:len(plan)-1]
-			break
-		}
-		bytes += len(req.Body)
 		id := l.ids.next(head.ID, head.seq)
 		rec := eventlog.EncodeRecord(nil, req)
 		hash := eventlog.ChainRecord(rec, &head.Hash, req.Room, id)
@@ -272,13 +269,6 @@ func hasEvent(msgs []*nats.Msg, subject string) bool {
 		}
 	}
 	return false
-}
-
-// requeue puts ops back at the front of w's queue.
-func (l *Log) requeue(w *roomWriter, ops []*appendOp) {
-	l.mu.Lock()
-	w.queue = append(append([]*appendOp{}, ops...), w.queue...)
-	l.mu.Unlock()
 }
 
 // markers are the messages published with an event, just before it (see the package comment):

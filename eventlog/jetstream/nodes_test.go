@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,4 +227,34 @@ func mrand(n int) int {
 	var b [2]byte
 	rand.Read(b[:])
 	return (int(b[0])<<8 | int(b[1])) % n
+}
+
+// Large bodies queued at once go out in several batches (each within JetStream's limits), in
+// queue order, each once, also when another node's appends to the room make batches retry.
+func TestLargeBodiesSplitIntoBatches(t *testing.T) {
+	s := natstest.Start(t)
+	nodes := []*jetstream.Log{openNode(t, []*natstest.Server{s}, jetstream.Options{}), openNode(t, []*natstest.Server{s}, jetstream.Options{})}
+	body := []byte(`{"text":"` + strings.Repeat("y", 60000) + `"}`)
+	var wg sync.WaitGroup
+	for n, l := range nodes {
+		wg.Go(func() {
+			var pending []*eventlog.Pending
+			for i := range 40 {
+				pending = append(pending, l.AppendAsync(eventlog.AppendRequest{Room: "big", User: "u", Key: fmt.Sprint(n, "-", i), Body: body}))
+			}
+			var last eventlog.ID
+			for i, p := range pending {
+				r, err := p.Wait(context.Background())
+				if err != nil || r.Duplicate || r.Event.ID.Compare(last) <= 0 {
+					t.Errorf("node %d, append %d: duplicate %v, %v", n, i, r.Duplicate, err)
+					return
+				}
+				last = r.Event.ID
+			}
+		})
+	}
+	wg.Wait()
+	if h, err := nodes[0].Head(context.Background(), "big"); err != nil || h.Count != 80 {
+		t.Fatalf("head %+v %v; want 80 events", h, err)
+	}
 }
