@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -148,9 +149,16 @@ func (n *nodes) sweep(ctx context.Context, alive map[string]bool) error {
 		if len(m.Data()) == 0 {
 			return nil
 		}
-		st, err := n.l.memberState(ctx, m.Subject())
-		if err != nil || st.marker == nil || alive[st.marker.Node] {
+		meta, err := m.Metadata()
+		if err != nil {
 			return err
+		}
+		st := &memberState{marker: &sessionMarker{}, seq: meta.Sequence.Stream}
+		if err := json.Unmarshal(m.Data(), st.marker); err != nil {
+			return fmt.Errorf("%w: membership marker %d: %v", eventlog.ErrCorrupt, st.seq, err)
+		}
+		if alive[st.marker.Node] {
+			return nil
 		}
 		subj := m.Subject()
 		seen[subj] = true
