@@ -18,12 +18,16 @@
 //	                  the key retention (and an hour to spare).
 //	P.snap.R          the id of the room's latest snapshot event.
 //	P.floor.R         the room's floor after a compaction (id, hash, position).
-//	P.sess.R.S        a session's membership, S = base64url(SHA-256(user, session)): the join
-//	                  event, or empty after its leave.
+//	P.sess.R.S        a session's membership, S = base64url(SHA-256(user, session)): its join
+//	                  event, the node serving it and its presence; empty after its leave
+//	                  (members.go).
 //
 // Markers are published in one atomic batch (nats-server 2.12's allow_atomic) with the event they
 // belong to, so no crash separates them. Client cursors (Cursors) live in the key-value bucket
-// <Stream>_ACKS: they change often, and apart from the events.
+// <Stream>_ACKS: they change often, and apart from the events. Nodes tell each other they are
+// alive in <Stream>_NODES, and the survivors write the leaves of a dead node's sessions
+// (nodes.go). Event headers also carry Rl-Hash, so that the republished headers alone tell a
+// node a room's new head.
 //
 // # Order across nodes
 //
@@ -45,7 +49,7 @@
 // from the sequence in it, checked against the event before, and, for an id this log did not
 // make, by binary search over the stream. Replicas answer direct gets too, and one may lag the
 // leader by a moment; a read that ends before the last sequence this node knows of the room goes
-// on from the leader.
+// on from the leader. Catch-up reads go through a read-ahead cache (cache.go).
 //
 // # Durability
 //
