@@ -1,0 +1,62 @@
+package jetstream_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/internal/natstest"
+)
+
+// Messages that are not roomlog's on its subjects (another program publishing there, a stream
+// restored from elsewhere) are refused with ErrCorrupt, never crashed on; the rooms around them
+// go on working.
+func TestForeignMessagesAreRefused(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	l := openNode(t, []*natstest.Server{s}, jetstream.Options{})
+	ctx := context.Background()
+	if _, err := l.Append(ctx, text("good", "u", "fine")); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(subject string, hdr nats.Header, data []byte) {
+		t.Helper()
+		m := &nats.Msg{Subject: subject, Header: hdr, Data: data}
+		if _, err := nc.RequestMsg(m, 5e9); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room := "doc:damaged"
+	subject := "roomlog.ev." + base64.RawURLEncoding.EncodeToString([]byte(room))
+	publish(subject, nil, []byte("not a record"))                                                // no id
+	publish(subject, nats.Header{"Rl-Id": {"01ARZ3NDEKTSV4RRFFQ69G5FAV"}}, []byte{1, 2, 3})      // a short record
+	publish("roomlog.ev.!!notbase64", nats.Header{"Rl-Id": {"01ARZ3NDEKTSV4RRFFQ69G5FAV"}}, nil) // not a room
+
+	if _, err := l.ReadAfter(ctx, room, eventlog.ID{}, 10); !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Errorf("ReadAfter of the damaged room: %v, want ErrCorrupt", err)
+	}
+	if _, err := l.Head(ctx, room); !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Errorf("Head of the damaged room: %v, want ErrCorrupt", err)
+	}
+	if _, err := l.Append(ctx, text(room, "u", "x")); !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Errorf("Append to the damaged room: %v, want ErrCorrupt", err)
+	}
+	if rep, err := l.Verify(ctx, room); err == nil && rep.Broken == nil {
+		t.Errorf("Verify of the damaged room found nothing")
+	}
+	if err := l.Rooms(ctx, func(eventlog.RoomInfo) error { return nil }); !errors.Is(err, eventlog.ErrCorrupt) {
+		t.Errorf("Rooms with a subject that names no room: %v, want ErrCorrupt", err)
+	}
+	// The good room is untouched.
+	if evs, err := l.ReadAfter(ctx, "good", eventlog.ID{}, 10); err != nil || len(evs) != 1 {
+		t.Errorf("the good room: %d events, %v", len(evs), err)
+	}
+	if _, err := l.Append(ctx, text("good", "u", "still fine")); err != nil {
+		t.Errorf("append to the good room: %v", err)
+	}
+}
