@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -58,5 +59,41 @@ func TestForeignMessagesAreRefused(t *testing.T) {
 	}
 	if _, err := l.Append(ctx, text("good", "u", "still fine")); err != nil {
 		t.Errorf("append to the good room: %v", err)
+	}
+}
+
+// A node whose JetStream is gone still stops: Close waits Options.Timeout for what is queued,
+// then those appends fail, and it returns.
+func TestCloseWithJetStreamGone(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	l, err := jetstream.Open(context.Background(), nc, jetstream.Options{Timeout: 300 * time.Millisecond, MaxBatch: 1}) // 200 batches: 60 s if each waited out its timeout
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(context.Background(), text("r", "u", "before")); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	var pending []*eventlog.Pending
+	for range 200 {
+		pending = append(pending, l.AppendAsync(text("r", "u", "after")))
+	}
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return within 10 s with JetStream gone")
+	}
+	for i, p := range pending {
+		select {
+		case <-p.Done():
+			if _, err := p.Result(); err == nil {
+				t.Fatalf("append %d succeeded with JetStream gone", i)
+			}
+		default:
+			t.Fatalf("append %d still pending after Close", i)
+		}
 	}
 }
