@@ -187,6 +187,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 	members := map[string]*memberState{} // membership markers read or written by this batch
 	plan := make([]*planned, 0, len(ops))
 	var msgs []*nats.Msg
+	conditioned := false // the batch's first event carries the condition on the room's head
 	for _, op := range ops {
 		p := &planned{op: op, msg: -1}
 		plan = append(plan, p)
@@ -251,8 +252,10 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		ev.Header.Set(hdrID, id.String())
 		ev.Header.Set(hdrCount, strconv.FormatUint(head.Count+1, 10))
 		ev.Header.Set(hdrHash, hex.EncodeToString(hash[:]))
-		if len(msgs) == 0 || !hasEvent(msgs, l.subj.events(req.Room)) {
+		if !conditioned {
+			// The batch is atomic: the events after the first follow it with nothing between.
 			ev.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(head.seq, 10))
+			conditioned = true
 		}
 		ev.Data = rec
 		p.msg = len(msgs)
@@ -260,15 +263,6 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		head = roomHead{Head: eventlog.Head{ID: id, Hash: hash, Count: head.Count + 1}}
 	}
 	return plan, msgs, nil
-}
-
-func hasEvent(msgs []*nats.Msg, subject string) bool {
-	for _, m := range msgs {
-		if m.Subject == subject {
-			return true
-		}
-	}
-	return false
 }
 
 // markers are the messages published with an event, just before it (see the package comment):
