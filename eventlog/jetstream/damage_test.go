@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,15 @@ func TestCloseWithJetStreamGone(t *testing.T) {
 		default:
 			t.Fatalf("append %d still pending after Close", i)
 		}
+	}
+}
+
+// Bodies larger than the NATS server takes are refused when the log opens, not at the first
+// large publish.
+func TestBodiesMustFitMaxPayload(t *testing.T) {
+	s := natstest.Start(t)
+	_, err := jetstream.Open(context.Background(), natstest.Connect(t, s), jetstream.Options{MaxBody: 4 << 20})
+	if err == nil || !strings.Contains(err.Error(), "max_payload") {
+		t.Fatalf("Open with 4 MiB bodies on a 1 MiB server: %v", err)
 	}
 }

@@ -111,6 +111,10 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// recordOverhead bounds what an event message carries besides its body: the record's hash and
+// fields (user, session, key, kind) and the headers.
+const recordOverhead = 2048
+
 // Log is the event log on a JetStream stream. It is safe for concurrent use; many Logs, in many
 // processes, may share one stream.
 type Log struct {
@@ -156,6 +160,9 @@ var (
 // caller keeps nc and closes it after Close.
 func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	opts = opts.withDefaults()
+	if limit := nc.MaxPayload(); limit > 0 && int64(opts.MaxBody)+recordOverhead > limit {
+		return nil, fmt.Errorf("eventlog/jetstream: bodies of up to %d bytes do not fit the NATS server's max_payload of %d bytes (raise max_payload, or lower the body limit)", opts.MaxBody, limit)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
