@@ -28,8 +28,8 @@ func (r *roomsFlag) String() string     { return strings.Join(*r, ",") }
 func (r *roomsFlag) Set(v string) error { *r = append(*r, v); return nil }
 
 func replayCmd(args []string) int {
-	c := newCommand("replay", "Prints events, oldest first, from a data file or a live server, filtered.")
-	src := addSource(c)
+	c := newCommand("replay", "Prints events, oldest first, from a data file, a live server or a JetStream log, filtered.")
+	src := addSource(c).withNATS(c)
 	var roomPatterns roomsFlag
 	c.fs.Var(&roomPatterns, "room", "room name or prefix pattern ending in '*'; repeatable")
 	user := c.String("user", "ROOMLOG_REPLAY_USER", "", "only events by this user")
@@ -119,7 +119,7 @@ func replayCmd(args []string) int {
 		}
 		return 0
 	}
-	l, err := src.open()
+	l, err := src.openAudit()
 	if err != nil {
 		return fail("replay", err)
 	}
@@ -178,7 +178,7 @@ func usageError(cmd string, err error) int {
 
 func verifyCmd(args []string) int {
 	c := newCommand("verify", "Walks every room's hash chain and id order; exit 0 when intact, 1 naming the first broken event.")
-	src := addSource(c)
+	src := addSource(c).withNATS(c)
 	room := c.String("room", "ROOMLOG_VERIFY_ROOM", "", "verify only this room")
 	headsFile := c.String("heads", "ROOMLOG_VERIFY_HEADS", "", "a file of anchors from 'roomlog heads': each must still be in the log, chained")
 	if code, ok := c.parse(args); !ok {
@@ -219,7 +219,7 @@ func verifyCmd(args []string) int {
 			return fail("verify", fmt.Errorf("reading the server's answer: %v", err))
 		}
 	} else {
-		l, err := src.open()
+		l, err := src.openAudit()
 		if err != nil {
 			return fail("verify", err)
 		}
@@ -264,7 +264,7 @@ func readAnchorFile(path string) ([]eventlog.Anchor, error) {
 
 func headsCmd(args []string) int {
 	c := newCommand("heads", "Prints each room's head as a JSON line {room, count, id, hash}: anchors to keep apart from the data file. 'roomlog verify --heads FILE' later checks the log still holds them, so a room cut back to an earlier event shows.")
-	src := addSource(c)
+	src := addSource(c).withNATS(c)
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
@@ -298,7 +298,7 @@ func anchorOf(r adminapi.RoomListing) (eventlog.Anchor, error) {
 
 // verifyWithProgress verifies room by room, reporting progress on stderr when it is a terminal
 // and the log is large.
-func verifyWithProgress(l *eventlog.BoltLog, room string, anchors []eventlog.Anchor) (eventlog.VerifyReport, error) {
+func verifyWithProgress(l auditableLog, room string, anchors []eventlog.Anchor) (eventlog.VerifyReport, error) {
 	ctx := context.Background()
 	if room != "" || len(anchors) > 0 || !isTerminal(os.Stderr) {
 		return l.Verify(ctx, room, anchors...)
@@ -344,7 +344,7 @@ func verifyWithProgress(l *eventlog.BoltLog, room string, anchors []eventlog.Anc
 
 func roomsCmd(args []string) int {
 	c := newCommand("rooms", "Lists the rooms: name, events, first and last event time, head id, members online.")
-	src := addSource(c)
+	src := addSource(c).withNATS(c)
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
@@ -392,7 +392,7 @@ func listRooms(src source, online bool, begin func(), each func(adminapi.RoomLis
 			}
 		}
 	}
-	l, err := src.open()
+	l, err := src.openAudit()
 	if err != nil {
 		return err
 	}

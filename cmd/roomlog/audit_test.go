@@ -337,7 +337,7 @@ func TestAuditBadInput(t *testing.T) {
 		{"bad room", []string{"replay", "--data", data, "--room", "a b"}, 2, "bad room name"},
 		{"bad format", []string{"replay", "--data", data, "--format", "xml"}, 2, "--format must be jsonl or text"},
 		{"follow offline", []string{"replay", "--data", data, "--follow"}, 2, "--follow needs --server"},
-		{"both sources", []string{"rooms", "--data", data, "--server", "http://127.0.0.1:1"}, 2, "not both"},
+		{"both sources", []string{"rooms", "--data", data, "--server", "http://127.0.0.1:1"}, 2, "not several"},
 		{"no source", []string{"verify"}, 2, "give --data FILE"},
 		{"server without token", []string{"verify", "--server", "http://127.0.0.1:1"}, 2, "--server needs --token"},
 		{"server unreachable", []string{"verify", "--server", "http://127.0.0.1:1", "--token", "x"}, 1, "cannot reach the server"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,13 +12,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
 )
 
-// source is where a read-only command reads: a data file offline, or a live server through its
-// admin HTTP API.
+// source is where a read-only command reads: a data file offline, a live server through its
+// admin HTTP API, or, for the audit commands, a JetStream log directly (withNATS).
 type source struct {
 	data, server, token *string
+	nats, natsStream    *string // nil unless withNATS
 }
 
 func addSource(c *command) source {
@@ -28,12 +33,31 @@ func addSource(c *command) source {
 	}
 }
 
-// check says which of the two was chosen, or what is wrong.
+// withNATS adds --nats and --nats-stream: the log of nodes on JetStream, read without a node.
+func (s source) withNATS(c *command) source {
+	s.nats = c.String("nats", "ROOMLOG_NATS", "", "comma-separated NATS server URLs: read the JetStream log of nodes run with --nats, read-only")
+	s.natsStream = c.String("nats-stream", "ROOMLOG_NATS_STREAM", jetstream.DefaultStream, "with --nats: the log's stream")
+	return s
+}
+
+func (s source) natsGiven() bool { return s.nats != nil && *s.nats != "" }
+
+// check says which source was chosen (online: the HTTP API), or what is wrong.
 func (s source) check() (online bool, err error) {
+	given := 0
+	for _, set := range []bool{*s.data != "", *s.server != "", s.natsGiven()} {
+		if set {
+			given++
+		}
+	}
 	switch {
-	case *s.data != "" && *s.server != "":
+	case given > 1 && s.nats != nil:
+		return false, errors.New("give one of --data, --server and --nats, not several")
+	case given > 1:
 		return false, errors.New("give --data or --server, not both")
-	case *s.data == "" && *s.server == "":
+	case given == 0 && s.nats != nil:
+		return false, errors.New("give --data FILE (offline), --server URL --token JWT (online) or --nats URL (a JetStream log)")
+	case given == 0:
 		return false, errors.New("give --data FILE (offline) or --server URL --token JWT (online)")
 	case *s.server != "" && *s.token == "":
 		return false, errors.New("--server needs --token (an admin token)")
@@ -45,6 +69,44 @@ func (s source) check() (online bool, err error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// auditableLog is what the audit commands read: the data file, or a JetStream log.
+type auditableLog interface {
+	eventlog.Log
+	eventlog.Auditor
+	eventlog.SessionIndex
+}
+
+// openAudit opens the offline source: the JetStream log with --nats, else the data file.
+func (s source) openAudit() (auditableLog, error) {
+	if !s.natsGiven() {
+		return s.open()
+	}
+	nc, err := nats.Connect(*s.nats, nats.Name("roomlog audit "+version))
+	if err != nil {
+		return nil, fmt.Errorf("--nats %s: %v", *s.nats, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := jetstream.Open(ctx, nc, jetstream.Options{Stream: *s.natsStream, ReadOnly: true})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("--nats %s: %v", *s.nats, err)
+	}
+	return natsAudit{l, nc}, nil
+}
+
+// natsAudit is a read-only JetStream log that owns its connection.
+type natsAudit struct {
+	*jetstream.Log
+	nc *nats.Conn
+}
+
+func (a natsAudit) Close() error {
+	err := a.Log.Close()
+	a.nc.Close()
+	return err
 }
 
 // open opens the data file read-only; its error says what to do instead.

@@ -65,6 +65,9 @@ func (l *Log) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.
 
 // AppendAsync implements eventlog.Log.
 func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
+	if l.opts.ReadOnly {
+		return eventlog.Failed(ErrReadOnly)
+	}
 	req, err := eventlog.Normalize(req, l.opts.MaxBody)
 	if err != nil {
 		return eventlog.Failed(fmt.Errorf("eventlog/jetstream: append: %w", err))

@@ -85,6 +85,9 @@ func (l *Log) Compact(ctx context.Context, room, by string) (eventlog.CompactRes
 	if err := eventlog.CheckUser(by); err != nil {
 		return eventlog.CompactResult{}, fmt.Errorf("eventlog/jetstream: compact: %w", err)
 	}
+	if l.opts.ReadOnly {
+		return eventlog.CompactResult{}, ErrReadOnly
+	}
 	snap, ok, err := l.LatestSnapshot(ctx, room)
 	if err != nil {
 		return eventlog.CompactResult{}, err

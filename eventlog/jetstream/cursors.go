@@ -31,6 +31,9 @@ func (l *Log) SetAck(ctx context.Context, user, session, room string, id eventlo
 	if l.isClosed() {
 		return eventlog.ErrClosed
 	}
+	if l.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
 	key := hashToken(user, session, room)

@@ -59,6 +59,10 @@ type Options struct {
 	// (they may reconnect to another node meanwhile) before a surviving node writes their leave
 	// events: the server's grace period. Default 30 s; a negative value means none.
 	OrphanGrace time.Duration
+	// ReadOnly opens an existing stream for reading only, as auditors do: Open creates and
+	// changes nothing, the node sends no heartbeat and sweeps nothing, and appends, acks and
+	// compactions fail with ErrReadOnly.
+	ReadOnly bool
 	// Now is the clock of ids and key retention; tests set it. Default time.Now.
 	Now func() time.Time
 	// Logger gets what an operator should know. Default slog.Default().
@@ -110,6 +114,9 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// ErrReadOnly is returned for writes to a log opened with Options.ReadOnly.
+var ErrReadOnly = errors.New("eventlog/jetstream: the log is open read-only")
 
 // recordOverhead bounds what an event message carries besides its body: the record's hash and
 // fields (user, session, key, kind) and the headers.
@@ -196,6 +203,9 @@ func (l *Log) start(ctx context.Context) error {
 	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
 		return err
 	}
+	if l.opts.ReadOnly {
+		return nil // not a node: no heartbeat, no sweep
+	}
 	l.nodes, err = startNodes(ctx, l, info.Config.Replicas)
 	return err
 }
@@ -218,7 +228,7 @@ func (l *Log) setup(ctx context.Context) error {
 	var stream jetstream.Stream
 	err := l.retry(ctx, func(ctx context.Context) (err error) {
 		stream, err = l.js.Stream(ctx, l.opts.Stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if errors.Is(err, jetstream.ErrStreamNotFound) && !l.opts.ReadOnly {
 			stream, err = l.createReplicated(ctx, cfg)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				stream, err = l.js.Stream(ctx, l.opts.Stream) // another node created it first
@@ -236,6 +246,13 @@ func (l *Log) setup(ctx context.Context) error {
 	l.stream = stream
 	if err := l.waitReady(ctx); err != nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
+	}
+	if l.opts.ReadOnly {
+		l.acks, err = l.js.KeyValue(ctx, l.opts.Stream+"_ACKS")
+		if err != nil {
+			return fmt.Errorf("eventlog/jetstream: bucket %s_ACKS: %w", l.opts.Stream, err)
+		}
+		return nil
 	}
 	err = l.retry(ctx, func(ctx context.Context) (err error) {
 		l.acks, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -335,7 +352,9 @@ func (l *Log) shutdown(gone bool) {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	l.nodes.stop(gone) // before the writers end: a sweep may be appending
+	if l.nodes != nil {
+		l.nodes.stop(gone) // before the writers end: a sweep may be appending
+	}
 	written := make(chan struct{})
 	go func() { l.wg.Wait(); close(written) }()
 	select {
