@@ -132,3 +132,46 @@ func TestClusterLeaderKilled(t *testing.T) {
 		t.Fatal("ids out of order")
 	}
 }
+
+// A node started while one server of three is down still gets a stream replicated three
+// times: JetStream places a replica on a server it knows, down or not, and two of three take
+// appends. (A cluster still forming refuses placement on a server it has not heard from yet,
+// "peer offline", which Open waits out: see placementSettle.)
+func TestReplicasWhileAServerIsDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-server cluster")
+	}
+	c := natstest.StartCluster(t, 3)
+	c.Servers[2].Shutdown()
+	l := openNode(t, c.Servers[:2], jetstream.Options{})
+	if got := streamReplicas(t, c.Servers[:2]); got != 3 {
+		t.Fatalf("stream replicas %d; want 3", got)
+	}
+	if _, err := l.Append(context.Background(), text("doc:f", "ann", "x")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// On a cluster of two, three replicas cannot be placed: after asking for a while, the stream
+// gets one.
+func TestReplicasOnTwoServers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a two-server cluster")
+	}
+	jetstream.SetPlacementSettle(t, time.Second)
+	c := natstest.StartCluster(t, 2)
+	openNode(t, c.Servers, jetstream.Options{})
+	if got := streamReplicas(t, c.Servers); got != 1 {
+		t.Fatalf("stream replicas %d; want 1", got)
+	}
+}
+
+func streamReplicas(t *testing.T, servers []*natstest.Server) int {
+	t.Helper()
+	js, _ := njs.New(natstest.Connect(t, servers...))
+	stream, err := js.Stream(context.Background(), jetstream.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream.CachedInfo().Config.Replicas
+}

@@ -1,4 +1,14 @@
 package jetstream
 
+import "time"
+
 // Kill stops the log as a node that died would: no more heartbeats, none signed off.
 func (l *Log) Kill() { l.shutdown(false) }
+
+// SetPlacementSettle sets how long Open asks for three replicas before it settles for one, and
+// restores it when the test ends.
+func SetPlacementSettle(t interface{ Cleanup(func()) }, d time.Duration) {
+	was := placementSettle
+	placementSettle = d
+	t.Cleanup(func() { placementSettle = was })
+}

@@ -35,7 +35,10 @@ type Options struct {
 	// Prefix begins every subject of the stream. Default DefaultPrefix.
 	Prefix string
 	// Replicas is the stream's and bucket's replica count when Open creates them: 0 takes 3 when
-	// the JetStream cluster has three or more servers, else 1. An existing stream keeps its own.
+	// the JetStream cluster can place three, else 1 (at once on a single server; on a cluster,
+	// after asking for three for 15 s, since a forming cluster knows its servers one by one).
+	// A count the cluster cannot place yet is asked for until Open's minute is up. An existing
+	// stream keeps its own.
 	Replicas int
 	// MaxBody limits an event body's compact JSON size. Default eventlog.DefaultMaxBody.
 	MaxBody int
@@ -226,10 +229,11 @@ func (l *Log) setup(ctx context.Context) error {
 		RePublish:          &jetstream.RePublish{Source: l.subj.allEvents(), Destination: l.subj.live(), HeadersOnly: true},
 	}
 	var stream jetstream.Stream
+	since := time.Now()
 	err := l.retry(ctx, func(ctx context.Context) (err error) {
 		stream, err = l.js.Stream(ctx, l.opts.Stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) && !l.opts.ReadOnly {
-			stream, err = l.createReplicated(ctx, cfg)
+			stream, err = l.createReplicated(ctx, cfg, since)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				stream, err = l.js.Stream(ctx, l.opts.Stream) // another node created it first
 			}
@@ -292,12 +296,21 @@ func (l *Log) retry(ctx context.Context, fn func(context.Context) error) error {
 }
 
 // notAnswering reports whether err means JetStream cannot answer now (no leader yet, no
-// responders, a timeout) rather than refusing the request.
+// responders, a timeout, no servers yet for the replicas asked for) rather than refusing the
+// request.
 func notAnswering(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || notPlaced(err) ||
 		errors.As(err, &apiErr) && (apiErr.ErrorCode == 10008 || apiErr.Code == 503) // JetStream temporarily unavailable
+}
+
+// notPlaced reports whether JetStream refused to create a stream or bucket because it has not
+// the servers for its replicas: too few in the cluster, or some not (yet) online. A cluster that
+// is forming answers so for its first seconds.
+func notPlaced(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10005 || apiErr.ErrorCode == 10023)
 }
 
 // waitReady waits until the stream answers direct gets: a stream just created has no leader
@@ -318,20 +331,32 @@ func (l *Log) waitReady(ctx context.Context) error {
 	}
 }
 
-// createReplicated creates the stream with cfg.Replicas, or, when that is 0, with three replicas
-// where JetStream has the servers for them and one where it has not.
-func (l *Log) createReplicated(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+// placementSettle is how long Open, given no replica count, keeps asking for three replicas
+// on a cluster that cannot place them yet, before it settles for one: a cluster that is forming
+// knows its servers only one by one, and a stream made with one replica on a cluster of three
+// would stay so.
+var placementSettle = 15 * time.Second // a variable for tests
+
+// createReplicated creates the stream with cfg.Replicas (a cluster that cannot place them yet
+// is retried by the caller), or, when that is 0, with three replicas where JetStream has the
+// servers for them and one where it has not: at once on a single server, after placementSettle
+// on a cluster of fewer than three.
+func (l *Log) createReplicated(ctx context.Context, cfg jetstream.StreamConfig, since time.Time) (jetstream.Stream, error) {
 	if cfg.Replicas > 0 {
 		return l.js.CreateStream(ctx, cfg)
 	}
 	cfg.Replicas = 3
 	stream, err := l.js.CreateStream(ctx, cfg)
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) { // a single server (10074) or too few in the cluster (10023)
-		cfg.Replicas = 1
-		stream, err = l.js.CreateStream(ctx, cfg)
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == 10074: // a single server: no replicas
+	case notPlaced(err) && time.Since(since) >= placementSettle:
+		l.opts.Logger.Warn("JetStream cannot place three replicas: the stream gets one, and a server lost loses its events (--nats-replicas sets the count)", "err", err)
+	default:
+		return stream, err
 	}
-	return stream, err
+	cfg.Replicas = 1
+	return l.js.CreateStream(ctx, cfg)
 }
 
 // Close stops taking appends, waits for those queued (for Options.Timeout at most: the rest

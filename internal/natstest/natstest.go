@@ -72,8 +72,8 @@ type Cluster struct {
 	Servers []*Server
 }
 
-// StartCluster starts a cluster of n JetStream servers on loopback; each stores in a temporary
-// directory of its own. They are shut down when the test ends.
+// StartCluster starts a cluster of n JetStream servers on loopback, and waits until it has
+// formed; each stores in a temporary directory of its own. They are shut down when the test ends.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	ports := make([]int, n)
@@ -85,6 +85,11 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	c := &Cluster{}
+	t.Cleanup(func() {
+		for _, s := range c.Servers {
+			s.Shutdown()
+		}
+	})
 	for i := range n {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
@@ -92,40 +97,45 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			Cluster: server.ClusterOpts{Name: "roomlog-test", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
 		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("nats-server: %v", err)
-		}
-		go s.Start()
-		c.Servers = append(c.Servers, &Server{Server: s, opts: opts})
+		s := &Server{opts: opts}
+		s.Restart(t)
+		c.Servers = append(c.Servers, s)
 	}
-	t.Cleanup(func() {
-		for _, s := range c.Servers {
-			s.Shutdown()
-		}
-	})
-	for _, s := range c.Servers {
-		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatalf("nats-server %s did not start", s.Name())
-		}
-	}
-	c.waitForMeta(t)
+	c.WaitForMeta(t)
 	return c
 }
 
-// waitForMeta waits until the cluster has elected a JetStream meta leader.
-func (c *Cluster) waitForMeta(t testing.TB) {
+// WaitForMeta waits until the cluster has elected a JetStream meta leader that has heard from
+// every running server, and every running server has caught up with it: before that, a stream
+// asking for a replica on each server is refused ("no suitable peers for placement").
+func (c *Cluster) WaitForMeta(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, s := range c.Servers {
-			if s.Running() && s.JetStreamIsLeader() {
-				return
-			}
+		if c.formed() {
+			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no JetStream meta leader after 30s")
+	t.Fatalf("the JetStream cluster did not form in 30s (a meta leader hearing from every running server, all current)")
+}
+
+func (c *Cluster) formed() bool {
+	var leader *Server
+	running := 0
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		running++
+		if !s.JetStreamIsCurrent() {
+			return false
+		}
+		if s.JetStreamIsLeader() {
+			leader = s
+		}
+	}
+	return leader != nil && len(leader.JetStreamClusterPeers()) == running
 }
 
 func freePort(t testing.TB) int {
