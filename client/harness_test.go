@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -177,7 +178,12 @@ type serverProc struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan struct{}
+
+	logMu sync.Mutex
+	logs  []string // the last lines the process logged, shown when the test fails
 }
+
+const procLogLines = 200
 
 // startProc starts roomlog serve on data; extra flags follow the test's own (and override them).
 func startProc(t *testing.T, data string, extra ...string) *serverProc {
@@ -190,21 +196,52 @@ func startProc(t *testing.T, data string, extra ...string) *serverProc {
 	}
 	p := &serverProc{cmd: cmd, done: make(chan struct{})}
 	addr := make(chan string, 1)
+	logged := make(chan struct{})
 	go func() {
+		defer close(logged)
 		re := regexp.MustCompile(`addr=http://(\S+)`)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
+		// A reader, not a Scanner: a line of any length is read, and the pipe is drained to the
+		// end (a process whose stderr is not read blocks once the pipe is full).
+		r := bufio.NewReader(stderr)
+		for {
+			line, err := r.ReadString('\n')
+			if line != "" {
+				p.logLine(strings.TrimRight(line, "\n"))
+				if m := re.FindStringSubmatch(line); m != nil {
+					select {
+					case addr <- m[1]:
+					default:
+					}
+				}
+			}
+			if err != nil {
+				return
 			}
 		}
 	}()
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	go func() { <-logged; cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			p.logMu.Lock()
+			t.Logf("the last %d lines of roomlog %s:\n%s", len(p.logs), strings.Join(args, " "), strings.Join(p.logs, "\n"))
+			p.logMu.Unlock()
+		}
+	})
 	select {
 	case p.addr = <-addr:
 	case <-time.After(20 * time.Second):
 		t.Fatal("server did not start")
 	}
 	return p
+}
+
+func (p *serverProc) logLine(line string) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	if len(p.logs) == procLogLines {
+		p.logs = append(p.logs[:0], p.logs[1:]...)
+	}
+	p.logs = append(p.logs, line)
 }
