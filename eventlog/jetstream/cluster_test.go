@@ -175,3 +175,34 @@ func streamReplicas(t *testing.T, servers []*natstest.Server) int {
 	}
 	return stream.CachedInfo().Config.Replicas
 }
+
+// On three servers, a cursor acked on one node is what another node reads right after, and a
+// node's heartbeat is read back at once: reads that must see an acked write go to the bucket's
+// leader, since the replica answering a direct get may not have the write yet.
+func TestReadsAfterWritesOnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-server cluster")
+	}
+	c := natstest.StartCluster(t, 3)
+	a := openNode(t, c.Servers[:1], jetstream.Options{})
+	b := openNode(t, c.Servers[1:2], jetstream.Options{})
+	ctx := context.Background()
+	var ids []eventlog.ID
+	for i := range 600 { // a replica behind is rare: it takes many tries (or a loaded machine)
+		r, err := a.Append(ctx, text("doc:raw", "ann", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.Event.ID)
+	}
+	for i, id := range ids {
+		session := fmt.Sprint("s", i%7)
+		if err := a.SetAck(ctx, "ann", session, "doc:raw", id); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Ack(ctx, "ann", session, "doc:raw")
+		if err != nil || got != id {
+			t.Fatalf("ack %d: node b reads %s, %v; want %s", i, got, err, id)
+		}
+	}
+}

@@ -42,16 +42,9 @@ func (l *Log) SetAck(ctx context.Context, user, session, room string, id eventlo
 	l.cursorsMu.Unlock()
 	for range maxRetries {
 		if !cached {
-			e, err := l.acks.Get(ctx, key)
-			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound):
-				known = cursor{}
-			case err != nil:
+			var err error
+			if known, _, err = l.readCursor(ctx, key); err != nil {
 				return fmt.Errorf("eventlog/jetstream: ack: %w", err)
-			case len(e.Value()) == 16:
-				known = cursor{id: eventlog.ID(e.Value()), revision: e.Revision()}
-			default:
-				known = cursor{revision: e.Revision()}
 			}
 		}
 		if known.revision > 0 && known.id.Compare(id) >= 0 {
@@ -90,17 +83,35 @@ func (l *Log) Ack(ctx context.Context, user, session, room string) (eventlog.ID,
 	if l.isClosed() {
 		return eventlog.ID{}, eventlog.ErrClosed
 	}
-	ctx, cancel := l.ctx(ctx)
-	defer cancel()
-	e, err := l.acks.Get(ctx, hashToken(user, session, room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return eventlog.ID{}, nil
-	}
-	if err != nil {
+	c, size, err := l.readCursor(ctx, hashToken(user, session, room))
+	switch {
+	case err != nil:
 		return eventlog.ID{}, fmt.Errorf("eventlog/jetstream: ack: %w", err)
+	case size != 0 && size != 16:
+		return eventlog.ID{}, fmt.Errorf("%w: cursor of %q in %q is %d bytes", eventlog.ErrCorrupt, user, room, size)
 	}
-	if len(e.Value()) != 16 {
-		return eventlog.ID{}, fmt.Errorf("%w: cursor of %q in %q is %d bytes", eventlog.ErrCorrupt, user, room, len(e.Value()))
-	}
-	return eventlog.ID(e.Value()), nil
+	return c.id, nil
 }
+
+// readCursor reads the cursor under key from the bucket's leader, with the size of its value
+// (0 when there is none): a replica may not have the last ack yet, and a cursor read behind
+// would replay what the session acked, or fail the update made on its revision. A value that
+// is not an id gives a cursor with its revision and no id.
+func (l *Log) readCursor(ctx context.Context, key string) (cursor, int, error) {
+	m, err := l.leaderOf(ctx, "KV_"+l.acks.Bucket(), getRequest{LastFor: "$KV." + l.acks.Bucket() + "." + key})
+	switch {
+	case err != nil:
+		return cursor{}, 0, err
+	case m == nil:
+		return cursor{}, 0, nil
+	case m.hdr.Get(kvOperation) != "": // deleted or purged: no cursor, and Create takes the key
+		return cursor{}, 0, nil
+	case len(m.data) == 16:
+		return cursor{id: eventlog.ID(m.data), revision: m.seq}, 16, nil
+	default:
+		return cursor{revision: m.seq}, len(m.data), nil
+	}
+}
+
+// kvOperation is the header of a bucket's delete and purge markers.
+const kvOperation = "KV-Operation"

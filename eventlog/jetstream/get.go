@@ -29,6 +29,7 @@ type stored struct {
 	subj string
 	hdr  nats.Header
 	data []byte
+	time time.Time // when the server stored it; set by leader gets only
 }
 
 // getRequest is JetStream's message get request (JSApiMsgGetRequest in nats-server).
@@ -106,26 +107,53 @@ func (l *Log) directOnce(ctx context.Context, req getRequest) ([]stored, error) 
 	}
 }
 
-// leader reads one message from the stream leader: never behind, unlike a replica. Nil when
-// there is none.
+// leader reads one message of the log's stream from its leader: never behind, unlike a
+// replica. Nil when there is none.
 func (l *Log) leader(ctx context.Context, req getRequest) (*stored, error) {
+	return l.leaderOf(ctx, l.opts.Stream, req)
+}
+
+// leaderOf is leader on any stream (a bucket's is KV_<bucket>): a read that must see every
+// write acked before it, which a direct get, answered by any replica, may not. A request the
+// leader does not answer within leaderAttempt is sent again: while a new leader is elected, the
+// request to the old one is lost, and the new one is there in a few seconds.
+func (l *Log) leaderOf(ctx context.Context, stream string, req getRequest) (*stored, error) {
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
 	body, _ := json.Marshal(req)
-	resp, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+l.opts.Stream, body)
-	if err != nil {
-		return nil, fmt.Errorf("message get: %w", err)
+	for {
+		attempt, done := context.WithTimeout(ctx, leaderAttempt)
+		resp, err := l.nc.RequestWithContext(attempt, "$JS.API.STREAM.MSG.GET."+stream, body)
+		done()
+		switch {
+		case err == nil:
+			return decodeMsgGet(resp.Data)
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrNoResponders):
+			return nil, fmt.Errorf("message get: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("message get: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+const leaderAttempt = 2 * time.Second
+
+// decodeMsgGet decodes the answer to a message get.
+func decodeMsgGet(data []byte) (*stored, error) {
 	var r struct {
 		Error   *apiError `json:"error"`
 		Message *struct {
-			Subject  string `json:"subject"`
-			Sequence uint64 `json:"seq"`
-			Header   []byte `json:"hdrs"`
-			Data     []byte `json:"data"`
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
 		} `json:"message"`
 	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
+	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("message get: %w", err)
 	}
 	if r.Error != nil {
@@ -137,8 +165,9 @@ func (l *Log) leader(ctx context.Context, req getRequest) (*stored, error) {
 	if r.Message == nil {
 		return nil, errors.New("message get: an empty answer")
 	}
-	m := &stored{seq: r.Message.Sequence, subj: r.Message.Subject, data: r.Message.Data}
+	m := &stored{seq: r.Message.Sequence, subj: r.Message.Subject, data: r.Message.Data, time: r.Message.Time}
 	if len(r.Message.Header) > 0 {
+		var err error
 		if m.hdr, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
 			return nil, fmt.Errorf("message get: %w", err)
 		}

@@ -81,17 +81,22 @@ func (n *nodes) run() {
 	}
 }
 
-// beat puts this node's heartbeat and returns its time (the server's).
+// beat puts this node's heartbeat and returns its time (the server's). The time is read from
+// the bucket's leader: a replica may not have the heartbeat yet.
 func (n *nodes) beat(ctx context.Context) (time.Time, error) {
 	ms := strconv.FormatInt(n.l.opts.Heartbeat.Milliseconds(), 10)
-	if _, err := n.kv.PutString(ctx, n.l.node, ms); err != nil {
-		return time.Time{}, fmt.Errorf("heartbeat: %w", err)
-	}
-	e, err := n.kv.Get(ctx, n.l.node)
+	rev, err := n.kv.PutString(ctx, n.l.node, ms)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("heartbeat: %w", err)
 	}
-	return e.Created(), nil
+	m, err := n.l.leaderOf(ctx, "KV_"+n.kv.Bucket(), getRequest{Seq: rev})
+	switch {
+	case err != nil:
+		return time.Time{}, fmt.Errorf("heartbeat: %w", err)
+	case m == nil || m.time.IsZero():
+		return time.Time{}, fmt.Errorf("heartbeat: revision %d of %s is missing", rev, n.kv.Bucket())
+	}
+	return m.time, nil
 }
 
 func (n *nodes) tick(ctx context.Context) error {
