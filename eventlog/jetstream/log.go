@@ -240,6 +240,9 @@ func (l *Log) setup(ctx context.Context) error {
 		}
 		return err
 	})
+	if notPlaced(err) {
+		return fmt.Errorf("eventlog/jetstream: stream %s: JetStream has not the servers for %d replicas (fewer servers, or some down): %w", l.opts.Stream, max(l.opts.Replicas, 1), err)
+	}
 	if err != nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
 	}
