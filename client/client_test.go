@@ -412,7 +412,9 @@ func TestHonoursReconnectMS(t *testing.T) {
 	px.setTarget(b.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	go a.srv.Shutdown(ctx)
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- a.srv.Shutdown(ctx) }()
+	defer func() { <-shutdown }() // before the cleanup's own Shutdown
 	time.Sleep(600 * time.Millisecond)
 	if n := c.Reconnects(); n != 0 {
 		t.Fatalf("reconnected %d times within 600ms of a bye asking for 1000ms", n)

@@ -23,10 +23,15 @@ import (
 // connection. The connection's fd is only touched through its syscall.RawConn, which keeps the fd
 // from being closed (and its number reused) meanwhile; once it is closed the kernel drops the
 // registration itself.
+//
+// The Poller's own fds (the epoll instance and the eventfd that stops it) are held as os.Files
+// and only used through them: a raw fd number used after its close may name another file of the
+// process by then (a listener, a client's socket), and closing or writing to it breaks that one.
+// Close is safe to call more than once.
 type Poller struct {
-	epfd int
-	file *os.File // epfd, so that the runtime's netpoller tells run when it has events
-	wake int      // an eventfd, written to stop run
+	file  *os.File        // the epoll fd; the runtime's netpoller tells run when it has events
+	raw   syscall.RawConn // file's, for epoll_ctl and epoll_wait
+	wakeF *os.File        // an eventfd, written to stop run
 
 	tick time.Duration // see pollerTick
 
@@ -34,6 +39,7 @@ type Poller struct {
 	readers map[Token]Readable // token 0 is the eventfd
 	next    Token
 	done    chan struct{}
+	closed  sync.Once
 }
 
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
@@ -46,34 +52,37 @@ func newPoller(tick time.Duration) (*Poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: epoll_create1: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("transport: eventfd: %w", err)
-	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("transport: epoll_ctl: %w", err)
-	}
 	// run must not block in epoll_wait: a goroutine in a blocking system call holds its P until
 	// sysmon notices, which on one core stalled everything else for milliseconds. Instead the
 	// epoll fd is itself watched by the runtime's netpoller (an epoll fd is readable while it
 	// has events), and run parks like any goroutine waiting on a socket.
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
-		unix.Close(wake)
 		return nil, fmt.Errorf("transport: epoll fd: %w", err)
 	}
-	file := os.NewFile(uintptr(epfd), "epoll")
+	file := os.NewFile(uintptr(epfd), "epoll") // from here on, file owns epfd
 	raw, err := file.SyscallConn()
 	if err != nil {
 		file.Close()
-		unix.Close(wake)
 		return nil, fmt.Errorf("transport: epoll fd: %w", err)
 	}
-	p := &Poller{epfd: epfd, file: file, wake: wake, readers: map[Token]Readable{}, done: make(chan struct{}), tick: tick}
-	go p.run(raw)
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("transport: eventfd: %w", err)
+	}
+	wakeF := os.NewFile(uintptr(wake), "eventfd")
+	var ctlErr error
+	raw.Control(func(epfd uintptr) {
+		ctlErr = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN})
+	})
+	if ctlErr != nil {
+		file.Close()
+		wakeF.Close()
+		return nil, fmt.Errorf("transport: epoll_ctl: %w", ctlErr)
+	}
+	p := &Poller{file: file, raw: raw, wakeF: wakeF, readers: map[Token]Readable{}, done: make(chan struct{}), tick: tick}
+	go p.run()
 	return p, nil
 }
 
@@ -117,8 +126,13 @@ func (p *Poller) Deregister(raw syscall.RawConn, t Token) {
 func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
 	var opErr error
 	err := raw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(t)}
-		opErr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
+		ctlErr := p.raw.Control(func(epfd uintptr) {
+			ev := unix.EpollEvent{Events: pollEvents, Fd: int32(t)}
+			opErr = unix.EpollCtl(int(epfd), op, int(fd), &ev)
+		})
+		if ctlErr != nil {
+			opErr = ctlErr // the Poller is closed
+		}
 	})
 	if err != nil {
 		return err
@@ -161,24 +175,23 @@ func (p *Poller) ctl(raw syscall.RawConn, t Token, op int) error {
 // until sysmon notices, which on one core stalled everything else for milliseconds.
 const pollerTick = 10 * time.Millisecond
 
-func (p *Poller) run(raw syscall.RawConn) {
+func (p *Poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
 		var n int
 		var waitErr error
 		p.file.SetReadDeadline(time.Now().Add(p.tick))
-		err := raw.Read(func(fd uintptr) bool {
+		err := p.raw.Read(func(fd uintptr) bool {
 			n, waitErr = epollWaitNow(int(fd), events)
 			return waitErr != nil || n > 0 // nothing ready: park until the fd is readable
 		})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			n, waitErr = epollWaitNow(p.epfd, events) // the tick: look whatever the runtime said
-		} else if err != nil {
-			return // the epoll fd is gone: nothing more will come
+			// The tick: look whatever the runtime said.
+			err = p.raw.Control(func(fd uintptr) { n, waitErr = epollWaitNow(int(fd), events) })
 		}
-		if waitErr != nil {
-			return
+		if err != nil || waitErr != nil {
+			return // the epoll fd is gone: nothing more will come
 		}
 		for _, ev := range events[:n] {
 			token := Token(ev.Fd)
@@ -195,13 +208,15 @@ func (p *Poller) run(raw syscall.RawConn) {
 	}
 }
 
-// close stops the Poller; the connections must be gone.
+// Close stops the Poller; the connections must be gone. Calls after the first do nothing.
 func (p *Poller) Close() {
-	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-	p.file.SetReadDeadline(time.Now()) // look now, whatever the runtime says
-	<-p.done
-	p.file.Close()
-	unix.Close(p.wake)
+	p.closed.Do(func() {
+		p.wakeF.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
+		p.file.SetReadDeadline(time.Now()) // look now, whatever the runtime says
+		<-p.done
+		p.file.Close()
+		p.wakeF.Close()
+	})
 }
 
 // ReadNonblocking reads what the socket has without waiting: ErrWouldBlock when it has nothing,
