@@ -97,18 +97,16 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			Cluster: server.ClusterOpts{Name: "roomlog-test", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
 		}
-		s := &Server{opts: opts}
-		s.Restart(t)
-		c.Servers = append(c.Servers, s)
+		c.Servers = append(c.Servers, start(t, opts))
 	}
-	c.WaitForMeta(t)
+	c.waitFormed(t)
 	return c
 }
 
-// WaitForMeta waits until the cluster has elected a JetStream meta leader that has heard from
+// waitFormed waits until the cluster has elected a JetStream meta leader that has heard from
 // every running server, and every running server has caught up with it: before that, a stream
 // asking for a replica on each server is refused ("no suitable peers for placement").
-func (c *Cluster) WaitForMeta(t testing.TB) {
+func (c *Cluster) waitFormed(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
