@@ -3,10 +3,12 @@ package jetstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roomlog/roomlog/eventlog"
 )
 
@@ -137,7 +139,8 @@ func (l *Log) memberState(ctx context.Context, subj string) (*memberState, error
 }
 
 // RoomMembers implements eventlog.Membership: one direct get of the last marker of each of the
-// room's sessions.
+// room's sessions. A room with more markers than one get may answer (every session that ever
+// joined keeps one) is read through an ordered consumer instead.
 func (l *Log) RoomMembers(ctx context.Context, room string) ([]eventlog.Member, error) {
 	if err := eventlog.CheckRead(room, 1); err != nil {
 		return nil, err
@@ -145,24 +148,38 @@ func (l *Log) RoomMembers(ctx context.Context, room string) ([]eventlog.Member, 
 	if l.isClosed() {
 		return nil, eventlog.ErrClosed
 	}
-	page, err := l.direct(ctx, getRequest{MultiLast: []string{l.subj.session(room, "", "")[:len(l.subj.session(room, "", ""))-len(hashToken("", ""))] + "*"}, Batch: maxMembersListed})
+	var out []eventlog.Member
+	add := func(data []byte, where string) error {
+		if len(data) == 0 {
+			return nil // left
+		}
+		var sm sessionMarker
+		if err := json.Unmarshal(data, &sm); err != nil {
+			return fmt.Errorf("%w: membership marker %s: %v", eventlog.ErrCorrupt, where, err)
+		}
+		out = append(out, eventlog.Member{Session: eventlog.Session{Room: room, User: sm.User, Session: sm.Session, Joined: sm.Joined}, Presence: sm.Presence})
+		return nil
+	}
+	page, err := l.direct(ctx, getRequest{MultiLast: []string{l.subj.sessions(room)}, Batch: maxMembersListed})
+	var status *errStatus
+	if errors.As(err, &status) && status.status == "413" { // too many markers for one get
+		err = l.lastPerSubject(ctx, l.subj.sessions(room), func(m jetstream.Msg) error { return add(m.Data(), m.Subject()) })
+		if err != nil {
+			return nil, fmt.Errorf("eventlog/jetstream: members of %q: %w", room, err)
+		}
+		return out, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("eventlog/jetstream: members of %q: %w", room, err)
 	}
-	var out []eventlog.Member
 	for _, m := range page {
-		if len(m.data) == 0 {
-			continue
+		if err := add(m.data, strconv.FormatUint(m.seq, 10)); err != nil {
+			return nil, err
 		}
-		var sm sessionMarker
-		if err := json.Unmarshal(m.data, &sm); err != nil {
-			return nil, fmt.Errorf("%w: membership marker %d: %v", eventlog.ErrCorrupt, m.seq, err)
-		}
-		out = append(out, eventlog.Member{Session: eventlog.Session{Room: room, User: sm.User, Session: sm.Session, Joined: sm.Joined}, Presence: sm.Presence})
 	}
 	return out, nil
 }
 
-// maxMembersListed bounds RoomMembers (JetStream answers a multi-subject get with at most 1024
-// messages by default).
+// maxMembersListed is the most markers one direct get returns: JetStream answers a
+// multi-subject get matching more with 413 Too Many Results.
 const maxMembersListed = 1024

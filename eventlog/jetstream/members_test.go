@@ -2,6 +2,9 @@ package jetstream_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,5 +121,59 @@ func TestDeadNodeSessionsLeave(t *testing.T) {
 	}
 	if leaves["s1"] != 1 || leaves["s2"] != 1 || leaves["s3"] != 0 || leaves["c1"] != 0 {
 		t.Fatalf("leaves %v; want one each for s1 and s2 only", leaves)
+	}
+}
+
+// A room where more sessions have come and gone than one direct get may list (1,024: every
+// session keeps its marker) still lists its members: before, the listing failed with 413 Too
+// Many Results and other nodes showed no one from this one; and the consumer read in its place
+// listed sessions long gone.
+func TestMembersOfARoomWithManySessions(t *testing.T) {
+	s := natstest.Start(t)
+	a := openNode(t, []*natstest.Server{s}, jetstream.Options{})
+	ctx := context.Background()
+	const sessions, workers = 1100, 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < sessions; i += workers {
+				sess := fmt.Sprint("s", i)
+				for _, kind := range []string{eventlog.KindJoin, eventlog.KindLeave} {
+					if _, err := a.Append(ctx, system(kind, "doc:big", "ann", sess)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, sess := range []string{"here1", "here2"} {
+		if _, err := a.Append(ctx, system(eventlog.KindJoin, "doc:big", "bob", sess)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members, err := a.RoomMembers(ctx, "doc:big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range members {
+		got = append(got, m.User+"/"+m.Session.Session)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"bob/here1", "bob/here2"}) {
+		t.Fatalf("members %v; want bob/here1 and bob/here2", got)
+	}
+	// The session index (what a node's start and the sweep of dead nodes read) reads the same
+	// markers, through a consumer that nats.go recreates midway: it too lists only the two.
+	got = got[:0]
+	err = a.Sessions(ctx, func(s eventlog.Session) error {
+		got = append(got, s.User+"/"+s.Session)
+		return nil
+	})
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, []string{"bob/here1", "bob/here2"}) {
+		t.Fatalf("sessions %d %v, %v; want bob/here1 and bob/here2", len(got), got[:min(len(got), 5)], err)
 	}
 }

@@ -1,9 +1,12 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roomlog/roomlog/eventlog"
@@ -32,8 +35,12 @@ func (l *Log) Sessions(ctx context.Context, fn func(eventlog.Session) error) err
 	})
 }
 
-// lastPerSubject calls fn with the last message of every subject matching filter, through an
-// ordered consumer that lives for the call.
+// lastPerSubject calls fn with the last message of every subject matching filter, in stream
+// order, read through an ordered consumer that lives for the call and starts with the last
+// message of each subject. nats.go recreates an ordered consumer after a gap or a missed
+// heartbeat, and at every Fetch (hence Messages here), and one recreated delivers every message
+// after the last it saw, not only the last of each subject; so messages are kept by subject, a
+// later one replacing an earlier, and handed to fn once all have come.
 func (l *Log) lastPerSubject(ctx context.Context, filter string, fn func(jetstream.Msg) error) error {
 	ctx, cancel := l.ctx(ctx)
 	defer cancel()
@@ -44,23 +51,37 @@ func (l *Log) lastPerSubject(ctx context.Context, filter string, fn func(jetstre
 		return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
 	}
 	pending := c.CachedInfo().NumPending
+	if pending == 0 {
+		return nil
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
+	}
+	defer it.Stop()
+	type last struct {
+		seq uint64
+		msg jetstream.Msg
+	}
+	bySubject := map[string]last{}
 	for pending > 0 {
-		batch, err := c.Fetch(int(min(pending, 256)), jetstream.FetchContext(ctx))
+		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
 		}
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if err := fn(m); err != nil {
-				return err
-			}
-			pending = meta.NumPending
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
 		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
+		if seen, ok := bySubject[m.Subject()]; !ok || meta.Sequence.Stream > seen.seq {
+			bySubject[m.Subject()] = last{meta.Sequence.Stream, m}
+		}
+		pending = meta.NumPending
+	}
+	msgs := slices.SortedFunc(maps.Values(bySubject), func(a, b last) int { return cmp.Compare(a.seq, b.seq) })
+	for _, m := range msgs {
+		if err := fn(m.msg); err != nil {
+			return err
 		}
 	}
 	return nil

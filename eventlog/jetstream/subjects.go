@@ -34,7 +34,8 @@ func (s subjects) floor(room string) string    { return s.prefix + ".floor." + r
 func (s subjects) session(room, user, session string) string {
 	return s.prefix + ".sess." + roomToken(room) + "." + hashToken(user, session)
 }
-func (s subjects) allSessions() string { return s.prefix + ".sess.>" }
+func (s subjects) sessions(room string) string { return s.prefix + ".sess." + roomToken(room) + ".*" }
+func (s subjects) allSessions() string         { return s.prefix + ".sess.>" }
 
 // live is where the stream republishes the headers of every stored event, for the watchers of
 // every node.
