@@ -17,7 +17,6 @@ import (
 // Server is a NATS server with JetStream, running in the test process.
 type Server struct {
 	*server.Server
-	opts *server.Options
 }
 
 // Start starts a single JetStream server on a free loopback port, storing in a temporary
@@ -42,14 +41,7 @@ func start(t testing.TB, opts *server.Options) *Server {
 	if !s.ReadyForConnections(20 * time.Second) {
 		t.Fatalf("nats-server %s did not start", opts.ServerName)
 	}
-	return &Server{Server: s, opts: opts}
-}
-
-// Restart starts the server again after Shutdown, with the same name, ports and storage.
-func (s *Server) Restart(t testing.TB) {
-	t.Helper()
-	opts := *s.opts
-	*s = *start(t, &opts)
+	return &Server{Server: s}
 }
 
 // Connect connects a client to the given servers, reconnecting for ever.
