@@ -615,6 +615,43 @@ func TestShutdownSaysBye(t *testing.T) {
 	}
 }
 
+// TestShutdownTwiceLeavesOtherServersAlone: a server shut down a second time, after another
+// server has taken the file numbers its poller had, touches nothing of that other server. Before
+// the poller held its descriptors as files, the second Shutdown wrote to and closed whatever had
+// taken its old eventfd's number: another server's data file, listener or connection. In the
+// client tests (a server shut down from the test and from its cleanup) that reset the next test's
+// connections, and their outboxes resent publishes already appended: item 11 of issue 10, the
+// publish acked as a duplicate.
+func TestShutdownTwiceLeavesOtherServersAlone(t *testing.T) {
+	tok := token(t, "alice", []string{"doc:*"})
+	a := startServer(t, serverOpts{})
+	first := connect(t, a, tok, "a") // the first connection starts a's poller
+	first.join("doc:1", nil)
+	first.ws.Close()
+	a.stop()
+
+	b := startServer(t, serverOpts{})
+	clients := make([]*client, 8) // with their sockets, on the lowest free numbers: a's among them
+	for i := range clients {
+		clients[i] = connect(t, b, tok, fmt.Sprint("b", i))
+		clients[i].join("doc:1", nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("second shutdown: %v", err)
+	}
+	for i, c := range clients {
+		if ack := c.publish("doc:1", i, nil); ack.str("type") != "ack" {
+			t.Fatalf("client %d: publish answered %v", i, ack)
+		}
+	}
+	late := connect(t, b, tok, "late")
+	if joined, _ := late.join("doc:1", nil); len(joined["members"].([]any)) != len(clients)+1 {
+		t.Fatalf("late joiner sees members %v", joined["members"])
+	}
+}
+
 // TestLargeEventFrames: events near the size limit travel in frames with 16- and 64-bit lengths,
 // live and replayed.
 func TestLargeEventFrames(t *testing.T) {
