@@ -124,6 +124,9 @@ type planned struct {
 	dupOf  *planned
 	result eventlog.AppendResult
 	err    error
+
+	left    string // a leave's session subject, its marker at index leftMsg of the batch
+	leftMsg int
 }
 
 // appendBatch appends ops, conditional on the room's head, retrying when another append came
@@ -248,6 +251,9 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		}
 		p.ev.Room = req.Room
 		if member.marker != nil {
+			if member.leaves != "" {
+				p.left, p.leftMsg = member.leaves, len(msgs)
+			}
 			msgs = append(msgs, member.marker(id))
 		}
 		msgs = append(msgs, l.markers(op, id, keySeq)...)
@@ -349,6 +355,9 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 		if p.msg >= 0 {
 			w.head = &roomHead{Head: eventlog.Head{ID: p.ev.ID, Hash: p.ev.Hash, Count: w.head.Count + 1}, seq: first + uint64(p.msg)}
 			events = true
+		}
+		if p.left != "" {
+			l.forgets.forget(leftMarker{subject: p.left, seq: first + uint64(p.leftMsg)})
 		}
 	}
 	if events {

@@ -19,8 +19,8 @@
 //	P.snap.R          the id of the room's latest snapshot event.
 //	P.floor.R         the room's floor after a compaction (id, hash, position).
 //	P.sess.R.S        a session's membership, S = base64url(SHA-256(user, session)): its join
-//	                  event, the node serving it and its presence; empty after its leave
-//	                  (members.go).
+//	                  event, the node serving it and its presence (members.go); empty after its
+//	                  leave, and then removed (forget.go).
 //
 // Markers are published in one atomic batch (nats-server 2.12's allow_atomic) with the event they
 // belong to, so no crash separates them. Client cursors (Cursors) live in the key-value bucket

@@ -144,6 +144,7 @@ type Log struct {
 
 	watch   *watchers
 	nodes   *nodes
+	forgets *forgetter // nil on a read-only log
 	answers *responses
 
 	// stopping ends the appends still queued when Close has waited Options.Timeout for them
@@ -193,7 +194,8 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Log, error) {
 	return l, nil
 }
 
-// start sets the stream up and starts the watchers and the heartbeats.
+// start sets the stream up and starts the watchers, the heartbeats and the removal of the
+// markers of sessions that left.
 func (l *Log) start(ctx context.Context) error {
 	if err := l.setup(ctx); err != nil {
 		return err
@@ -209,7 +211,10 @@ func (l *Log) start(ctx context.Context) error {
 	if l.opts.ReadOnly {
 		return nil // not a node: no heartbeat, no sweep
 	}
-	l.nodes, err = startNodes(ctx, l, info.Config.Replicas)
+	l.forgets = startForgetter(l)
+	if l.nodes, err = startNodes(ctx, l, info.Config.Replicas); err != nil {
+		l.forgets.close()
+	}
 	return err
 }
 
@@ -393,6 +398,7 @@ func (l *Log) shutdown(gone bool) {
 		<-written
 	}
 	l.stopNow()
+	l.forgets.close()
 	l.watch.stop()
 	l.answers.stop()
 }

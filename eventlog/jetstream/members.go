@@ -44,6 +44,7 @@ func isMembership(kind string) bool {
 // marker rewrite to publish (a takeover), if any.
 type membershipPlan struct {
 	marker func(eventlog.ID) *nats.Msg
+	leaves string // the session's subject when marker is a leave marker (forget.go)
 	skip   *eventlog.AppendResult
 	alone  *nats.Msg
 }
@@ -106,6 +107,9 @@ func (l *Log) planMembership(ctx context.Context, op *appendOp, states map[strin
 		m := l.memberMsg(subj, st, next)
 		st.marker, st.inBatch = next, true
 		return m
+	}
+	if next == nil {
+		return membershipPlan{marker: build, leaves: subj}, nil
 	}
 	return membershipPlan{marker: build}, nil
 }

@@ -2,11 +2,15 @@ package jetstream_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	njs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
@@ -124,56 +128,172 @@ func TestDeadNodeSessionsLeave(t *testing.T) {
 	}
 }
 
-// A room where more sessions have come and gone than one direct get may list (1,024: every
-// session keeps its marker) still lists its members: before, the listing failed with 413 Too
-// Many Results and other nodes showed no one from this one; and the consumer read in its place
-// listed sessions long gone.
+// A room with more members than one direct get may list (1,024) still lists them: before, the
+// listing failed with 413 Too Many Results and other nodes showed no one from this one; and the
+// consumer read in its place (where nats.go recreates its consumer midway) listed every marker of
+// a subject, not its last: sessions long gone, and presence long changed.
 func TestMembersOfARoomWithManySessions(t *testing.T) {
 	s := natstest.Start(t)
 	a := openNode(t, []*natstest.Server{s}, jetstream.Options{})
 	ctx := context.Background()
-	const sessions, workers = 1100, 8
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < sessions; i += workers {
-				sess := fmt.Sprint("s", i)
-				for _, kind := range []string{eventlog.KindJoin, eventlog.KindLeave} {
-					if _, err := a.Append(ctx, system(kind, "doc:big", "ann", sess)); err != nil {
-						t.Error(err)
-						return
+	const sessions, leaving, workers = 1100, 50, 8
+	each := func(from, to int, kinds ...string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := from + w; i < to; i += workers {
+					for _, kind := range kinds {
+						req := system(kind, "doc:big", "ann", fmt.Sprint("s", i))
+						if kind == eventlog.KindPresence {
+							req.Body = []byte(fmt.Sprintf(`{"n":%d}`, i))
+						}
+						if _, err := a.Append(ctx, req); err != nil {
+							t.Error(err)
+							return
+						}
 					}
 				}
-			}
-		})
-	}
-	wg.Wait()
-	for _, sess := range []string{"here1", "here2"} {
-		if _, err := a.Append(ctx, system(eventlog.KindJoin, "doc:big", "bob", sess)); err != nil {
-			t.Fatal(err)
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
 		}
 	}
-	members, err := a.RoomMembers(ctx, "doc:big")
+	check := func(from int) {
+		t.Helper()
+		var want, wantSessions []string
+		for i := from; i < sessions; i++ {
+			want = append(want, fmt.Sprintf(`s%d={"n":%d}`, i, i))
+			wantSessions = append(wantSessions, fmt.Sprint("s", i))
+		}
+		ms, err := a.RoomMembers(ctx, "doc:big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var members, listed []string
+		for _, m := range ms {
+			members = append(members, m.Session.Session+"="+string(m.Presence))
+		}
+		// The session index (what a node's start and the sweep of dead nodes read) reads the
+		// same markers through a consumer.
+		err = a.Sessions(ctx, func(s eventlog.Session) error {
+			listed = append(listed, s.Session)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range [][]string{want, wantSessions, members, listed} {
+			slices.Sort(l)
+		}
+		if !slices.Equal(members, want) {
+			t.Fatalf("%d members (%v...); want %d, each with its last presence", len(members), members[:min(len(members), 3)], len(want))
+		}
+		if !slices.Equal(listed, wantSessions) {
+			t.Fatalf("%d sessions (%v...); want %d", len(listed), listed[:min(len(listed), 3)], len(want))
+		}
+	}
+	each(0, sessions, eventlog.KindJoin, eventlog.KindPresence)
+	check(0)
+	each(0, leaving, eventlog.KindLeave)
+	check(leaving)
+}
+
+// sessionSubjects counts the messages on each of a room's session subjects.
+func sessionSubjects(t *testing.T, s *natstest.Server, room string) map[string]uint64 {
+	t.Helper()
+	ctx := context.Background()
+	js, _ := njs.New(natstest.Connect(t, s))
+	stream, err := js.Stream(ctx, jetstream.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, m := range members {
-		got = append(got, m.User+"/"+m.Session.Session)
+	info, err := stream.Info(ctx, njs.WithSubjectFilter(sessionsOf(room)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"bob/here1", "bob/here2"}) {
-		t.Fatalf("members %v; want bob/here1 and bob/here2", got)
+	return info.State.Subjects
+}
+
+// sessionsOf is the subject filter of a room's session markers (the package comment's P.sess.R.*).
+func sessionsOf(room string) string {
+	return "roomlog.sess." + base64.RawURLEncoding.EncodeToString([]byte(room)) + ".*"
+}
+
+// waitSessionSubjects waits until n of the room's session subjects hold messages.
+func waitSessionSubjects(t *testing.T, s *natstest.Server, room string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := sessionSubjects(t, s, room)
+		if len(got) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d session subjects hold markers after 20s; want %d", len(got), n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	// The session index (what a node's start and the sweep of dead nodes read) reads the same
-	// markers, through a consumer that nats.go recreates midway: it too lists only the two.
-	got = got[:0]
-	err = a.Sessions(ctx, func(s eventlog.Session) error {
-		got = append(got, s.User+"/"+s.Session)
-		return nil
-	})
-	slices.Sort(got)
-	if err != nil || !slices.Equal(got, []string{"bob/here1", "bob/here2"}) {
-		t.Fatalf("sessions %d %v, %v; want bob/here1 and bob/here2", len(got), got[:min(len(got), 5)], err)
+}
+
+// A session that leaves is forgotten: its markers (join, presence, leave) are removed, however
+// quickly it joins again, and a join planned before the removal is refused and planned again:
+// every join and every leave of a session joining and leaving in a tight loop is written once.
+func TestLeftSessionsAreForgotten(t *testing.T) {
+	s := natstest.Start(t)
+	a := openNode(t, []*natstest.Server{s}, jetstream.Options{})
+	ctx := context.Background()
+	const rounds = 100
+	for i := range rounds {
+		for _, kind := range []string{eventlog.KindJoin, eventlog.KindPresence, eventlog.KindLeave} {
+			req := system(kind, "doc:f", "ann", "phone")
+			req.Body = []byte(fmt.Sprintf(`{"round":%d}`, i))
+			r, err := a.Append(ctx, req)
+			if err != nil || r.Duplicate {
+				t.Fatalf("round %d %s: %+v %v", i, kind, r, err)
+			}
+		}
+	}
+	waitSessionSubjects(t, s, "doc:f", 0)
+	if got := kinds(t, a, "doc:f"); len(got) != 3*rounds {
+		t.Fatalf("%d events; want %d", len(got), 3*rounds)
+	}
+	if r, err := a.Append(ctx, system(eventlog.KindJoin, "doc:f", "ann", "phone")); err != nil || r.Duplicate {
+		t.Fatalf("join after the markers went: %+v %v", r, err)
+	}
+	if members, err := a.RoomMembers(ctx, "doc:f"); err != nil || len(members) != 1 {
+		t.Fatalf("members %+v %v; want ann/phone", members, err)
+	}
+	if got := sessionSubjects(t, s, "doc:f"); len(got) != 1 {
+		t.Fatalf("session subjects %v; want the joined session's", got)
+	}
+}
+
+// A leave marker that was not removed (its node crashed first, or an older roomlog wrote it) is
+// removed by a node's sweep, and the markers of members stay.
+func TestSweepRemovesLeftMarkers(t *testing.T) {
+	s := natstest.Start(t)
+	nc := natstest.Connect(t, s)
+	ctx := context.Background()
+	a := openNode(t, []*natstest.Server{s}, jetstream.Options{})
+	if _, err := a.Append(ctx, system(eventlog.KindJoin, "doc:s", "ann", "stays")); err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // no node runs, so none sweeps before the markers below are all there
+	left := strings.TrimSuffix(sessionsOf("doc:s"), "*") + "left-by-an-older-node"
+	for _, data := range []string{`{"user":"old","session":"x","node":"gone"}`, ""} { // its join, its leave
+		if r, err := nc.Request(left, []byte(data), 5*time.Second); err != nil || strings.Contains(string(r.Data), "error") {
+			t.Fatalf("publishing to %s: %v %s", left, err, r.Data)
+		}
+	}
+	if got := sessionSubjects(t, s, "doc:s"); len(got) != 2 {
+		t.Fatalf("session subjects %v; want two", got)
+	}
+	b := openNode(t, []*natstest.Server{s}, jetstream.Options{}) // sweeps at start
+	waitSessionSubjects(t, s, "doc:s", 1)
+	if members, err := b.RoomMembers(ctx, "doc:s"); err != nil || len(members) != 1 || members[0].Session.Session != "stays" {
+		t.Fatalf("members %+v %v; want ann/stays", members, err)
 	}
 }

@@ -146,17 +146,18 @@ func (n *nodes) census(ctx context.Context, now time.Time) (map[string]bool, boo
 }
 
 // sweep writes the leave of every session whose node is not alive and has been an orphan for
-// the grace period.
+// the grace period, and queues the removal of the markers of sessions that left.
 func (n *nodes) sweep(ctx context.Context, alive map[string]bool) error {
 	seen := map[string]bool{}
 	var due []orphan
 	err := n.l.lastPerSubject(ctx, n.l.subj.allSessions(), func(m jetstream.Msg) error {
-		if len(m.Data()) == 0 {
-			return nil
-		}
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
+		}
+		if len(m.Data()) == 0 { // a session that left, whose markers were not removed (forget.go)
+			n.l.forgets.forget(leftMarker{subject: m.Subject(), seq: meta.Sequence.Stream})
+			return nil
 		}
 		st := &memberState{marker: &sessionMarker{}, seq: meta.Sequence.Stream}
 		if err := json.Unmarshal(m.Data(), st.marker); err != nil {

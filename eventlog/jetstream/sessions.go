@@ -37,8 +37,13 @@ func (l *Log) Sessions(ctx context.Context, fn func(eventlog.Session) error) err
 
 // lastPerSubject calls fn with the last message of every subject matching filter, in stream
 // order, read through an ordered consumer that lives for the call and starts with the last
-// message of each subject. nats.go recreates an ordered consumer after a gap or a missed
-// heartbeat, and at every Fetch (hence Messages here), and one recreated delivers every message
+// message of each subject.
+//
+// It reads in batches that take what is there and never wait (FetchNoWait), and ends at the
+// first batch short of full: a message pending when the consumer was made may be purged before
+// it is delivered (a session that left is forgotten, forget.go), and a read that waited for
+// everything once pending would wait for it forever. nats.go recreates an ordered consumer at
+// every fetch (and after a gap or a missed heartbeat), and the new one delivers every message
 // after the last it saw, not only the last of each subject; so messages are kept by subject, a
 // later one replacing an earlier, and handed to fn once all have come.
 func (l *Log) lastPerSubject(ctx context.Context, filter string, fn func(jetstream.Msg) error) error {
@@ -50,33 +55,45 @@ func (l *Log) lastPerSubject(ctx context.Context, filter string, fn func(jetstre
 	if err != nil {
 		return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
 	}
-	pending := c.CachedInfo().NumPending
-	if pending == 0 {
+	if c.CachedInfo().NumPending == 0 {
 		return nil
 	}
-	it, err := c.Messages()
-	if err != nil {
-		return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
-	}
-	defer it.Stop()
 	type last struct {
 		seq uint64
 		msg jetstream.Msg
 	}
 	bySubject := map[string]last{}
-	for pending > 0 {
-		m, err := it.Next(jetstream.NextContext(ctx))
+	for {
+		batch, err := c.FetchNoWait(listBatch)
 		if err != nil {
 			return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
 		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return err
+		n := 0
+		for done := false; !done; {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("eventlog/jetstream: %s: %w", filter, ctx.Err())
+			case m, ok := <-batch.Messages():
+				if !ok {
+					done = true
+					break
+				}
+				n++
+				meta, err := m.Metadata()
+				if err != nil {
+					return err
+				}
+				if seen, ok := bySubject[m.Subject()]; !ok || meta.Sequence.Stream > seen.seq {
+					bySubject[m.Subject()] = last{meta.Sequence.Stream, m}
+				}
+			}
 		}
-		if seen, ok := bySubject[m.Subject()]; !ok || meta.Sequence.Stream > seen.seq {
-			bySubject[m.Subject()] = last{meta.Sequence.Stream, m}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("eventlog/jetstream: %s: %w", filter, err)
 		}
-		pending = meta.NumPending
+		if n < listBatch {
+			break // nothing more was there
+		}
 	}
 	msgs := slices.SortedFunc(maps.Values(bySubject), func(a, b last) int { return cmp.Compare(a.seq, b.seq) })
 	for _, m := range msgs {
@@ -86,3 +103,6 @@ func (l *Log) lastPerSubject(ctx context.Context, filter string, fn func(jetstre
 	}
 	return nil
 }
+
+// listBatch is how many messages one fetch of lastPerSubject asks for.
+const listBatch = 1024
