@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/roomlog/roomlog/eventlog"
@@ -56,6 +57,36 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.ReportMetric(float64(readers*n*b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkSessions has sessions join a room, set their presence once and leave, 8 at a time, on
+// one in-process server: the cost of membership, including (since sessions that left are
+// forgotten) the removal of their markers, which runs beside the appends.
+func BenchmarkSessions(b *testing.B) {
+	s := natstest.Start(b)
+	l, err := jetstream.Open(context.Background(), natstest.Connect(b, s), jetstream.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	var next atomic.Int64
+	b.SetParallelism(4) // 8 goroutines on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			session := fmt.Sprint("s", next.Add(1))
+			for _, kind := range []string{eventlog.KindJoin, eventlog.KindPresence, eventlog.KindLeave} {
+				req := eventlog.AppendRequest{Room: "bench:members", User: "u", Session: session, Kind: kind, System: true}
+				if kind == eventlog.KindPresence {
+					req.Body = []byte(`{"cursor":42}`)
+				}
+				if _, err := l.Append(context.Background(), req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sessions/s")
 }
 
 // benchRoom opens a log on an in-process server with the room "bench" of n keyed events of 200
