@@ -415,6 +415,9 @@ func (h *Hub) Close(ctx context.Context) error {
 		}
 		f := r.feed
 		r.feed, r.subs = nil, 0
+		if f != nil {
+			h.relayInterest(r.name, false)
+		}
 		h.forget(r)
 		r.mu.Unlock()
 		if f != nil {

@@ -22,6 +22,23 @@ type Relay interface {
 	Send(s *Signal)
 }
 
+// RelayInterest is implemented by a Relay that receives only the signals of the rooms this node
+// has subscribers of (natsrelay does), so that a node is not sent every room's signals. The hub
+// calls Interest(room, true) when a room's first subscriber comes and Interest(room, false)
+// when its last goes, in that order for each room, with the room locked: Interest may wait for
+// its relay to have the interest registered (so a subscriber misses no signal sent after it
+// subscribed), but not for longer than a round trip.
+type RelayInterest interface {
+	Interest(room string, on bool)
+}
+
+// relayInterest tells the relay, if it wants to know, that room's feed starts or stops.
+func (h *Hub) relayInterest(room string, on bool) {
+	if ri, ok := h.opts.Relay.(RelayInterest); ok {
+		ri.Interest(room, on)
+	}
+}
+
 // Signal hands s to every subscriber of s.Room on this node that is a SignalReceiver, except
 // from (the sender, which knows what it sent), and to the relay, if any. It reports how many
 // subscribers on this node were handed it. A room nobody subscribes to is not created for it.

@@ -26,6 +26,7 @@ func (h *Hub) Subscribe(room string, w Waker) (*Subscription, error) {
 			return nil, err
 		}
 		r.feed = f
+		h.relayInterest(room, true)
 	}
 	r.subs++
 	r.feed.mu.Lock()
@@ -57,6 +58,7 @@ func (s *Subscription) Close() {
 			r.subs--
 			if r.subs == 0 {
 				stop, r.feed = r.feed, nil
+				r.hub.relayInterest(r.name, false)
 				r.hub.forget(r)
 			}
 		}
