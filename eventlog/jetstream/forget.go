@@ -40,6 +40,8 @@ type leftMarker struct {
 	seq     uint64
 }
 
+// forgetter purges the markers of the sessions that left, for one node; nil on a read-only log,
+// where its methods do nothing.
 type forgetter struct {
 	l     *Log
 	queue chan leftMarker
@@ -59,7 +61,7 @@ func startForgetter(l *Log) *forgetter {
 // waiting.
 func (f *forgetter) forget(m leftMarker) {
 	if f == nil {
-		return // a read-only log writes no leaves
+		return
 	}
 	select {
 	case f.queue <- m:

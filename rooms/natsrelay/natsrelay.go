@@ -113,20 +113,19 @@ func (r *Relay) Interest(room string, on bool) {
 	}
 	in := r.rooms[room]
 	subscribed := false
-	switch {
-	case on && in == nil:
-		sub, err := r.nc.ChanSubscribe(r.subject(room), r.in)
-		if err != nil {
-			r.mu.Unlock()
-			r.logger.Debug("signals of a room not received", "room", room, "err", err)
-			return
+	if on {
+		if in == nil {
+			sub, err := r.nc.ChanSubscribe(r.subject(room), r.in)
+			if err != nil {
+				r.mu.Unlock()
+				r.logger.Debug("signals of a room not received", "room", room, "err", err)
+				return
+			}
+			in = &interest{sub: sub}
+			r.rooms[room], subscribed = in, true
 		}
-		in = &interest{sub: sub}
-		r.rooms[room], subscribed = in, true
-		fallthrough
-	case on:
 		in.held++
-	case in != nil:
+	} else if in != nil {
 		if in.held--; in.held == 0 {
 			in.sub.Unsubscribe()
 			delete(r.rooms, room)
