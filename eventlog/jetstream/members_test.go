@@ -201,16 +201,21 @@ func TestMembersOfARoomWithManySessions(t *testing.T) {
 	check(leaving)
 }
 
-// sessionSubjects counts the messages on each of a room's session subjects.
-func sessionSubjects(t *testing.T, s *natstest.Server, room string) map[string]uint64 {
+// rawStream is a handle of the test's own on the log's stream.
+func rawStream(t *testing.T, s *natstest.Server) njs.Stream {
 	t.Helper()
-	ctx := context.Background()
 	js, _ := njs.New(natstest.Connect(t, s))
-	stream, err := js.Stream(ctx, jetstream.DefaultStream)
+	stream, err := js.Stream(context.Background(), jetstream.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(ctx, njs.WithSubjectFilter(sessionsOf(room)))
+	return stream
+}
+
+// sessionSubjects counts the messages on each of a room's session subjects.
+func sessionSubjects(t *testing.T, stream njs.Stream, room string) map[string]uint64 {
+	t.Helper()
+	info, err := stream.Info(context.Background(), njs.WithSubjectFilter(sessionsOf(room)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,11 +228,11 @@ func sessionsOf(room string) string {
 }
 
 // waitSessionSubjects waits until n of the room's session subjects hold messages.
-func waitSessionSubjects(t *testing.T, s *natstest.Server, room string, n int) {
+func waitSessionSubjects(t *testing.T, stream njs.Stream, room string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got := sessionSubjects(t, s, room)
+		got := sessionSubjects(t, stream, room)
 		if len(got) == n {
 			return
 		}
@@ -256,7 +261,8 @@ func TestLeftSessionsAreForgotten(t *testing.T) {
 			}
 		}
 	}
-	waitSessionSubjects(t, s, "doc:f", 0)
+	stream := rawStream(t, s)
+	waitSessionSubjects(t, stream, "doc:f", 0)
 	if got := kinds(t, a, "doc:f"); len(got) != 3*rounds {
 		t.Fatalf("%d events; want %d", len(got), 3*rounds)
 	}
@@ -266,7 +272,7 @@ func TestLeftSessionsAreForgotten(t *testing.T) {
 	if members, err := a.RoomMembers(ctx, "doc:f"); err != nil || len(members) != 1 {
 		t.Fatalf("members %+v %v; want ann/phone", members, err)
 	}
-	if got := sessionSubjects(t, s, "doc:f"); len(got) != 1 {
+	if got := sessionSubjects(t, stream, "doc:f"); len(got) != 1 {
 		t.Fatalf("session subjects %v; want the joined session's", got)
 	}
 }
@@ -288,11 +294,12 @@ func TestSweepRemovesLeftMarkers(t *testing.T) {
 			t.Fatalf("publishing to %s: %v %s", left, err, r.Data)
 		}
 	}
-	if got := sessionSubjects(t, s, "doc:s"); len(got) != 2 {
+	stream := rawStream(t, s)
+	if got := sessionSubjects(t, stream, "doc:s"); len(got) != 2 {
 		t.Fatalf("session subjects %v; want two", got)
 	}
 	b := openNode(t, []*natstest.Server{s}, jetstream.Options{}) // sweeps at start
-	waitSessionSubjects(t, s, "doc:s", 1)
+	waitSessionSubjects(t, stream, "doc:s", 1)
 	if members, err := b.RoomMembers(ctx, "doc:s"); err != nil || len(members) != 1 || members[0].Session.Session != "stays" {
 		t.Fatalf("members %+v %v; want ann/stays", members, err)
 	}
