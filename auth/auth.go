@@ -26,26 +26,47 @@ import (
 
 // Config says which tokens a Verifier accepts. At least one key must be set.
 type Config struct {
-	Secret     []byte   // HS256 shared secret
+	// Secret is the HS256 shared secret: empty for none, else at least MinSecretLength bytes (a
+	// short secret can be guessed offline from any one token).
+	Secret     []byte
 	PublicKeys [][]byte // PEM public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA)
 	JWKS       []byte   // a JWKS document: {"keys":[...]} with RSA, EC P-256 and OKP Ed25519 keys
 	Issuer     string   // when set, iss must equal it
-	Audience   string   // when set, aud must contain it
-	Leeway     time.Duration
-	Now        func() time.Time
+	// Audience, when set, must be in aud. With a JWKS it is required unless AnyAudience: an
+	// identity provider signs tokens for many services, and another service's token must not
+	// open this one.
+	Audience    string
+	AnyAudience bool
+	// MaxTTL bounds a token's lifetime: exp may be at most MaxTTL after iat (after now for a
+	// token without iat). 0: DefaultMaxTTL (24 h); negative: no bound.
+	MaxTTL time.Duration
+	// Leeway is the clock skew allowed on exp, nbf and iat (an iat further in the future is
+	// refused). 0: 5 s; negative: none.
+	Leeway time.Duration
+	Now    func() time.Time
 }
+
+// Bounds of Config.
+const (
+	MinSecretLength = 32
+	DefaultMaxTTL   = 24 * time.Hour
+)
 
 // Claims are the token claims roomlog reads.
 type Claims struct {
 	jwt.RegisteredClaims
 	Rooms     []string `json:"rooms,omitempty"`
 	ReadRooms []string `json:"read_rooms,omitempty"`
-	Admin     bool     `json:"admin,omitempty"`
+	// SnapshotRooms lists the room patterns where the user may publish snapshots (with write
+	// permission there too): snapshots decide what compaction removes and what a join from a
+	// snapshot loads, so they need a trust of their own.
+	SnapshotRooms []string `json:"snapshot_rooms,omitempty"`
+	Admin         bool     `json:"admin,omitempty"`
 }
 
 // Grants turns the claims into what rooms authorises by.
 func (c *Claims) Grants() rooms.Grants {
-	return rooms.Grants{User: c.Subject, Rooms: c.Rooms, ReadRooms: c.ReadRooms, Admin: c.Admin}
+	return rooms.Grants{User: c.Subject, Rooms: c.Rooms, ReadRooms: c.ReadRooms, SnapshotRooms: c.SnapshotRooms, Admin: c.Admin}
 }
 
 // Expiry is the token's exp.
@@ -83,6 +104,24 @@ var (
 
 // NewVerifier checks cfg and returns a Verifier.
 func NewVerifier(cfg Config) (*Verifier, error) {
+	if n := len(cfg.Secret); n > 0 && n < MinSecretLength {
+		return nil, fmt.Errorf("the HS256 secret is %d bytes; at least %d are needed (openssl rand -hex 32 makes one)", n, MinSecretLength)
+	}
+	if len(cfg.JWKS) > 0 && cfg.Audience == "" && !cfg.AnyAudience {
+		return nil, errors.New("with a JWKS, an audience is required (the aud your identity provider puts in tokens for roomlog), or AnyAudience to accept every service's tokens")
+	}
+	switch {
+	case cfg.MaxTTL == 0:
+		cfg.MaxTTL = DefaultMaxTTL
+	case cfg.MaxTTL < 0:
+		cfg.MaxTTL = 0
+	}
+	switch {
+	case cfg.Leeway == 0:
+		cfg.Leeway = 5 * time.Second
+	case cfg.Leeway < 0:
+		cfg.Leeway = 0
+	}
 	v := &Verifier{cfg: cfg}
 	for i, p := range cfg.PublicKeys {
 		k, err := parsePEMPublicKey(p)
@@ -140,11 +179,7 @@ func (v *Verifier) build(jwks []verificationKey) (*keyState, error) {
 	if len(methods) == 0 {
 		return nil, errors.New("no token key configured: set a secret, a public key or a JWKS")
 	}
-	leeway := v.cfg.Leeway
-	if leeway == 0 {
-		leeway = 5 * time.Second
-	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithLeeway(leeway)}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(v.cfg.Leeway)}
 	if v.cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
@@ -186,7 +221,33 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	case c.Subject == "":
 		return nil, fmt.Errorf("%w: no sub claim", ErrBadToken)
 	}
+	if err := v.checkLifetime(&c); err != nil {
+		return nil, err
+	}
 	return &c, nil
+}
+
+// checkLifetime refuses a token that lives longer than MaxTTL: a token leaked from a log or a
+// browser's history must not open rooms for a century.
+func (v *Verifier) checkLifetime(c *Claims) error {
+	if v.cfg.MaxTTL <= 0 {
+		return nil
+	}
+	from := v.now()
+	if c.IssuedAt != nil {
+		from = c.IssuedAt.Time
+	}
+	if life := c.ExpiresAt.Sub(from); life > v.cfg.MaxTTL+v.cfg.Leeway {
+		return fmt.Errorf("%w: it is valid for %v, longer than the server's maximum of %v (--max-token-ttl)", ErrBadToken, life.Round(time.Second), v.cfg.MaxTTL)
+	}
+	return nil
+}
+
+func (v *Verifier) now() time.Time {
+	if v.cfg.Now != nil {
+		return v.cfg.Now()
+	}
+	return time.Now()
 }
 
 func (v *Verifier) keyFor(st *keyState, t *jwt.Token) (any, error) {
@@ -279,13 +340,14 @@ func parseJWKS(doc []byte) ([]verificationKey, error) {
 
 // TokenSpec describes a token for NewToken.
 type TokenSpec struct {
-	Subject   string
-	Rooms     []string
-	ReadRooms []string
-	Admin     bool
-	TTL       time.Duration
-	Issuer    string
-	Audience  string
+	Subject       string
+	Rooms         []string
+	ReadRooms     []string
+	SnapshotRooms []string
+	Admin         bool
+	TTL           time.Duration
+	Issuer        string
+	Audience      string
 }
 
 // NewToken signs an HS256 token with secret: what `roomlog token` prints and tests use.
@@ -301,7 +363,7 @@ func NewToken(secret []byte, s TokenSpec) (string, error) {
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject: s.Subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.TTL)), Issuer: s.Issuer,
 		},
-		Rooms: s.Rooms, ReadRooms: s.ReadRooms, Admin: s.Admin,
+		Rooms: s.Rooms, ReadRooms: s.ReadRooms, SnapshotRooms: s.SnapshotRooms, Admin: s.Admin,
 	}
 	if s.Audience != "" {
 		c.Audience = jwt.ClaimStrings{s.Audience}

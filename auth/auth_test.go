@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,7 +130,7 @@ func TestJWKSRotation(t *testing.T) {
 			"x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}}})
 		return b
 	}
-	v, err := auth.NewVerifier(auth.Config{JWKS: doc("k1", old)})
+	v, err := auth.NewVerifier(auth.Config{JWKS: doc("k1", old), AnyAudience: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,4 +157,132 @@ func TestJWKSRotation(t *testing.T) {
 	if _, err := v.Verify(byOld); err == nil {
 		t.Fatalf("the retired key is still accepted")
 	}
+}
+
+// TestTokenHygiene: the bounds a verifier puts on tokens it would otherwise accept: a short
+// secret, a JWKS with no audience, a lifetime past MaxTTL (with or without iat), an iat in the
+// future, another service's audience.
+func TestTokenHygiene(t *testing.T) {
+	secret := []byte("a-secret-of-32-bytes-for-hygiene!")
+	if _, err := auth.NewVerifier(auth.Config{Secret: []byte("short")}); err == nil {
+		t.Errorf("a 5-byte secret was accepted")
+	}
+	if _, err := auth.NewVerifier(auth.Config{Secret: secret[:31]}); err == nil {
+		t.Errorf("a 31-byte secret was accepted")
+	}
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": "e1", "crv": "P-256",
+		"x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))}}})
+	if _, err := auth.NewVerifier(auth.Config{JWKS: jwks}); err == nil {
+		t.Errorf("a JWKS without an audience was accepted")
+	}
+	withAud, err := auth.NewVerifier(auth.Config{JWKS: jwks, Audience: "roomlog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyAud, err := auth.NewVerifier(auth.Config{JWKS: jwks, AnyAudience: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := sign(t, jwt.SigningMethodES256, ecKey, jwt.MapClaims{"sub": "a", "aud": "other", "exp": time.Now().Add(time.Hour).Unix()}, "e1")
+	if _, err := withAud.Verify(other); !errors.Is(err, auth.ErrBadToken) {
+		t.Errorf("another service's token: %v", err)
+	}
+	if _, err := anyAud.Verify(other); err != nil {
+		t.Errorf("AnyAudience refused aud other: %v", err)
+	}
+
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, MaxTTL: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unbounded, err := auth.NewVerifier(auth.Config{Secret: secret, MaxTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, err := auth.NewVerifier(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodHS256, secret, c, "") }
+	cases := []struct {
+		name      string
+		v         *auth.Verifier
+		tok       string
+		ok        bool
+		reasonHas string
+	}{
+		{"within the bound", v, tok(jwt.MapClaims{"sub": "a", "iat": now.Unix(), "exp": now.Add(2 * time.Hour).Unix()}), true, ""},
+		{"a century", v, tok(jwt.MapClaims{"sub": "a", "iat": now.Unix(), "exp": now.AddDate(100, 0, 0).Unix()}), false, "longer than the server's maximum"},
+		{"a century, no iat", v, tok(jwt.MapClaims{"sub": "a", "exp": now.AddDate(100, 0, 0).Unix()}), false, "longer than the server's maximum"},
+		{"a day and a minute, by default", defaults, tok(jwt.MapClaims{"sub": "a", "iat": now.Unix(), "exp": now.Add(24*time.Hour + time.Minute).Unix()}), false, "longer"},
+		{"a day, by default", defaults, tok(jwt.MapClaims{"sub": "a", "iat": now.Unix(), "exp": now.Add(24 * time.Hour).Unix()}), true, ""},
+		{"a century, unbounded", unbounded, tok(jwt.MapClaims{"sub": "a", "iat": now.Unix(), "exp": now.AddDate(100, 0, 0).Unix()}), true, ""},
+		{"issued in ten years", unbounded, tok(jwt.MapClaims{"sub": "a", "iat": now.AddDate(10, 0, 0).Unix(), "exp": now.AddDate(10, 0, 1).Unix()}), false, "used before issued"},
+		{"issued a minute ahead", v, tok(jwt.MapClaims{"sub": "a", "iat": now.Add(time.Minute).Unix(), "exp": now.Add(time.Hour).Unix()}), false, "used before issued"},
+		{"issued within the leeway", v, tok(jwt.MapClaims{"sub": "a", "iat": now.Add(2 * time.Second).Unix(), "exp": now.Add(time.Hour).Unix()}), true, ""},
+	}
+	for _, tc := range cases {
+		_, err := tc.v.Verify(tc.tok)
+		if tc.ok != (err == nil) || (err != nil && (!errors.Is(err, auth.ErrBadToken) || !strings.Contains(err.Error(), tc.reasonHas))) {
+			t.Errorf("%s: %v (want ok=%v, a reason with %q)", tc.name, err, tc.ok, tc.reasonHas)
+		}
+	}
+}
+
+// FuzzVerify feeds the verifier arbitrary tokens, well-formed ones with arbitrary claims
+// included: it never panics, and what it accepts is signed by the key, names a user and lives
+// within MaxTTL.
+func FuzzVerify(f *testing.F) {
+	secret := []byte("a-secret-of-32-bytes-for-fuzzing!")
+	now := time.Now()
+	for _, c := range []jwt.MapClaims{
+		{"sub": "a", "exp": now.Add(time.Hour).Unix()},
+		{"sub": "", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()},
+		{"sub": "a", "exp": "soon"},
+		{"sub": 7, "exp": 1e300, "rooms": "doc:*"},
+		{"sub": "a", "exp": now.Add(time.Hour).Unix(), "rooms": []any{1, nil}, "snapshot_rooms": map[string]any{}},
+	} {
+		tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		f.Add(tok, "")
+		header, rest, _ := strings.Cut(tok, ".")
+		payload, _, _ := strings.Cut(rest, ".")
+		f.Add(header+"."+payload+".", `{"alg":"none"}`)
+	}
+	f.Add("", "")
+	f.Add("...", `{"sub":"a"}`)
+	v, err := auth.NewVerifier(auth.Config{Secret: secret, MaxTTL: time.Hour + time.Minute})
+	if err != nil {
+		f.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	f.Fuzz(func(t *testing.T, tok, claimsJSON string) {
+		if claimsJSON != "" { // a token signed with the right key, over fuzzed claims
+			s := b64([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + b64([]byte(claimsJSON))
+			sig, err := jwt.SigningMethodHS256.Sign(s, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok = s + "." + b64(sig)
+		}
+		c, err := v.Verify(tok)
+		if err != nil {
+			if !errors.Is(err, auth.ErrBadToken) && !errors.Is(err, auth.ErrTokenExpired) {
+				t.Fatalf("an error that is neither ErrBadToken nor ErrTokenExpired: %v", err)
+			}
+			return
+		}
+		if c.Subject == "" || c.ExpiresAt == nil {
+			t.Fatalf("accepted without sub or exp: %+v", c)
+		}
+		from := time.Now()
+		if c.IssuedAt != nil {
+			from = c.IssuedAt.Time
+		}
+		if c.ExpiresAt.Sub(from) > time.Hour+time.Minute+6*time.Second {
+			t.Fatalf("accepted a token living %v", c.ExpiresAt.Sub(from))
+		}
+	})
 }

@@ -124,7 +124,7 @@ func InProcess() (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	const secret = "roomlog-bench"
+	const secret = "roomlog-bench-secret-of-32-bytes-or-more"
 	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	hub := rooms.NewHub(log, rooms.Options{Logger: quiet})

@@ -24,7 +24,7 @@ import (
 	"github.com/roomlog/roomlog/transport"
 )
 
-const secret = "client-test-secret"
+const secret = "client-test-secret-of-32-bytes-or-more"
 
 var roomlogBin string // the roomlog binary, built once for the process tests
 

@@ -31,10 +31,10 @@ func ChainRecord(rec []byte, prev *[32]byte, room string, id ID) [32]byte {
 func DecodeRecord(e *Event, rec []byte) error { return decodeRecord(e, rec) }
 
 // CompactionBody is the body of the compaction event a backend appends when it has removed
-// removed events of a room up to floor, compacting it to snapshot.
-func CompactionBody(snapshot ID, floor Head, removed int) json.RawMessage {
+// removed events of a room up to floor, compacting it to snapshot, which snapshotBy wrote.
+func CompactionBody(snapshot ID, snapshotBy string, floor Head, removed int) json.RawMessage {
 	body, _ := json.Marshal(compactionBody{
-		Snapshot: snapshot.String(), Floor: floor.ID.String(), Hash: hex.EncodeToString(floor.Hash[:]),
+		Snapshot: snapshot.String(), SnapshotBy: snapshotBy, Floor: floor.ID.String(), Hash: hex.EncodeToString(floor.Hash[:]),
 		Count: floor.Count, Removed: removed,
 	})
 	return body

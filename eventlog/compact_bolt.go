@@ -128,7 +128,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 		op.err = fmt.Errorf("%w: room %q has no snapshot to compact to", ErrNoSnapshot, s.room)
 		return nil
 	}
-	covers, err := snapshotCovers(rw.bucket.Get(snap[:]))
+	snapEv, covers, err := snapshotCovers(rw.bucket.Get(snap[:]))
 	if err != nil {
 		return fmt.Errorf("room %q snapshot %s: %w", s.room, snap, err)
 	}
@@ -136,7 +136,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 	if err != nil {
 		return fmt.Errorf("room %q: %w", s.room, err)
 	}
-	s.result = CompactResult{Snapshot: snap, Floor: floor, Removed: s.removed}
+	s.result = CompactResult{Snapshot: snap, SnapshotBy: snapEv.User, Floor: floor, Removed: s.removed}
 	if floor.ID.Compare(covers) >= 0 {
 		return nil // compacted to this snapshot already
 	}
@@ -160,7 +160,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 		s.done = false // more to remove, in the next step
 		return nil
 	}
-	body := CompactionBody(snap, floor, s.result.Removed)
+	body := CompactionBody(snap, snapEv.User, floor, s.result.Removed)
 	req, err := normalize(AppendRequest{Room: s.room, User: s.by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return err
@@ -173,14 +173,15 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 	return nil
 }
 
-// snapshotCovers reads the id a snapshot record covers.
-func snapshotCovers(rec []byte) (ID, error) {
+// snapshotCovers decodes a snapshot record and the id it covers.
+func snapshotCovers(rec []byte) (Event, ID, error) {
 	if rec == nil {
-		return ID{}, fmt.Errorf("%w: the snapshot event is missing", ErrCorrupt)
+		return Event{}, ID{}, fmt.Errorf("%w: the snapshot event is missing", ErrCorrupt)
 	}
 	var ev Event
 	if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
-		return ID{}, err
+		return Event{}, ID{}, err
 	}
-	return SnapshotCovers(ev)
+	covers, err := SnapshotCovers(ev)
+	return ev, covers, err
 }

@@ -471,11 +471,11 @@ func (l *MemLog) compactLocked(room, by string) (CompactResult, error) {
 		return CompactResult{}, fmt.Errorf("eventlog: compact %q: %w: the room has no snapshot to compact to", room, ErrNoSnapshot)
 	}
 	i, _ := slices.BinarySearchFunc(r.ids, r.snapshot, ID.Compare)
-	covers, err := snapshotCovers(r.records[i])
+	snap, covers, err := snapshotCovers(r.records[i])
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("eventlog: compact %q: %w", room, err)
 	}
-	res := CompactResult{Snapshot: r.snapshot, Floor: r.floor}
+	res := CompactResult{Snapshot: r.snapshot, SnapshotBy: snap.User, Floor: r.floor}
 	n := r.after(covers) // the events to remove: ids <= covers
 	if n == 0 {
 		return res, nil
@@ -484,7 +484,7 @@ func (l *MemLog) compactLocked(room, by string) (CompactResult, error) {
 	r.floor = Head{ID: r.ids[n-1], Hash: [32]byte(last[hashOffset:fieldsOffset]), Count: r.floor.Count + uint64(n)}
 	r.records, r.ids = slices.Clone(r.records[n:]), slices.Clone(r.ids[n:])
 	res.Floor, res.Removed = r.floor, n
-	body := CompactionBody(r.snapshot, r.floor, n)
+	body := CompactionBody(r.snapshot, snap.User, r.floor, n)
 	req, err := normalize(AppendRequest{Room: room, User: by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return res, err

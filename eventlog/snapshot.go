@@ -50,19 +50,21 @@ type Compactor interface {
 
 // CompactResult says what Compact did.
 type CompactResult struct {
-	Snapshot ID    // the snapshot compacted to
-	Floor    Head  // the room's floor afterwards: the covered event
-	Removed  int   // events removed by this call
-	Record   Event // the compaction event, when Removed > 0
+	Snapshot   ID     // the snapshot compacted to
+	SnapshotBy string // the user who published it: whom the removal trusted
+	Floor      Head   // the room's floor afterwards: the covered event
+	Removed    int    // events removed by this call
+	Record     Event  // the compaction event, when Removed > 0
 }
 
 // compactionBody is the body of a compaction event.
 type compactionBody struct {
-	Snapshot string `json:"snapshot"`
-	Floor    string `json:"floor"`       // the last id removed
-	Hash     string `json:"floor_hash"`  // its chain hash, hex
-	Count    uint64 `json:"floor_count"` // its position in the room
-	Removed  int    `json:"removed"`     // events removed by this compaction
+	Snapshot   string `json:"snapshot"`
+	SnapshotBy string `json:"snapshot_by"` // the user who published the snapshot
+	Floor      string `json:"floor"`       // the last id removed
+	Hash       string `json:"floor_hash"`  // its chain hash, hex
+	Count      uint64 `json:"floor_count"` // its position in the room
+	Removed    int    `json:"removed"`     // events removed by this compaction
 }
 
 // checkSnapshot validates a snapshot append: a JSON object body naming the id it covers, and

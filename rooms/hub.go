@@ -202,8 +202,8 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 // append's own outcome comes through the Pending, so a connection can pipeline its publishes in
 // order.
 func (h *Hub) Publish(g Grants, req eventlog.AppendRequest) (*eventlog.Pending, error) {
-	if !g.CanWrite(req.Room) {
-		return nil, fmt.Errorf("%w: your token does not allow publishing to %q", ErrForbidden, req.Room)
+	if err := g.CheckPublish(req.Room, req.Kind); err != nil {
+		return nil, err
 	}
 	req.User, req.System = g.User, false
 	return h.log.AppendAsync(req), nil

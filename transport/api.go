@@ -97,7 +97,7 @@ func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
 		s.httpFail(w, "compact", room, err)
 		return
 	}
-	s.logger.Info("room compacted", "room", room, "by", claims.Subject, "removed", res.Removed, "floor", res.Floor.ID)
+	s.logger.Info("room compacted", "room", room, "by", claims.Subject, "snapshot", res.Snapshot, "snapshot_by", res.SnapshotBy, "removed", res.Removed, "floor", res.Floor.ID)
 	writeJSON(w, http.StatusOK, adminapi.NewCompactResult(room, res))
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -252,8 +251,8 @@ func (c *conn) publish(f *wire.ClientFrame) {
 		return
 	}
 	g := c.grantsNow()
-	if !g.CanWrite(f.Room) { // before the rate limit: a refused publish does not spend it
-		c.fail(f.Ref, f.Room, "publish", fmt.Errorf("%w: your token does not allow publishing to %q", rooms.ErrForbidden, f.Room))
+	if err := g.CheckPublish(f.Room, f.Kind); err != nil { // before the rate limit: a refused publish does not spend it
+		c.fail(f.Ref, f.Room, "publish", err)
 		return
 	}
 	if !c.allowWrite(f.Ref) {

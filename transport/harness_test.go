@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testSecret = "test-secret-for-roomlog"
+const testSecret = "test-secret-for-roomlog-transport-tests"
 
 // testServer is a real server on a loopback port with a real data file.
 type testServer struct {
@@ -319,6 +319,13 @@ func (c *client) join(room string, after *string) (joined frame, events []frame)
 	if after != nil {
 		f["after"] = *after
 	}
+	return c.joinFrame(f)
+}
+
+// joinFrame sends a join frame as given and reads joined, the replayed events and synced.
+func (c *client) joinFrame(f frame) (joined frame, events []frame) {
+	c.t.Helper()
+	room := f.str("room")
 	c.send(f)
 	joined = c.expect("joined")
 	for {

@@ -29,9 +29,12 @@ func eventIDs(evs []frame) []string {
 	return out
 }
 
+// snapshotWriter lets a token publish snapshots to the rooms it may write.
+func snapshotWriter(s *auth.TokenSpec) { s.SnapshotRooms = s.Rooms }
+
 func TestJoinFromSnapshotUnderConcurrentAppends(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	tok := token(t, "alice", []string{"doc:*"})
+	tok := token(t, "alice", []string{"doc:*"}, snapshotWriter)
 	w := connect(t, ts, tok, "writer")
 	var head string
 	for i := range 5 {
@@ -137,7 +140,7 @@ func mustID(t *testing.T, s string) eventlog.ID {
 
 func TestCompactionWhileJoinedAndResuming(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	tok := token(t, "alice", []string{"doc:*"})
+	tok := token(t, "alice", []string{"doc:*"}, snapshotWriter)
 	admin := token(t, "ops", nil, func(s *auth.TokenSpec) { s.Admin = true })
 	w := connect(t, ts, tok, "writer")
 	var early []string
@@ -159,10 +162,11 @@ func TestCompactionWhileJoinedAndResuming(t *testing.T) {
 	code, body := httpDo(t, "POST", ts.url+"/v1/rooms/doc:c/compact", admin, "")
 	var res struct {
 		Snapshot, Floor, Record string
+		SnapshotBy              string `json:"snapshot_by"`
 		Removed                 int
 	}
 	json.Unmarshal([]byte(body), &res)
-	if code != 200 || res.Snapshot != snap || res.Floor != head.ID.String() || res.Removed == 0 || res.Record == "" {
+	if code != 200 || res.Snapshot != snap || res.SnapshotBy != "alice" || res.Floor != head.ID.String() || res.Removed == 0 || res.Record == "" {
 		t.Fatalf("compact: %d %s", code, body)
 	}
 	// The joined member goes on: the snapshot, the later event and the compaction record, live.
@@ -201,5 +205,63 @@ func TestCompactionWhileJoinedAndResuming(t *testing.T) {
 	// And the chain verifies from the floor (the 20 messages and the member's join were removed).
 	if code, body := httpDo(t, "GET", ts.url+"/v1/verify?room=doc:c", admin, ""); code != 200 || strings.Contains(body, "broken") || !strings.Contains(body, `"compacted":21`) {
 		t.Fatalf("verify after compaction: %d %s", code, body)
+	}
+}
+
+// TestSnapshotsNeedTrust: a writer without the snapshot_rooms claim cannot publish a snapshot,
+// over the WebSocket or HTTP, so it cannot steer what compaction removes nor what a join from a
+// snapshot loads: the refusal appends nothing, compaction finds no snapshot, and a join from a
+// snapshot starts at the room's first event. A trusted writer's snapshot is used, and the
+// compaction names its author, in its answer and in its record.
+func TestSnapshotsNeedTrust(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	writer := token(t, "mallory", []string{"doc:*"})
+	trusted := token(t, "editor", []string{"doc:*"}, snapshotWriter)
+	elsewhere := token(t, "other", []string{"doc:*"}, func(s *auth.TokenSpec) { s.SnapshotRooms = []string{"notes:*"} })
+	admin := token(t, "ops", nil, func(s *auth.TokenSpec) { s.Admin = true })
+	w := connect(t, ts, writer, "w")
+	var edits []string
+	for i := range 3 {
+		edits = append(edits, w.publish("doc:t", i, nil).str("id"))
+	}
+	head := edits[2]
+	for name, c := range map[string]*client{"writer": w, "snapshots elsewhere": connect(t, ts, elsewhere, "o")} {
+		if f := c.publishSnapshot("doc:t", head, ""); f.str("type") != "error" || f.str("code") != "forbidden" || !strings.Contains(f.str("message"), "snapshot_rooms") {
+			t.Fatalf("%s: a snapshot without the claim: %v", name, f)
+		}
+	}
+	body := `{"kind":"snapshot","expect":"` + head + `","body":{"covers":"` + head + `","state":""}}`
+	if code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/events", writer, body); code != 403 || !strings.Contains(resp, "forbidden") {
+		t.Fatalf("HTTP snapshot without the claim: %d %s", code, resp)
+	}
+	if h, _ := ts.log.Head(t.Context(), "doc:t"); h.ID.String() != head {
+		t.Fatalf("a refused snapshot moved the head to %s", h.ID)
+	}
+	if code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, ""); code != 409 {
+		t.Fatalf("compaction after refused snapshots: %d %s", code, resp)
+	}
+	joined, evs := connect(t, ts, writer, "j").joinFrame(frame{"type": "join", "ref": "j", "room": "doc:t", "from": "snapshot"})
+	if ids := eventIDs(evs); joined.str("snapshot") != "" || len(ids) != 3 || ids[0] != edits[0] {
+		t.Fatalf("a join from a snapshot with none trusted: %v, events %v", joined, ids)
+	}
+
+	now, _ := ts.log.Head(t.Context(), "doc:t") // the join above appended its join event
+	snapAck := connect(t, ts, trusted, "t").publishSnapshot("doc:t", now.ID.String(), "three")
+	snap := snapAck.str("id")
+	if snapAck.str("type") != "ack" {
+		t.Fatalf("the trusted writer's snapshot: %v", snapAck)
+	}
+	code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, "")
+	var res struct {
+		SnapshotBy string `json:"snapshot_by"`
+		Record     string
+	}
+	json.Unmarshal([]byte(resp), &res)
+	if code != 200 || res.SnapshotBy != "editor" {
+		t.Fatalf("compaction: %d %s", code, resp)
+	}
+	_, page := httpDo(t, "GET", ts.url+"/v1/rooms/doc:t/events?after="+snap, admin, "")
+	if !strings.Contains(page, `"snapshot_by":"editor"`) {
+		t.Fatalf("the compaction record does not name the snapshot's author: %s", page)
 	}
 }

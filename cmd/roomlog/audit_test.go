@@ -388,7 +388,7 @@ func TestCommandsRefuseDamagedFiles(t *testing.T) {
 			{"replay", "--data", path},
 			{"rooms", "--data", path},
 			{"backup", "--data", path, "--out", filepath.Join(dir, "copy.db")},
-			{"serve", "--data", path, "--addr", "127.0.0.1:0", "--jwt-secret", "s"},
+			{"serve", "--data", path, "--addr", "127.0.0.1:0", "--jwt-secret", crashSecret},
 		} {
 			code, stdout, stderr := roomlog(t, nil, args...)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")

@@ -56,19 +56,19 @@ func TestCLIBadInput(t *testing.T) {
 		{"bad duration", nil, []string{"serve", "--grace", "soon"}, 2, `invalid value "soon" for flag -grace`},
 		{"bad env duration", []string{"ROOMLOG_GRACE=soon"}, []string{"serve"}, 2, `ROOMLOG_GRACE="soon" is not a duration`},
 		{"stray argument", nil, []string{"serve", "extra"}, 2, `unexpected argument "extra"`},
-		{"small max frame", nil, []string{"serve", "--max-frame", "10", "--data", filepath.Join(dir, "a.db")}, 1, "--max-frame must be at least 1024"},
+		{"small max frame", nil, []string{"serve", "--max-frame", "10", "--data", filepath.Join(dir, "a.db")}, 2, "--max-frame must be at least 1024"},
 		{"not a log", nil, []string{"serve", "--data", notALog, "--addr", "127.0.0.1:0"}, 1, "not a roomlog data file"},
-		{"bad origin", nil, []string{"serve", "--allowed-origins", "nope", "--data", filepath.Join(dir, "b.db"), "--addr", "127.0.0.1:0"}, 1, `allowed origin "nope"`},
-		{"missing key file", nil, []string{"serve", "--jwt-public-key", filepath.Join(dir, "none.pem"), "--data", filepath.Join(dir, "c.db")}, 1, "no such file"},
+		{"bad origin", nil, []string{"serve", "--allowed-origins", "nope", "--data", filepath.Join(dir, "b.db"), "--addr", "127.0.0.1:0"}, 2, `allowed origin "nope"`},
+		{"missing key file", nil, []string{"serve", "--jwt-public-key", filepath.Join(dir, "none.pem"), "--data", filepath.Join(dir, "c.db")}, 2, "no such file"},
 		{"token without secret", nil, []string{"token", "--sub", "a"}, 2, "--secret is required"},
-		{"token without sub", nil, []string{"token", "--secret", "s"}, 2, "--sub is required"},
-		{"token with a bad room pattern", nil, []string{"token", "--secret", "s", "--sub", "a", "--rooms", "doc:*,bad room!"}, 2, `--rooms: bad room name: "bad room!" has ' ' at byte 3`},
-		{"token with a wildcard inside", nil, []string{"token", "--secret", "s", "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
+		{"token without sub", nil, []string{"token", "--secret", crashSecret}, 2, "--sub is required"},
+		{"token with a bad room pattern", nil, []string{"token", "--secret", crashSecret, "--sub", "a", "--rooms", "doc:*,bad room!"}, 2, `--rooms: bad room name: "bad room!" has ' ' at byte 3`},
+		{"token with a wildcard inside", nil, []string{"token", "--secret", crashSecret, "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
 		{"port in use", nil, []string{"serve", "--addr", busy, "--data", filepath.Join(dir, "busy.db")}, 1, "address already in use"},
-		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 1, "missing port in address"},
-		{"nats not a URL", nil, []string{"serve", "--nats", "n1:4222", "--data", filepath.Join(dir, "n1.db")}, 1, `--nats: "n1:4222" is not a URL (nats://host:4222)`},
-		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 1, "--nats-replicas must be 0 (automatic) or 1-5"},
-		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", "s", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
+		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 2, "missing port in address"},
+		{"nats not a URL", nil, []string{"serve", "--nats", "n1:4222", "--data", filepath.Join(dir, "n1.db")}, 2, `--nats: "n1:4222" is not a URL (nats://host:4222)`},
+		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 2, "--nats-replicas must be 0 (automatic) or 1-5"},
+		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", crashSecret, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,11 +114,11 @@ func TestCLIHelpListsEnvironment(t *testing.T) {
 }
 
 func TestTokenCommand(t *testing.T) {
-	code, stdout, stderr := roomlog(t, []string{"ROOMLOG_JWT_SECRET=s3cret"}, "token", "--sub", "alice", "--rooms", "doc:*, chat:1", "--read-rooms", "news:*", "--admin", "--ttl", "2h")
+	code, stdout, stderr := roomlog(t, []string{"ROOMLOG_JWT_SECRET=" + crashSecret}, "token", "--sub", "alice", "--rooms", "doc:*, chat:1", "--read-rooms", "news:*", "--admin", "--ttl", "2h")
 	if code != 0 {
 		t.Fatalf("token: %d %s", code, stderr)
 	}
-	v, _ := auth.NewVerifier(auth.Config{Secret: []byte("s3cret")})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(crashSecret)})
 	c, err := v.Verify(strings.TrimSpace(stdout))
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestServeNoPoller(t *testing.T) {
 // so a token minted from it still works after a restart.
 func TestDevSecretSurvivesRestart(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "dev.db")
-	p := startProc(t, data, "--jwt-secret", "")
+	p := startServe(t, "--data", data)
 	path := data + ".dev-secret"
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -215,7 +215,7 @@ func TestDevSecretSurvivesRestart(t *testing.T) {
 	wsConnect(t, p.addr, tok, "s").Close()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
-	again := startProc(t, data, "--jwt-secret", "")
+	again := startServe(t, "--data", data)
 	wsConnect(t, again.addr, tok, "s").Close() // fails the test unless welcomed
 	if after, _ := os.ReadFile(path); string(after) != string(secret) {
 		t.Fatalf("the restart changed the development secret")

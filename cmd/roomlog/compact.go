@@ -70,10 +70,10 @@ func compactCmd(args []string) int {
 		res = adminapi.NewCompactResult(*room, r)
 	}
 	if res.Removed == 0 {
-		fmt.Printf("nothing to compact: %s is compacted to its latest snapshot %s already (floor: event %d)\n", res.Room, res.Snapshot, res.FloorCount)
+		fmt.Printf("nothing to compact: %s is compacted to its latest snapshot %s (by %q) already (floor: event %d)\n", res.Room, res.Snapshot, res.SnapshotBy, res.FloorCount)
 		return 0
 	}
-	fmt.Printf("compacted %s to snapshot %s: removed %d events; the room now starts after event %d (%s); recorded as event %s\n",
-		res.Room, res.Snapshot, res.Removed, res.FloorCount, res.Floor, res.Record)
+	fmt.Printf("compacted %s to snapshot %s by %q: removed %d events; the room now starts after event %d (%s); recorded as event %s\n",
+		res.Room, res.Snapshot, res.SnapshotBy, res.Removed, res.FloorCount, res.Floor, res.Record)
 	return 0
 }

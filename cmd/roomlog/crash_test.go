@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const crashSecret = "crash-test-secret"
+const crashSecret = "crash-test-secret-of-32-bytes-or-more"
 
 // serverProc is a roomlog serve process.
 type serverProc struct {
@@ -56,7 +56,14 @@ type serverProc struct {
 
 func startProc(t testing.TB, data string, extra ...string) *serverProc {
 	t.Helper()
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)
+	return startServe(t, append([]string{"--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)...)
+}
+
+// startServe starts roomlog serve on a free loopback port with these flags, and returns once it
+// listens.
+func startServe(t testing.TB, flags ...string) *serverProc {
+	t.Helper()
+	args := append([]string{"serve", "--addr", "127.0.0.1:0"}, flags...)
 	cmd := exec.Command(os.Args[0], args...)
 	if prefix := strings.Fields(os.Getenv("ROOMLOG_PIN_PREFIX")); len(prefix) > 0 {
 		// taskset execs the server in place: the pid is the server's.

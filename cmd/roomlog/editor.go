@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
@@ -28,6 +30,12 @@ var devUserPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 func withEditor(api http.Handler, devSecret []byte) http.Handler {
 	files := http.FileServerFS(web.Editor())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if devSecret != nil && !loopbackHost(requestHost(r)) {
+			// DNS rebinding: a web page whose name now resolves to 127.0.0.1 reaches this server
+			// with its own name in Host. Development mode answers loopback names only.
+			devTokenError(w, http.StatusForbidden, wire.CodeForbidden, "development mode answers requests for this machine only: Host "+r.Host+" is not a loopback name or address")
+			return
+		}
 		switch {
 		case r.URL.Path == "/dev/token":
 			serveDevToken(w, r, devSecret)
@@ -37,6 +45,7 @@ func withEditor(api http.Handler, devSecret []byte) http.Handler {
 				return
 			}
 			w.Header().Set("Cache-Control", "no-cache")
+			setPageHeaders(w.Header())
 			if r.URL.Path == "/index.html" {
 				r2 := *r
 				u := *r.URL
@@ -50,11 +59,25 @@ func withEditor(api http.Handler, devSecret []byte) http.Handler {
 				api.ServeHTTP(w, r) // the API's 404 in its JSON shape
 				return
 			}
+			setPageHeaders(w.Header())
 			files.ServeHTTP(w, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
 	})
+}
+
+// pageCSP lets the editor page run scripts of its own origin only (no inline script, no eval),
+// talk to its own server only, and be framed by no one. Styles may be inline: CodeMirror writes
+// its own style sheets at run time.
+const pageCSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; worker-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
+
+// setPageHeaders sets the headers every file of the editor page is served with.
+func setPageHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", pageCSP)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
 }
 
 type devTokenReply struct {
@@ -77,8 +100,8 @@ func serveDevToken(w http.ResponseWriter, r *http.Request, secret []byte) {
 		devTokenError(w, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "POST /dev/token")
 		return
 	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
-		devTokenError(w, http.StatusForbidden, wire.CodeForbidden, "/dev/token answers requests from this machine only")
+	if msg := devTokenRefusal(r); msg != "" {
+		devTokenError(w, http.StatusForbidden, wire.CodeForbidden, msg)
 		return
 	}
 	var req struct {
@@ -98,7 +121,7 @@ func serveDevToken(w http.ResponseWriter, r *http.Request, secret []byte) {
 		devTokenError(w, http.StatusBadRequest, wire.CodeBadFrame, "user must be 1-32 of A-Z a-z 0-9 _ -")
 		return
 	}
-	tok, err := auth.NewToken(secret, auth.TokenSpec{Subject: req.User, Rooms: []string{"*"}, TTL: devTokenTTL})
+	tok, err := auth.NewToken(secret, auth.TokenSpec{Subject: req.User, Rooms: []string{"*"}, SnapshotRooms: []string{"*"}, TTL: devTokenTTL})
 	if err != nil {
 		devTokenError(w, http.StatusInternalServerError, wire.CodeInternal, err.Error())
 		return
@@ -106,6 +129,39 @@ func serveDevToken(w http.ResponseWriter, r *http.Request, secret []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(devTokenReply{Token: tok, User: req.User, ExpiresAt: time.Now().Add(devTokenTTL).UTC()})
+}
+
+// devTokenRefusal says why a request for a development token is refused, "" when it is not: it
+// must come from this machine, for a loopback Host, not through a proxy (behind a reverse proxy on
+// the same machine every request comes from loopback, the world's included), and from the
+// server's own page when a browser sends it.
+func devTokenRefusal(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
+		return "/dev/token answers requests from this machine only"
+	}
+	if !loopbackHost(requestHost(r)) {
+		return "/dev/token answers requests for a loopback Host only"
+	}
+	for name := range r.Header {
+		if name == "Forwarded" || strings.HasPrefix(name, "X-Forwarded-") {
+			return "/dev/token refuses requests that came through a proxy (" + name + ")"
+		}
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, r.Host) || !loopbackHost(u.Hostname()) {
+			return "/dev/token answers the server's own pages only, not Origin " + origin
+		}
+	}
+	return ""
+}
+
+// requestHost is the request's Host without its port.
+func requestHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.Host); err == nil {
+		return host
+	}
+	return r.Host
 }
 
 // devTokenError answers in the HTTP API's error shape.

@@ -33,9 +33,13 @@ func TestEditorRoutes(t *testing.T) {
 	if code, body, _ := get(prod.URL + "/"); code != 200 || !strings.Contains(body, "<title>roomlog editor</title>") || !strings.Contains(body, "/assets/editor.js") {
 		t.Fatalf("GET /: %d %.200s", code, body)
 	}
-	for _, path := range []string{"/assets/editor.js", "/assets/style.css", "/sw.js", "/index.html"} {
-		if code, _, _ := get(prod.URL + path); code != 200 {
+	for _, path := range []string{"/", "/assets/editor.js", "/assets/style.css", "/sw.js", "/index.html"} {
+		code, _, h := get(prod.URL + path)
+		if code != 200 {
 			t.Errorf("GET %s: %d", path, code)
+		}
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self';") || !strings.Contains(csp, "frame-ancestors 'none'") || h.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("GET %s: CSP %q, X-Frame-Options %q", path, csp, h.Get("X-Frame-Options"))
 		}
 	}
 	for _, path := range []string{"/assets/missing.js", "/v1/ws", "/healthz", "/elsewhere"} {

@@ -94,6 +94,21 @@ func (c *command) Duration(name, env string, def time.Duration, usage string) *t
 	return c.fs.Duration(name, def, usage)
 }
 
+// given reports whether the flag was set on the command line or its environment variable is
+// present (even empty): a setting given but empty is a mistake to report, not a default.
+func (c *command) given(name string) bool {
+	set := false
+	c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	for _, e := range c.envs {
+		if e.flag == name {
+			if _, ok := os.LookupEnv(e.env); ok {
+				set = true
+			}
+		}
+	}
+	return set
+}
+
 // parse parses args; ok false means the command should exit with code (0 after --help).
 func (c *command) parse(args []string) (code int, ok bool) {
 	err := c.fs.Parse(args)

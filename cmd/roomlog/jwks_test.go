@@ -36,9 +36,9 @@ func TestJWKSRefresh(t *testing.T) {
 		w.Write(current)
 	}))
 	defer jwks.Close()
-	p := startProc(t, filepath.Join(t.TempDir(), "jwks.db"), "--jwks", jwks.URL, "--jwks-refresh", "200ms")
-	hello := func(k *ecdsa.PrivateKey, kid string) string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": "a", "exp": time.Now().Add(time.Hour).Unix()})
+	p := startProc(t, filepath.Join(t.TempDir(), "jwks.db"), "--jwks", jwks.URL, "--jwt-audience", "roomlog", "--jwks-refresh", "200ms")
+	helloAud := func(k *ecdsa.PrivateKey, kid, aud string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"sub": "a", "aud": aud, "exp": time.Now().Add(time.Hour).Unix()})
 		tok.Header["kid"] = kid
 		s, _ := tok.SignedString(k)
 		ws, _, err := websocket.DefaultDialer.Dial("ws://"+p.addr+"/v1/ws", nil)
@@ -51,8 +51,12 @@ func TestJWKSRefresh(t *testing.T) {
 		ws.ReadJSON(&f)
 		return f["type"].(string)
 	}
+	hello := func(k *ecdsa.PrivateKey, kid string) string { return helloAud(k, kid, "roomlog") }
 	if got := hello(old, "k1"); got != "welcome" {
 		t.Fatalf("the published key: %s", got)
+	}
+	if got := helloAud(old, "k1", "other"); got != "bye" {
+		t.Fatalf("another service's token (aud other): %s", got)
 	}
 	if got := hello(next, "k2"); got != "bye" {
 		t.Fatalf("a key not yet published: %s", got)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,17 +27,24 @@ import (
 
 // serveFlags are the settings of roomlog serve.
 type serveFlags struct {
+	cmd *command // for which flags were given
+
 	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
 	natsURLs, natsStream, natsCreds, natsNode                                            *string
 	maxFrame, sendQueue, natsReplicas                                                    *int
 	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
 	publishRate, signalRate                                                              *float64
-	noPoller                                                                             *bool
+	noPoller, dev, anyAudience                                                           *bool
+	maxTokenTTL                                                                          *time.Duration
 }
 
 func newServeCommand() (*command, *serveFlags) {
 	c := newCommand("serve", "Runs the roomlog server: WebSocket API on /v1/ws, HTTP API, /healthz, /readyz and /metrics.")
 	return c, &serveFlags{
+		cmd:          c,
+		dev:          c.Bool("dev", "ROOMLOG_DEV", false, "allow development mode (no key configured) on an --addr that is not a loopback address; it still answers loopback Host names only"),
+		maxTokenTTL:  c.Duration("max-token-ttl", "ROOMLOG_MAX_TOKEN_TTL", auth.DefaultMaxTTL, "refuse tokens valid for longer than this (exp - iat, or exp - now without iat)"),
+		anyAudience:  c.Bool("jwt-any-audience", "ROOMLOG_JWT_ANY_AUDIENCE", false, "with --jwks and no --jwt-audience: accept tokens whatever their aud (every service of the identity provider)"),
 		addr:         c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address"),
 		data:         c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing); with --nats, only the development secret is kept beside it"),
 		natsURLs:     c.String("nats", "ROOMLOG_NATS", "", "comma-separated NATS server URLs: store the log on their JetStream instead of --data, shared by every node"),
@@ -46,7 +54,7 @@ func newServeCommand() (*command, *serveFlags) {
 		natsNode:     c.String("nats-node", "ROOMLOG_NATS_NODE", "", "with --nats: this node's name in heartbeats and logs (1-64 of A-Z a-z 0-9 _ -; default: random at each start)"),
 		secret:       c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
 		publicKeys:   c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
-		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or http(s) URL fetched at start-up and then every --jwks-refresh"),
+		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or https URL (http on loopback only) fetched at start-up and then every --jwks-refresh; needs --jwt-audience"),
 		jwksRefresh:  c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)"),
 		issuer:       c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim"),
 		audience:     c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim"),
@@ -80,6 +88,14 @@ func (f *serveFlags) check() error {
 		return errors.New("--send-queue must be positive")
 	case *f.natsReplicas < 0 || *f.natsReplicas > 5:
 		return errors.New("--nats-replicas must be 0 (automatic) or 1-5")
+	case *f.maxTokenTTL <= 0:
+		return errors.New("--max-token-ttl must be positive")
+	}
+	if _, _, err := net.SplitHostPort(*f.addr); err != nil {
+		return fmt.Errorf("--addr: %v", err)
+	}
+	if err := f.checkKeys(); err != nil {
+		return err
 	}
 	for _, u := range splitList(*f.natsURLs) {
 		if !strings.Contains(u, "://") {
@@ -89,10 +105,58 @@ func (f *serveFlags) check() error {
 	return transport.CheckOrigins(splitList(*f.origins))
 }
 
+// checkKeys refuses key settings that would open the server by accident: a key flag given but
+// empty (an unset shell variable) would otherwise start development mode; a short secret can be
+// guessed offline from one token; a JWKS trusts every service of its identity provider unless an
+// audience is required; a JWKS fetched over plain http can be swapped on the way.
+func (f *serveFlags) checkKeys() error {
+	for _, k := range []struct{ name, env, value string }{
+		{"jwt-secret", "ROOMLOG_JWT_SECRET", *f.secret}, {"jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", *f.publicKeys}, {"jwks", "ROOMLOG_JWKS", *f.jwks},
+	} {
+		if f.cmd.given(k.name) && strings.TrimSpace(k.value) == "" {
+			return fmt.Errorf("--%s (or %s) is given but empty: give a key, or leave both out for development mode on this machine", k.name, k.env)
+		}
+	}
+	if n := len(*f.secret); n > 0 && n < auth.MinSecretLength {
+		return fmt.Errorf("--jwt-secret is %d bytes; at least %d are needed (openssl rand -hex 32 makes one)", n, auth.MinSecretLength)
+	}
+	if *f.jwks != "" && *f.audience == "" && !*f.anyAudience {
+		return errors.New("--jwks needs --jwt-audience (the aud your identity provider puts in tokens for roomlog), or --jwt-any-audience to take every service's tokens")
+	}
+	if isURL(*f.jwks) && !secureURL(*f.jwks) {
+		return fmt.Errorf("--jwks %s: fetch keys over https (plain http is allowed on loopback only)", *f.jwks)
+	}
+	return nil
+}
+
+// secureURL reports whether u is https, or http to a loopback host.
+func secureURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	return p.Scheme == "https" || p.Scheme == "http" && loopbackHost(p.Hostname())
+}
+
+// loopbackHost reports whether host (a name or an address, without port) is this machine only.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackAddr reports whether a listen address (host:port) listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && loopbackHost(host)
+}
+
 // authConfig reads the token settings. Without any key it is development mode: the caller then loads
 // the development secret (devSecretPath).
 func (f *serveFlags) authConfig() (ac auth.Config, devMode bool, err error) {
-	ac = auth.Config{Secret: []byte(*f.secret), Issuer: *f.issuer, Audience: *f.audience}
+	ac = auth.Config{Secret: []byte(*f.secret), Issuer: *f.issuer, Audience: *f.audience, AnyAudience: *f.anyAudience, MaxTTL: *f.maxTokenTTL}
 	for _, path := range splitList(*f.publicKeys) {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -191,6 +255,9 @@ func (f *serveFlags) config() (serveConfig, error) {
 	if isURL(*f.jwks) {
 		cfg.JWKSURL = *f.jwks
 	}
+	if cfg.DevMode && !loopbackAddr(cfg.Addr) && !*f.dev {
+		return cfg, fmt.Errorf("no key is configured and --addr %s is not a loopback address: development mode serves this machine only. Give --jwt-secret, --jwt-public-key or --jwks (or --dev to run development mode there anyway)", cfg.Addr)
+	}
 	return cfg, nil
 }
 
@@ -202,7 +269,7 @@ func serve(args []string) int {
 	cfg, err := f.config()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "roomlog serve: %v\n", err)
-		return 1
+		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -248,7 +315,9 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	if cfg.DevMode {
-		announceDevMode(logger, cfg.Auth.Secret, devSecretPath(cfg.Data), "http://"+ln.Addr().String()+"/")
+		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, "http://"+ln.Addr().String()+"/"); err != nil {
+			return fmt.Errorf("development token: %v", err)
+		}
 	}
 	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "log", store.where, "version", version)
 	if cfg.DebugAddr != "" {
@@ -295,13 +364,42 @@ func orOff[T float64 | time.Duration](v, off T) T {
 	return v
 }
 
-// announceDevMode says loudly that tokens are signed with the development secret, where it is
-// kept, and prints a token to start with.
-func announceDevMode(logger *slog.Logger, secret []byte, path, editor string) {
-	demo, _ := auth.NewToken(secret, auth.TokenSpec{Subject: "demo", Rooms: []string{"*"}, Admin: true, TTL: 24 * time.Hour})
-	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all)",
-		"secret_file", path)
-	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h):\n\n  %s\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\nThe collaborative editor: open %s in two windows (each window is a user of its own).\n\n", demo, path, editor)
+// devTokenPath is where development mode writes a ready-made admin token: beside the data file,
+// never in the log (logs are shipped, kept and shared).
+func devTokenPath(data string) string { return data + ".dev-token" }
+
+// announceDevMode says loudly that tokens are signed with the development secret and where it is
+// kept, and writes a token to start with into a file of its own (mode 0600).
+func announceDevMode(logger *slog.Logger, secret []byte, data, editor string) error {
+	demo, err := auth.NewToken(secret, auth.TokenSpec{Subject: "demo", Rooms: []string{"*"}, SnapshotRooms: []string{"*"}, Admin: true, TTL: auth.DefaultMaxTTL})
+	if err != nil {
+		return err
+	}
+	path := devTokenPath(data)
+	if err := writePrivateFile(path, demo+"\n"); err != nil {
+		return err
+	}
+	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all); only this machine is answered",
+		"secret_file", devSecretPath(data), "token_file", path)
+	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h) is in %s.\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\nThe collaborative editor: open %s in two windows (each window is a user of its own).\n\n", path, devSecretPath(data), editor)
+	return nil
+}
+
+// writePrivateFile replaces path with a new file of mode 0600 holding text: a file left by an
+// earlier run keeps no wider mode.
+func writePrivateFile(path, text string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // startDebugListener serves Go's pprof profiles on addr; the returned func stops it.

@@ -15,6 +15,7 @@ func token(args []string) int {
 	sub := c.String("sub", "ROOMLOG_TOKEN_SUB", "", "user id, the sub claim (required)")
 	roomsFlag := c.String("rooms", "ROOMLOG_TOKEN_ROOMS", "", "comma-separated room patterns the user may join and publish to ('doc:*')")
 	readRooms := c.String("read-rooms", "ROOMLOG_TOKEN_READ_ROOMS", "", "comma-separated room patterns the user may only join")
+	snapshotRooms := c.String("snapshot-rooms", "ROOMLOG_TOKEN_SNAPSHOT_ROOMS", "", "comma-separated room patterns where the user may publish snapshots (with write permission there)")
 	admin := c.Bool("admin", "ROOMLOG_TOKEN_ADMIN", false, "allow the history and audit HTTP API")
 	ttl := c.Duration("ttl", "ROOMLOG_TOKEN_TTL", time.Hour, "how long the token is valid")
 	issuer := c.String("issuer", "ROOMLOG_JWT_ISSUER", "", "iss claim")
@@ -26,6 +27,9 @@ func token(args []string) int {
 	case *secret == "":
 		fmt.Fprintln(os.Stderr, "roomlog token: --secret is required (the server's --jwt-secret)")
 		return 2
+	case len(*secret) < auth.MinSecretLength:
+		fmt.Fprintf(os.Stderr, "roomlog token: --secret is %d bytes; the server takes secrets of %d or more\n", len(*secret), auth.MinSecretLength)
+		return 2
 	case *sub == "":
 		fmt.Fprintln(os.Stderr, "roomlog token: --sub is required (the user id)")
 		return 2
@@ -33,7 +37,7 @@ func token(args []string) int {
 		fmt.Fprintln(os.Stderr, "roomlog token: --ttl must be positive")
 		return 2
 	}
-	for flag, list := range map[string]string{"--rooms": *roomsFlag, "--read-rooms": *readRooms} {
+	for flag, list := range map[string]string{"--rooms": *roomsFlag, "--read-rooms": *readRooms, "--snapshot-rooms": *snapshotRooms} {
 		for _, p := range splitList(list) {
 			if err := eventlog.ValidPattern(p); err != nil {
 				fmt.Fprintf(os.Stderr, "roomlog token: %s: %v\n", flag, err)
@@ -42,7 +46,7 @@ func token(args []string) int {
 		}
 	}
 	tok, err := auth.NewToken([]byte(*secret), auth.TokenSpec{
-		Subject: *sub, Rooms: splitList(*roomsFlag), ReadRooms: splitList(*readRooms), Admin: *admin,
+		Subject: *sub, Rooms: splitList(*roomsFlag), ReadRooms: splitList(*readRooms), SnapshotRooms: splitList(*snapshotRooms), Admin: *admin,
 		TTL: *ttl, Issuer: *issuer, Audience: *audience,
 	})
 	if err != nil {

@@ -103,7 +103,7 @@ func (l *Log) Compact(ctx context.Context, room, by string) (eventlog.CompactRes
 	if err != nil {
 		return eventlog.CompactResult{}, err
 	}
-	res := eventlog.CompactResult{Snapshot: snap.ID, Floor: floor}
+	res := eventlog.CompactResult{Snapshot: snap.ID, SnapshotBy: snap.User, Floor: floor}
 	if floor.ID.Compare(covers) >= 0 {
 		return res, l.purgeTo(ctx, room, floor) // done already; finish a purge a crash interrupted
 	}
@@ -120,7 +120,7 @@ func (l *Log) Compact(ctx context.Context, room, by string) (eventlog.CompactRes
 	}
 	next := eventlog.Head{ID: covers, Hash: covered.Hash, Count: page[0].count()}
 	removed := int(next.Count - floor.Count)
-	body := eventlog.CompactionBody(snap.ID, next, removed)
+	body := eventlog.CompactionBody(snap.ID, snap.User, next, removed)
 	req, err := eventlog.Normalize(eventlog.AppendRequest{Room: room, User: by, Kind: eventlog.KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return res, err

@@ -56,6 +56,7 @@ func NewVerifyResult(rep eventlog.VerifyReport) VerifyResult {
 type CompactResult struct {
 	Room       string `json:"room"`
 	Snapshot   string `json:"snapshot"`
+	SnapshotBy string `json:"snapshot_by"` // who published the snapshot the removal trusted
 	Floor      string `json:"floor"`       // the last event removed, over all compactions
 	FloorCount uint64 `json:"floor_count"` // its position in the room
 	Removed    int    `json:"removed"`     // events this compaction removed
@@ -64,7 +65,7 @@ type CompactResult struct {
 
 // NewCompactResult turns a compaction's outcome into its JSON form.
 func NewCompactResult(room string, r eventlog.CompactResult) CompactResult {
-	c := CompactResult{Room: room, Snapshot: r.Snapshot.String(), Floor: r.Floor.ID.String(), FloorCount: r.Floor.Count, Removed: r.Removed}
+	c := CompactResult{Room: room, Snapshot: r.Snapshot.String(), SnapshotBy: r.SnapshotBy, Floor: r.Floor.ID.String(), FloorCount: r.Floor.Count, Removed: r.Removed}
 	if !r.Record.ID.IsZero() {
 		c.Record = r.Record.ID.String()
 	}

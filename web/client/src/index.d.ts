@@ -190,11 +190,18 @@ export class RoomlogClient {
   publish(room: string, body: unknown, opts?: { kind?: string; expect?: string }): Promise<Ack>;
   readonly outstanding: number;
   readonly user: string;
+  /** The claims of the current connection's token, unverified ({} before the first welcome). */
+  readonly claims: Record<string, unknown>;
+  /** Whether the token allows publishing snapshots to room (rooms and snapshot_rooms claims). */
+  maySnapshot(room: string): boolean;
   /** The server's largest frame (welcome's max_frame); 0 before the first welcome. */
   readonly maxFrame: number;
   /** Reconnects since the first connection. */
   readonly reconnects: number;
 }
+
+/** Whether a room pattern (a name, or a prefix ending in *) matches room. */
+export function matchRoom(pattern: string, room: string): boolean;
 
 /** A new idempotency key (a ULID, monotonic within the process). */
 export function newKey(now?: number): string;

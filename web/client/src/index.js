@@ -147,17 +147,30 @@ export function ulidTime(id) {
   return t;
 }
 
-/** The exp claim of a JWT, in ms since the epoch, or 0. */
-function tokenExpiry(token) {
+/** The claims of a JWT, unverified (the server verifies them): {} when it has none to read. */
+function tokenClaims(token) {
   try {
     const part = token.split('.')[1];
-    const json = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
-    const exp = JSON.parse(json).exp;
-    return typeof exp === 'number' ? exp * 1000 : 0;
+    const claims = JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=')));
+    return claims && typeof claims === 'object' ? claims : {};
   } catch {
-    return 0;
+    return {};
   }
 }
+
+/** The exp claim of a JWT, in ms since the epoch, or 0. */
+function tokenExpiry(token) {
+  const exp = tokenClaims(token).exp;
+  return typeof exp === 'number' ? exp * 1000 : 0;
+}
+
+/** Whether a room pattern of a token's claims (a name, or a prefix ending in *) matches room. */
+export function matchRoom(pattern, room) {
+  if (typeof pattern !== 'string') return false;
+  return pattern.endsWith('*') ? room.startsWith(pattern.slice(0, -1)) : pattern === room;
+}
+
+const matchAny = (patterns, room) => Array.isArray(patterns) && patterns.some((p) => matchRoom(p, room));
 
 /**
  * A joined room. It stays joined across reconnects until leave().
@@ -282,6 +295,8 @@ export class RoomlogClient {
     this.ws = null;
     this.closed = false;
     this.user = '';
+    /** The claims of the token of the current connection (unverified; for what to attempt). */
+    this.claims = {};
     this.keyRetention = 0;
     this.maxFrame = 0;
     this.reconnects = -1;
@@ -569,6 +584,7 @@ export class RoomlogClient {
     this.welcomed = true;
     this.reconnects++;
     this.user = f.user;
+    this.claims = tokenClaims(token);
     this.keyRetention = f.key_retention_ms ?? 0;
     this.maxFrame = f.max_frame ?? 0;
     this.lastHeard = Date.now();
@@ -580,6 +596,15 @@ export class RoomlogClient {
     const waiters = this.connectedWaiters;
     this.connectedWaiters = [];
     waiters.forEach((w) => w.resolve());
+  }
+
+  /**
+   * Whether this connection's token lets it publish snapshots to room: write permission there
+   * and the claim snapshot_rooms (the server refuses snapshots from anyone else).
+   * @param {string} room
+   */
+  maySnapshot(room) {
+    return matchAny(this.claims.rooms, room) && matchAny(this.claims.snapshot_rooms, room);
   }
 
   /** Refresh the token a third of its lifetime before it expires (at most 30 s before). */

@@ -242,7 +242,8 @@ export class RoomlogProvider {
    */
   #considerSnapshot() {
     clearTimeout(this.idleTimer);
-    if (!this.snapshotEvery || !this.synced) return;
+    // Only a token trusted with snapshots (snapshot_rooms) may publish them; others never try.
+    if (!this.snapshotEvery || !this.synced || !this.client.maySnapshot(this.roomName)) return;
     const due = this.sinceSnapshot >= this.snapshotEvery;
     if (due && this.snapshot()) return;
     if (due || this.sinceSnapshot >= 50) {
@@ -254,6 +255,7 @@ export class RoomlogProvider {
   /** Publishes a snapshot of the document covering the cursor, when it is exact now; see #considerSnapshot. */
   snapshot() {
     clearTimeout(this.idleTimer);
+    if (!this.client.maySnapshot(this.roomName)) return false;
     const mine = [...this.client.pending.values()].some((p) => p.entry.room === this.roomName) || this.client.unstored > 0;
     if (this.cursor === '' || mine || this.ownAcked > this.cursor || this.replayed.length > 0) return false;
     const covers = this.cursor;

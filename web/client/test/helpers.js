@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const SECRET = 'js-client-test-secret';
+export const SECRET = 'js-client-test-secret-of-32-bytes-or-more';
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 let bin = '';
 

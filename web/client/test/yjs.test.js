@@ -146,7 +146,9 @@ test('snapshots: a member publishes one every N events; a newcomer starts at it;
   const port = await freePort();
   const proc = await serve(join(dir, 'yjs-snap.db'), port);
   const mk = async (user, store = new MemoryStore()) => {
-    const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-s`, store, ackInterval: 50 });
+    // Only alice is trusted with snapshots; the others edit but never publish one.
+    const claims = user === 'alice' ? { snapshot_rooms: ['doc:*'] } : {};
+    const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user, ['*'], 3600, claims), session: `${user}-s`, store, ackInterval: 50 });
     const doc = new Y.Doc();
     const provider = new RoomlogProvider(client, 'doc:snap', doc, { snapshotEvery: 100, snapshotIdle: 200, saveDelay: 1 });
     await client.start();
@@ -192,6 +194,32 @@ test('snapshots: a member publishes one every N events; a newcomer starts at it;
     await until(() => members.every((m) => m.text.toString() === `> ${want}`), 'all converge after the compaction');
   } finally {
     for (const m of members) await m.close();
+    await stop(proc);
+  }
+});
+
+test('snapshots: a member whose token lacks snapshot_rooms never publishes one', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'yjs-nosnap.db'), port);
+  const logs = [];
+  const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token('dora'), session: 'dora-s', store: new MemoryStore(), ackInterval: 50, log: (msg) => logs.push(msg) });
+  const doc = new Y.Doc();
+  const provider = new RoomlogProvider(client, 'doc:nosnap', doc, { snapshotEvery: 20, snapshotIdle: 50, saveDelay: 1 });
+  try {
+    await client.start();
+    await provider.start();
+    await provider.whenSynced();
+    assert.equal(client.maySnapshot('doc:nosnap'), false);
+    const text = doc.getText('t');
+    for (let i = 0; i < 60; i++) text.insert(text.length, String(i % 10));
+    await until(() => client.outstanding === 0, 'the updates acked');
+    await new Promise((r) => setTimeout(r, 300)); // past snapshotIdle, several times
+    const room = await provider.joined();
+    assert.equal(await room.latestSnapshot(), null, 'no snapshot was published');
+    assert.deepEqual(logs.filter((m) => m.includes('snapshot')), [], 'no snapshot was even tried');
+  } finally {
+    await provider.destroy();
+    client.close();
     await stop(proc);
   }
 });

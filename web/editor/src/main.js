@@ -15,16 +15,48 @@ import { RoomlogProvider } from '@roomlog/client/yjs';
 const APP = 'roomlog-editor';
 const $ = (id) => document.getElementById(id);
 
-/** A colour of the user's own, from the name. */
+/** A colour of the user's own, from the name, as #rrggbb (the only form the page accepts from others). */
 function colour(name) {
   let h = 0;
   for (const c of name) h = (h * 31 + c.charCodeAt(0)) % 360;
-  return { color: `hsl(${h} 65% 45%)`, light: `hsl(${h} 65% 45% / 0.2)` };
+  const f = (n) => {
+    const k = (n + h / 30) % 12;
+    const v = 0.45 - 0.65 * Math.min(0.45, 1 - 0.45) * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(v * 255).toString(16).padStart(2, '0');
+  };
+  const color = `#${f(0)}${f(8)}${f(4)}`;
+  return { color, light: `${color}33` };
 }
 
-/** Tokens: #token=<JWT> when given, else the development endpoint, one user per window. */
+const SAFE_COLOUR = /^#[0-9a-fA-F]{6}$/;
+
+/**
+ * Other members' awareness is untrusted input: the cursor plugin puts its colours into style
+ * attributes and its name on the page. Before anything renders a remote state, a colour that is
+ * not #rrggbb is replaced (its light variant is derived here, never taken), and a name that is
+ * not a short string becomes "someone".
+ */
+function sanitizeAwareness(awareness) {
+  awareness.on('change', ({ added, updated }) => {
+    for (const id of [...added, ...updated]) {
+      if (id === awareness.clientID) continue;
+      const state = awareness.getStates().get(id);
+      if (!state || state.user === undefined) continue;
+      const u = state.user ?? {};
+      const name = typeof u.name === 'string' && u.name.length <= 64 ? u.name : 'someone';
+      const color = typeof u.color === 'string' && SAFE_COLOUR.test(u.color) ? u.color : colour(name).color;
+      state.user = { name, color, colorLight: `${color}33` };
+    }
+  });
+}
+
+/**
+ * Tokens: #token=<JWT> when given, else the development endpoint, one user per window. The token
+ * is taken out of the address at once, so it stays out of the history and of copied links.
+ */
 function tokenSource() {
   const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromHash) history.replaceState(history.state, '', location.pathname + location.search);
   return async () => {
     if (fromHash) return fromHash;
     const user = sessionStorage.getItem('roomlog:user') ?? '';
@@ -98,6 +130,7 @@ async function main() {
 
   const doc = new Y.Doc();
   const awareness = new Awareness(doc);
+  sanitizeAwareness(awareness); // first, so it runs before the cursors plugin's listener
   const { color, light } = colour(user);
   awareness.setLocalStateField('user', { name: user, color, colorLight: light });
   const provider = new RoomlogProvider(client, docName, doc, {

@@ -10,6 +10,11 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+import * as Y from 'yjs';
+import { Awareness } from 'y-protocols/awareness';
+
+import { RoomlogClient, MemoryStore } from '../../client/src/index.js';
+import { RoomlogProvider } from '../../client/src/yjs.js';
 
 import { buildRoomlog, freePort, serve, stop, until } from '../../client/test/helpers.js';
 
@@ -90,8 +95,13 @@ test('two people edit at once and converge', { skip }, async () => {
   const a = await person('doc:both');
   const b = await person('doc:both');
   try {
-    await Promise.all([typeAtEnd(a.page, 'alpha alpha alpha ', 15), typeAtEnd(b.page, 'beta beta beta ', 15)]);
-    await until(async () => (await text(a.page)) === (await text(b.page)) && (await text(a.page)).length === 33, 'the same text in both');
+    // Each types at an end of its own: two carets at one spot may interleave keystrokes (a remote
+    // insert at the caret can move it), which says nothing of convergence.
+    await typeAtEnd(a.page, '|');
+    await until(async () => (await text(b.page)) === '|', 'the second window has the divider');
+    await a.page.keyboard.press('Control+Home');
+    await Promise.all([a.page.keyboard.type('alpha alpha alpha ', { delay: 15 }), typeAtEnd(b.page, 'beta beta beta ', 15)]);
+    await until(async () => (await text(a.page)) === (await text(b.page)) && (await text(a.page)).length === 34, 'the same text in both');
     const t = await text(a.page);
     assert.equal(t.split('alpha').length - 1, 3);
     assert.equal(t.split('beta').length - 1, 3);
@@ -181,5 +191,98 @@ test("two tabs of one browser: a session each; a closed tab's unsent edits are s
   } finally {
     await context.close();
     await watcher.context.close();
+  }
+});
+
+test('DNS rebinding: a page under a foreign name that resolves to this machine gets no token, socket or room', { skip }, async () => {
+  // rebind.test resolves to this machine, as an attacker's name does once rebound. Chromium's own
+  // guard for pages reaching loopback (Private/Local Network Access) is off, as other browsers
+  // have none: the server must refuse by itself.
+  const exposed = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--host-resolver-rules=MAP rebind.test 127.0.0.1',
+      '--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets'],
+  });
+  const context = await exposed.newContext();
+  const page = await context.newPage();
+  const origin = `http://rebind.test:${port}`;
+  // The attacker's page, served by the attacker before the name was rebound to 127.0.0.1.
+  await page.route(`${origin}/attack`, (route) => route.fulfill({ contentType: 'text/html', body: '<!doctype html><title>a page</title>' }));
+  try {
+    await page.goto(`${origin}/attack`);
+    const got = await page.evaluate(async () => {
+      const out = {};
+      const tok = await fetch('/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"user":"mallory"}' });
+      out.token = [tok.status, await tok.text()];
+      out.events = (await fetch('/v1/rooms/doc:secret/events')).status;
+      out.page = (await fetch('/')).status;
+      out.ws = await new Promise((resolve) => {
+        const ws = new WebSocket(`ws://${location.host}/v1/ws`);
+        ws.onopen = () => { resolve('open'); ws.close(); };
+        ws.onerror = () => resolve('refused');
+      });
+      return out;
+    });
+    assert.equal(got.token[0], 403, `/dev/token: ${got.token}`);
+    assert.doesNotMatch(got.token[1], /"token"/);
+    assert.equal(got.events, 403);
+    assert.equal(got.page, 403);
+    assert.equal(got.ws, 'refused');
+  } finally {
+    await exposed.close();
+  }
+  // The same page under localhost, the server's own name: it works.
+  const me = await browser.newContext();
+  const p = await me.newPage();
+  try {
+    await p.goto(`http://localhost:${port}/?doc=doc:local`);
+    await p.waitForSelector('body[data-synced]', { timeout: 20000 });
+    assert.equal(await p.textContent('#status'), 'online');
+  } finally {
+    await me.close();
+  }
+});
+
+test('#token is taken out of the address; other members\' awareness cannot style the page', { skip }, async () => {
+  const devToken = async (user) => (await (await fetch(`http://127.0.0.1:${port}/dev/token`, { method: 'POST', body: JSON.stringify({ user }) })).json()).token;
+  const token = await devToken('tess');
+  const mallory = await devToken('mallory');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // A member whose awareness carries a colour that would add a style of its own, and markup as a name.
+  const client = new RoomlogClient({ url: `ws://127.0.0.1:${port}/v1/ws`, token: () => mallory, session: 'mallory-s', store: new MemoryStore() });
+  const doc = new Y.Doc();
+  const awareness = new Awareness(doc);
+  const provider = new RoomlogProvider(client, 'doc:aware', doc, { awareness });
+  try {
+    await page.goto(`http://127.0.0.1:${port}/?doc=doc:aware#token=${token}`);
+    await page.waitForSelector('body[data-synced]', { timeout: 20000 });
+    assert.ok(!page.url().includes('token'), `the address still holds the token: ${page.url()}`);
+
+    await client.start();
+    await provider.start();
+    await provider.whenSynced();
+    const ytext = doc.getText('text');
+    ytext.insert(0, 'hello');
+    const at = Y.relativePositionToJSON(Y.createRelativePositionFromTypeIndex(ytext, 2));
+    const user = { name: '<img src=x onerror="window.pwned=1">', color: 'red; background-image: url(http://evil.test/x)', colorLight: 'url(http://evil.test/y)' };
+    // Awareness is best effort (a signal sent before the room is synced is not repeated): send
+    // it until the page shows the caret.
+    await until(async () => {
+      awareness.setLocalState({ user, cursor: { anchor: at, head: at }, n: Math.random() });
+      return (await page.locator('.cm-ySelectionCaret').count()) > 0;
+    }, 'the page shows the remote caret');
+    const caret = await page.waitForSelector('.cm-ySelectionCaret', { timeout: 20000 });
+    const style = await caret.getAttribute('style');
+    assert.doesNotMatch(style, /url\(/, `the caret's style: ${style}`);
+    assert.match(style, /^background-color: #[0-9a-fA-F]{6}; border-color: #[0-9a-fA-F]{6}$/);
+    assert.equal(await page.locator('.cm-editor img[src="x"]').count(), 0, 'a name became markup');
+    assert.equal(await page.locator('.cm-ySelectionInfo').first().textContent(), user.name, 'the name is shown as text');
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+  } finally {
+    await provider.destroy();
+    awareness.destroy();
+    client.close();
+    await context.close();
   }
 });
