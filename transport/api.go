@@ -79,6 +79,7 @@ func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
 	if claims == nil {
 		return
 	}
+	w = s.longAnswer(w)
 	room := r.PathValue("room")
 	if err := eventlog.ValidRoom(room); err != nil {
 		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
@@ -119,6 +120,7 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
+	w = s.longAnswer(w)
 	auditor := s.auditor(w)
 	if auditor == nil {
 		return
@@ -151,6 +153,7 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	w = s.longAnswer(w) // a whole log's verification takes its time
 	rep, err := auditor.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
 	if errors.Is(err, eventlog.ErrBadRoom) {
 		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
@@ -180,6 +183,7 @@ func (s *Server) apiBackup(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
+	w = s.longAnswer(w)
 	wt, ok := s.log.(io.WriterTo)
 	if !ok {
 		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend has no file to copy")
@@ -280,6 +284,15 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Expect = &id
 	}
+	if err := g.CheckPublish(room, req.Kind); err != nil { // before the rate: a refusal spends none
+		s.httpFail(w, "publish", room, err)
+		return
+	}
+	if !s.httpRates.allow(token(r)) {
+		s.metrics.appends.WithLabelValues("refused").Inc()
+		writeAPIError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "more than %g publishes per second with this token", s.cfg.PublishRate)
+		return
+	}
 	start := time.Now()
 	p, err := s.hub.Publish(g, req)
 	var res eventlog.AppendResult
@@ -326,16 +339,72 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
 		return
 	}
-	evs, err := s.log.ReadAfter(r.Context(), room, after, limit)
+	// One more than asked says whether more follow.
+	evs, err := s.log.ReadAfter(r.Context(), room, after, limit+1)
 	if err != nil {
 		s.httpFail(w, "read", room, err)
 		return
 	}
-	out := make([]json.RawMessage, len(evs))
+	more := len(evs) > limit
+	evs = evs[:min(len(evs), limit)]
+	// A page is bounded in bytes as a history frame is (max_frame, at least one event): the
+	// oldest events are kept, so the client pages on after the last one it got.
+	out := make([]json.RawMessage, 0, len(evs))
+	size := 0
 	for i := range evs {
-		out[i] = jsonCodec.appendEvent(nil, &evs[i])
+		b := jsonCodec.appendEvent(nil, &evs[i])
+		if size += len(b); size > s.cfg.MaxFrame && len(out) > 0 {
+			more = true
+			break
+		}
+		out = append(out, b)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"room": room, "events": out})
+	writeJSON(w, http.StatusOK, roomPage{Room: room, Events: out, More: more})
+}
+
+// roomPage is the answer of GET /v1/rooms/{room}/events.
+type roomPage struct {
+	Room   string            `json:"room"`
+	Events []json.RawMessage `json:"events"`
+	// More: events after the last of Events were left out (by limit or by the page's byte
+	// bound); ask again with after set to its id.
+	More bool `json:"more"`
+}
+
+// longAnswer frees a request that may run long (a stream, a backup, a whole-log verification)
+// from the HTTP server's read and write timeouts; each write is bounded by the stall time
+// instead, so a client that stops reading is still cut.
+func (s *Server) longAnswer(w http.ResponseWriter) http.ResponseWriter {
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
+	return &stallWriter{ResponseWriter: w, rc: rc, stall: s.cfg.StallTimeout}
+}
+
+// stallWriter arms the write deadline before each write and flush.
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(p)
+}
+
+// FlushError implements what http.ResponseController.Flush looks for.
+func (w *stallWriter) FlushError() error {
+	w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.rc.Flush()
+}
+
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// token is the request's bearer token (authenticate has checked it).
+func token(r *http.Request) string {
+	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return t
 }
 
 func queryLimit(s string, def, max int) (int, error) {
@@ -375,6 +444,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow, _ := strconv.ParseBool(q.Get("follow"))
+	w = s.longAnswer(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)

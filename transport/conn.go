@@ -60,11 +60,12 @@ type conn struct {
 	cond *sync.Cond // signalled when reply queue space frees, a worker stops or the connection closes
 
 	// Under mu: the session.
-	grants    rooms.Grants
-	welcomed  bool
-	handshake *time.Timer // until welcomed
-	expiry    *time.Timer // the token's exp
-	pinger    *time.Timer
+	grants        rooms.Grants
+	welcomed      bool
+	holdsUserSlot bool        // counted in the server's connections of c.user
+	handshake     *time.Timer // until welcomed
+	expiry        *time.Timer // the token's exp
+	pinger        *time.Timer
 
 	// Under mu: the read side's hand-off to the handler.
 	readState  int8
@@ -263,7 +264,12 @@ func (c *conn) cleanup() {
 	c.mu.Lock()
 	c.closed = true
 	c.cond.Broadcast()
+	slot := c.holdsUserSlot
+	c.holdsUserSlot = false
 	c.mu.Unlock()
+	if slot {
+		c.s.releaseUserSlot(c.user)
+	}
 	c.s.removeConn(c)
 }
 

@@ -327,8 +327,13 @@ func (c *conn) hello(f *wire.ClientFrame) {
 	if session == "" {
 		session = c.id
 	}
+	if !c.s.claimUserSlot(claims.Subject) {
+		c.refuseHello(wire.CodeTooManyConnections, fmt.Sprintf("user %q holds %d connections to this server, the most it allows (--max-conns-per-user)", claims.Subject, c.s.cfg.MaxConnsPerUser))
+		return
+	}
 	c.user, c.session = claims.Subject, session
 	c.mu.Lock()
+	c.holdsUserSlot = true // released by cleanup
 	if c.closing != nil || c.closed {
 		c.mu.Unlock()
 		return // the handshake timed out meanwhile (a slow JWKS fetch)

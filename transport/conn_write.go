@@ -158,10 +158,10 @@ func (c *conn) writeFailed(err error, closed bool) {
 		c.s.metrics.slowConsumers.Inc()
 		c.s.logger.Warn("slow consumer disconnected", "conn", c.id, "user", c.user, "stalled", c.s.cfg.StallTimeout)
 	}
-	if tcp, ok := c.cc.Conn.(*net.TCPConn); ok && err == nil && closed {
+	if hc, ok := c.cc.Conn.(interface{ CloseWrite() error }); ok && err == nil && closed {
 		// Closing handshake: our close frame is out; send FIN and let the read side see the
 		// client's close frame (the read loop, or cleanup's drain) before the socket goes.
-		tcp.CloseWrite()
+		hc.CloseWrite()
 		time.AfterFunc(closeLinger, c.closeSocket)
 	} else {
 		c.closeSocket() // the read side ends and cleans up

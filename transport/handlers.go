@@ -103,9 +103,17 @@ func (c *conn) join(f *wire.ClientFrame) {
 	}
 	c.mu.Lock()
 	_, already := c.streams[f.Room]
+	joined := len(c.streams)
 	c.mu.Unlock()
-	if already {
+	switch {
+	case already:
 		c.replyError(f.Ref, wire.CodeBadFrame, "already joined %q on this connection; leave first", f.Room)
+		return
+	case c.s.cfg.MaxRoomsPerConn > 0 && joined >= c.s.cfg.MaxRoomsPerConn:
+		c.replyError(f.Ref, wire.CodeLimitExceeded, "this connection is joined to %d rooms, the most the server allows (--max-rooms-per-conn); leave one first", joined)
+		return
+	}
+	if !c.allowWrite(f.Ref) { // a join appends its join event
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -118,8 +126,13 @@ func (c *conn) join(f *wire.ClientFrame) {
 		c.fail(f.Ref, f.Room, "join", err)
 		return
 	}
-	joined, _ := c.codec.Encode(&wire.Joined{
-		Type: "joined", Ref: f.Ref, Room: f.Room, Head: j.Head.String(), Members: memberFrames(j.Members),
+	members, truncated := memberFrames(j.Members, c.s.cfg.MaxMembersListed)
+	count := 0
+	if truncated {
+		count = len(j.Members)
+	}
+	joinedFrame, _ := c.codec.Encode(&wire.Joined{
+		Type: "joined", Ref: f.Ref, Room: f.Room, Head: j.Head.String(), Members: members, MembersTruncated: truncated, MemberCount: count,
 		ResumedFrom: j.Resumed.String(), UnknownCursor: j.Unknown, Unlogged: j.Rooms.Unlogged,
 		CursorTooOld: j.TooOld, Snapshot: j.Snapshot.String(),
 	})
@@ -129,7 +142,7 @@ func (c *conn) join(f *wire.ClientFrame) {
 	// after it is answered after it), and the stream is added in the same critical section: the
 	// writer takes both in one snapshot and writes replies first, so joined precedes the room's
 	// first event.
-	if !c.queueReplyLocked(joined) {
+	if !c.queueReplyLocked(joinedFrame) {
 		c.mu.Unlock()
 		j.Cancel()
 		return
@@ -163,6 +176,16 @@ func (c *conn) dropStream(room string) *roomStream {
 
 func (c *conn) leave(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
+		return
+	}
+	c.mu.Lock()
+	_, joined := c.streams[f.Room]
+	c.mu.Unlock()
+	if !joined {
+		c.replyError(f.Ref, wire.CodeNotJoined, "not joined to %q", f.Room)
+		return
+	}
+	if !c.allowWrite(f.Ref) { // a leave appends its leave event
 		return
 	}
 	rs := c.dropStream(f.Room)
@@ -223,7 +246,7 @@ func (c *conn) allowWrite(ref string) bool {
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
 		c.s.metrics.appends.WithLabelValues("refused").Inc()
-		c.replyError(ref, wire.CodeRateLimited, "more than %g publishes and presence updates per second", c.s.cfg.PublishRate)
+		c.replyError(ref, wire.CodeRateLimited, "more than %g writes per second (publishes, joins, leaves and presence updates)", c.s.cfg.PublishRate)
 		return false
 	}
 	return true

@@ -64,7 +64,7 @@ func NewMetrics() *Metrics {
 			Name: "roomlog_bad_frames_total", Help: "Client frames refused as malformed or too large.",
 		}),
 		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlog_refused_connections_total", Help: "WebSocket connections refused, by reason (unauthenticated, token_expired, origin, upgrade, shutting_down).",
+			Name: "roomlog_refused_connections_total", Help: "Connections refused, by reason (unauthenticated, token_expired, too_many_connections, origin, upgrade, shutting_down; sockets closed at accept: max_conns, max_conns_per_ip).",
 		}, []string{"reason"}),
 		errorReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlog_error_replies_total", Help: "Client frames answered with an error frame, by code.",

@@ -278,7 +278,9 @@ func testErrorsChangeNothing(t *testing.T, subprotocol string) {
 	if after := head("doc:1"); after != before {
 		t.Fatalf("bad frames changed the room: %+v -> %+v", before, after)
 	}
-	// Conflict, with the head.
+	// Conflict, with the head (once the rate limit's bucket, which the join and the refused
+	// publishes above drew on, has refilled).
+	time.Sleep(1100 * time.Millisecond)
 	e := c.publish("doc:1", 1, frame{"expect": ""})
 	if e.str("code") != "conflict" || e.str("head") != before.ID.String() {
 		t.Fatalf("expect on a non-empty room: %v", e)

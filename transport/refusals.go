@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
@@ -51,6 +52,12 @@ func (l *refusalLog) log(msg string, attrs ...any) {
 func (s *Server) refusedConnection(reason string, attrs ...any) {
 	s.metrics.refusedConns.WithLabelValues(reason).Inc()
 	s.refusals.log("connection refused", append([]any{"why", reason}, attrs...)...)
+}
+
+// RefusedSocket counts and logs a socket a LimitListener closed at accept (reason max_conns or
+// max_conns_per_ip): pass it as LimitListener's refused.
+func (s *Server) RefusedSocket(reason string, remote net.Addr) {
+	s.refusedConnection(reason, "remote", remote.String())
 }
 
 // refusedFrame counts and logs a client frame answered with an error of code. internal is

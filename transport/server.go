@@ -33,7 +33,11 @@ const (
 	DefaultSendQueue        = 1024
 	DefaultStallTimeout     = 30 * time.Second
 	DefaultReconnect        = time.Second
+	DefaultMaxRoomsPerConn  = 100
+	DefaultMaxConnsPerUser  = 100
+	DefaultMaxMembersListed = 1000
 	NoRateLimit             = -1.0
+	NoLimit                 = -1
 )
 
 // Config configures a Server. Hub and Auth are required. For every other field the zero value
@@ -57,8 +61,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// HandshakeTimeout bounds the wait for hello after the upgrade. 0 or negative: 10 s.
 	HandshakeTimeout time.Duration
-	// PublishRate limits publishes and presence updates per second per connection, with an
-	// equal burst. 0: DefaultPublishRate (10,000); NoRateLimit (any negative value): no limit.
+	// PublishRate limits what a connection appends to the log, per second, with an equal burst:
+	// publishes, and the join, leave and presence events a reader writes too; HTTP publishes
+	// count against a rate per token. 0: DefaultPublishRate (10,000); NoRateLimit (any negative
+	// value): no limit.
 	PublishRate float64
 	// SignalRate limits signals (ephemeral, not logged) per second per connection, with an equal
 	// burst; signals do not count against PublishRate. 0: DefaultSignalRate (50, above the ~30/s
@@ -70,6 +76,16 @@ type Config struct {
 	// StallTimeout is how long a write may make no progress before the client is disconnected
 	// as a slow consumer. 0 or negative: DefaultStallTimeout (30 s).
 	StallTimeout time.Duration
+	// MaxRoomsPerConn bounds the rooms one connection is joined to at once; the next join gets
+	// limit_exceeded. 0: DefaultMaxRoomsPerConn (100); NoLimit (any negative value): no bound.
+	MaxRoomsPerConn int
+	// MaxConnsPerUser bounds the connections one user (a token's sub) holds at once on this
+	// server; the next hello gets bye too_many_connections. 0: DefaultMaxConnsPerUser (100);
+	// NoLimit (any negative value): no bound.
+	MaxConnsPerUser int
+	// MaxMembersListed bounds the members a joined frame lists (members_truncated past it; the
+	// list is bounded in bytes too). 0 or negative: DefaultMaxMembersListed (1,000).
+	MaxMembersListed int
 	// ReconnectAfter is the reconnect_ms sent with bye on shutdown. 0 or negative: 1 s.
 	ReconnectAfter time.Duration
 	// KeyRetention is how long the log remembers idempotency keys, told to clients in welcome
@@ -108,14 +124,17 @@ type Server struct {
 	metrics  *Metrics
 	logger   *slog.Logger
 	refusals *refusalLog
-	upgrader websocket.Upgrader
-	mux      *http.ServeMux
+	// httpRates limits HTTP publishes per token.
+	httpRates *tokenRates
+	upgrader  websocket.Upgrader
+	mux       *http.ServeMux
 
-	mu      sync.Mutex
-	conns   map[*conn]struct{}
-	closing bool
-	wg      sync.WaitGroup // every goroutine a connection started
-	ready   atomic.Bool
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	userConns map[string]int // authenticated connections by user (see claimUserSlot)
+	closing   bool
+	wg        sync.WaitGroup // every goroutine a connection started
+	ready     atomic.Bool
 
 	pollOnce sync.Once
 	poll     *wsio.Poller // nil without one
@@ -170,6 +189,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReconnectAfter <= 0 {
 		cfg.ReconnectAfter = DefaultReconnect
 	}
+	if cfg.MaxRoomsPerConn == 0 {
+		cfg.MaxRoomsPerConn = DefaultMaxRoomsPerConn
+	}
+	if cfg.MaxConnsPerUser == 0 {
+		cfg.MaxConnsPerUser = DefaultMaxConnsPerUser
+	}
+	if cfg.MaxMembersListed <= 0 {
+		cfg.MaxMembersListed = DefaultMaxMembersListed
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
@@ -188,8 +216,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,
-		refusals: newRefusalLog(cfg.Logger),
-		conns:    map[*conn]struct{}{},
+		refusals:  newRefusalLog(cfg.Logger),
+		httpRates: newTokenRates(cfg.PublishRate),
+		conns:     map[*conn]struct{}{},
+		userConns: map[string]int{},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -321,6 +351,26 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.connections.Inc()
 	// The handler returns now: the connection runs goroutines only while it has work.
 	c.startReading()
+}
+
+// claimUserSlot counts one more connection of user, unless the user holds MaxConnsPerUser
+// already. A connection that claimed a slot releases it when it goes (releaseUserSlot).
+func (s *Server) claimUserSlot(user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.MaxConnsPerUser > 0 && s.userConns[user] >= s.cfg.MaxConnsPerUser {
+		return false
+	}
+	s.userConns[user]++
+	return true
+}
+
+func (s *Server) releaseUserSlot(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.userConns[user]--; s.userConns[user] <= 0 {
+		delete(s.userConns, user)
+	}
 }
 
 func (s *Server) removeConn(c *conn) {

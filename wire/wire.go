@@ -58,6 +58,11 @@ const (
 	CodeTokenExpired    = "token_expired"
 	CodeSlowConsumer    = "slow_consumer"
 	CodeShutdown        = "shutdown"
+	// CodeLimitExceeded: a bound of the server's was reached (rooms per connection); not
+	// retryable as it is.
+	CodeLimitExceeded = "limit_exceeded"
+	// CodeTooManyConnections (bye): the user holds the most connections a node allows.
+	CodeTooManyConnections = "too_many_connections"
 
 	// HTTP API only: no such endpoint, or not for this method.
 	CodeNotFound         = "not_found"
@@ -127,6 +132,10 @@ type Joined struct {
 	CursorTooOld bool `json:"cursor_too_old,omitempty" msgpack:"cursor_too_old,omitempty"`
 	// Snapshot is the id of the snapshot the replay starts with, if any (an extension).
 	Snapshot string `json:"snapshot,omitempty" msgpack:"snapshot,omitempty"`
+	// MembersTruncated: Members lists only some of the room's MemberCount members (the
+	// server's bound on the frame).
+	MembersTruncated bool `json:"members_truncated,omitempty" msgpack:"members_truncated,omitempty"`
+	MemberCount      int  `json:"member_count,omitempty" msgpack:"member_count,omitempty"`
 }
 
 // Member is a member session of a room, with its latest presence.

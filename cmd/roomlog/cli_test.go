@@ -67,6 +67,9 @@ func TestCLIBadInput(t *testing.T) {
 		{"port in use", nil, []string{"serve", "--addr", busy, "--data", filepath.Join(dir, "busy.db")}, 1, "address already in use"},
 		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 2, "missing port in address"},
 		{"nats not a URL", nil, []string{"serve", "--nats", "n1:4222", "--data", filepath.Join(dir, "n1.db")}, 2, `--nats: "n1:4222" is not a URL (nats://host:4222)`},
+		{"tls cert without key", nil, []string{"serve", "--tls-cert", filepath.Join(dir, "cert.pem"), "--data", filepath.Join(dir, "t1.db")}, 2, "--tls-cert and --tls-key go together"},
+		{"tls files missing", nil, []string{"serve", "--tls-cert", filepath.Join(dir, "cert.pem"), "--tls-key", filepath.Join(dir, "key.pem"), "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "t2.db")}, 1, "--tls-cert/--tls-key: stat "},
+		{"negative bound", nil, []string{"serve", "--max-conns", "-1", "--data", filepath.Join(dir, "t3.db")}, 2, "must be 0 (no bound) or positive"},
 		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 2, "--nats-replicas must be 0 (automatic) or 1-5"},
 		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", crashSecret, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
 	}
@@ -88,7 +91,7 @@ func TestCLIBadInput(t *testing.T) {
 		t.Fatalf("serve changed a file that is not a log")
 	}
 	// A start that failed left no data file (nor a development secret) behind.
-	for _, name := range []string{"a.db", "b.db", "c.db", "busy.db", "addr.db", "n1.db", "n2.db", "n3.db"} {
+	for _, name := range []string{"a.db", "b.db", "c.db", "busy.db", "addr.db", "n1.db", "n2.db", "n3.db", "t1.db", "t2.db", "t3.db"} {
 		for _, path := range []string{filepath.Join(dir, name), filepath.Join(dir, name+".dev-secret")} {
 			if _, err := os.Stat(path); err == nil {
 				t.Errorf("a failed start left %s behind", filepath.Base(path))

@@ -31,6 +31,9 @@ import (
 func TestMain(m *testing.M) {
 	faultfs.ServeIfDaemon()
 	if os.Getenv("ROOMLOG_RUN_MAIN") == "1" {
+		if n := os.Getenv("ROOMLOG_TEST_NOFILE"); n != "" { // a low open-file limit (ulimit -n)
+			setNoFile(n)
+		}
 		os.Exit(run(os.Args[1:]))
 	}
 	code := m.Run()
@@ -82,7 +85,7 @@ func startServe(t testing.TB, flags ...string) *serverProc {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
-		re := regexp.MustCompile(`addr=http://(\S+)`)
+		re := regexp.MustCompile(`addr=https?://(\S+)`)
 		var tee *os.File // ROOMLOG_TEST_SERVER_LOG keeps the servers' logs (and SIGQUIT dumps)
 		if path := os.Getenv("ROOMLOG_TEST_SERVER_LOG"); path != "" {
 			tee, _ = os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)

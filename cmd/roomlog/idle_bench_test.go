@@ -26,7 +26,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 		n = v
 	}
 	for b.Loop() {
-		p := startProc(b, b.TempDir()+"/idle.db")
+		p := startProc(b, b.TempDir()+"/idle.db", "--max-conns-per-user", "0") // one user, every connection
 		time.Sleep(500 * time.Millisecond)
 		before := rssKiB(b, p.cmd.Process.Pid)
 		tok := crashToken(b, "idle", false)

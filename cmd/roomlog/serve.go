@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,7 +32,10 @@ type serveFlags struct {
 
 	addr, data, secret, publicKeys, jwks, issuer, audience, origins, logLevel, debugAddr *string
 	natsURLs, natsStream, natsCreds, natsNode                                            *string
+	tlsCert, tlsKey                                                                      *string
 	maxFrame, sendQueue, natsReplicas                                                    *int
+	maxRoomsPerConn, maxConnsPerUser, maxMembersListed, maxConns, maxConnsPerIP          *int
+	httpRead, httpWrite, httpIdle                                                        *time.Duration
 	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
 	publishRate, signalRate                                                              *float64
 	noPoller, dev, anyAudience                                                           *bool
@@ -41,35 +45,45 @@ type serveFlags struct {
 func newServeCommand() (*command, *serveFlags) {
 	c := newCommand("serve", "Runs the roomlog server: WebSocket API on /v1/ws, HTTP API, /healthz, /readyz and /metrics.")
 	return c, &serveFlags{
-		cmd:          c,
-		dev:          c.Bool("dev", "ROOMLOG_DEV", false, "allow development mode (no key configured) on an --addr that is not a loopback address; it still answers loopback Host names only"),
-		maxTokenTTL:  c.Duration("max-token-ttl", "ROOMLOG_MAX_TOKEN_TTL", auth.DefaultMaxTTL, "refuse tokens valid for longer than this (exp - iat, or exp - now without iat)"),
-		anyAudience:  c.Bool("jwt-any-audience", "ROOMLOG_JWT_ANY_AUDIENCE", false, "with --jwks and no --jwt-audience: accept tokens whatever their aud (every service of the identity provider)"),
-		addr:         c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address"),
-		data:         c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing); with --nats, only the development secret is kept beside it"),
-		natsURLs:     c.String("nats", "ROOMLOG_NATS", "", "comma-separated NATS server URLs: store the log on their JetStream instead of --data, shared by every node"),
-		natsStream:   c.String("nats-stream", "ROOMLOG_NATS_STREAM", jetstream.DefaultStream, "with --nats: the JetStream stream of the log (created if missing)"),
-		natsReplicas: c.Int("nats-replicas", "ROOMLOG_NATS_REPLICAS", 0, "with --nats: replicas of a stream roomlog creates (0: 3 where JetStream has 3 or more servers, else 1)"),
-		natsCreds:    c.String("nats-creds", "ROOMLOG_NATS_CREDS", "", "with --nats: a NATS credentials file"),
-		natsNode:     c.String("nats-node", "ROOMLOG_NATS_NODE", "", "with --nats: this node's name in heartbeats and logs (1-64 of A-Z a-z 0-9 _ -; default: random at each start)"),
-		secret:       c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
-		publicKeys:   c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
-		jwks:         c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or https URL (http on loopback only) fetched at start-up and then every --jwks-refresh; needs --jwt-audience"),
-		jwksRefresh:  c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)"),
-		issuer:       c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim"),
-		audience:     c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim"),
-		origins:      c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is"),
-		maxFrame:     c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes"),
-		grace:        c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event"),
-		publishRate:  c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes and presence updates per second per connection (0 turns the limit off)"),
-		signalRate:   c.Float("signal-rate", "ROOMLOG_SIGNAL_RATE", transport.DefaultSignalRate, "signals (ephemeral awareness messages) per second per connection (0 turns the limit off)"),
-		sendQueue:    c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
-		heartbeat:    c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
-		stall:        c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected"),
-		keyRetention: c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered"),
-		logLevel:     c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error"),
-		noPoller:     c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
-		debugAddr:    c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private"),
+		cmd:              c,
+		dev:              c.Bool("dev", "ROOMLOG_DEV", false, "allow development mode (no key configured) on an --addr that is not a loopback address; it still answers loopback Host names only"),
+		maxTokenTTL:      c.Duration("max-token-ttl", "ROOMLOG_MAX_TOKEN_TTL", auth.DefaultMaxTTL, "refuse tokens valid for longer than this (exp - iat, or exp - now without iat)"),
+		anyAudience:      c.Bool("jwt-any-audience", "ROOMLOG_JWT_ANY_AUDIENCE", false, "with --jwks and no --jwt-audience: accept tokens whatever their aud (every service of the identity provider)"),
+		maxRoomsPerConn:  c.Int("max-rooms-per-conn", "ROOMLOG_MAX_ROOMS_PER_CONN", transport.DefaultMaxRoomsPerConn, "rooms one connection may be joined to at once (0: no bound)"),
+		maxConnsPerUser:  c.Int("max-conns-per-user", "ROOMLOG_MAX_CONNS_PER_USER", transport.DefaultMaxConnsPerUser, "WebSocket connections one user may hold at once on this node (0: no bound)"),
+		maxMembersListed: c.Int("max-members-listed", "ROOMLOG_MAX_MEMBERS_LISTED", transport.DefaultMaxMembersListed, "members a joined frame lists at most (members_truncated past it)"),
+		maxConns:         c.Int("max-conns", "ROOMLOG_MAX_CONNS", transport.DefaultMaxConns, "sockets the listener holds at most; new ones past it are closed at once (0: bounded by the open-file limit only)"),
+		maxConnsPerIP:    c.Int("max-conns-per-ip", "ROOMLOG_MAX_CONNS_PER_IP", transport.DefaultMaxConnsPerIP, "sockets from one address at most; loopback is exempt (0: no bound)"),
+		httpRead:         c.Duration("http-read-timeout", "ROOMLOG_HTTP_READ_TIMEOUT", transport.DefaultHTTPReadTimeout, "time to read an HTTP request, headers and body (WebSocket connections are free of it once upgraded)"),
+		httpWrite:        c.Duration("http-write-timeout", "ROOMLOG_HTTP_WRITE_TIMEOUT", transport.DefaultHTTPWriteTimeout, "time to write an HTTP answer (streams: each write within --stall-timeout instead)"),
+		httpIdle:         c.Duration("http-idle-timeout", "ROOMLOG_HTTP_IDLE_TIMEOUT", transport.DefaultHTTPIdleTimeout, "how long an idle keep-alive HTTP connection is kept"),
+		tlsCert:          c.String("tls-cert", "ROOMLOG_TLS_CERT", "", "PEM certificate (chain) file: serve HTTPS and WSS; reloaded when it changes"),
+		tlsKey:           c.String("tls-key", "ROOMLOG_TLS_KEY", "", "PEM private key file of --tls-cert; reloaded when it changes"),
+		addr:             c.String("addr", "ROOMLOG_ADDR", "127.0.0.1:7070", "listen address"),
+		data:             c.String("data", "ROOMLOG_DATA", "roomlog.db", "data file (created if missing); with --nats, only the development secret is kept beside it"),
+		natsURLs:         c.String("nats", "ROOMLOG_NATS", "", "comma-separated NATS server URLs: store the log on their JetStream instead of --data, shared by every node"),
+		natsStream:       c.String("nats-stream", "ROOMLOG_NATS_STREAM", jetstream.DefaultStream, "with --nats: the JetStream stream of the log (created if missing)"),
+		natsReplicas:     c.Int("nats-replicas", "ROOMLOG_NATS_REPLICAS", 0, "with --nats: replicas of a stream roomlog creates (0: 3 where JetStream has 3 or more servers, else 1)"),
+		natsCreds:        c.String("nats-creds", "ROOMLOG_NATS_CREDS", "", "with --nats: a NATS credentials file"),
+		natsNode:         c.String("nats-node", "ROOMLOG_NATS_NODE", "", "with --nats: this node's name in heartbeats and logs (1-64 of A-Z a-z 0-9 _ -; default: random at each start)"),
+		secret:           c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
+		publicKeys:       c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
+		jwks:             c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or https URL (http on loopback only) fetched at start-up and then every --jwks-refresh; needs --jwt-audience"),
+		jwksRefresh:      c.Duration("jwks-refresh", "ROOMLOG_JWKS_REFRESH", 10*time.Minute, "how often a --jwks URL is fetched again (key rotation)"),
+		issuer:           c.String("jwt-issuer", "ROOMLOG_JWT_ISSUER", "", "required iss claim"),
+		audience:         c.String("jwt-audience", "ROOMLOG_JWT_AUDIENCE", "", "required aud claim"),
+		origins:          c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is"),
+		maxFrame:         c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes"),
+		grace:            c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event"),
+		publishRate:      c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes and presence updates per second per connection (0 turns the limit off)"),
+		signalRate:       c.Float("signal-rate", "ROOMLOG_SIGNAL_RATE", transport.DefaultSignalRate, "signals (ephemeral awareness messages) per second per connection (0 turns the limit off)"),
+		sendQueue:        c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
+		heartbeat:        c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
+		stall:            c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected"),
+		keyRetention:     c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered"),
+		logLevel:         c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error"),
+		noPoller:         c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
+		debugAddr:        c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private"),
 	}
 }
 
@@ -90,6 +104,14 @@ func (f *serveFlags) check() error {
 		return errors.New("--nats-replicas must be 0 (automatic) or 1-5")
 	case *f.maxTokenTTL <= 0:
 		return errors.New("--max-token-ttl must be positive")
+	case *f.maxRoomsPerConn < 0, *f.maxConnsPerUser < 0, *f.maxConns < 0, *f.maxConnsPerIP < 0:
+		return errors.New("--max-rooms-per-conn, --max-conns-per-user, --max-conns and --max-conns-per-ip must be 0 (no bound) or positive")
+	case *f.maxMembersListed <= 0:
+		return errors.New("--max-members-listed must be positive")
+	case *f.httpRead <= 0, *f.httpWrite <= 0, *f.httpIdle <= 0:
+		return errors.New("--http-read-timeout, --http-write-timeout and --http-idle-timeout must be positive")
+	case (*f.tlsCert == "") != (*f.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if _, _, err := net.SplitHostPort(*f.addr); err != nil {
 		return fmt.Errorf("--addr: %v", err)
@@ -220,17 +242,22 @@ type serveConfig struct {
 	JWKSURL      string // a --jwks URL, fetched again every JWKSRefresh
 	JWKSRefresh  time.Duration
 	Origins      []string
+	TLSCert      string // with TLSKey: serve HTTPS
+	TLSKey       string
 	MaxFrame     int
-	Grace        time.Duration
-	PublishRate  float64
-	SignalRate   float64
-	SendQueue    int
-	Heartbeat    time.Duration
-	Stall        time.Duration
-	KeyRetention time.Duration
-	LogLevel     slog.Level
-	NoPoller     bool
-	DebugAddr    string
+	// Bounds on what clients hold (0: no bound, except MaxMembersListed).
+	MaxRoomsPerConn, MaxConnsPerUser, MaxMembersListed, MaxConns, MaxConnsPerIP int
+	HTTP                                                                        transport.HTTPTimeouts
+	Grace                                                                       time.Duration
+	PublishRate                                                                 float64
+	SignalRate                                                                  float64
+	SendQueue                                                                   int
+	Heartbeat                                                                   time.Duration
+	Stall                                                                       time.Duration
+	KeyRetention                                                                time.Duration
+	LogLevel                                                                    slog.Level
+	NoPoller                                                                    bool
+	DebugAddr                                                                   string
 }
 
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
@@ -240,7 +267,10 @@ func (f *serveFlags) config() (serveConfig, error) {
 		JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
 		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
 		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
-		DebugAddr: *f.debugAddr,
+		DebugAddr: *f.debugAddr, TLSCert: *f.tlsCert, TLSKey: *f.tlsKey,
+		MaxRoomsPerConn: *f.maxRoomsPerConn, MaxConnsPerUser: *f.maxConnsPerUser, MaxMembersListed: *f.maxMembersListed,
+		MaxConns: *f.maxConns, MaxConnsPerIP: *f.maxConnsPerIP,
+		HTTP: transport.HTTPTimeouts{Read: *f.httpRead, Write: *f.httpWrite, Idle: *f.httpIdle},
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return cfg, fmt.Errorf("--log-level: %v", err)
@@ -290,6 +320,12 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	defer ln.Close()
+	var certs *certReloader
+	if cfg.TLSCert != "" {
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, logger); err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %v", err)
+		}
+	}
 	if cfg.DevMode {
 		if cfg.Auth.Secret, err = loadDevSecret(devSecretPath(cfg.Data)); err != nil {
 			return fmt.Errorf("development secret: %v", err)
@@ -310,16 +346,21 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
 		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
 		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
+		MaxRoomsPerConn: orNone(cfg.MaxRoomsPerConn), MaxConnsPerUser: orNone(cfg.MaxConnsPerUser), MaxMembersListed: cfg.MaxMembersListed,
 	})
 	if err != nil {
 		return err
 	}
 	if cfg.DevMode {
-		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, "http://"+ln.Addr().String()+"/"); err != nil {
+		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, ln.Addr().String()); err != nil {
 			return fmt.Errorf("development token: %v", err)
 		}
 	}
-	logger.Info("roomlog serving", "addr", "http://"+ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/v1/ws", "log", store.where, "version", version)
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	logger.Info("roomlog serving", "addr", scheme+"://"+ln.Addr().String(), "ws", strings.Replace(scheme, "http", "ws", 1)+"://"+ln.Addr().String()+"/v1/ws", "log", store.where, "version", version)
 	if cfg.DebugAddr != "" {
 		closeDebug, err := startDebugListener(cfg.DebugAddr, logger)
 		if err != nil {
@@ -334,9 +375,15 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	if cfg.DevMode {
 		devSecret = cfg.Auth.Secret
 	}
-	httpSrv := &http.Server{Handler: withEditor(srv, devSecret), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := transport.NewHTTPServer(withEditor(srv, devSecret), cfg.HTTP)
+	httpSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug) // a refused TLS handshake is no server error
+	maxConns := socketBound(cfg.MaxConns, logger)
+	var served net.Listener = transport.LimitListener(ln, maxConns, cfg.MaxConnsPerIP, srv.RefusedSocket)
+	if certs != nil {
+		served = tls.NewListener(served, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
+	go func() { serveErr <- httpSrv.Serve(served) }()
 	select {
 	case err := <-serveErr:
 		return err
@@ -356,6 +403,14 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	return nil
 }
 
+// orNone turns a bound flag's 0 (no bound) into the library's transport.NoLimit.
+func orNone(n int) int {
+	if n == 0 {
+		return transport.NoLimit
+	}
+	return n
+}
+
 // orOff turns a flag's 0 (off) into the library's constant for off; other values pass.
 func orOff[T float64 | time.Duration](v, off T) T {
 	if v == 0 {
@@ -370,7 +425,7 @@ func devTokenPath(data string) string { return data + ".dev-token" }
 
 // announceDevMode says loudly that tokens are signed with the development secret and where it is
 // kept, and writes a token to start with into a file of its own (mode 0600).
-func announceDevMode(logger *slog.Logger, secret []byte, data, editor string) error {
+func announceDevMode(logger *slog.Logger, secret []byte, data, addr string) error {
 	demo, err := auth.NewToken(secret, auth.TokenSpec{Subject: "demo", Rooms: []string{"*"}, SnapshotRooms: []string{"*"}, Admin: true, TTL: auth.DefaultMaxTTL})
 	if err != nil {
 		return err
@@ -381,7 +436,7 @@ func announceDevMode(logger *slog.Logger, secret []byte, data, editor string) er
 	}
 	logger.Warn("DEVELOPMENT MODE: no --jwt-secret, --jwt-public-key or --jwks given; tokens are signed with a development secret kept beside the data file (tokens survive restarts; delete the file to revoke them all); only this machine is answered",
 		"secret_file", devSecretPath(data), "token_file", path)
-	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h) is in %s.\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\nThe collaborative editor: open %s in two windows (each window is a user of its own).\n\n", path, devSecretPath(data), editor)
+	fmt.Fprintf(os.Stderr, "\nA token for user \"demo\" (all rooms, admin, 24h) is in %s.\n\nMake more with: roomlog token --secret \"$(cat %s)\" --sub alice --rooms 'doc:*'\n\nThe collaborative editor: open http://%s/ in two windows (each window is a user of its own).\n\n", path, devSecretPath(data), addr)
 	return nil
 }
 

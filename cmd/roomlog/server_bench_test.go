@@ -35,7 +35,7 @@ func startBenchProc(b *testing.B, data string) *serverProc {
 		os.Setenv("ROOMLOG_PIN_PREFIX", "taskset -c "+cpu)
 		defer os.Unsetenv("ROOMLOG_PIN_PREFIX")
 	}
-	return startProc(b, data, "--send-queue", "4096")
+	return startProc(b, data, "--send-queue", "4096", "--max-conns-per-user", "0") // one user, a thousand connections
 }
 
 var body200 = `{"t":%d,"pad":"` + strings.Repeat("x", 170) + `"}`

@@ -2,7 +2,6 @@ package wsio
 
 import (
 	"bufio"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -15,9 +14,9 @@ import (
 // never held back).
 type CorkConn struct {
 	net.Conn
-	// stall, when positive, is how long a write may go without progress: each write that moves
-	// bytes re-arms the deadline, so a client that reads slowly but steadily is never cut off,
-	// and one that stops reading is, stall after its last byte was taken.
+	// stall, when positive, is how long one flush (a write of what collected, at most about
+	// corkLimit and a frame) may take: a client that reads slowly but steadily is never cut off,
+	// and one that stops reading is, within stall of its socket's buffers filling up.
 	stall  time.Duration
 	mu     sync.Mutex
 	corked bool
@@ -128,20 +127,20 @@ func (c *CorkConn) flushLocked() error {
 	return err
 }
 
-// writeAllLocked writes p whole, re-arming the stall deadline before each write: a write that
-// times out having moved some bytes goes on with the rest; one that moved none fails.
+// writeAllLocked writes p whole within the stall time, or fails.
+//
+// The deadline is for the whole of p (at most about corkLimit plus one frame), not re-armed by
+// each byte the socket takes: a client that reads nothing still has the kernel take a trickle
+// (Linux collapses the receive queue of a full socket to make room, again and again), and
+// counting that as progress kept a stalled reader connected for several stall times with
+// megabytes queued for it. A reader that takes a flush within the stall time (64 KiB in 30 s by
+// default: about 2 KB/s) is never cut.
 func (c *CorkConn) writeAllLocked(p []byte) error {
-	for {
-		if c.stall > 0 {
-			c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
-		}
-		n, err := c.Conn.Write(p)
-		p = p[n:]
-		var ne net.Error
-		if err == nil || n == 0 || !errors.As(err, &ne) || !ne.Timeout() {
-			return err
-		}
+	if c.stall > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
 	}
+	_, err := c.Conn.Write(p)
+	return err
 }
 
 // Release returns the buffer of an idle connection to the pool.
