@@ -89,8 +89,10 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: srv}
-	go hs.Serve(ln)
+	// As roomlog serve runs it: the HTTP timeouts, and sockets counted by a LimitListener (so
+	// every test goes through its connections, the poller's included).
+	hs := transport.NewHTTPServer(srv, transport.HTTPTimeouts{})
+	go hs.Serve(transport.LimitListener(ln, transport.DefaultMaxConns, transport.DefaultMaxConnsPerIP, srv.RefusedSocket))
 	ts := &testServer{t: t, url: "http://" + ln.Addr().String(), log: log, hub: hub, srv: srv, http: hs, path: path}
 	t.Cleanup(ts.stop)
 	return ts

@@ -2,9 +2,11 @@ package wsio
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,13 +16,15 @@ import (
 // never held back).
 type CorkConn struct {
 	net.Conn
-	// stall, when positive, is how long one flush (a write of what collected, at most about
-	// corkLimit and a frame) may take: a client that reads slowly but steadily is never cut off,
-	// and one that stops reading is, within stall of its socket's buffers filling up.
-	stall  time.Duration
-	mu     sync.Mutex
-	corked bool
-	buf    []byte
+	// stall, when positive, is how long a write may wait without the client taking minProgress
+	// bytes (see writeAllLocked): a client that reads slowly but steadily is never cut off, and
+	// one that stops reading is, within stall of its socket's buffers filling up.
+	stall   time.Duration
+	mu      sync.Mutex
+	corked  bool
+	buf     []byte
+	written int64           // bytes the kernel took, in all
+	raw     syscall.RawConn // the socket, once looked up (see ackedLocked)
 }
 
 const corkLimit = 64 << 10 // flush early past this many buffered bytes
@@ -127,20 +131,66 @@ func (c *CorkConn) flushLocked() error {
 	return err
 }
 
-// writeAllLocked writes p whole within the stall time, or fails.
+// writeAllLocked writes p whole. A write waits while the client's socket buffers are full; it
+// fails as stalled once the client's TCP has taken less than minProgress bytes in a stall time.
 //
-// The deadline is for the whole of p (at most about corkLimit plus one frame), not re-armed by
-// each byte the socket takes: a client that reads nothing still has the kernel take a trickle
-// (Linux collapses the receive queue of a full socket to make room, again and again), and
-// counting that as progress kept a stalled reader connected for several stall times with
-// megabytes queued for it. A reader that takes a flush within the stall time (64 KiB in 30 s by
-// default: about 2 KB/s) is never cut.
+// Progress is what the client's TCP acknowledged (bytes written less those still unacknowledged
+// in the send queue, SIOCOUTQ), not what the kernel took into the send buffer: of a full socket,
+// the kernel still takes a trickle from a client that reads nothing (zero-window probes, the
+// client's kernel compacting its receive queue), and counting that kept a stalled reader
+// connected for three stall times; while a client that reads steadily but slower than the
+// kernel's wake-ups (it wakes a blocked writer only once half the send queue has drained) shows
+// its progress in acknowledgments alone. Where the queue cannot be read (no socket, another
+// platform), any byte taken counts, as before.
 func (c *CorkConn) writeAllLocked(p []byte) error {
-	if c.stall > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+	if c.stall <= 0 {
+		_, err := c.Conn.Write(p)
+		return err
 	}
-	_, err := c.Conn.Write(p)
-	return err
+	acked, known := c.ackedLocked()
+	for {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		n, err := c.Conn.Write(p)
+		c.written += int64(n)
+		p = p[n:]
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+		now, ok := c.ackedLocked()
+		switch {
+		case known && ok && now-acked < minProgress:
+			return err // stalled: the client took (almost) nothing in a stall time
+		case !(known && ok) && n == 0:
+			return err
+		}
+		acked, known = now, ok
+	}
+}
+
+// minProgress is what a client must take in a stall time to count as reading: 64 KiB, about
+// 2 KB/s at the default stall time of 30 s.
+const minProgress = 64 << 10
+
+// ackedLocked is how many bytes written to the connection the client's TCP has acknowledged;
+// ok is false when that cannot be known.
+func (c *CorkConn) ackedLocked() (acked int64, ok bool) {
+	if c.raw == nil {
+		sc, isSocket := c.Conn.(syscall.Conn)
+		if !isSocket {
+			return 0, false
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return 0, false
+		}
+		c.raw = raw
+	}
+	unacked, ok := unackedBytes(c.raw)
+	if !ok {
+		return 0, false
+	}
+	return c.written - int64(unacked), true
 }
 
 // Release returns the buffer of an idle connection to the pool.
