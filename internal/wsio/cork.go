@@ -132,7 +132,7 @@ func (c *CorkConn) flushLocked() error {
 }
 
 // writeAllLocked writes p whole. A write waits while the client's socket buffers are full; it
-// fails as stalled once the client's TCP has taken less than minProgress bytes in a stall time.
+// fails as stalled once the client has taken less than minProgress bytes in a stall time.
 //
 // Progress is what the client's TCP acknowledged (bytes written less those still unacknowledged
 // in the send queue, SIOCOUTQ), not what the kernel took into the send buffer: of a full socket,
@@ -140,16 +140,21 @@ func (c *CorkConn) flushLocked() error {
 // client's kernel compacting its receive queue), and counting that kept a stalled reader
 // connected for three stall times; while a client that reads steadily but slower than the
 // kernel's wake-ups (it wakes a blocked writer only once half the send queue has drained) shows
-// its progress in acknowledgments alone. Where the queue cannot be read (no socket, another
-// platform), any byte taken counts, as before.
+// its progress in acknowledgments alone. Where the queue cannot be read (no socket, TLS, another
+// platform), what the kernel took counts.
+//
+// The queue is read only while a write waits (every quarter of the stall time), never on the
+// way of a write that goes straight through.
 func (c *CorkConn) writeAllLocked(p []byte) error {
 	if c.stall <= 0 {
 		_, err := c.Conn.Write(p)
 		return err
 	}
-	acked, known := c.ackedLocked()
+	probe := c.stall / 4
+	var windowStart time.Time // when the client was last seen taking minProgress, while waiting
+	var windowAcked int64     // what it had acknowledged then
 	for {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		c.Conn.SetWriteDeadline(time.Now().Add(probe))
 		n, err := c.Conn.Write(p)
 		c.written += int64(n)
 		p = p[n:]
@@ -157,14 +162,15 @@ func (c *CorkConn) writeAllLocked(p []byte) error {
 		if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
 			return err
 		}
-		now, ok := c.ackedLocked()
+		now, acked := time.Now(), c.ackedLocked()
 		switch {
-		case known && ok && now-acked < minProgress:
+		case windowStart.IsZero(): // the write has waited a quarter of the stall time
+			windowStart, windowAcked = now.Add(-probe), acked
+		case acked-windowAcked >= minProgress:
+			windowStart, windowAcked = now, acked
+		case now.Sub(windowStart) >= c.stall:
 			return err // stalled: the client took (almost) nothing in a stall time
-		case !(known && ok) && n == 0:
-			return err
 		}
-		acked, known = now, ok
 	}
 }
 
@@ -172,25 +178,25 @@ func (c *CorkConn) writeAllLocked(p []byte) error {
 // 2 KB/s at the default stall time of 30 s.
 const minProgress = 64 << 10
 
-// ackedLocked is how many bytes written to the connection the client's TCP has acknowledged;
-// ok is false when that cannot be known.
-func (c *CorkConn) ackedLocked() (acked int64, ok bool) {
+// ackedLocked is how many bytes written to the connection the client's TCP has acknowledged, or,
+// where that cannot be known, how many the kernel took.
+func (c *CorkConn) ackedLocked() int64 {
 	if c.raw == nil {
 		sc, isSocket := c.Conn.(syscall.Conn)
 		if !isSocket {
-			return 0, false
+			return c.written
 		}
 		raw, err := sc.SyscallConn()
 		if err != nil {
-			return 0, false
+			return c.written
 		}
 		c.raw = raw
 	}
 	unacked, ok := unackedBytes(c.raw)
 	if !ok {
-		return 0, false
+		return c.written
 	}
-	return c.written - int64(unacked), true
+	return c.written - int64(unacked)
 }
 
 // Release returns the buffer of an idle connection to the pool.
