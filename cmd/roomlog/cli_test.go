@@ -106,7 +106,10 @@ func TestCLIHelpListsEnvironment(t *testing.T) {
 		t.Fatalf("--help exited %d", code)
 	}
 	for _, want := range []string{"--addr", "env ROOMLOG_ADDR, default 127.0.0.1:7070", "--jwt-secret", "env ROOMLOG_JWT_SECRET",
-		"--allowed-origins", "--max-frame", "--grace", "--publish-rate", "--send-queue", "--jwks", "--jwt-issuer", "--jwt-audience"} {
+		"--allowed-origins", "--max-frame", "--grace", "--publish-rate", "--send-queue", "--jwks", "--jwt-issuer", "--jwt-audience",
+		"--dev", "--max-token-ttl", "--jwt-any-audience", "--max-rooms-per-conn", "--max-conns-per-user", "--max-members-listed",
+		"env ROOMLOG_MAX_CONNS, default 50000", "--max-conns-per-ip", "--http-read-timeout", "--http-write-timeout", "--http-idle-timeout",
+		"--tls-cert", "--tls-key"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("serve --help lacks %q", want)
 		}

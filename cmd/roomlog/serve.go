@@ -75,7 +75,7 @@ func newServeCommand() (*command, *serveFlags) {
 		origins:          c.String("allowed-origins", "ROOMLOG_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect ('*' for any); the server's own host always is"),
 		maxFrame:         c.Int("max-frame", "ROOMLOG_MAX_FRAME", transport.DefaultMaxFrame, "largest client frame in bytes"),
 		grace:            c.Duration("grace", "ROOMLOG_GRACE", rooms.DefaultGrace, "how long a dropped session stays a member before its leave event"),
-		publishRate:      c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "publishes and presence updates per second per connection (0 turns the limit off)"),
+		publishRate:      c.Float("publish-rate", "ROOMLOG_PUBLISH_RATE", transport.DefaultPublishRate, "what one connection appends per second: publishes, joins, leaves and presence updates; HTTP publishes at the same rate per token (0 turns the limit off)"),
 		signalRate:       c.Float("signal-rate", "ROOMLOG_SIGNAL_RATE", transport.DefaultSignalRate, "signals (ephemeral awareness messages) per second per connection (0 turns the limit off)"),
 		sendQueue:        c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
 		heartbeat:        c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
