@@ -157,11 +157,8 @@ func (s *Server) poller() *wsio.Poller {
 	return s.poll
 }
 
-// New checks cfg and returns a Server.
-func New(cfg Config) (*Server, error) {
-	if cfg.Hub == nil || cfg.Auth == nil {
-		return nil, errors.New("transport: Config needs a Hub and an Auth verifier")
-	}
+// setDefaults gives each field left at its zero value its default (see Config).
+func (cfg *Config) setDefaults() {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = DefaultMaxFrame
 	}
@@ -204,6 +201,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Hub == nil || cfg.Auth == nil {
+		return nil, errors.New("transport: Config needs a Hub and an Auth verifier")
+	}
+	cfg.setDefaults()
 	if err := CheckOrigins(cfg.AllowedOrigins); err != nil {
 		return nil, err
 	}

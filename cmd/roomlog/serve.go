@@ -341,16 +341,11 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	defer store.close()
-	hub := store.hub
-	srv, err := transport.New(transport.Config{
-		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
-		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
-		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
-		MaxRoomsPerConn: orNone(cfg.MaxRoomsPerConn), MaxConnsPerUser: orNone(cfg.MaxConnsPerUser), MaxMembersListed: cfg.MaxMembersListed,
-	})
+	srv, err := transport.New(cfg.transportConfig(store.hub, verifier, metrics, logger))
 	if err != nil {
 		return err
 	}
+	served := cfg.boundListener(ln, srv, certs, logger)
 	if cfg.DevMode {
 		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, ln.Addr().String()); err != nil {
 			return fmt.Errorf("development token: %v", err)
@@ -377,11 +372,6 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	}
 	httpSrv := transport.NewHTTPServer(withEditor(srv, devSecret), cfg.HTTP)
 	httpSrv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug) // a refused TLS handshake is no server error
-	maxConns := socketBound(cfg.MaxConns, logger)
-	var served net.Listener = transport.LimitListener(ln, maxConns, cfg.MaxConnsPerIP, srv.RefusedSocket)
-	if certs != nil {
-		served = tls.NewListener(served, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(served) }()
 	select {
@@ -401,6 +391,26 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// transportConfig is the server's configuration for the transport.
+func (cfg *serveConfig) transportConfig(hub *rooms.Hub, verifier *auth.Verifier, metrics *transport.Metrics, logger *slog.Logger) transport.Config {
+	return transport.Config{
+		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
+		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
+		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
+		MaxRoomsPerConn: orNone(cfg.MaxRoomsPerConn), MaxConnsPerUser: orNone(cfg.MaxConnsPerUser), MaxMembersListed: cfg.MaxMembersListed,
+	}
+}
+
+// boundListener is ln as the HTTP server takes it: sockets bounded in all (and never past the
+// open-file limit) and per address, then TLS when configured (certs not nil).
+func (cfg *serveConfig) boundListener(ln net.Listener, srv *transport.Server, certs *certReloader, logger *slog.Logger) net.Listener {
+	bounded := transport.LimitListener(ln, socketBound(cfg.MaxConns, logger), cfg.MaxConnsPerIP, srv.RefusedSocket)
+	if certs == nil {
+		return bounded
+	}
+	return tls.NewListener(bounded, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
 }
 
 // orNone turns a bound flag's 0 (no bound) into the library's transport.NoLimit.
