@@ -556,3 +556,32 @@ func TestOutboxPastTheKeyRetention(t *testing.T) {
 		t.Fatalf("the room holds %v", bodies)
 	}
 }
+
+// TestMembersTruncated: a server that lists a bounded number of members says so, and the client
+// tells the application how many the room had.
+func TestMembersTruncated(t *testing.T) {
+	p := startProc(t, filepath.Join(t.TempDir(), "members.db"), "--max-members-listed", "2")
+	ctx := ctxT(t)
+	for i := range 3 {
+		c, err := client.Dial(ctx, "ws://"+p.addr+"/v1/ws", client.Options{Token: token(t, fmt.Sprint("m", i), "*")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Join(ctx, "crowd", client.JoinOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.Dial(ctx, "ws://"+p.addr+"/v1/ws", client.Options{Token: token(t, "newcomer", "*")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Join(ctx, "crowd", client.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if truncated, count := r.MembersTruncated(); !truncated || count != 4 {
+		t.Fatalf("MembersTruncated: %v %d, want true 4", truncated, count)
+	}
+}

@@ -53,6 +53,9 @@ type Room struct {
 	left      bool
 	// unknownCursor is set when the server did not know the cursor of the latest (re)join.
 	unknownCursor bool
+	// membersTruncated and memberCount: the latest joined listed only some of memberCount members.
+	membersTruncated bool
+	memberCount      int
 }
 
 // Join joins room and returns once the server has answered. Events after the client's cursor for
@@ -144,6 +147,15 @@ func (r *Room) UnknownCursor() bool {
 // Synced is closed once the client has caught up with the room (the first synced frame).
 func (r *Room) Synced() <-chan struct{} { return r.syncedCh }
 
+// MembersTruncated reports whether the server listed only some of the room's members at the
+// latest join or rejoin (its bound on a joined frame: --max-members-listed), and how many the room
+// had then. Members lists those it listed, and those who joined since.
+func (r *Room) MembersTruncated() (truncated bool, count int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.membersTruncated, r.memberCount
+}
+
 // Members lists the room's member sessions as the client last saw them.
 func (r *Room) Members() []Member {
 	r.mu.Lock()
@@ -220,6 +232,10 @@ func (c *Client) joined(f frame) {
 	case r.cursor == "" && !r.fromStart:
 		// A live join: events after the head come live; a rejoin after a drop must start here.
 		r.cursor = f.Head
+	}
+	r.membersTruncated, r.memberCount = f.MembersTruncated, len(f.Members)
+	if f.MembersTruncated {
+		r.memberCount = f.MemberCount
 	}
 	r.unknownCursor = f.UnknownCursor
 	if r.unknownCursor {

@@ -243,6 +243,9 @@ type ServerFrame struct {
 	Unlogged      bool     `json:"unlogged"`
 	CursorTooOld  bool     `json:"cursor_too_old"`
 	Snapshot      string   `json:"snapshot"`
+	// MembersTruncated: Members lists only some of the room's MemberCount members.
+	MembersTruncated bool `json:"members_truncated"`
+	MemberCount      int  `json:"member_count"`
 
 	// synced
 	Cursor string `json:"cursor"`

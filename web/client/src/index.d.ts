@@ -156,6 +156,10 @@ export class Room {
   members: Map<string, unknown>;
   /** The server did not know the cursor at the latest (re)join. */
   unknownCursor: boolean;
+  /** The latest (re)join listed only some of the room's members (the server's bound). */
+  membersTruncated: boolean;
+  /** How many members the room had at the latest (re)join. */
+  memberCount: number;
   /** Caught up since the latest (re)join. */
   synced: boolean;
   /** The snapshot the latest (re)join's replay started with, or "". */

@@ -201,6 +201,9 @@ export class Room {
     this.members = new Map();
     /** Whether the server did not know the cursor at the latest (re)join. */
     this.unknownCursor = false;
+    /** The latest joined listed only some of the room's memberCount members. */
+    this.membersTruncated = false;
+    this.memberCount = 0;
     this.left = false;
     this.synced = false;
     this.joinWaiter = null;
@@ -716,6 +719,9 @@ export class RoomlogClient {
       room.cursor = f.head; // a live join: a rejoin after a drop starts here
     }
     room.unknownCursor = !!f.unknown_cursor;
+    // The server lists a bounded number of members (--max-members-listed): the rest are not here.
+    room.membersTruncated = !!f.members_truncated;
+    room.memberCount = f.members_truncated ? f.member_count ?? 0 : room.members.size;
     room.snapshot = f.snapshot ?? '';
     room.cursorTooOld = !!f.cursor_too_old;
     if (room.cursorTooOld) this.opts.log('roomlog: the cursor is older than a compaction; the replay starts at the latest snapshot', { room: room.name, snapshot: room.snapshot });

@@ -246,3 +246,24 @@ test('FileStore: the outbox and cursors survive the client process', async () =>
     await stop(proc);
   }
 });
+
+test('a room whose members the server lists only in part says so, with their count', async () => {
+  const port = await freePort();
+  const proc = await serve(join(dir, 'truncated.db'), port, { args: ['--max-members-listed', '2'] });
+  const clients = ['m0', 'm1', 'm2', 'newcomer'].map((sub) => client(port, sub));
+  try {
+    for (const c of clients.slice(0, 3)) {
+      await c.start();
+      await c.join('crowd');
+    }
+    const last = clients[3];
+    await last.start();
+    const room = await last.join('crowd');
+    assert.equal(room.membersTruncated, true);
+    assert.equal(room.memberCount, 4);
+    assert.ok(room.members.size < 4, `${room.members.size} members listed`);
+  } finally {
+    for (const c of clients) c.close();
+    await stop(proc);
+  }
+});
