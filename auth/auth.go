@@ -1,7 +1,8 @@
-// Package auth owns roomlog's tokens: it verifies JWTs (HS256 with a shared secret; RS256, ES256
-// and EdDSA with PEM keys or a JWKS document that can be replaced while in use) into the Claims
-// the server authorises by, and mints HS256 tokens for scripts, tests and backend services. It
-// knows nothing of connections or HTTP; the server, the load generator and roomlog token use it.
+// Package auth owns roomlog's tokens and what they allow: it verifies JWTs (HS256 with a shared
+// secret; RS256, ES256 and EdDSA with PEM keys or a JWKS document that can be replaced while in
+// use) into Claims, turns them into the Grants that Authorize decides every room action by, and
+// mints HS256 tokens for scripts, tests and backend services. It knows nothing of connections or
+// HTTP; the server, the load generator and roomlog token use it.
 package auth
 
 import (
@@ -20,8 +21,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/roomlog/roomlog/rooms"
 )
 
 // Config says which tokens a Verifier accepts. At least one key must be set.
@@ -65,8 +64,8 @@ type Claims struct {
 }
 
 // Grants turns the claims into what rooms authorises by.
-func (c *Claims) Grants() rooms.Grants {
-	return rooms.Grants{User: c.Subject, Rooms: c.Rooms, ReadRooms: c.ReadRooms, SnapshotRooms: c.SnapshotRooms, Admin: c.Admin}
+func (c *Claims) Grants() Grants {
+	return Grants{User: c.Subject, Rooms: c.Rooms, ReadRooms: c.ReadRooms, SnapshotRooms: c.SnapshotRooms, Admin: c.Admin}
 }
 
 // Expiry is the token's exp.

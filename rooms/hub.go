@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 )
 
@@ -36,13 +37,22 @@ type Options struct {
 	// Relay, when set, carries signals to and from the other nodes sharing the log. Default
 	// none: signals reach this node's members only.
 	Relay Relay
+	// Authorizer, when set, decides room actions instead of the token's grants alone (the
+	// application's hooks). Default: auth.Grants.Authorize.
+	Authorizer Authorizer
+}
+
+// Authorizer decides whether the holder of grants may take action on room: nil, or an error
+// wrapping auth.ErrForbidden that says why not. A decision it cannot make must fail closed.
+type Authorizer interface {
+	Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error
 }
 
 // ErrNotJoined is returned for presence updates by a session that is not a member.
 var ErrNotJoined = errors.New("not joined")
 
-// ErrForbidden is returned for what the caller's grants do not allow.
-var ErrForbidden = errors.New("forbidden")
+// ErrForbidden is returned for what the caller's grants do not allow (auth.ErrForbidden).
+var ErrForbidden = auth.ErrForbidden
 
 // Hub owns the rooms of this node: who is a member, their presence, and the feed that fans each
 // room's new events out to its local subscribers.
@@ -201,12 +211,22 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 // stay reserved (req.System is cleared). A refusal is returned at once (ErrForbidden); the
 // append's own outcome comes through the Pending, so a connection can pipeline its publishes in
 // order.
-func (h *Hub) Publish(g Grants, req eventlog.AppendRequest) (*eventlog.Pending, error) {
-	if err := g.CheckPublish(req.Room, req.Kind); err != nil {
+func (h *Hub) Publish(g auth.Grants, req eventlog.AppendRequest) (*eventlog.Pending, error) {
+	if err := h.Authorize(context.Background(), g, auth.PublishAction(req.Kind), req.Room); err != nil {
 		return nil, err
 	}
 	req.User, req.System = g.User, false
 	return h.log.AppendAsync(req), nil
+}
+
+// Authorize decides whether the holder of g may take action on room: the one place every room
+// action is decided, over the WebSocket and the HTTP API alike (Options.Authorizer, or the
+// grants alone). It returns nil, or an error wrapping ErrForbidden that says why not.
+func (h *Hub) Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error {
+	if h.opts.Authorizer != nil {
+		return h.opts.Authorizer.Authorize(ctx, g, action, room)
+	}
+	return g.Authorize(action, room)
 }
 
 // member finds a joined session. It returns with r.mu held when m is not nil; nil m (not a

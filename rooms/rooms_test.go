@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 )
@@ -37,25 +38,6 @@ func kinds(t *testing.T, l eventlog.Log, room string) string {
 		out = append(out, e.Session+":"+e.Kind)
 	}
 	return strings.Join(out, " ")
-}
-
-func TestGrants(t *testing.T) {
-	g := rooms.Grants{User: "alice", Rooms: []string{"doc:*", "chat"}, ReadRooms: []string{"news"}}
-	for _, c := range []struct {
-		room        string
-		read, write bool
-	}{
-		{"doc:1", true, true}, {"doc:", true, true}, {"chat", true, true}, {"chat2", false, false},
-		{"news", true, false}, {"user:alice", true, false}, {"user:bob", false, false}, {"do", false, false},
-	} {
-		if g.CanRead(c.room) != c.read || g.CanWrite(c.room) != c.write {
-			t.Errorf("%s: read %v write %v, want %v %v", c.room, g.CanRead(c.room), g.CanWrite(c.room), c.read, c.write)
-		}
-	}
-	all := rooms.Grants{User: "x", Rooms: []string{"*"}}
-	if !all.CanWrite("anything") || all.CanAudit() {
-		t.Errorf("'*' grants")
-	}
 }
 
 func TestMembershipAndGrace(t *testing.T) {
@@ -298,11 +280,11 @@ func TestPublishAuthorises(t *testing.T) {
 	l := openLog(t)
 	h := rooms.NewHub(l, rooms.Options{})
 	defer h.Close(context.Background())
-	reader := rooms.Grants{User: "ro", ReadRooms: []string{"doc:*"}}
+	reader := auth.Grants{User: "ro", ReadRooms: []string{"doc:*"}}
 	if _, err := h.Publish(reader, eventlog.AppendRequest{Room: "doc:1", Body: json.RawMessage(`1`)}); !errors.Is(err, rooms.ErrForbidden) {
 		t.Fatalf("a read-only publish: %v, want ErrForbidden", err)
 	}
-	writer := rooms.Grants{User: "ann", Rooms: []string{"doc:*"}}
+	writer := auth.Grants{User: "ann", Rooms: []string{"doc:*"}}
 	p, err := h.Publish(writer, eventlog.AppendRequest{Room: "doc:1", User: "mallory", Body: json.RawMessage(`2`)})
 	if err != nil {
 		t.Fatal(err)

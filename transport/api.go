@@ -51,8 +51,7 @@ func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
 	if claims == nil {
 		return
 	}
-	if g := claims.Grants(); !g.CanRead(room) && !g.CanAudit() {
-		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "your token does not allow reading %q", room)
+	if !s.authorize(w, r, claims, auth.Read, room, "snapshot") {
 		return
 	}
 	c := s.compactor(w)
@@ -75,16 +74,11 @@ func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
 // apiCompact removes the events the room's latest snapshot covers (admin), recording the
 // compaction in the room under the admin's name.
 func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
-	claims := s.admin(w, r)
-	if claims == nil {
+	claims, room := s.authenticateRoom(w, r)
+	if claims == nil || !s.authorize(w, r, claims, auth.Operate, room, "compact") {
 		return
 	}
 	w = s.longAnswer(w)
-	room := r.PathValue("room")
-	if err := eventlog.ValidRoom(room); err != nil {
-		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
-		return
-	}
 	c := s.compactor(w)
 	if c == nil {
 		return
@@ -102,17 +96,24 @@ func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, adminapi.NewCompactResult(room, res))
 }
 
-// admin authenticates an admin token; nil means an error was written.
+// admin authenticates a token allowed to operate the server (no room in particular); nil means
+// an error was written.
 func (s *Server) admin(w http.ResponseWriter, r *http.Request) *auth.Claims {
 	claims := s.authenticate(w, r)
-	if claims == nil {
-		return nil
-	}
-	if !claims.Admin {
-		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "this endpoint needs an admin token")
+	if claims == nil || !s.authorize(w, r, claims, auth.Operate, "", "operate") {
 		return nil
 	}
 	return claims
+}
+
+// authorize asks the hub whether the token's holder may take action on room (the operation
+// what, in errors); false means an error was written.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, claims *auth.Claims, action auth.Action, room, what string) bool {
+	if err := s.hub.Authorize(r.Context(), claims.Grants(), action, room); err != nil {
+		s.httpFail(w, what, room, err)
+		return false
+	}
+	return true
 }
 
 // apiRooms lists every room as JSON lines, by name.
@@ -284,8 +285,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Expect = &id
 	}
-	if err := g.CheckPublish(room, req.Kind); err != nil { // before the rate: a refusal spends none
-		s.httpFail(w, "publish", room, err)
+	if !s.authorize(w, r, claims, auth.PublishAction(req.Kind), room, "publish") { // before the rate: a refusal spends none
 		return
 	}
 	if !s.httpRates.allow(token(r)) {
@@ -323,9 +323,7 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	if claims == nil {
 		return
 	}
-	g := claims.Grants()
-	if !g.CanRead(room) && !g.CanAudit() {
-		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "your token does not allow reading %q", room)
+	if !s.authorize(w, r, claims, auth.Read, room, "read") {
 		return
 	}
 	q := r.URL.Query()
@@ -421,12 +419,7 @@ func queryLimit(s string, def, max int) (int, error) {
 // apiAudit streams matching events across rooms as JSON lines, in id order. With follow=true it
 // keeps streaming new events until the client goes away.
 func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
-	claims := s.authenticate(w, r)
-	if claims == nil {
-		return
-	}
-	if !claims.Admin {
-		writeAPIError(w, http.StatusForbidden, wire.CodeForbidden, "the audit stream needs an admin token")
+	if s.admin(w, r) == nil {
 		return
 	}
 	source, ok := s.log.(replay.AuditSource)

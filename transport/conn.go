@@ -13,6 +13,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/replay"
@@ -60,7 +61,7 @@ type conn struct {
 	cond *sync.Cond // signalled when reply queue space frees, a worker stops or the connection closes
 
 	// Under mu: the session.
-	grants        rooms.Grants
+	grants        auth.Grants
 	welcomed      bool
 	holdsUserSlot bool        // counted in the server's connections of c.user
 	handshake     *time.Timer // until welcomed

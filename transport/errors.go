@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/wire"
@@ -29,8 +30,13 @@ func refusalOf(what string, err error) refusal {
 	case errors.As(err, &conflict):
 		head := conflict.Head.String()
 		return refusal{code: wire.CodeConflict, status: http.StatusConflict, message: "the room's head is not the expected id", head: &head, outcome: "conflict"}
-	case errors.Is(err, rooms.ErrForbidden):
-		return refusal{code: wire.CodeForbidden, status: http.StatusForbidden, message: err.Error(), outcome: "refused"}
+	case errors.Is(err, auth.ErrForbidden):
+		message := err.Error()
+		var why *auth.Refusal
+		if errors.As(err, &why) {
+			message = why.Reason // the code says forbidden already
+		}
+		return refusal{code: wire.CodeForbidden, status: http.StatusForbidden, message: message, outcome: "refused"}
 	case errors.Is(err, rooms.ErrNotJoined):
 		return refusal{code: wire.CodeNotJoined, status: http.StatusConflict, message: err.Error()}
 	case errors.Is(err, eventlog.ErrBadRoom):

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
@@ -49,7 +51,7 @@ func (c *conn) handle(f *wire.ClientFrame) {
 	}
 }
 
-func (c *conn) grantsNow() rooms.Grants {
+func (c *conn) grantsNow() auth.Grants {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.grants
@@ -64,21 +66,23 @@ func (c *conn) checkRoom(f *wire.ClientFrame) bool {
 	return true
 }
 
-// readableRoom checks the room name and read permission; false means an error was sent.
-func (c *conn) readableRoom(f *wire.ClientFrame) bool {
+// authorized checks the room name and asks the hub whether the connection may take action on
+// the room (for doing what, in errors); false means an error was sent.
+func (c *conn) authorized(f *wire.ClientFrame, action auth.Action, what string) bool {
 	if !c.checkRoom(f) {
 		return false
 	}
-	g := c.grantsNow()
-	if !g.CanRead(f.Room) {
-		c.replyError(f.Ref, wire.CodeForbidden, "your token does not allow room %q", f.Room)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := c.s.hub.Authorize(ctx, c.grantsNow(), action, f.Room); err != nil {
+		c.fail(f.Ref, f.Room, what, err)
 		return false
 	}
 	return true
 }
 
 func (c *conn) join(f *wire.ClientFrame) {
-	if !c.readableRoom(f) {
+	if !c.authorized(f, auth.Join, "join") {
 		return
 	}
 	var after *eventlog.ID
@@ -273,11 +277,10 @@ func (c *conn) publish(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
-	g := c.grantsNow()
-	if err := g.CheckPublish(f.Room, f.Kind); err != nil { // before the rate limit: a refused publish does not spend it
-		c.fail(f.Ref, f.Room, "publish", err)
+	if !c.authorized(f, auth.PublishAction(f.Kind), "publish") { // before the rate limit: a refused publish does not spend it
 		return
 	}
+	g := c.grantsNow()
 	if !c.allowWrite(f.Ref) {
 		return
 	}
@@ -347,9 +350,7 @@ func (c *conn) ack(f *wire.ClientFrame) {
 		c.replyError(f.Ref, wire.CodeBadFrame, "ack needs the id of an event")
 		return
 	}
-	g := c.grantsNow()
-	if !g.CanRead(f.Room) {
-		c.replyError(f.Ref, wire.CodeForbidden, "your token does not allow room %q", f.Room)
+	if !c.authorized(f, auth.Receipt, "ack") {
 		return
 	}
 	// A recorded cursor past the head would mute every later resume of the session.
@@ -403,7 +404,7 @@ const (
 )
 
 func (c *conn) history(f *wire.ClientFrame) {
-	if !c.readableRoom(f) {
+	if !c.authorized(f, auth.History, "history") {
 		return
 	}
 	if f.Snapshot {
@@ -467,16 +468,16 @@ func (c *conn) refresh(f *wire.ClientFrame) {
 	g := claims.Grants()
 	c.mu.Lock()
 	c.grants = g
-	var lost []string
-	for _, room := range c.order {
-		if !g.CanRead(room) {
-			lost = append(lost, room)
-		}
-	}
+	joined := slices.Clone(c.order)
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
 	// Rooms the new token no longer allows are left.
-	for _, room := range lost {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	for _, room := range joined {
+		if c.s.hub.Authorize(ctx, g, auth.Join, room) == nil {
+			continue
+		}
 		if rs := c.dropStream(room); rs != nil {
 			rs.end()
 			c.s.hub.Leave(context.Background(), room, c.user, c.session, true)
