@@ -43,10 +43,11 @@ type testServer struct {
 }
 
 type serverOpts struct {
-	cfg   transport.Config
-	grace time.Duration
-	ring  int
-	path  string
+	cfg        transport.Config
+	grace      time.Duration
+	ring       int
+	path       string
+	authorizer rooms.Authorizer
 }
 
 func startServer(t testing.TB, o serverOpts) *testServer {
@@ -64,7 +65,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if grace == 0 {
 		grace = rooms.NoGrace
 	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: grace, RingSize: o.ring})
+	hub := rooms.NewHub(log, rooms.Options{Grace: grace, RingSize: o.ring, Authorizer: o.authorizer})
 	if _, err := hub.CloseOrphans(context.Background()); err != nil {
 		t.Fatal(err)
 	}
