@@ -134,7 +134,15 @@ type BoltLog struct {
 	headroom *headroom // nil when read-only or when filling failed
 }
 
-var _ Log = (*BoltLog)(nil)
+// The roles BoltLog has (see log.go).
+var (
+	_ Log           = (*BoltLog)(nil)
+	_ Cursors       = (*BoltLog)(nil)
+	_ SessionIndex  = (*BoltLog)(nil)
+	_ Auditor       = (*BoltLog)(nil)
+	_ HealthChecker = (*BoltLog)(nil)
+	_ Compactor     = (*BoltLog)(nil)
+)
 
 // Open opens (creating it if needed, unless opts.ReadOnly) the data file at path.
 //

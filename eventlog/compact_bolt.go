@@ -12,8 +12,6 @@ import (
 // compaction of millions of events neither holds the writer long nor builds a huge commit.
 const defaultCompactChunk = 10000
 
-var _ Compactor = (*BoltLog)(nil)
-
 // LatestSnapshot implements Compactor.
 func (l *BoltLog) LatestSnapshot(ctx context.Context, room string) (Event, bool, error) {
 	if err := checkRead(room, 1); err != nil {

@@ -10,9 +10,10 @@ import (
 // The storage roles, as small interfaces (hashicorp/raft keeps its LogStore apart from its
 // StableStore the same way): Log is the event log itself, which every backend is; Cursors and
 // SessionIndex keep what the server records about clients; Auditor and HealthChecker are
-// abilities a backend may add, found by type assertion. BoltLog (the file, Open) and MemLog
-// (memory, NewMemLog) are all five; every backend passes the conformance suite in package
-// logtest for the roles it has.
+// abilities a backend may add, found by type assertion. BoltLog (the file, Open) has all five
+// and Compactor; MemLog (memory, NewMemLog) all but HealthChecker (memory does not fail); the
+// JetStream backend (package jetstream) all of them. Each checks its roles at compile time, and
+// every backend passes the conformance suite in package logtest for the roles it has.
 
 // Log is a durable, ordered, tamper-evident event log partitioned into rooms.
 //
@@ -124,7 +125,7 @@ const (
 	KindPresence = "presence"
 )
 
-// Event is one entry of the log, with the fields of PROTOCOL.md's event frame.
+// Event is one entry of the log, with the fields of the protocol's event frame (docs/protocol.md).
 type Event struct {
 	ID      ID
 	Room    string

@@ -219,7 +219,7 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 	return h, err
 }
 
-// Ack implements Log.
+// Ack implements Cursors.
 func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
 	var id ID
 	err := l.view(ctx, func(tx *bolt.Tx) error {
@@ -231,7 +231,7 @@ func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, erro
 	return id, err
 }
 
-// Rooms implements Log.
+// Rooms implements Auditor.
 func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 	// Collect in bounded slices so that no read transaction is held while fn runs.
 	var after []byte
@@ -287,7 +287,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 	}
 }
 
-// Sessions implements Log.
+// Sessions implements SessionIndex.
 func (l *BoltLog) Sessions(ctx context.Context, fn func(Session) error) error {
 	var all []Session
 	err := l.view(ctx, func(tx *bolt.Tx) error {

@@ -73,7 +73,7 @@ func (h *cursorHeap) Pop() any {
 	return x
 }
 
-// Scan implements Log. It merges the matching rooms by id with a heap holding one cursor per
+// Scan implements Auditor. It merges the matching rooms by id with a heap holding one cursor per
 // room, so memory grows with the number of rooms, not events.
 func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) error {
 	if err := f.check(); err != nil {

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// Limits on names, from PROTOCOL.md.
+// Limits on names, from the protocol (docs/protocol.md).
 const (
 	MaxRoomLen    = 128
 	MaxKindLen    = 32

@@ -11,7 +11,7 @@ import (
 // defaultVerifyChunk is how many events Verify checks in one read transaction.
 const defaultVerifyChunk = 4096
 
-// Verify implements Log. For each room it checks, event by event, that keys are ids in strictly
+// Verify implements Auditor. For each room it checks, event by event, that keys are ids in strictly
 // increasing order, that every record decodes, and that every stored hash equals the hash
 // recomputed from the previous one; then that the room's head entry names the last event, its
 // hash and the count. With anchors (of room, or of any room when room is ""), it also checks

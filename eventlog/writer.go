@@ -50,7 +50,7 @@ func (l *BoltLog) AppendAsync(req AppendRequest) *Pending {
 	return p
 }
 
-// SetAck implements Log.
+// SetAck implements Cursors.
 func (l *BoltLog) SetAck(ctx context.Context, user, session, room string, id ID) error {
 	if err := checkAck(user, session, room, id); err != nil {
 		return err

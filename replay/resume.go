@@ -9,7 +9,7 @@ import (
 	"github.com/roomlog/roomlog/rooms"
 )
 
-// JoinRequest is a session joining a room, as PROTOCOL.md's join frame asks. The caller has
+// JoinRequest is a session joining a room, as the protocol's join frame asks (docs/protocol.md). The caller has
 // checked that the session may read the room.
 type JoinRequest struct {
 	Room, User, Session string

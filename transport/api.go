@@ -19,7 +19,7 @@ import (
 	"github.com/roomlog/roomlog/wire"
 )
 
-// The HTTP API of PROTOCOL.md, on the same listener. Errors are JSON:
+// The HTTP API of docs/protocol.md, on the same listener. Errors are JSON:
 // {"error":{"code":"<code>","message":"<text>"}} with the WebSocket error codes.
 
 func (s *Server) routeAPI() {
@@ -457,6 +457,3 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	bw.Flush()
 }
-
-// storageError answers a request the log failed. A log stopped by a failed commit (ErrFailed) is
-// 503 with Retry-After: it logged the cause itself, once, and comes back by itself; anything

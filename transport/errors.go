@@ -11,7 +11,7 @@ import (
 )
 
 // refusal is how a failed request is answered: the one mapping from the errors of rooms, replay
-// and eventlog to PROTOCOL.md's codes (WebSocket) and to HTTP statuses, for both.
+// and eventlog to the protocol's codes (WebSocket) and to HTTP statuses, for both.
 type refusal struct {
 	code    string
 	status  int

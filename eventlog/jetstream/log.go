@@ -125,6 +125,16 @@ var ErrReadOnly = errors.New("eventlog/jetstream: the log is open read-only")
 // fields (user, session, key, kind) and the headers.
 const recordOverhead = 2048
 
+// The roles of eventlog the JetStream backend has: all of them.
+var (
+	_ eventlog.Log           = (*Log)(nil)
+	_ eventlog.Cursors       = (*Log)(nil)
+	_ eventlog.SessionIndex  = (*Log)(nil)
+	_ eventlog.Auditor       = (*Log)(nil)
+	_ eventlog.HealthChecker = (*Log)(nil)
+	_ eventlog.Compactor     = (*Log)(nil)
+)
+
 // Log is the event log on a JetStream stream. It is safe for concurrent use; many Logs, in many
 // processes, may share one stream.
 type Log struct {
