@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -175,73 +173,16 @@ func (p *proxy) cut() {
 
 // serverProc is a roomlog serve process.
 type serverProc struct {
+	*servertest.Proc
 	cmd  *exec.Cmd
 	addr string
-	done chan struct{}
-
-	logMu sync.Mutex
-	logs  []string // the last lines the process logged, shown when the test fails
+	done <-chan struct{}
 }
-
-const procLogLines = 200
 
 // startProc starts roomlog serve on data; extra flags follow the test's own (and override them).
 func startProc(t *testing.T, data string, extra ...string) *serverProc {
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", secret, "--grace", "2s", "--publish-rate", "0"}, extra...)
-	cmd := exec.Command(roomlogBin, args...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProc{cmd: cmd, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	logged := make(chan struct{})
-	go func() {
-		defer close(logged)
-		re := regexp.MustCompile(`addr=http://(\S+)`)
-		// A reader, not a Scanner: a line of any length is read, and the pipe is drained to the
-		// end (a process whose stderr is not read blocks once the pipe is full).
-		r := bufio.NewReader(stderr)
-		for {
-			line, err := r.ReadString('\n')
-			if line != "" {
-				p.logLine(strings.TrimRight(line, "\n"))
-				if m := re.FindStringSubmatch(line); m != nil {
-					select {
-					case addr <- m[1]:
-					default:
-					}
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() { <-logged; cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			p.logMu.Lock()
-			t.Logf("the last %d lines of roomlog %s:\n%s", len(p.logs), strings.Join(args, " "), strings.Join(p.logs, "\n"))
-			p.logMu.Unlock()
-		}
-	})
-	select {
-	case p.addr = <-addr:
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not start")
-	}
-	return p
-}
-
-func (p *serverProc) logLine(line string) {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	if len(p.logs) == procLogLines {
-		p.logs = append(p.logs[:0], p.logs[1:]...)
-	}
-	p.logs = append(p.logs, line)
+	p := servertest.Start(t, exec.Command(roomlogBin, args...))
+	return &serverProc{Proc: p, cmd: p.Cmd, addr: p.Addr, done: p.Done()}
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // The tests run this test binary as the roomlog command: with ROOMLOG_RUN_MAIN set, TestMain runs
@@ -48,13 +48,12 @@ func TestMain(m *testing.M) {
 
 const crashSecret = "crash-test-secret-of-32-bytes-or-more"
 
-// serverProc is a roomlog serve process.
+// serverProc is a roomlog serve process: this test binary run as the roomlog command.
 type serverProc struct {
+	*servertest.Proc
 	cmd  *exec.Cmd
 	addr string
-	logs *strings.Builder
-	mu   sync.Mutex
-	done chan struct{}
+	done <-chan struct{}
 }
 
 func startProc(t testing.TB, data string, extra ...string) *serverProc {
@@ -63,7 +62,7 @@ func startProc(t testing.TB, data string, extra ...string) *serverProc {
 }
 
 // startServe starts roomlog serve on a free loopback port with these flags, and returns once it
-// listens.
+// listens. ROOMLOG_PIN_PREFIX (taskset -c 0) pins it to a core.
 func startServe(t testing.TB, flags ...string) *serverProc {
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0"}, flags...)
@@ -73,53 +72,11 @@ func startServe(t testing.TB, flags ...string) *serverProc {
 		cmd = exec.Command(prefix[0], append(append(prefix[1:], os.Args[0]), args...)...)
 	}
 	cmd.Env = append(os.Environ(), "ROOMLOG_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &serverProc{cmd: cmd, logs: &strings.Builder{}, done: make(chan struct{})}
-	addrCh := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		re := regexp.MustCompile(`addr=https?://(\S+)`)
-		var tee *os.File // ROOMLOG_TEST_SERVER_LOG keeps the servers' logs (and SIGQUIT dumps)
-		if path := os.Getenv("ROOMLOG_TEST_SERVER_LOG"); path != "" {
-			tee, _ = os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-			defer tee.Close()
-		}
-		for sc.Scan() {
-			if tee != nil {
-				fmt.Fprintln(tee, sc.Text())
-			}
-			p.mu.Lock()
-			p.logs.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addrCh <- m[1]
-			}
-		}
-	}()
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
-	select {
-	case p.addr = <-addrCh:
-	case <-p.done:
-		t.Fatalf("server exited at start:\n%s", p.log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not start:\n%s", p.log())
-	}
-	return p
+	p := servertest.Start(t, cmd)
+	return &serverProc{Proc: p, cmd: p.Cmd, addr: p.Addr, done: p.Done()}
 }
 
-func (p *serverProc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func (p *serverProc) log() string { return p.Log() }
 
 func crashToken(t testing.TB, sub string, admin bool) string {
 	tok, err := auth.NewToken([]byte(crashSecret), auth.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
