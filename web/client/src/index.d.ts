@@ -198,6 +198,14 @@ export class RoomlogClient {
   readonly claims: Record<string, unknown>;
   /** Whether the token allows publishing snapshots to room (rooms and snapshot_rooms claims). */
   maySnapshot(room: string): boolean;
+  /** Whether a publish to room is on its way (in the outbox, or being written to it). */
+  hasPending(room: string): boolean;
+  /** The codec of the connection: 'json' or 'msgpack' (ClientOptions.codec). */
+  readonly codecName: 'json' | 'msgpack';
+  /** The store of the outbox and cursors (ClientOptions.store). */
+  readonly store: Store;
+  /** Logs through ClientOptions.log. */
+  log(msg: string, fields?: object): void;
   /** The server's largest frame (welcome's max_frame); 0 before the first welcome. */
   readonly maxFrame: number;
   /** Reconnects since the first connection. */

@@ -602,6 +602,22 @@ export class RoomlogClient {
   }
 
   /**
+   * Whether any publish to room is on its way: in the outbox and not acked yet, or not yet
+   * written to the outbox.
+   * @param {string} room
+   */
+  hasPending(room) {
+    if (this.unstored > 0) return true;
+    for (const p of this.pending.values()) if (p.entry.room === room) return true;
+    return false;
+  }
+
+  /** Logs through ClientOptions.log. @param {string} msg @param {object} [fields] */
+  log(msg, fields) {
+    this.opts.log(msg, fields);
+  }
+
+  /**
    * Whether this connection's token lets it publish snapshots to room: write permission there
    * and the claim snapshot_rooms (the server refuses snapshots from anyone else).
    * @param {string} room

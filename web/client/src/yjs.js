@@ -57,7 +57,7 @@ export class RoomlogProvider {
     this.idleTimer = null;
     this.onEvent = opts.onEvent ?? (() => {});
     this.onMembers = opts.onMembers ?? (() => {});
-    this.log = opts.log ?? client.opts.log;
+    this.log = opts.log ?? ((msg, fields) => client.log(msg, fields));
     this.stateKey = `yjs:${room}`;
     /** The id of the last event applied to the document. */
     this.cursor = '';
@@ -256,7 +256,7 @@ export class RoomlogProvider {
   snapshot() {
     clearTimeout(this.idleTimer);
     if (!this.client.maySnapshot(this.roomName)) return false;
-    const mine = [...this.client.pending.values()].some((p) => p.entry.room === this.roomName) || this.client.unstored > 0;
+    const mine = this.client.hasPending(this.roomName);
     if (this.cursor === '' || mine || this.ownAcked > this.cursor || this.replayed.length > 0) return false;
     const covers = this.cursor;
     const update = Y.encodeStateAsUpdate(this.doc);
