@@ -91,6 +91,10 @@ func (e *Error) Temporary() bool { return wire.Temporary(e.Code) }
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("roomlog client closed")
 
+// ErrNotConnected is returned by what is never queued (Room.Signal) while the client has no
+// connection.
+var ErrNotConnected = errors.New("roomlog client not connected")
+
 // Client is a connection to a roomlog server that survives disconnects.
 type Client struct {
 	url    string

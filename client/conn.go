@@ -277,6 +277,8 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 		case wire.TypeBye:
 			c.logger.Info("roomlog server said bye", "code", f.Code, "reason", f.Reason)
 			return time.Duration(f.ReconnectMS) * time.Millisecond
+		case wire.TypeSignal:
+			c.signal(f)
 		case wire.TypeLeft:
 			if f.Ref == "" { // the server left the room for us (token refresh)
 				c.dropRoom(f.Room)

@@ -24,8 +24,21 @@ type JoinOptions struct {
 	// FromStart replays the room from its first event when the client has no cursor for it.
 	// Otherwise a room without a cursor is joined live.
 	FromStart bool
+	// FromSnapshot starts a room the client has no cursor for at its latest snapshot: the
+	// snapshot event, then every event after it (the whole room when it has none). It wins over
+	// FromStart. For long documents: a newcomer need not replay every edit.
+	FromSnapshot bool
+	// OnSignal receives the room's signals (ephemeral messages from other members, never
+	// logged), on the client's read goroutine (keep it quick). Without it they are dropped.
+	OnSignal func(Signal)
 	// Presence is this session's presence state in the room (any JSON value).
 	Presence any
+}
+
+// Signal is an ephemeral message from a member of a room: not logged, no id, best effort.
+type Signal struct {
+	Room, User, Session string
+	Body                json.RawMessage
 }
 
 // Member is a session in a room, with its presence state.
@@ -39,23 +52,29 @@ type Room struct {
 	c        *Client
 	name     string
 	handler  func(Event)
+	onSignal func(Signal)
 	events   chan Event
 	presence json.RawMessage
 
-	mu        sync.Mutex
-	cursor    string // the id of the last event delivered
-	fromStart bool
-	acked     string // the last cursor acked to the server
-	members   map[[2]string]json.RawMessage
-	joinedCh  chan struct{} // closed at the first joined
-	syncedCh  chan struct{} // closed at the first synced
-	joinedErr error
-	left      bool
+	mu           sync.Mutex
+	cursor       string // the id of the last event delivered
+	fromStart    bool
+	fromSnapshot bool
+	acked        string // the last cursor acked to the server
+	members      map[[2]string]json.RawMessage
+	joinedCh     chan struct{} // closed at the first joined
+	syncedCh     chan struct{} // closed at the first synced
+	joinedErr    error
+	left         bool
 	// unknownCursor is set when the server did not know the cursor of the latest (re)join.
 	unknownCursor bool
 	// membersTruncated and memberCount: the latest joined listed only some of memberCount members.
 	membersTruncated bool
 	memberCount      int
+	// cursorTooOld and snapshot: the latest (re)join's replay started at this snapshot, because
+	// the client asked (FromSnapshot) or because a compaction removed what followed its cursor.
+	cursorTooOld bool
+	snapshot     string
 }
 
 // Join joins room and returns once the server has answered. Events after the client's cursor for
@@ -66,7 +85,8 @@ func (c *Client) Join(ctx context.Context, room string, opts JoinOptions) (*Room
 		return nil, err
 	}
 	r := &Room{
-		c: c, name: room, handler: opts.Handler, cursor: cursor, fromStart: opts.FromStart,
+		c: c, name: room, handler: opts.Handler, onSignal: opts.OnSignal, cursor: cursor,
+		fromStart: opts.FromStart, fromSnapshot: opts.FromSnapshot,
 		acked: cursor, members: map[[2]string]json.RawMessage{},
 		joinedCh: make(chan struct{}), syncedCh: make(chan struct{}),
 	}
@@ -114,6 +134,10 @@ func (r *Room) joinFrame() wire.ClientFrame {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := wire.ClientFrame{Type: wire.TypeJoin, Ref: "join:" + r.name, Room: r.name, Presence: wire.RawJSON(r.presence)}
+	if r.cursor == "" && r.fromSnapshot {
+		f.From = wire.FromSnapshot
+		return f
+	}
 	if r.cursor != "" || r.fromStart {
 		after := r.cursor // "": the whole room
 		f.After = &after
@@ -154,6 +178,54 @@ func (r *Room) MembersTruncated() (truncated bool, count int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.membersTruncated, r.memberCount
+}
+
+// CursorTooOld reports whether, at the latest join or rejoin, a compaction had removed what
+// followed the client's cursor: the replay then started at the room's latest snapshot (Snapshot),
+// whose body is the state to start from, never a silent gap.
+func (r *Room) CursorTooOld() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cursorTooOld
+}
+
+// Snapshot is the id of the snapshot the latest join's replay started with (FromSnapshot, or a
+// cursor too old), or "".
+func (r *Room) Snapshot() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snapshot
+}
+
+// Signal sends an ephemeral message to the room's other members now (awareness: a cursor, a
+// selection). It is never logged nor queued: without a connection it fails, and a member whose
+// queue is full misses it.
+func (r *Room) Signal(body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-r.joinedCh:
+	default:
+		return errors.New("roomlog: signal before the room is joined")
+	}
+	r.c.mu.Lock()
+	cn := r.c.conn
+	r.c.mu.Unlock()
+	if cn == nil {
+		return ErrNotConnected
+	}
+	return cn.write(wire.ClientFrame{Type: wire.TypeSignal, Room: r.name, Body: wire.RawJSON(b)})
+}
+
+// signal hands a signal frame to the room's OnSignal.
+func (c *Client) signal(f frame) {
+	r := c.room(f.Room)
+	if r == nil || r.onSignal == nil {
+		return
+	}
+	r.onSignal(Signal{Room: f.Room, User: f.User, Session: f.Session, Body: f.Body})
 }
 
 // Members lists the room's member sessions as the client last saw them.
@@ -229,9 +301,14 @@ func (c *Client) joined(f frame) {
 		// The server resumes the session from the cursor it recorded (this device lost its own):
 		// the events after it are on their way and must be delivered, not skipped as seen.
 		r.cursor = f.ResumedFrom
-	case r.cursor == "" && !r.fromStart:
+	case r.cursor == "" && !r.fromStart && !r.fromSnapshot:
 		// A live join: events after the head come live; a rejoin after a drop must start here.
 		r.cursor = f.Head
+	}
+	r.cursorTooOld, r.snapshot = f.CursorTooOld, f.Snapshot
+	if r.cursorTooOld {
+		c.logger.Warn("roomlog compacted the room past this client's cursor: the replay starts at its latest snapshot (apply it as the room's state)",
+			"room", r.name, "cursor", r.cursor, "snapshot", f.Snapshot)
 	}
 	r.membersTruncated, r.memberCount = f.MembersTruncated, len(f.Members)
 	if f.MembersTruncated {
