@@ -176,10 +176,16 @@ func (c *conn) reply(v any) {
 	c.queueReplyLocked(b)
 }
 
+// replyQueueFullLocked reports whether a reply of n more bytes must wait: the queue holds
+// SendQueue frames or maxReplyBytes bytes (one frame always fits an empty queue).
+func (c *conn) replyQueueFullLocked(n int) bool {
+	return len(c.replies) > 0 && (len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+n > maxReplyBytes)
+}
+
 // queueReplyLocked queues the encoded reply b for the writer, waiting (c.mu released meanwhile)
 // while the queue is full. It reports false when the connection closed instead.
 func (c *conn) queueReplyLocked(b []byte) bool {
-	for len(c.replies) > 0 && (len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+len(b) > maxReplyBytes) && !c.closed {
+	for c.replyQueueFullLocked(len(b)) && !c.closed {
 		c.cond.Wait()
 	}
 	if c.closed {

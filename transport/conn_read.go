@@ -258,48 +258,63 @@ func (c *conn) handleLoop() {
 		}
 	}()
 	for {
-		c.mu.Lock()
-		if len(c.inbox) == 0 || c.closing != nil || c.closed {
-			c.inbox, c.inboxBytes = nil, 0
-			c.handler.stopLocked()
-			c.cond.Broadcast()
-			if c.readState == readPaused {
-				c.resumeReadingLocked() // to see the end, if that is why the loop stops
-			}
-			c.mu.Unlock()
+		data, ok := c.nextInbound()
+		if !ok {
 			return
 		}
-		data := c.inbox[0]
-		c.inboxBytes -= len(data)
-		c.inbox[0] = nil
-		c.inbox = c.inbox[1:]
-		c.cond.Broadcast()
-		if c.readState == readPaused && len(c.inbox) < inboxLimit && c.inboxBytes < inboxMaxBytes {
-			c.resumeReadingLocked()
-		}
-		c.mu.Unlock()
 		var f wire.ClientFrame
 		err := c.codec.DecodeClient(data, &f)
-		if !c.helloDone {
+		switch {
+		case !c.helloDone:
 			c.helloDone = true
-			if err != nil || f.Type != "hello" {
-				reason := "the first frame must be hello"
-				if err != nil {
-					reason = "the first frame must be hello; it is a " + err.Error()
-				}
-				c.refuseHello(wire.CodeUnauthenticated, reason)
-				continue
-			}
-			c.hello(&f)
-			continue
-		}
-		if err != nil {
+			c.firstFrame(&f, err)
+		case err != nil:
 			c.s.metrics.badFrames.Inc()
 			c.replyError(f.Ref, wire.CodeBadFrame, "%v", err)
-			continue
+		default:
+			c.handle(&f)
 		}
-		c.handle(&f)
 	}
+}
+
+// nextInbound takes the next frame read from the inbox, resuming a paused read side once the
+// inbox has room again. ok is false when there is none (or the connection is closing): the
+// handler then stops, in the same critical section (see worker).
+func (c *conn) nextInbound() (data []byte, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.inbox) == 0 || c.closing != nil || c.closed {
+		c.inbox, c.inboxBytes = nil, 0
+		c.handler.stopLocked()
+		c.cond.Broadcast()
+		if c.readState == readPaused {
+			c.resumeReadingLocked() // to see the end, if that is why the loop stops
+		}
+		return nil, false
+	}
+	data = c.inbox[0]
+	c.inboxBytes -= len(data)
+	c.inbox[0] = nil
+	c.inbox = c.inbox[1:]
+	c.cond.Broadcast()
+	if c.readState == readPaused && len(c.inbox) < inboxLimit && c.inboxBytes < inboxMaxBytes {
+		c.resumeReadingLocked()
+	}
+	return data, true
+}
+
+// firstFrame handles the connection's first frame (decoded f, or the decoding error err): a
+// hello, or the end of the connection.
+func (c *conn) firstFrame(f *wire.ClientFrame, err error) {
+	if err != nil || f.Type != "hello" {
+		reason := "the first frame must be hello"
+		if err != nil {
+			reason = "the first frame must be hello; it is a " + err.Error()
+		}
+		c.refuseHello(wire.CodeUnauthenticated, reason)
+		return
+	}
+	c.hello(f)
 }
 
 func (c *conn) tooLarge(ref string) {

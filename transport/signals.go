@@ -55,7 +55,7 @@ func (c *conn) Signal(s *rooms.Signal) {
 	}
 	c.mu.Lock()
 	_, joined := c.streams[s.Room]
-	full := len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+len(b) > maxReplyBytes
+	full := c.replyQueueFullLocked(len(b))
 	ok := joined && !full && !c.closed && c.closing == nil
 	if ok {
 		c.replies = append(c.replies, b)
