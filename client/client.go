@@ -107,6 +107,9 @@ type Client struct {
 
 	// sendMu orders every write: the outbox resend after a connect and new publishes go out in
 	// the order they were made.
+	//
+	// Lock order: sendMu before mu; a Room's mu is taken with neither held (rooms are looked up
+	// under mu, then locked), and neither is taken while a Room's mu is held.
 	sendMu sync.Mutex
 
 	mu        sync.Mutex

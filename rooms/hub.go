@@ -56,6 +56,9 @@ var ErrForbidden = auth.ErrForbidden
 
 // Hub owns the rooms of this node: who is a member, their presence, and the feed that fans each
 // room's new events out to its local subscribers.
+//
+// Lock order: Hub.mu is never held while a Room's mu is taken (lock looks the room up, releases
+// Hub.mu, then locks the room); a Room's mu is taken before its feed's (Subscribe, Close).
 type Hub struct {
 	log    eventlog.Log
 	opts   Options
