@@ -436,7 +436,7 @@ func waitAck(t *testing.T, l eventlog.Cursors, user, session, room, want string)
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got, err := l.Ack(context.Background(), user, session, room)
+		got, err := l.Cursor(context.Background(), user, session, room)
 		if err == nil && got.String() == want {
 			return
 		}

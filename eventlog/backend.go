@@ -114,8 +114,8 @@ func MissingAnchoredRoom(anchors []Anchor, have func(room string) bool) *Break {
 // CheckRead validates a read's room and limit as every backend does (ErrBadRoom, ErrBadLimit).
 func CheckRead(room string, limit int) error { return checkRead(room, limit) }
 
-// CheckAck validates a Cursors.SetAck as every backend does.
-func CheckAck(user, session, room string, id ID) error { return checkAck(user, session, room, id) }
+// CheckCursor validates a Cursors.SetCursor as every backend does.
+func CheckCursor(user, session, room string, id ID) error { return checkAck(user, session, room, id) }
 
 // CheckUser validates the user a system action is recorded under (Compactor.Compact's by).
 func CheckUser(user string) error { return validText(ErrBadUser, "user", user, 1, MaxUserLen) }

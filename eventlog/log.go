@@ -66,12 +66,12 @@ type Log interface {
 // Cursors keeps each client session's receipt cursor per room (the protocol's client ack), from
 // which a session that lost its own state resumes.
 type Cursors interface {
-	// SetAck records that user's session has received room up to id. Only an id greater than the
+	// SetCursor records that user's session has received room up to id. Only an id greater than the
 	// recorded one moves the cursor. It returns once the cursor is durable.
-	SetAck(ctx context.Context, user, session, room string, id ID) error
+	SetCursor(ctx context.Context, user, session, room string, id ID) error
 
-	// Ack returns the cursor recorded by SetAck, or the zero ID.
-	Ack(ctx context.Context, user, session, room string) (ID, error)
+	// Cursor returns the cursor recorded by SetCursor, or the zero ID.
+	Cursor(ctx context.Context, user, session, room string) (ID, error)
 }
 
 // SessionIndex lists the sessions a log's join and leave events leave joined.

@@ -272,8 +272,8 @@ func (l *MemLog) roomMark(room string, mark func(*memRoom) Head) (Head, error) {
 // Watch implements Log.
 func (l *MemLog) Watch(room string) *Watch { return l.watches.add(room) }
 
-// SetAck implements Cursors.
-func (l *MemLog) SetAck(ctx context.Context, user, session, room string, id ID) error {
+// SetCursor implements Cursors.
+func (l *MemLog) SetCursor(ctx context.Context, user, session, room string, id ID) error {
 	if err := checkAck(user, session, room, id); err != nil {
 		return err
 	}
@@ -289,8 +289,8 @@ func (l *MemLog) SetAck(ctx context.Context, user, session, room string, id ID) 
 	return nil
 }
 
-// Ack implements Cursors.
-func (l *MemLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
+// Cursor implements Cursors.
+func (l *MemLog) Cursor(ctx context.Context, user, session, room string) (ID, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {

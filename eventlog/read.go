@@ -219,8 +219,8 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 	return h, err
 }
 
-// Ack implements Cursors.
-func (l *BoltLog) Ack(ctx context.Context, user, session, room string) (ID, error) {
+// Cursor implements Cursors.
+func (l *BoltLog) Cursor(ctx context.Context, user, session, room string) (ID, error) {
 	var id ID
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketAcks).Get(ackKey(user, session, room)); len(v) == 16 {

@@ -50,8 +50,8 @@ func (l *BoltLog) AppendAsync(req AppendRequest) *Pending {
 	return p
 }
 
-// SetAck implements Cursors.
-func (l *BoltLog) SetAck(ctx context.Context, user, session, room string, id ID) error {
+// SetCursor implements Cursors.
+func (l *BoltLog) SetCursor(ctx context.Context, user, session, room string, id ID) error {
 	if err := checkAck(user, session, room, id); err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (l *BoltLog) SetAck(ctx context.Context, user, session, room string, id ID)
 	}
 }
 
-// checkAck validates a SetAck.
+// checkAck validates a SetCursor.
 func checkAck(user, session, room string, id ID) error {
 	if err := ValidRoom(room); err != nil {
 		return fmt.Errorf("eventlog: ack: %w", err)

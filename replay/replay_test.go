@@ -149,7 +149,7 @@ func TestResumeChoosesTheCursor(t *testing.T) {
 		r, _ := l.Append(ctx, eventlog.AppendRequest{Room: "r", User: "u"})
 		ids = append(ids, r.Event.ID)
 	}
-	l.SetAck(ctx, "u", "phone", "r", ids[2])
+	l.SetCursor(ctx, "u", "phone", "r", ids[2])
 	future := eventlog.MinIDAt(time.Now().Add(time.Hour))
 	unknown := eventlog.MinIDAt(time.Now().Add(-time.Hour))
 	zero := eventlog.ID{}

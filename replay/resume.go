@@ -59,7 +59,7 @@ func Resume(ctx context.Context, hub *rooms.Hub, cursors eventlog.Cursors, w roo
 	j := &Joined{hub: hub, req: req}
 	after := req.After
 	if after == nil && !req.FromSnapshot {
-		recorded, err := cursors.Ack(ctx, req.User, req.Session, req.Room)
+		recorded, err := cursors.Cursor(ctx, req.User, req.Session, req.Room)
 		if err != nil {
 			return nil, fmt.Errorf("replay: join %s: recorded cursor: %w", req.Room, err)
 		}

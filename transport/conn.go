@@ -29,7 +29,8 @@ import (
 //   - writeLoop (writer) runs only while there is something to write: replies and room events;
 //   - ackLoop (acker) runs only while publishes are in flight, turning their outcomes into
 //     replies in the order the publishes were made;
-//   - recordAcks (ackRecorder) runs only while client acks wait to be recorded.
+//   - recordReceipts (receiptRecorder) runs only while receipt cursors (from the client's ack
+//     frames) wait to be recorded.
 //
 // Lock contract: fields under mu are read and written with mu held; a method named ...Locked
 // expects it held. The other groups say who owns them.
@@ -84,11 +85,11 @@ type conn struct {
 	closing    *closeRequest
 	closed     bool // the network connection is closed
 
-	// Under mu: publishes in flight (acker) and client acks to record (ackRecorder).
-	inflight    []inflight
-	acker       worker
-	acks        map[string]eventlog.ID // made at the first ack
-	ackRecorder worker
+	// Under mu: publishes in flight (acker) and receipt cursors to record (receiptRecorder).
+	inflight        []inflight
+	acker           worker
+	receipts        map[string]eventlog.ID // receipt cursors to record, made at the first
+	receiptRecorder worker
 }
 
 // worker starts a connection's goroutine on demand: at most one runs at a time. Its state is

@@ -33,7 +33,7 @@ func (c *conn) handle(f *wire.ClientFrame) {
 	case "publish":
 		c.publish(f)
 	case "ack":
-		c.ack(f)
+		c.receipt(f)
 	case "history":
 		c.history(f)
 	case "refresh":
@@ -339,9 +339,10 @@ func (c *conn) ackLoop() {
 	}
 }
 
-// ack records the client's receipt cursor. Acks are coalesced per room and written by one
-// goroutine at a time, so a client acking often costs a few commits, not one per frame.
-func (c *conn) ack(f *wire.ClientFrame) {
+// receipt records the receipt cursor of a client's ack frame. Receipts are coalesced per room
+// and written by one goroutine at a time, so a client acking often costs a few commits, not one
+// per frame.
+func (c *conn) receipt(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
@@ -367,29 +368,29 @@ func (c *conn) ack(f *wire.ClientFrame) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.acks == nil {
-		c.acks = map[string]eventlog.ID{}
+	if c.receipts == nil {
+		c.receipts = map[string]eventlog.ID{}
 	}
-	if cur, ok := c.acks[f.Room]; !ok || id.Compare(cur) > 0 {
-		c.acks[f.Room] = id
+	if cur, ok := c.receipts[f.Room]; !ok || id.Compare(cur) > 0 {
+		c.receipts[f.Room] = id
 	}
-	c.ackRecorder.startLocked(&c.s.wg, c.recordAcks)
+	c.receiptRecorder.startLocked(&c.s.wg, c.recordReceipts)
 }
 
-func (c *conn) recordAcks() {
+func (c *conn) recordReceipts() {
 	for {
 		c.mu.Lock()
-		acks := c.acks
+		acks := c.receipts
 		if len(acks) == 0 {
-			c.ackRecorder.stopLocked()
+			c.receiptRecorder.stopLocked()
 			c.mu.Unlock()
 			return
 		}
-		c.acks = nil
+		c.receipts = nil
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		for room, id := range acks {
-			if err := c.s.cfg.Cursors.SetAck(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
+			if err := c.s.cfg.Cursors.SetCursor(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
 				c.s.logger.Warn("cannot record ack", "room", room, "user", c.user, "err", err)
 			}
 		}

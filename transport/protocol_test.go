@@ -400,7 +400,7 @@ func TestClientAckResumes(t *testing.T) {
 	want, _ := eventlog.ParseID(ids[6])
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, _ := ts.log.Ack(context.Background(), "alice", "phone", "doc:1")
+		got, _ := ts.log.Cursor(context.Background(), "alice", "phone", "doc:1")
 		if got == want {
 			break
 		}
@@ -442,7 +442,7 @@ func TestCursorPastTheHead(t *testing.T) {
 	if e := c.answer("error"); e.str("code") != "bad_frame" || !strings.Contains(e.str("message"), "past the head") {
 		t.Fatalf("ack past the head: %v", e)
 	}
-	if got, _ := ts.log.Ack(context.Background(), "alice", "phone", "doc:1"); !got.IsZero() {
+	if got, _ := ts.log.Cursor(context.Background(), "alice", "phone", "doc:1"); !got.IsZero() {
 		t.Fatalf("an ack past the head was recorded: %s", got)
 	}
 

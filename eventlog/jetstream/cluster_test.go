@@ -197,10 +197,10 @@ func TestReadsAfterWritesOnCluster(t *testing.T) {
 	}
 	for i, id := range ids {
 		session := fmt.Sprint("s", i%7)
-		if err := a.SetAck(ctx, "ann", session, "doc:raw", id); err != nil {
+		if err := a.SetCursor(ctx, "ann", session, "doc:raw", id); err != nil {
 			t.Fatal(err)
 		}
-		got, err := b.Ack(ctx, "ann", session, "doc:raw")
+		got, err := b.Cursor(ctx, "ann", session, "doc:raw")
 		if err != nil || got != id {
 			t.Fatalf("ack %d: node b reads %s, %v; want %s", i, got, err, id)
 		}

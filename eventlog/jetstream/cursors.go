@@ -10,7 +10,7 @@ import (
 )
 
 // Cursors live in the bucket <Stream>_ACKS under a hash of (user, session, room); a value is the
-// 16-byte id. A cursor only moves forward: SetAck updates on the revision it read, and reads
+// 16-byte id. A cursor only moves forward: SetCursor updates on the revision it read, and reads
 // again when another node moved it meanwhile. The node remembers the cursors it wrote, with
 // their revisions, so that a session's next ack is one update, not a read and an update.
 
@@ -23,9 +23,9 @@ type cursor struct {
 	revision uint64
 }
 
-// SetAck implements eventlog.Cursors.
-func (l *Log) SetAck(ctx context.Context, user, session, room string, id eventlog.ID) error {
-	if err := eventlog.CheckAck(user, session, room, id); err != nil {
+// SetCursor implements eventlog.Cursors.
+func (l *Log) SetCursor(ctx context.Context, user, session, room string, id eventlog.ID) error {
+	if err := eventlog.CheckCursor(user, session, room, id); err != nil {
 		return err
 	}
 	if l.isClosed() {
@@ -78,8 +78,8 @@ func (l *Log) rememberCursor(key string, c cursor) {
 	l.cursors[key] = c
 }
 
-// Ack implements eventlog.Cursors.
-func (l *Log) Ack(ctx context.Context, user, session, room string) (eventlog.ID, error) {
+// Cursor implements eventlog.Cursors.
+func (l *Log) Cursor(ctx context.Context, user, session, room string) (eventlog.ID, error) {
 	if l.isClosed() {
 		return eventlog.ID{}, eventlog.ErrClosed
 	}

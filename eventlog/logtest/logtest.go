@@ -651,11 +651,11 @@ func testBadInput(t *testing.T, b Backend) {
 		t.Errorf("ParseID: %v", err)
 	}
 	if c, ok := l.(eventlog.Cursors); ok {
-		if err := c.SetAck(ctx(t), "u", "s", "good", eventlog.ID{}); !errors.Is(err, eventlog.ErrBadCursor) {
-			t.Errorf("SetAck zero id: %v", err)
+		if err := c.SetCursor(ctx(t), "u", "s", "good", eventlog.ID{}); !errors.Is(err, eventlog.ErrBadCursor) {
+			t.Errorf("SetCursor zero id: %v", err)
 		}
-		if err := c.SetAck(ctx(t), "", "s", "good", eventlog.ID{1}); !errors.Is(err, eventlog.ErrBadUser) {
-			t.Errorf("SetAck no user: %v", err)
+		if err := c.SetCursor(ctx(t), "", "s", "good", eventlog.ID{1}); !errors.Is(err, eventlog.ErrBadUser) {
+			t.Errorf("SetCursor no user: %v", err)
 		}
 	}
 }
@@ -899,27 +899,27 @@ func testAcks(t *testing.T, b Backend) {
 	for i := range 5 {
 		evs = append(evs, mustAppend(t, l, msg("acked", "u", fmt.Sprint(i))).Event.ID)
 	}
-	if id, err := cursors(t, l).Ack(ctx(t), "u", "phone", "acked"); err != nil || !id.IsZero() {
+	if id, err := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); err != nil || !id.IsZero() {
 		t.Fatalf("no ack yet: %s %v", id, err)
 	}
 	set := func(id eventlog.ID) {
-		if err := cursors(t, l).SetAck(ctx(t), "u", "phone", "acked", id); err != nil {
-			t.Fatalf("SetAck: %v", err)
+		if err := cursors(t, l).SetCursor(ctx(t), "u", "phone", "acked", id); err != nil {
+			t.Fatalf("SetCursor: %v", err)
 		}
 	}
 	set(evs[2])
 	set(evs[1]) // an older ack never moves the cursor back
-	if id, _ := cursors(t, l).Ack(ctx(t), "u", "phone", "acked"); id != evs[2] {
+	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); id != evs[2] {
 		t.Fatalf("ack = %s, want %s", id, evs[2])
 	}
 	set(evs[4])
-	if id, _ := cursors(t, l).Ack(ctx(t), "u", "tablet", "acked"); !id.IsZero() {
+	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "tablet", "acked"); !id.IsZero() {
 		t.Fatalf("another session shares the cursor")
 	}
 	if b.Reopen != nil {
 		l = b.Reopen(t, l)
 	}
-	if id, _ := cursors(t, l).Ack(ctx(t), "u", "phone", "acked"); id != evs[4] {
+	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); id != evs[4] {
 		t.Fatalf("ack after reopen = %s, want %s", id, evs[4])
 	}
 }
@@ -989,7 +989,7 @@ func testClosed(t *testing.T, b Backend) {
 	if _, err := l.Append(context.Background(), msg("c", "u", "y")); !errors.Is(err, eventlog.ErrClosed) {
 		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
-	if err := cursors(t, l).SetAck(context.Background(), "u", "s", "c", eventlog.ID{1}); !errors.Is(err, eventlog.ErrClosed) {
-		t.Fatalf("SetAck after Close: %v, want ErrClosed", err)
+	if err := cursors(t, l).SetCursor(context.Background(), "u", "s", "c", eventlog.ID{1}); !errors.Is(err, eventlog.ErrClosed) {
+		t.Fatalf("SetCursor after Close: %v, want ErrClosed", err)
 	}
 }
