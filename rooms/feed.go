@@ -11,19 +11,21 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-// MaxEncodings is how many encodings of an event an Entry caches (one per wire codec).
+// MaxEncodings is how many encodings of an event an Entry caches: one per encoding its
+// consumer makes (the transport: one per wire codec). The hub never looks inside them.
 const MaxEncodings = 4
 
 // Entry is one committed event as the feed fans it out: read from the log once, shared by every
-// member, encoded at most once per codec.
+// member, encoded at most once per encoding.
 type Entry struct {
 	Event eventlog.Event
-	enc   [MaxEncodings]atomic.Pointer[any]
+	enc   [MaxEncodings]atomic.Pointer[[]byte]
 }
 
-// Encoded returns the entry's encoding number slot, making it with encode the first time. Two
-// goroutines racing may both encode; one result wins and both are equal.
-func (e *Entry) Encoded(slot int, encode func(*eventlog.Event) any) any {
+// Encoded returns the entry's encoding number slot (0 to MaxEncodings-1, numbered by the
+// consumer), making it with encode the first time. Two goroutines racing may both encode; one
+// result wins and both are equal.
+func (e *Entry) Encoded(slot int, encode func(*eventlog.Event) []byte) []byte {
 	if p := e.enc[slot].Load(); p != nil {
 		return *p
 	}

@@ -224,7 +224,7 @@ func TestFeedCoversItsRing(t *testing.T) {
 	}
 	// One encoding per slot, shared.
 	calls := 0
-	enc := func(*eventlog.Event) any { calls++; return "x" }
+	enc := func(*eventlog.Event) []byte { calls++; return []byte("x") }
 	got[0].Encoded(0, enc)
 	got[0].Encoded(0, enc)
 	if calls != 1 {

@@ -104,7 +104,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	}
 	slot := c.codec.slot()
 	for _, e := range shared {
-		if err := c.cc.WriteFrame(e.Encoded(slot, c.frameEvent).([]byte)); err != nil {
+		if err := c.cc.WriteFrame(e.Encoded(slot, c.frameEvent)); err != nil {
 			return false, err
 		}
 	}
@@ -126,7 +126,7 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 
 // frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,
 // so members of a room share one encoding.
-func (c *conn) frameEvent(e *eventlog.Event) any {
+func (c *conn) frameEvent(e *eventlog.Event) []byte {
 	payload := c.codec.appendEvent(make([]byte, 0, 160+len(e.Body)), e)
 	return wsio.AppendFrame(make([]byte, 0, len(payload)+10), c.codec.MessageType(), payload)
 }
