@@ -44,9 +44,12 @@ func CompactionBody(snapshot ID, snapshotBy string, floor Head, removed int) jso
 func (f *ScanFilter) Check() error { return f.check() }
 
 // ChainCheck verifies one room's hash chain, event by event in log order, and the anchors an
-// auditor kept for the room (Auditor.Verify). Start it with NewChainCheck at the room's floor,
-// call Next with every remaining event and its record, then End with the room's head. The first
-// broken link found is returned, and the check is over.
+// auditor kept for the room (Auditor.Verify): the one verification every backend runs. Start it
+// with NewChainCheck at the room's floor, call Next with every remaining event and its record,
+// then End with the room's head. A backend that walks the room in several reads while appends go
+// on gives the head as read before the walk to ExpectHead instead, and ends with EndWalk; one
+// whose floor a compaction moved between two reads goes on with Refloor. The first broken link
+// found is returned, and the check is over.
 type ChainCheck struct {
 	room  string
 	at    map[uint64]Anchor
@@ -54,7 +57,8 @@ type ChainCheck struct {
 	last  ID
 	count uint64 // the position of last in the room
 	floor uint64
-	First ID // the smallest id checked
+	head  *Head // see ExpectHead
+	First ID    // the smallest id checked
 }
 
 // NewChainCheck starts a check of room from floor (the zero Head when nothing was compacted),
@@ -70,10 +74,10 @@ func NewChainCheck(room string, floor Head, anchors []Anchor) (*ChainCheck, *Bre
 	return c, anchorsBelowFloor(room, c.at, floor)
 }
 
-// Next checks ev, whose record as stored is rec: its id follows the last one, and its stored hash
-// is the one computed from the previous event.
+// Next checks ev, whose record as stored is rec: its id follows the last one (or the floor's),
+// and its stored hash is the one computed from the previous event.
 func (c *ChainCheck) Next(ev *Event, rec []byte) *Break {
-	if c.count > c.floor && ev.ID.Compare(c.last) <= 0 {
+	if !c.last.IsZero() && ev.ID.Compare(c.last) <= 0 {
 		return &Break{Room: c.room, ID: ev.ID, Reason: fmt.Sprintf("id does not increase after %s", c.last)}
 	}
 	if want := chainHash(rec, &c.prev, c.room, ev.ID); want != ev.Hash {
@@ -84,7 +88,35 @@ func (c *ChainCheck) Next(ev *Event, rec []byte) *Break {
 	if c.First.IsZero() {
 		c.First = ev.ID
 	}
+	if h := c.head; h != nil && c.count == h.Count && (h.ID != ev.ID || h.Hash != ev.Hash) {
+		return &Break{Room: c.room, ID: ev.ID, Reason: fmt.Sprintf("room head entry names %s with another hash, but event %d of the room is %s", h.ID, c.count, ev.ID)}
+	}
 	return checkAnchor(c.room, c.at, c.count, ev.ID, ev.Hash)
+}
+
+// Last is the id of the last event checked (the floor's before any).
+func (c *ChainCheck) Last() ID { return c.last }
+
+// ExpectHead gives the room's head as read before a walk that appends may outlast: Next checks
+// the event at its position against it, and EndWalk that the walk reached it.
+func (c *ChainCheck) ExpectHead(head Head) { c.head = &head }
+
+// Refloor goes on from floor, where a compaction moved the room's floor while the walk was
+// between two reads: the chain goes on from it. It returns how many more events the compaction
+// removed, and a break when an anchor names its event with another hash.
+func (c *ChainCheck) Refloor(floor Head) (removed uint64, brk *Break) {
+	removed = floor.Count - c.floor
+	c.prev, c.last, c.count, c.floor = floor.Hash, floor.ID, floor.Count, floor.Count
+	return removed, anchorsBelowFloor(c.room, c.at, floor)
+}
+
+// EndWalk ends a check started with ExpectHead: the walk reached the head as read before it, and
+// no anchor names an event past the last one checked.
+func (c *ChainCheck) EndWalk() *Break {
+	if c.head != nil && c.count < c.head.Count {
+		return &Break{Room: c.room, ID: c.last, Reason: fmt.Sprintf("room head says %d events, found %d: events were removed", c.head.Count, c.count)}
+	}
+	return anchorsPast(c.room, c.at, c.count)
 }
 
 // Checked is how many events Next has checked.

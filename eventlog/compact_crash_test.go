@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,8 +36,16 @@ func runCompactChild() bool {
 		os.Exit(3)
 	}
 	eventlog.SetCompactChunk(l, 100)
+	// One line at a time: the appender and the compaction both speak, and lines written through
+	// one buffer by two goroutines at once came out torn ("child said 5W037CJYEB").
 	out := bufio.NewWriter(os.Stdout)
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...); out.Flush() }
+	var outMu sync.Mutex
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format+"\n", args...)
+		out.Flush()
+	}
 	go func() {
 		for i := 0; ; i++ {
 			r, err := l.Append(context.Background(), eventlog.AppendRequest{Room: "long", User: "w", Key: fmt.Sprint("late-", i), Body: []byte(`1`)})

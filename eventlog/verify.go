@@ -107,150 +107,123 @@ func anchoredRoomsMissing(byRoom map[string][]Anchor) *Break {
 	return nil
 }
 
+// verifyRoom walks one room in read transactions of verifyChunk events (appends and compactions
+// go on between them) through a ChainCheck, adding what it checked to rep.
 func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
-	at := anchorsAt(anchors)
 	var (
-		prev    [32]byte // hash of the previous event; zero before the first
-		last    ID
-		count   uint64
-		head    *Head
-		brk     *Break
-		done    bool
-		started bool   // the walk has begun: it resumes after last
-		removed uint64 // events before the floor
+		check *ChainCheck // nil until the room's head and floor are read
+		brk   *Break
+		done  bool
 	)
-	broken := func(id ID, format string, args ...any) {
-		brk = &Break{Room: room, ID: id, Reason: fmt.Sprintf(format, args...)}
-	}
 	for !done && brk == nil {
 		if err := errCtx(ctx); err != nil {
 			return nil, err
 		}
 		err := l.view(ctx, func(tx *bolt.Tx) error {
 			b := l.roomBucket(tx, room)
-			if b == nil {
-				if count == 0 && head == nil {
-					done = true // an unknown room: nothing to verify
-					return nil
-				}
-				broken(last, "room vanished during verification")
+			switch {
+			case b == nil && check == nil:
+				done = true // an unknown room: nothing to verify
 				return nil
-			}
-			if head == nil {
-				hv := b.Get(keyHead)
-				if hv == nil {
-					broken(ID{}, "room has no head entry")
-					return nil
-				}
-				h, err := decodeHead(hv)
-				if err != nil {
-					broken(ID{}, "head entry: %v", err)
-					return nil
-				}
-				head = &h
-				rep.Rooms++
-				// A compacted room's chain goes on from its floor: the last event removed.
-				floor, err := roomFloor(b)
-				if err != nil {
-					broken(ID{}, "floor entry: %v", err)
-					return nil
-				}
-				prev, last, count, removed = floor.Hash, floor.ID, floor.Count, floor.Count
-				rep.Compacted += floor.Count
-				if brk = anchorsBelowFloor(room, at, floor); brk != nil {
+			case b == nil:
+				brk = &Break{Room: room, ID: check.Last(), Reason: "room vanished during verification"}
+				return nil
+			case check == nil:
+				check, brk = startRoomCheck(b, room, anchors, rep)
+				if brk != nil {
 					return nil
 				}
 			}
-			c := b.Cursor()
-			var k, v []byte
-			if !started {
-				started = true
-				k, v = c.First()
-			} else {
-				// Resume after the last verified event.
-				k, v = c.Seek(last[:])
-				switch floor, err := roomFloor(b); {
-				case bytes.Equal(k, last[:]):
-					k, v = c.Next()
-				case err == nil && floor.ID.Compare(last) >= 0:
-					// A compaction ran meanwhile and removed it: go on from the new floor (Seek
-					// found the first event after it).
-					prev, last, count = floor.Hash, floor.ID, floor.Count
-					rep.Compacted += floor.Count - removed
-					removed = floor.Count
-					if brk = anchorsBelowFloor(room, at, floor); brk != nil {
-						return nil
-					}
-				default:
-					broken(last, "event vanished during verification")
-					return nil
-				}
-			}
-			for n := 0; n < l.verifyChunk; n++ {
-				if k == nil || len(k) == 17 && k[0] >= keyFloor[0] { // the room's own entries follow its events
-					done = true
-					return nil
-				}
-				var id ID
-				if len(k) != 16 {
-					broken(last, "key %x after event %s is not an id", k, last)
-					return nil
-				}
-				copy(id[:], k)
-				if !last.IsZero() && id.Compare(last) <= 0 {
-					broken(id, "id does not increase after %s", last)
-					return nil
-				}
-				ev := Event{ID: id, Room: room}
-				rec := bytes.Clone(v)
-				if err := decodeRecord(&ev, rec); err != nil {
-					broken(id, "record does not decode: %v", err)
-					return nil
-				}
-				if want := chainHash(rec, &prev, room, id); want != ev.Hash {
-					broken(id, "hash does not chain to the previous event (stored %x, computed %x): the event, or one before it, was changed, removed or moved", ev.Hash[:6], want[:6])
-					return nil
-				}
-				prev, last = ev.Hash, id
-				count++
-				if brk = checkAnchor(room, at, count, id, ev.Hash); brk != nil {
-					return nil
-				}
-				// Appends during a long walk move the head on; check the head entry as read at
-				// the start against the event it named then.
-				if count == head.Count && (head.ID != id || head.Hash != ev.Hash) {
-					broken(id, "room head entry names %s with another hash, but event %d of the room is %s", head.ID, count, id)
-					return nil
-				}
-				if rep.First.IsZero() || id.Compare(rep.First) < 0 {
-					rep.First = id
-				}
-				if id.Compare(rep.Last) > 0 {
-					rep.Last = id
-				}
-				k, v = c.Next()
-			}
+			done, brk = l.verifyEvents(b, check, rep)
 			return nil
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	if brk == nil && head == nil {
+	if brk == nil && check == nil {
 		brk = anchoredRoomsMissing(map[string][]Anchor{room: anchors})
 	}
-	if brk != nil || head == nil {
+	if brk != nil || check == nil {
 		return brk, nil
 	}
-	if count < head.Count {
-		broken(last, "room head says %d events, found %d: events were removed", head.Count, count)
+	if brk = check.EndWalk(); brk != nil {
 		return brk, nil
 	}
-	if brk = anchorsPast(room, at, count); brk != nil {
-		return brk, nil
+	rep.Events += check.Checked()
+	return nil, nil
+}
+
+// startRoomCheck reads the room's head and floor: the chain goes on from the floor (the last event
+// a compaction removed), and the walk must reach the head as it is now.
+func startRoomCheck(b *bolt.Bucket, room string, anchors []Anchor, rep *VerifyReport) (*ChainCheck, *Break) {
+	hv := b.Get(keyHead)
+	if hv == nil {
+		return nil, &Break{Room: room, Reason: "room has no head entry"}
 	}
-	rep.Events += count - removed
-	return brk, nil
+	head, err := decodeHead(hv)
+	if err != nil {
+		return nil, &Break{Room: room, Reason: fmt.Sprintf("head entry: %v", err)}
+	}
+	floor, err := roomFloor(b)
+	if err != nil {
+		return nil, &Break{Room: room, Reason: fmt.Sprintf("floor entry: %v", err)}
+	}
+	rep.Rooms++
+	rep.Compacted += floor.Count
+	check, brk := NewChainCheck(room, floor, anchors)
+	check.ExpectHead(head)
+	return check, brk
+}
+
+// verifyEvents checks up to l.verifyChunk events of the room after the last one checked; done
+// reports that it reached the room's end.
+func (l *BoltLog) verifyEvents(b *bolt.Bucket, check *ChainCheck, rep *VerifyReport) (done bool, brk *Break) {
+	c := b.Cursor()
+	last := check.Last()
+	k, v := c.First()
+	if !last.IsZero() {
+		// Resume after the last event checked (or after the floor).
+		k, v = c.Seek(last[:])
+		switch floor, err := roomFloor(b); {
+		case bytes.Equal(k, last[:]):
+			k, v = c.Next()
+		case err == nil && floor.ID.Compare(last) >= 0:
+			// A compaction ran meanwhile and removed it: go on from the new floor (Seek found the
+			// first event after it).
+			removed, brk := check.Refloor(floor)
+			rep.Compacted += removed
+			if brk != nil {
+				return false, brk
+			}
+		default:
+			return false, &Break{Room: check.room, ID: last, Reason: "event vanished during verification"}
+		}
+	}
+	for range l.verifyChunk {
+		if k == nil || len(k) == 17 && k[0] >= keyFloor[0] { // the room's own entries follow its events
+			return true, nil
+		}
+		if len(k) != 16 {
+			return false, &Break{Room: check.room, ID: check.Last(), Reason: fmt.Sprintf("key %x after event %s is not an id", k, check.Last())}
+		}
+		ev := Event{ID: ID(k), Room: check.room}
+		rec := bytes.Clone(v)
+		if err := decodeRecord(&ev, rec); err != nil {
+			return false, &Break{Room: check.room, ID: ev.ID, Reason: fmt.Sprintf("record does not decode: %v", err)}
+		}
+		if brk := check.Next(&ev, rec); brk != nil {
+			return false, brk
+		}
+		if rep.First.IsZero() || ev.ID.Compare(rep.First) < 0 {
+			rep.First = ev.ID
+		}
+		if ev.ID.Compare(rep.Last) > 0 {
+			rep.Last = ev.ID
+		}
+		k, v = c.Next()
+	}
+	return false, nil
 }
 
 // anchorsBelowFloor checks the anchors a compaction reached: the one at the floor's position must
