@@ -120,7 +120,7 @@ type BoltLog struct {
 	ops    chan *writeOp
 	done   chan struct{} // closed when the writer has exited
 
-	watches watchers
+	watches Watchers
 
 	// compactChunk is how many events one compaction step removes (defaultCompactChunk), and
 	// verifyChunk how many Verify checks per read transaction (defaultVerifyChunk); test hooks,
@@ -325,7 +325,7 @@ func (l *BoltLog) Close() error {
 	}
 	l.mu.Unlock()
 	<-l.done
-	l.watches.closeAll()
+	l.watches.CloseAll()
 	l.headroom.close()
 	l.state.Lock()
 	defer l.state.Unlock()
@@ -338,10 +338,10 @@ func (l *BoltLog) Close() error {
 }
 
 // Watch implements Log.
-func (l *BoltLog) Watch(room string) *Watch { return l.watches.add(room) }
+func (l *BoltLog) Watch(room string) *Watch { return l.watches.Add(room) }
 
 // notify wakes the watchers of the rooms in touched and of all rooms.
-func (l *BoltLog) notify(touched []string) { l.watches.notify(touched) }
+func (l *BoltLog) notify(touched []string) { l.watches.Notify(touched...) }
 
 func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
 	return tx.Bucket(bucketRooms).Bucket([]byte(room))

@@ -188,4 +188,4 @@ func lastTxID(db *bolt.DB) (uint64, error) {
 }
 
 // notifyAll wakes every watcher.
-func (l *BoltLog) notifyAll() { l.watches.notifyAll() }
+func (l *BoltLog) notifyAll() { l.watches.NotifyAll() }

@@ -38,7 +38,7 @@ type MemLog struct {
 	acks     map[string]ID // ackKey → cursor
 	sessions map[string]Session
 
-	watches watchers
+	watches Watchers
 }
 
 type memRoom struct {
@@ -85,7 +85,7 @@ func (l *MemLog) AppendAsync(req AppendRequest) *Pending {
 		return failed(err)
 	}
 	if !res.Duplicate {
-		l.watches.notify([]string{req.Room})
+		l.watches.Notify(req.Room)
 	}
 	p := &Pending{done: make(chan struct{})}
 	p.complete(res, nil)
@@ -270,7 +270,7 @@ func (l *MemLog) roomMark(room string, mark func(*memRoom) Head) (Head, error) {
 }
 
 // Watch implements Log.
-func (l *MemLog) Watch(room string) *Watch { return l.watches.add(room) }
+func (l *MemLog) Watch(room string) *Watch { return l.watches.Add(room) }
 
 // SetCursor implements Cursors.
 func (l *MemLog) SetCursor(ctx context.Context, user, session, room string, id ID) error {
@@ -427,7 +427,7 @@ func (l *MemLog) Close() error {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
-	l.watches.closeAll()
+	l.watches.CloseAll()
 	return nil
 }
 
@@ -466,7 +466,7 @@ func (l *MemLog) Compact(ctx context.Context, room, by string) (CompactResult, e
 	res, err := l.compactLocked(room, by)
 	l.mu.Unlock()
 	if err == nil && res.Removed > 0 {
-		l.watches.notify([]string{room})
+		l.watches.Notify(room)
 	}
 	return res, err
 }

@@ -16,16 +16,19 @@ import (
 // a backstop compares the stream's last sequence with the last one announced, once per
 // Options.Backstop, and wakes every watch when one went missing. A woken reader reads after its
 // cursor, so a notice more or less never costs an event.
+//
+// Lock order: the registry's lock (reg) before mu: reg's OnFirst and OnLast take mu; nothing
+// holding mu calls into reg.
 type watchers struct {
 	l    *Log
 	sub  *nats.Subscription
 	done chan struct{}
 	wg   sync.WaitGroup
+	reg  eventlog.Watchers // the Watches, by room ("" watches every room)
 
 	mu      sync.Mutex
-	rooms   map[string]map[*eventlog.Watch]struct{} // "" watches every room
-	heads   map[string]*announced                   // watched rooms: the last event announced
-	highest uint64                                  // the highest sequence announced or appended
+	heads   map[string]*announced // watched rooms: the last event announced
+	highest uint64                // the highest sequence announced or appended
 }
 
 // announced is the last event of a watched room that this node saw stored. Head answers from it
@@ -37,7 +40,8 @@ type announced struct {
 }
 
 func startWatchers(l *Log, last uint64) (*watchers, error) {
-	ws := &watchers{l: l, done: make(chan struct{}), rooms: map[string]map[*eventlog.Watch]struct{}{}, heads: map[string]*announced{}, highest: last}
+	ws := &watchers{l: l, done: make(chan struct{}), heads: map[string]*announced{}, highest: last}
+	ws.reg.OnFirst, ws.reg.OnLast = ws.follow, ws.unfollow
 	sub, err := l.nc.Subscribe(l.subj.live(), ws.announced)
 	if err != nil {
 		return nil, err
@@ -79,13 +83,8 @@ func (ws *watchers) appended(room string, seq uint64, head *eventlog.Head) {
 			a.head = *head
 		}
 	}
-	for w := range ws.rooms[room] {
-		w.Notify()
-	}
-	for w := range ws.rooms[""] {
-		w.Notify()
-	}
 	ws.mu.Unlock()
+	ws.reg.Notify(room)
 }
 
 // sawSeq records that the stream has a message at seq (not an event: a marker).
@@ -116,30 +115,21 @@ func (ws *watchers) head(room string) (eventlog.Head, bool) {
 	return eventlog.Head{}, false
 }
 
-// add makes a Watch of room.
-func (ws *watchers) add(room string) *eventlog.Watch {
-	w := eventlog.NewWatch(room, ws.remove)
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if ws.rooms[room] == nil {
-		ws.rooms[room] = map[*eventlog.Watch]struct{}{}
-		if room != "" {
-			ws.heads[room] = &announced{}
-		}
+// follow starts following the head of a room that got its first watch (reg's OnFirst).
+func (ws *watchers) follow(room string) {
+	if room == "" {
+		return
 	}
-	ws.rooms[room][w] = struct{}{}
-	return w
+	ws.mu.Lock()
+	ws.heads[room] = &announced{}
+	ws.mu.Unlock()
 }
 
-func (ws *watchers) remove(w *eventlog.Watch) {
+// unfollow stops following the head of a room whose last watch closed (reg's OnLast).
+func (ws *watchers) unfollow(room string) {
 	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	set := ws.rooms[w.Room()]
-	delete(set, w)
-	if len(set) == 0 {
-		delete(ws.rooms, w.Room())
-		delete(ws.heads, w.Room())
-	}
+	delete(ws.heads, room)
+	ws.mu.Unlock()
 }
 
 // backstop wakes every watch when the stream holds more than was announced.
@@ -166,13 +156,11 @@ func (ws *watchers) backstop() {
 			for _, a := range ws.heads {
 				a.current = false // which room missed its notice is not known
 			}
-			for _, set := range ws.rooms {
-				for w := range set {
-					w.Notify()
-				}
-			}
 		}
 		ws.mu.Unlock()
+		if missed {
+			ws.reg.NotifyAll()
+		}
 	}
 }
 
@@ -183,4 +171,4 @@ func (ws *watchers) stop() {
 }
 
 // Watch implements eventlog.Log.
-func (l *Log) Watch(room string) *eventlog.Watch { return l.watch.add(room) }
+func (l *Log) Watch(room string) *eventlog.Watch { return l.watch.reg.Add(room) }
