@@ -66,6 +66,9 @@ type Room struct {
 	syncedCh     chan struct{} // closed at the first synced
 	joinedErr    error
 	left         bool
+	// live is set from each synced until the next joined: the events before it are a replay,
+	// older than the members joined listed, and do not change the member list.
+	live bool
 	// unknownCursor is set when the server did not know the cursor of the latest (re)join.
 	unknownCursor bool
 	// membersTruncated and memberCount: the latest joined listed only some of memberCount members.
@@ -292,6 +295,7 @@ func (c *Client) joined(f frame) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.live = false
 	clear(r.members)
 	for _, m := range f.Members {
 		r.members[[2]string{m.User, m.Session}] = json.RawMessage(m.Presence)
@@ -352,6 +356,7 @@ func (c *Client) joinFailed(f frame) {
 func (r *Room) setSynced() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.live = true
 	select {
 	case <-r.syncedCh:
 	default:
@@ -380,10 +385,11 @@ func (c *Client) deliverEvent(ev Event) {
 		r.mu.Unlock()
 		return
 	}
-	switch ev.Kind {
-	case "join", "presence":
+	switch {
+	case !r.live: // a replayed event is older than the member list joined gave
+	case ev.Kind == "join" || ev.Kind == "presence":
 		r.members[[2]string{ev.User, ev.Session}] = ev.Body
-	case "leave":
+	case ev.Kind == "leave":
 		delete(r.members, [2]string{ev.User, ev.Session})
 	}
 	r.cursor = ev.ID
