@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,21 +58,13 @@ func TestTrustOnJetStream(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the trusted writer's snapshot on another node: %v", err)
 	}
-	admin, _ := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "ops", Admin: true, TTL: time.Hour})
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+a.addr+"/v1/rooms/doc:js/compact", nil)
-	req.Header.Set("Authorization", "Bearer "+admin)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	code, body := compact(t, a.addr, "doc:js")
 	var out struct {
 		Snapshot   string
 		SnapshotBy string `json:"snapshot_by"`
 	}
-	if json.Unmarshal(body, &out); res.StatusCode != 200 || out.Snapshot != snap.ID || out.SnapshotBy != "editor" {
-		t.Fatalf("compaction through node A: %d %s", res.StatusCode, body)
+	if json.Unmarshal(body, &out); code != 200 || out.Snapshot != snap.ID || out.SnapshotBy != "editor" {
+		t.Fatalf("compaction through node A: %d %s", code, body)
 	}
 
 	// writer holds one connection to A; a second fits, a third does not; B takes its own two.

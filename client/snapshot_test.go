@@ -13,6 +13,21 @@ import (
 	"github.com/roomlog/roomlog/client"
 )
 
+// compact compacts room through the server at addr with an admin token, and returns the answer.
+func compact(t *testing.T, addr, room string) (int, []byte) {
+	t.Helper()
+	admin, _ := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "ops", Admin: true, TTL: time.Hour})
+	req, _ := http.NewRequestWithContext(ctxT(t), "POST", "http://"+addr+"/v1/rooms/"+room+"/compact", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, body
+}
+
 // collect gathers a room's events from a handler.
 type collect chan client.Event
 
@@ -78,17 +93,8 @@ func TestSnapshotsCompactionAndSignals(t *testing.T) {
 	}
 
 	// A compaction; a device whose saved cursor it removed is told, and starts at the snapshot.
-	admin, _ := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "ops", Admin: true, TTL: time.Hour})
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+p.addr+"/v1/rooms/doc:long/compact", nil)
-	req.Header.Set("Authorization", "Bearer "+admin)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("compact: %d %s", res.StatusCode, body)
+	if code, body := compact(t, p.addr, "doc:long"); code != 200 {
+		t.Fatalf("compact: %d %s", code, body)
 	}
 	store := client.NewMemoryStore()
 	store.SetCursor("doc:long", early[0])

@@ -12,8 +12,9 @@ import (
 // SessionIndex keep what the server records about clients; Auditor and HealthChecker are
 // abilities a backend may add, found by type assertion. BoltLog (the file, Open) has all five
 // and Compactor; MemLog (memory, NewMemLog) all but HealthChecker (memory does not fail); the
-// JetStream backend (package jetstream) all of them. Each checks its roles at compile time, and
-// every backend passes the conformance suite in package logtest for the roles it has.
+// JetStream backend (package jetstream) all of them, and Membership, which logs shared by several
+// nodes need. Each checks its roles at compile time, and every backend passes the conformance
+// suite in package logtest for the roles it has.
 
 // Log is a durable, ordered, tamper-evident event log partitioned into rooms.
 //

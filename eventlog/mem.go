@@ -16,15 +16,6 @@ import (
 //
 // It keeps every event, idempotency key (for the key retention, counted from the key's event)
 // and cursor in memory; nothing is ever dropped but expired keys.
-// The roles MemLog has (see log.go): all but HealthChecker.
-var (
-	_ Log          = (*MemLog)(nil)
-	_ Cursors      = (*MemLog)(nil)
-	_ SessionIndex = (*MemLog)(nil)
-	_ Auditor      = (*MemLog)(nil)
-	_ Compactor    = (*MemLog)(nil)
-)
-
 type MemLog struct {
 	opts Options
 
@@ -49,6 +40,7 @@ type memRoom struct {
 	floor    Head // the last event a compaction removed
 }
 
+// The roles MemLog has (see log.go): all but HealthChecker.
 var (
 	_ Log          = (*MemLog)(nil)
 	_ Cursors      = (*MemLog)(nil)

@@ -125,16 +125,6 @@ var ErrReadOnly = errors.New("eventlog/jetstream: the log is open read-only")
 // fields (user, session, key, kind) and the headers.
 const recordOverhead = 2048
 
-// The roles of eventlog the JetStream backend has: all of them.
-var (
-	_ eventlog.Log           = (*Log)(nil)
-	_ eventlog.Cursors       = (*Log)(nil)
-	_ eventlog.SessionIndex  = (*Log)(nil)
-	_ eventlog.Auditor       = (*Log)(nil)
-	_ eventlog.HealthChecker = (*Log)(nil)
-	_ eventlog.Compactor     = (*Log)(nil)
-)
-
 // Log is the event log on a JetStream stream. It is safe for concurrent use; many Logs, in many
 // processes, may share one stream.
 type Log struct {
@@ -168,13 +158,15 @@ type Log struct {
 	cursors   map[string]cursor // the cursors this node wrote last (cursors.go)
 }
 
+// The roles of eventlog the JetStream backend has: all of them, and Membership.
 var (
-	_ eventlog.Log          = (*Log)(nil)
-	_ eventlog.Cursors      = (*Log)(nil)
-	_ eventlog.SessionIndex = (*Log)(nil)
-	_ eventlog.Auditor      = (*Log)(nil)
-	_ eventlog.Compactor    = (*Log)(nil)
-	_ eventlog.Membership   = (*Log)(nil)
+	_ eventlog.Log           = (*Log)(nil)
+	_ eventlog.Cursors       = (*Log)(nil)
+	_ eventlog.SessionIndex  = (*Log)(nil)
+	_ eventlog.Auditor       = (*Log)(nil)
+	_ eventlog.HealthChecker = (*Log)(nil)
+	_ eventlog.Compactor     = (*Log)(nil)
+	_ eventlog.Membership    = (*Log)(nil)
 )
 
 // Open opens the log on nc's JetStream, creating its stream and bucket if they are missing. The
