@@ -24,7 +24,7 @@ func socketBound(max int, logger *slog.Logger) int {
 		fit = 1
 	}
 	if max == 0 || max > fit {
-		logger.Warn("--max-conns lowered to fit the open-file limit (raise it with ulimit -n)", "max_conns", fit, "nofile", lim.Cur)
+		logger.Info("--max-conns lowered to fit the open-file limit (raise it with ulimit -n)", "max_conns", fit, "nofile", lim.Cur)
 		return fit
 	}
 	return max
