@@ -130,3 +130,24 @@ func increment(id ID) (ID, bool) {
 	binary.BigEndian.PutUint64(id[8:], lo)
 	return id, true
 }
+
+// nextID and prevID are the ids just after and before id in the order of ids.
+func nextID(id ID) ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]++
+		if id[i] != 0 {
+			break
+		}
+	}
+	return id
+}
+
+func prevID(id ID) ID {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]--
+		if id[i] != 0xff {
+			break
+		}
+	}
+	return id
+}

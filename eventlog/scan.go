@@ -14,46 +14,6 @@ import (
 // callback outside it: no transaction is ever held while a slow consumer writes them out.
 const scanChunk = 512
 
-// Matches reports whether e passes the filter's user, kind and id bounds (not its rooms).
-func (f *ScanFilter) Matches(e *Event) bool {
-	if f.User != "" && e.User != f.User {
-		return false
-	}
-	if f.Kind != "" && e.Kind != f.Kind {
-		return false
-	}
-	if e.ID.Compare(f.After) <= 0 || e.ID.Compare(f.Since) < 0 {
-		return false
-	}
-	return f.Until.IsZero() || e.ID.Compare(f.Until) < 0
-}
-
-// MatchesRoom reports whether room passes the filter's room patterns.
-func (f *ScanFilter) MatchesRoom(room string) bool {
-	if len(f.Rooms) == 0 {
-		return true
-	}
-	for _, p := range f.Rooms {
-		if MatchRoom(p, room) {
-			return true
-		}
-	}
-	return false
-}
-
-// check validates the filter's room patterns and limit.
-func (f *ScanFilter) check() error {
-	for _, p := range f.Rooms {
-		if err := ValidPattern(p); err != nil {
-			return fmt.Errorf("eventlog: scan: %w", err)
-		}
-	}
-	if f.Limit < 0 {
-		return fmt.Errorf("eventlog: scan: %w: %d", ErrBadLimit, f.Limit)
-	}
-	return nil
-}
-
 // roomCursor is one room's position in the merge: next is the id of its next unread event.
 type roomCursor struct {
 	room string
@@ -171,27 +131,6 @@ func (l *BoltLog) Scan(ctx context.Context, f ScanFilter, fn func(Event) error) 
 	return nil
 }
 
-// nextID and prevID are the ids just after and before id in the order of ids.
-func nextID(id ID) ID {
-	for i := len(id) - 1; i >= 0; i-- {
-		id[i]++
-		if id[i] != 0 {
-			break
-		}
-	}
-	return id
-}
-
-func prevID(id ID) ID {
-	for i := len(id) - 1; i >= 0; i-- {
-		id[i]--
-		if id[i] != 0xff {
-			break
-		}
-	}
-	return id
-}
-
 // minNext is the smallest next id among the heap's entries other than the top.
 func minNext(h cursorHeap) ID {
 	m := h[1].next
@@ -199,10 +138,6 @@ func minNext(h cursorHeap) ID {
 		m = h[2].next
 	}
 	return m
-}
-
-func (f *ScanFilter) inRange(id ID) bool {
-	return f.Until.IsZero() || id.Compare(f.Until) < 0
 }
 
 // firstAfter returns the first event id of room bucket b greater than after.
