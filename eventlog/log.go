@@ -16,6 +16,17 @@ import (
 // nodes need. Each checks its roles at compile time, and every backend passes the conformance
 // suite in package logtest for the roles it has.
 
+// Store is what every backend provides: the log and the roles the server and the audit tools
+// need of it. What only some backends add (HealthChecker, Membership) stays optional, found by
+// type assertion.
+type Store interface {
+	Log
+	Cursors
+	SessionIndex
+	Auditor
+	Compactor
+}
+
 // Log is a durable, ordered, tamper-evident event log partitioned into rooms.
 //
 // All methods are safe for concurrent use. Events returned by reads share memory with each other;

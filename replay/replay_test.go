@@ -195,7 +195,7 @@ func TestResumeChoosesTheCursor(t *testing.T) {
 }
 
 // headFails is a log whose Head fails: a storage error in the middle of a resume.
-type headFails struct{ eventlog.Log }
+type headFails struct{ eventlog.Store }
 
 func (headFails) Head(context.Context, string) (eventlog.Head, error) {
 	return eventlog.Head{}, errors.New("injected head failure")

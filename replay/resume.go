@@ -87,7 +87,7 @@ func Resume(ctx context.Context, hub *rooms.Hub, cursors eventlog.Cursors, w roo
 }
 
 // start reads the head and decides the stream's starting cursor (see Resume).
-func (j *Joined) start(ctx context.Context, log eventlog.Log, after *eventlog.ID) (eventlog.ID, error) {
+func (j *Joined) start(ctx context.Context, log eventlog.Store, after *eventlog.ID) (eventlog.ID, error) {
 	head, err := log.Head(ctx, j.req.Room)
 	if err != nil {
 		return eventlog.ID{}, err
@@ -103,18 +103,16 @@ func (j *Joined) start(ctx context.Context, log eventlog.Log, after *eventlog.ID
 		j.Unknown = true
 		return head.ID, nil
 	}
-	if c, ok := log.(eventlog.Compactor); ok {
-		floor, err := c.Floor(ctx, j.req.Room)
-		if err != nil {
-			return eventlog.ID{}, err
-		}
-		switch {
-		case !floor.ID.IsZero() && after.Compare(floor.ID) < 0:
-			j.TooOld = true // what followed the cursor was compacted away
-			return j.fromSnapshot(ctx, log)
-		case !floor.ID.IsZero() && *after == floor.ID:
-			return *after, nil // removed, but everything after it is there: no gap
-		}
+	floor, err := log.Floor(ctx, j.req.Room)
+	if err != nil {
+		return eventlog.ID{}, err
+	}
+	switch {
+	case !floor.ID.IsZero() && after.Compare(floor.ID) < 0:
+		j.TooOld = true // what followed the cursor was compacted away
+		return j.fromSnapshot(ctx, log)
+	case !floor.ID.IsZero() && *after == floor.ID:
+		return *after, nil // removed, but everything after it is there: no gap
 	}
 	if after.IsZero() {
 		return *after, nil
@@ -129,13 +127,9 @@ func (j *Joined) start(ctx context.Context, log eventlog.Log, after *eventlog.ID
 
 // fromSnapshot starts the stream right before the room's latest snapshot, which was appended
 // right after the event it covers: the stream then holds the snapshot, then every later event.
-// Without a snapshot (or a backend that keeps none) it starts at the room's first event.
-func (j *Joined) fromSnapshot(ctx context.Context, log eventlog.Log) (eventlog.ID, error) {
-	c, ok := log.(eventlog.Compactor)
-	if !ok {
-		return eventlog.ID{}, nil
-	}
-	snap, found, err := c.LatestSnapshot(ctx, j.req.Room)
+// Without a snapshot it starts at the room's first event.
+func (j *Joined) fromSnapshot(ctx context.Context, log eventlog.Store) (eventlog.ID, error) {
+	snap, found, err := log.LatestSnapshot(ctx, j.req.Room)
 	if err != nil || !found {
 		return eventlog.ID{}, err
 	}

@@ -60,7 +60,7 @@ var ErrForbidden = auth.ErrForbidden
 // Lock order: Hub.mu is never held while a Room's mu is taken (lock looks the room up, releases
 // Hub.mu, then locks the room); a Room's mu is taken before its feed's (Subscribe, Close).
 type Hub struct {
-	log    eventlog.Log
+	log    eventlog.Store
 	opts   Options
 	logger *slog.Logger
 
@@ -114,7 +114,7 @@ type Member struct {
 }
 
 // NewHub returns a Hub appending to log.
-func NewHub(log eventlog.Log, opts Options) *Hub {
+func NewHub(log eventlog.Store, opts Options) *Hub {
 	if opts.Grace == 0 {
 		opts.Grace = DefaultGrace
 	}
@@ -128,7 +128,7 @@ func NewHub(log eventlog.Log, opts Options) *Hub {
 }
 
 // Log is the hub's event log.
-func (h *Hub) Log() eventlog.Log { return h.log }
+func (h *Hub) Log() eventlog.Store { return h.log }
 
 // lock returns the room named name, created if needed, with r.mu held and r in the hub.
 func (h *Hub) lock(name string) *Room {
@@ -384,15 +384,10 @@ func (h *Hub) Online() map[string]int {
 }
 
 // CloseOrphans appends a leave event for every session the log still records as a member: at
-// start-up, these are left over from a crash (nobody is connected yet). It returns how many. A
-// log that is not an eventlog.SessionIndex has none to close.
+// start-up, these are left over from a crash (nobody is connected yet). It returns how many.
 func (h *Hub) CloseOrphans(ctx context.Context) (int, error) {
-	index, ok := h.log.(eventlog.SessionIndex)
-	if !ok {
-		return 0, nil
-	}
 	var orphans []eventlog.Session
-	if err := index.Sessions(ctx, func(s eventlog.Session) error {
+	if err := h.log.Sessions(ctx, func(s eventlog.Session) error {
 		orphans = append(orphans, s)
 		return nil
 	}); err != nil {

@@ -234,7 +234,7 @@ func TestFeedCoversItsRing(t *testing.T) {
 
 // flakyLog fails its next ReadAfter calls: a storage hiccup as the room feed sees it.
 type flakyLog struct {
-	eventlog.Log
+	eventlog.Store
 	fails atomic.Int32
 }
 
@@ -242,13 +242,13 @@ func (l *flakyLog) ReadAfter(ctx context.Context, room string, after eventlog.ID
 	if l.fails.Add(-1) >= 0 {
 		return nil, errors.New("injected read failure")
 	}
-	return l.Log.ReadAfter(ctx, room, after, max)
+	return l.Store.ReadAfter(ctx, room, after, max)
 }
 
 // TestFeedRetriesAFailedRead: after a failed read, the feed tries again by itself; in a quiet
 // room no later commit would wake it, and its subscribers would never see the event.
 func TestFeedRetriesAFailedRead(t *testing.T) {
-	l := &flakyLog{Log: openLog(t)}
+	l := &flakyLog{Store: openLog(t)}
 	ctx := context.Background()
 	h := rooms.NewHub(l, rooms.Options{Logger: slog.New(slog.DiscardHandler)})
 	defer h.Close(ctx)

@@ -34,17 +34,6 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("POST /v1/rooms/{room}/compact", s.apiCompact)
 }
 
-// compactor is the log's snapshot index and compaction, or nil when its backend has none (and
-// then it has answered 501).
-func (s *Server) compactor(w http.ResponseWriter) eventlog.Compactor {
-	c, ok := s.log.(eventlog.Compactor)
-	if !ok {
-		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend keeps no snapshots")
-		return nil
-	}
-	return c
-}
-
 // apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.
 func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
 	claims, room := s.authenticateRoom(w, r)
@@ -54,11 +43,7 @@ func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, claims, auth.Read, room, "snapshot") {
 		return
 	}
-	c := s.compactor(w)
-	if c == nil {
-		return
-	}
-	snap, found, err := c.LatestSnapshot(r.Context(), room)
+	snap, found, err := s.log.LatestSnapshot(r.Context(), room)
 	if err != nil {
 		s.httpFail(w, "snapshot", room, err)
 		return
@@ -79,11 +64,7 @@ func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w = s.longAnswer(w)
-	c := s.compactor(w)
-	if c == nil {
-		return
-	}
-	res, err := c.Compact(r.Context(), room, claims.Subject)
+	res, err := s.log.Compact(r.Context(), room, claims.Subject)
 	if errors.Is(err, eventlog.ErrNoSnapshot) {
 		writeAPIError(w, http.StatusConflict, wire.CodeConflict, "room %q has no snapshot to compact to", room)
 		return
@@ -122,14 +103,10 @@ func (s *Server) apiRooms(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w = s.longAnswer(w)
-	auditor := s.auditor(w)
-	if auditor == nil {
-		return
-	}
 	online := s.hub.Online()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
-	err := auditor.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
+	err := s.log.Rooms(r.Context(), func(ri eventlog.RoomInfo) error {
 		return enc.Encode(adminapi.NewRoomListing(ri, online[ri.Name]))
 	})
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -142,10 +119,6 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
-	auditor := s.auditor(w)
-	if auditor == nil {
-		return
-	}
 	var anchors []eventlog.Anchor
 	if r.Method == http.MethodPost { // the body is anchors, as roomlog heads prints them
 		var err error
@@ -155,7 +128,7 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w = s.longAnswer(w) // a whole log's verification takes its time
-	rep, err := auditor.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
+	rep, err := s.log.Verify(r.Context(), r.URL.Query().Get("room"), anchors...)
 	if errors.Is(err, eventlog.ErrBadRoom) {
 		writeAPIError(w, http.StatusBadRequest, wire.CodeBadRoom, "%v", err)
 		return
@@ -165,17 +138,6 @@ func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, adminapi.NewVerifyResult(rep))
-}
-
-// auditor is the log's audit reader, or nil when its backend has none (and then it has answered
-// 501).
-func (s *Server) auditor(w http.ResponseWriter) eventlog.Auditor {
-	a, ok := s.log.(eventlog.Auditor)
-	if !ok {
-		writeAPIError(w, http.StatusNotImplemented, wire.CodeInternal, "this log backend has no audit reader")
-		return nil
-	}
-	return a
 }
 
 // apiBackup streams a consistent copy of the data file, taken in one read transaction while the
@@ -422,11 +384,6 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
-	source, ok := s.log.(replay.AuditSource)
-	if !ok {
-		s.auditor(w) // answers that there is none
-		return
-	}
 	q := r.URL.Query()
 	f, err := replay.ParseFilter(replay.FilterArgs{
 		Rooms: q["room"], User: q.Get("user"), Kind: q.Get("kind"),
@@ -442,7 +399,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 32<<10)
 	flusher := http.NewResponseController(w)
-	err = replay.Audit(r.Context(), source, f, follow, func(e *eventlog.Event) error {
+	err = replay.Audit(r.Context(), s.log, f, follow, func(e *eventlog.Event) error {
 		b := jsonCodec.appendEvent(bw.AvailableBuffer(), e)
 		_, err := bw.Write(append(b, '\n'))
 		return err

@@ -494,15 +494,13 @@ func (c *conn) latestSnapshot(f *wire.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	out := []any{}
-	if comp, ok := c.s.log.(eventlog.Compactor); ok {
-		snap, found, err := comp.LatestSnapshot(ctx, f.Room)
-		if err != nil {
-			c.fail(f.Ref, f.Room, "history", err)
-			return
-		}
-		if found {
-			out = append(out, c.codec.rawEvent(c.codec.appendEvent(nil, &snap)))
-		}
+	snap, found, err := c.s.log.LatestSnapshot(ctx, f.Room)
+	if err != nil {
+		c.fail(f.Ref, f.Room, "history", err)
+		return
+	}
+	if found {
+		out = append(out, c.codec.rawEvent(c.codec.appendEvent(nil, &snap)))
 	}
 	c.reply(&wire.History{Type: "history", Ref: f.Ref, Room: f.Room, Events: out})
 }

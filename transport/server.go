@@ -45,8 +45,7 @@ const (
 type Config struct {
 	Hub  *rooms.Hub
 	Auth *auth.Verifier
-	// Cursors records the clients' acks (resume points). Default: the hub's log, which must then
-	// be an eventlog.Cursors.
+	// Cursors records the clients' receipt cursors (resume points). Default: the hub's log.
 	Cursors eventlog.Cursors
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
@@ -119,7 +118,7 @@ func CheckOrigins(origins []string) error {
 type Server struct {
 	cfg      Config
 	hub      *rooms.Hub
-	log      eventlog.Log
+	log      eventlog.Store
 	auth     *auth.Verifier
 	metrics  *Metrics
 	logger   *slog.Logger
@@ -213,11 +212,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Cursors == nil {
-		c, ok := cfg.Hub.Log().(eventlog.Cursors)
-		if !ok {
-			return nil, errors.New("transport: the hub's log keeps no client cursors (eventlog.Cursors): set Config.Cursors")
-		}
-		cfg.Cursors = c
+		cfg.Cursors = cfg.Hub.Log()
 	}
 	s := &Server{
 		cfg: cfg, hub: cfg.Hub, log: cfg.Hub.Log(), auth: cfg.Auth, metrics: cfg.Metrics, logger: cfg.Logger,
