@@ -21,9 +21,9 @@ func TestMain(m *testing.M) {
 
 // boltBackend runs the conformance suite on real files in the test's temporary directory.
 func boltBackend() logtest.Backend {
-	paths := map[eventlog.Log]openArgs{}
+	paths := map[eventlog.Store]openArgs{}
 	return logtest.Backend{
-		Open: func(t testing.TB, cfg logtest.Config) eventlog.Log {
+		Open: func(t testing.TB, cfg logtest.Config) eventlog.Store {
 			args := openArgs{
 				path: filepath.Join(t.TempDir(), "room.log"),
 				opts: eventlog.Options{KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now},
@@ -35,7 +35,7 @@ func boltBackend() logtest.Backend {
 			paths[l] = args
 			return l
 		},
-		Reopen: func(t testing.TB, l eventlog.Log) eventlog.Log {
+		Reopen: func(t testing.TB, l eventlog.Store) eventlog.Store {
 			args := paths[l]
 			if err := l.Close(); err != nil {
 				t.Fatalf("Close: %v", err)

@@ -14,7 +14,7 @@ import (
 // and Compactor; MemLog (memory, NewMemLog) all but HealthChecker (memory does not fail); the
 // JetStream backend (package jetstream) all of them, and Membership, which logs shared by several
 // nodes need. Each checks its roles at compile time, and every backend passes the conformance
-// suite in package logtest for the roles it has.
+// suite in package logtest.
 
 // Store is what every backend provides: the log and the roles the server and the audit tools
 // need of it. What only some backends add (HealthChecker, Membership) stays optional, found by

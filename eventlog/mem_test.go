@@ -11,7 +11,7 @@ import (
 // the file's, but those of persistence (the suite skips Reopen for it).
 func TestMemConformance(t *testing.T) {
 	logtest.Run(t, logtest.Backend{
-		Open: func(t testing.TB, cfg logtest.Config) eventlog.Log {
+		Open: func(t testing.TB, cfg logtest.Config) eventlog.Store {
 			return eventlog.NewMemLog(eventlog.Options{KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now})
 		},
 	})

@@ -18,8 +18,8 @@ var streams atomic.Int64
 func backend(t *testing.T) logtest.Backend {
 	s := natstest.Start(t)
 	nc := natstest.Connect(t, s)
-	opts := map[eventlog.Log]jetstream.Options{}
-	open := func(t testing.TB, o jetstream.Options) eventlog.Log {
+	opts := map[eventlog.Store]jetstream.Options{}
+	open := func(t testing.TB, o jetstream.Options) eventlog.Store {
 		l, err := jetstream.Open(context.Background(), nc, o)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
@@ -28,14 +28,14 @@ func backend(t *testing.T) logtest.Backend {
 		return l
 	}
 	return logtest.Backend{
-		Open: func(t testing.TB, cfg logtest.Config) eventlog.Log {
+		Open: func(t testing.TB, cfg logtest.Config) eventlog.Store {
 			n := streams.Add(1)
 			return open(t, jetstream.Options{
 				Stream: fmt.Sprintf("T%d", n), Prefix: fmt.Sprintf("t%d", n),
 				KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now,
 			})
 		},
-		Reopen: func(t testing.TB, l eventlog.Log) eventlog.Log {
+		Reopen: func(t testing.TB, l eventlog.Store) eventlog.Store {
 			if err := l.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}

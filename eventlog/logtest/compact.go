@@ -9,11 +9,6 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 )
 
-func compactor(t *testing.T, l eventlog.Log) eventlog.Compactor {
-	t.Helper()
-	return role[eventlog.Compactor](t, l)
-}
-
 // snapshotOf is a snapshot append covering id, with state.
 func snapshotOf(room string, id eventlog.ID, state string) eventlog.AppendRequest {
 	body, _ := json.Marshal(map[string]string{"covers": id.String(), "state": state})
@@ -23,7 +18,7 @@ func snapshotOf(room string, id eventlog.ID, state string) eventlog.AppendReques
 func testSnapshots(t *testing.T, b Backend) {
 	l := open(t, b, Config{})
 	closeAtEnd(t, &l)
-	c := compactor(t, l)
+	c := l
 	if _, ok, err := c.LatestSnapshot(ctx(t), "doc"); ok || err != nil {
 		t.Fatalf("LatestSnapshot of an unknown room: %v %v", ok, err)
 	}
@@ -66,7 +61,7 @@ func testSnapshots(t *testing.T, b Backend) {
 	}
 	if b.Reopen != nil {
 		l = b.Reopen(t, l)
-		if got, ok, err := compactor(t, l).LatestSnapshot(ctx(t), "doc"); err != nil || !ok || got.ID != s2.ID {
+		if got, ok, err := l.LatestSnapshot(ctx(t), "doc"); err != nil || !ok || got.ID != s2.ID {
 			t.Fatalf("after reopen: %s %v %v", got.ID, ok, err)
 		}
 	}
@@ -75,7 +70,7 @@ func testSnapshots(t *testing.T, b Backend) {
 func testCompact(t *testing.T, b Backend) {
 	l := open(t, b, Config{})
 	closeAtEnd(t, &l)
-	if _, err := compactor(t, l).Compact(ctx(t), "doc", "ops"); !errors.Is(err, eventlog.ErrNoSnapshot) {
+	if _, err := l.Compact(ctx(t), "doc", "ops"); !errors.Is(err, eventlog.ErrNoSnapshot) {
 		t.Fatalf("Compact of an unknown room: %v, want ErrNoSnapshot", err)
 	}
 	var early []eventlog.Event
@@ -86,7 +81,7 @@ func testCompact(t *testing.T, b Backend) {
 		}
 		early = append(early, mustAppend(t, l, req).Event)
 	}
-	if _, err := compactor(t, l).Compact(ctx(t), "doc", "ops"); !errors.Is(err, eventlog.ErrNoSnapshot) {
+	if _, err := l.Compact(ctx(t), "doc", "ops"); !errors.Is(err, eventlog.ErrNoSnapshot) {
 		t.Fatalf("Compact without a snapshot: %v, want ErrNoSnapshot", err)
 	}
 	covered := early[9]
@@ -100,7 +95,7 @@ func testCompact(t *testing.T, b Backend) {
 	}
 	before := []eventlog.Anchor{anchor(early[4], 5), anchor(covered, 10)}
 
-	res, err := compactor(t, l).Compact(ctx(t), "doc", "ops")
+	res, err := l.Compact(ctx(t), "doc", "ops")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +110,7 @@ func testCompact(t *testing.T, b Backend) {
 	if res.Record.Kind != eventlog.KindCompaction || res.Record.User != "ops" || rec.Snapshot != snap.ID.String() || rec.Floor != covered.ID.String() || rec.Removed != 10 {
 		t.Fatalf("compaction record %+v body %s", res.Record, res.Record.Body)
 	}
-	checkCompacted := func(l eventlog.Log) {
+	checkCompacted := func(l eventlog.Store) {
 		t.Helper()
 		want := append(append([]eventlog.ID{snap.ID}, ids(late)...), res.Record.ID)
 		for _, after := range []eventlog.ID{{}, early[2].ID, covered.ID} {
@@ -129,13 +124,13 @@ func testCompact(t *testing.T, b Backend) {
 		if ok, _ := l.Contains(ctx(t), "doc", early[5].ID); ok {
 			t.Fatal("a removed event is still contained")
 		}
-		if f, err := compactor(t, l).Floor(ctx(t), "doc"); err != nil || f != res.Floor {
+		if f, err := l.Floor(ctx(t), "doc"); err != nil || f != res.Floor {
 			t.Fatalf("Floor = %+v %v, want %+v", f, err, res.Floor)
 		}
 		if h, _ := l.Head(ctx(t), "doc"); h.ID != res.Record.ID || h.Count != 15 {
 			t.Fatalf("head %+v: want the record, event 15", h)
 		}
-		a := auditor(t, l)
+		a := l
 		headAnchor := anchor(res.Record, 15)
 		rep, err := a.Verify(ctx(t), "doc", append(before, headAnchor)...)
 		if err != nil || rep.Broken != nil || rep.Events != 5 || rep.Compacted != 10 {
@@ -154,7 +149,7 @@ func testCompact(t *testing.T, b Backend) {
 		}
 	}
 	checkCompacted(l)
-	again, err := compactor(t, l).Compact(ctx(t), "doc", "ops")
+	again, err := l.Compact(ctx(t), "doc", "ops")
 	if err != nil || again.Removed != 0 || again.Record.ID != (eventlog.ID{}) {
 		t.Fatalf("a second Compact: %+v %v; want nothing removed, nothing recorded", again, err)
 	}
@@ -165,10 +160,10 @@ func testCompact(t *testing.T, b Backend) {
 	// Later snapshots compact further, and the chain still verifies across both floors.
 	head, _ := l.Head(ctx(t), "doc")
 	mustAppend(t, l, snapshotOf("doc", head.ID, "later"))
-	if r, err := compactor(t, l).Compact(ctx(t), "doc", "ops"); err != nil || r.Removed != 5 {
+	if r, err := l.Compact(ctx(t), "doc", "ops"); err != nil || r.Removed != 5 {
 		t.Fatalf("second compaction: %+v %v, want the 5 events up to the second snapshot", r, err)
 	}
-	if rep, err := auditor(t, l).Verify(ctx(t), "doc"); err != nil || rep.Broken != nil || rep.Compacted != 15 {
+	if rep, err := l.Verify(ctx(t), "doc"); err != nil || rep.Broken != nil || rep.Compacted != 15 {
 		t.Fatalf("Verify after two compactions: %+v %v", rep, err)
 	}
 }

@@ -1,4 +1,4 @@
-// Package logtest is the conformance suite of eventlog.Log: every backend runs Run and so keeps
+// Package logtest is the conformance suite of eventlog.Store: every backend runs Run and so keeps
 // every promise of the interface, tested the same way.
 package logtest
 
@@ -28,9 +28,9 @@ type Config struct {
 type Backend struct {
 	// Open returns a new, empty log configured by cfg. The suite closes it (directly or through
 	// Reopen).
-	Open func(t testing.TB, cfg Config) eventlog.Log
+	Open func(t testing.TB, cfg Config) eventlog.Store
 	// Reopen closes l and returns its storage opened again with the same configuration.
-	Reopen func(t testing.TB, l eventlog.Log) eventlog.Log
+	Reopen func(t testing.TB, l eventlog.Store) eventlog.Store
 }
 
 // Clock is a settable clock for Config.Now, safe for concurrent use.
@@ -83,42 +83,19 @@ func Run(t *testing.T, b Backend) {
 	}
 }
 
-func open(t *testing.T, b Backend, cfg Config) eventlog.Log {
+func open(t *testing.T, b Backend, cfg Config) eventlog.Store {
 	t.Helper()
 	l := b.Open(t, cfg)
 	return l
 }
 
 // closeAtEnd closes *l when the test ends (l may have been replaced by Reopen).
-func closeAtEnd(t *testing.T, l *eventlog.Log) {
+func closeAtEnd(t *testing.T, l *eventlog.Store) {
 	t.Cleanup(func() {
 		if err := (*l).Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-}
-
-// role is l in an optional storage role R; the test is skipped for a backend without it.
-func role[R any](t *testing.T, l eventlog.Log) R {
-	t.Helper()
-	r, ok := l.(R)
-	if !ok {
-		t.Skipf("the backend is not an %T", (*R)(nil))
-	}
-	return r
-}
-
-func auditor(t *testing.T, l eventlog.Log) eventlog.Auditor {
-	t.Helper()
-	return role[eventlog.Auditor](t, l)
-}
-func cursors(t *testing.T, l eventlog.Log) eventlog.Cursors {
-	t.Helper()
-	return role[eventlog.Cursors](t, l)
-}
-func sessionIndex(t *testing.T, l eventlog.Log) eventlog.SessionIndex {
-	t.Helper()
-	return role[eventlog.SessionIndex](t, l)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -127,7 +104,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func mustAppend(t *testing.T, l eventlog.Log, req eventlog.AppendRequest) eventlog.AppendResult {
+func mustAppend(t *testing.T, l eventlog.Store, req eventlog.AppendRequest) eventlog.AppendResult {
 	t.Helper()
 	r, err := l.Append(ctx(t), req)
 	if err != nil {
@@ -141,7 +118,7 @@ func msg(room, user, text string) eventlog.AppendRequest {
 	return eventlog.AppendRequest{Room: room, User: user, Session: "s-" + user, Body: body}
 }
 
-func readAll(t *testing.T, l eventlog.Log, room string, after eventlog.ID) []eventlog.Event {
+func readAll(t *testing.T, l eventlog.Store, room string, after eventlog.ID) []eventlog.Event {
 	t.Helper()
 	var all []eventlog.Event
 	for {
@@ -630,12 +607,10 @@ func testBadInput(t *testing.T, b Backend) {
 	if h, _ := l.Head(ctx(t), "good"); h.Count != 1 {
 		t.Fatalf("bad input changed the room: %d events", h.Count)
 	}
-	if a, ok := l.(eventlog.Auditor); ok {
-		n := 0
-		a.Rooms(ctx(t), func(eventlog.RoomInfo) error { n++; return nil })
-		if n != 1 {
-			t.Fatalf("bad input created rooms: %d rooms", n)
-		}
+	n := 0
+	l.Rooms(ctx(t), func(eventlog.RoomInfo) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("bad input created rooms: %d rooms", n)
 	}
 	// Reads refuse bad arguments too.
 	if _, err := l.ReadAfter(ctx(t), "bad room", eventlog.ID{}, 1); !errors.Is(err, eventlog.ErrBadRoom) {
@@ -650,13 +625,11 @@ func testBadInput(t *testing.T, b Backend) {
 	if _, err := eventlog.ParseID("not-an-id"); !errors.Is(err, eventlog.ErrBadCursor) {
 		t.Errorf("ParseID: %v", err)
 	}
-	if c, ok := l.(eventlog.Cursors); ok {
-		if err := c.SetCursor(ctx(t), "u", "s", "good", eventlog.ID{}); !errors.Is(err, eventlog.ErrBadCursor) {
-			t.Errorf("SetCursor zero id: %v", err)
-		}
-		if err := c.SetCursor(ctx(t), "", "s", "good", eventlog.ID{1}); !errors.Is(err, eventlog.ErrBadUser) {
-			t.Errorf("SetCursor no user: %v", err)
-		}
+	if err := l.SetCursor(ctx(t), "u", "s", "good", eventlog.ID{}); !errors.Is(err, eventlog.ErrBadCursor) {
+		t.Errorf("SetCursor zero id: %v", err)
+	}
+	if err := l.SetCursor(ctx(t), "", "s", "good", eventlog.ID{1}); !errors.Is(err, eventlog.ErrBadUser) {
+		t.Errorf("SetCursor no user: %v", err)
 	}
 }
 
@@ -738,7 +711,7 @@ func testRooms(t *testing.T, b Backend) {
 		counts[room]++
 	}
 	var names []string
-	err := auditor(t, l).Rooms(ctx(t), func(r eventlog.RoomInfo) error {
+	err := l.Rooms(ctx(t), func(r eventlog.RoomInfo) error {
 		names = append(names, r.Name)
 		if r.First != first[r.Name] || r.Last != last[r.Name] || r.Count != counts[r.Name] {
 			t.Fatalf("room %s: %+v, want first %s last %s count %d", r.Name, r, first[r.Name], last[r.Name], counts[r.Name])
@@ -750,7 +723,7 @@ func testRooms(t *testing.T, b Backend) {
 	}
 	stop := errors.New("stop")
 	n := 0
-	if err := auditor(t, l).Rooms(ctx(t), func(eventlog.RoomInfo) error { n++; return stop }); err != stop || n != 1 {
+	if err := l.Rooms(ctx(t), func(eventlog.RoomInfo) error { n++; return stop }); err != stop || n != 1 {
 		t.Fatalf("Rooms did not stop on the callback's error: %v after %d", err, n)
 	}
 }
@@ -770,7 +743,7 @@ func testScan(t *testing.T, b Backend) {
 	}
 	scan := func(f eventlog.ScanFilter) []eventlog.ID {
 		var got []eventlog.ID
-		if err := auditor(t, l).Scan(ctx(t), f, func(e eventlog.Event) error {
+		if err := l.Scan(ctx(t), f, func(e eventlog.Event) error {
 			got = append(got, e.ID)
 			return nil
 		}); err != nil {
@@ -821,7 +794,7 @@ func testScan(t *testing.T, b Backend) {
 	// A scan is a snapshot: appends made while it runs are left to the next scan after its last id.
 	var last eventlog.ID
 	seen := 0
-	if err := auditor(t, l).Scan(ctx(t), eventlog.ScanFilter{}, func(e eventlog.Event) error {
+	if err := l.Scan(ctx(t), eventlog.ScanFilter{}, func(e eventlog.Event) error {
 		if seen%100 == 0 {
 			all = append(all, mustAppend(t, l, msg(rooms[seen%len(rooms)], "late", "during scan")).Event)
 		}
@@ -839,10 +812,10 @@ func testScan(t *testing.T, b Backend) {
 		t.Fatalf("the scan after the snapshot got %d events, want the %d appended during it", len(more), len(all)-1500)
 	}
 	stop := errors.New("stop")
-	if err := auditor(t, l).Scan(ctx(t), eventlog.ScanFilter{}, func(eventlog.Event) error { return stop }); err != stop {
+	if err := l.Scan(ctx(t), eventlog.ScanFilter{}, func(eventlog.Event) error { return stop }); err != stop {
 		t.Fatalf("Scan did not return the callback's error: %v", err)
 	}
-	if err := auditor(t, l).Scan(ctx(t), eventlog.ScanFilter{Rooms: []string{"bad room"}}, func(eventlog.Event) error { return nil }); !errors.Is(err, eventlog.ErrBadRoom) {
+	if err := l.Scan(ctx(t), eventlog.ScanFilter{Rooms: []string{"bad room"}}, func(eventlog.Event) error { return nil }); !errors.Is(err, eventlog.ErrBadRoom) {
 		t.Fatalf("Scan with a bad room pattern: %v", err)
 	}
 }
@@ -850,7 +823,7 @@ func testScan(t *testing.T, b Backend) {
 func testVerify(t *testing.T, b Backend) {
 	l := open(t, b, Config{})
 	closeAtEnd(t, &l)
-	rep, err := auditor(t, l).Verify(ctx(t), "")
+	rep, err := l.Verify(ctx(t), "")
 	if err != nil || rep.Broken != nil || rep.Events != 0 {
 		t.Fatalf("empty log: %+v %v", rep, err)
 	}
@@ -862,30 +835,30 @@ func testVerify(t *testing.T, b Backend) {
 		}
 		last = id
 	}
-	rep, err = auditor(t, l).Verify(ctx(t), "")
+	rep, err = l.Verify(ctx(t), "")
 	if err != nil || rep.Broken != nil || rep.Events != 300 || rep.Rooms != 3 || rep.First != first || rep.Last != last {
 		t.Fatalf("Verify = %+v, %v; want 300 events in 3 rooms from %s to %s", rep, err, first, last)
 	}
-	rep, err = auditor(t, l).Verify(ctx(t), "v1")
+	rep, err = l.Verify(ctx(t), "v1")
 	if err != nil || rep.Broken != nil || rep.Events != 100 || rep.Rooms != 1 {
 		t.Fatalf("Verify(v1) = %+v, %v", rep, err)
 	}
 	// Anchors: the heads as Rooms lists them hold, also after more appends; an anchor the log no
 	// longer reaches, or with another hash, or of a room it lacks, is a break.
 	var anchors []eventlog.Anchor
-	auditor(t, l).Rooms(ctx(t), func(r eventlog.RoomInfo) error {
+	l.Rooms(ctx(t), func(r eventlog.RoomInfo) error {
 		anchors = append(anchors, eventlog.Anchor{Room: r.Name, Head: eventlog.Head{ID: r.Last, Hash: r.Hash, Count: r.Count}})
 		return nil
 	})
 	mustAppend(t, l, msg("v0", "u", "after the anchors"))
-	if rep, err := auditor(t, l).Verify(ctx(t), "", anchors...); err != nil || rep.Broken != nil {
+	if rep, err := l.Verify(ctx(t), "", anchors...); err != nil || rep.Broken != nil {
 		t.Fatalf("Verify with its own anchors: %+v, %v", rep.Broken, err)
 	}
 	past, other, gone := anchors[0], anchors[1], eventlog.Anchor{Room: "never", Head: anchors[2].Head}
 	past.Count += 10
 	other.Hash[0] ^= 1
 	for _, a := range []eventlog.Anchor{past, other, gone} {
-		rep, err := auditor(t, l).Verify(ctx(t), "", a)
+		rep, err := l.Verify(ctx(t), "", a)
 		if err != nil || rep.Broken == nil || rep.Broken.Room != a.Room {
 			t.Fatalf("Verify with the anchor %+v: %+v, %v; want a break in %s", a, rep.Broken, err, a.Room)
 		}
@@ -899,27 +872,27 @@ func testAcks(t *testing.T, b Backend) {
 	for i := range 5 {
 		evs = append(evs, mustAppend(t, l, msg("acked", "u", fmt.Sprint(i))).Event.ID)
 	}
-	if id, err := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); err != nil || !id.IsZero() {
+	if id, err := l.Cursor(ctx(t), "u", "phone", "acked"); err != nil || !id.IsZero() {
 		t.Fatalf("no ack yet: %s %v", id, err)
 	}
 	set := func(id eventlog.ID) {
-		if err := cursors(t, l).SetCursor(ctx(t), "u", "phone", "acked", id); err != nil {
+		if err := l.SetCursor(ctx(t), "u", "phone", "acked", id); err != nil {
 			t.Fatalf("SetCursor: %v", err)
 		}
 	}
 	set(evs[2])
 	set(evs[1]) // an older ack never moves the cursor back
-	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); id != evs[2] {
+	if id, _ := l.Cursor(ctx(t), "u", "phone", "acked"); id != evs[2] {
 		t.Fatalf("ack = %s, want %s", id, evs[2])
 	}
 	set(evs[4])
-	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "tablet", "acked"); !id.IsZero() {
+	if id, _ := l.Cursor(ctx(t), "u", "tablet", "acked"); !id.IsZero() {
 		t.Fatalf("another session shares the cursor")
 	}
 	if b.Reopen != nil {
 		l = b.Reopen(t, l)
 	}
-	if id, _ := cursors(t, l).Cursor(ctx(t), "u", "phone", "acked"); id != evs[4] {
+	if id, _ := l.Cursor(ctx(t), "u", "phone", "acked"); id != evs[4] {
 		t.Fatalf("ack after reopen = %s, want %s", id, evs[4])
 	}
 }
@@ -941,7 +914,7 @@ func testSessions(t *testing.T, b Backend) {
 		l = b.Reopen(t, l)
 	}
 	var got []eventlog.Session
-	sessionIndex(t, l).Sessions(ctx(t), func(s eventlog.Session) error { got = append(got, s); return nil })
+	l.Sessions(ctx(t), func(s eventlog.Session) error { got = append(got, s); return nil })
 	slices.SortFunc(got, func(x, y eventlog.Session) int { return x.Joined.Compare(y.Joined) })
 	want := []eventlog.Session{{Room: "r1", User: "ann", Session: "s1", Joined: a}, {Room: "r2", User: "bob", Session: "s2", Joined: c}}
 	if !slices.Equal(got, want) {
@@ -972,7 +945,7 @@ func testReopen(t *testing.T, b Backend) {
 		t.Fatalf("id after reopen %s is not after %s", after.ID, before[len(before)-1].ID)
 	}
 	next := mustAppend(t, l, msg("persist", "u", "more")).Event
-	if rep, err := auditor(t, l).Verify(ctx(t), ""); err != nil || rep.Broken != nil {
+	if rep, err := l.Verify(ctx(t), ""); err != nil || rep.Broken != nil {
 		t.Fatalf("verify after reopen: %+v %v", rep.Broken, err)
 	}
 	if h, _ := l.Head(ctx(t), "persist"); h.ID != next.ID || h.Count != 51 {
@@ -989,7 +962,7 @@ func testClosed(t *testing.T, b Backend) {
 	if _, err := l.Append(context.Background(), msg("c", "u", "y")); !errors.Is(err, eventlog.ErrClosed) {
 		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
-	if err := cursors(t, l).SetCursor(context.Background(), "u", "s", "c", eventlog.ID{1}); !errors.Is(err, eventlog.ErrClosed) {
+	if err := l.SetCursor(context.Background(), "u", "s", "c", eventlog.ID{1}); !errors.Is(err, eventlog.ErrClosed) {
 		t.Fatalf("SetCursor after Close: %v, want ErrClosed", err)
 	}
 }
