@@ -76,14 +76,13 @@ type conn struct {
 	handler    worker
 
 	// Under mu: what the writer writes, and how the connection ends.
-	streams    map[string]*roomStream // made at the first join
-	order      []string               // joined rooms in join order: the writer's round-robin
-	replies    [][]byte
-	replyBytes int  // bytes in replies
-	wakeup     bool // something new to write since the writer last looked
-	writer     worker
-	closing    *closeRequest
-	closed     bool // the network connection is closed
+	streams map[string]*roomStream // made at the first join
+	order   []string               // joined rooms in join order: the writer's round-robin
+	replies replyQueue
+	wakeup  bool // something new to write since the writer last looked
+	writer  worker
+	closing *closeRequest
+	closed  bool // the network connection is closed
 
 	// Under mu: publishes in flight (acker) and receipt cursors to record (receiptRecorder).
 	inflight        []inflight
@@ -177,10 +176,34 @@ func (c *conn) reply(v any) {
 	c.queueReplyLocked(b)
 }
 
-// replyQueueFullLocked reports whether a reply of n more bytes must wait: the queue holds
-// SendQueue frames or maxReplyBytes bytes (one frame always fits an empty queue).
+// replyQueue is the encoded replies (acks, errors, joined...) and signals waiting for the
+// writer, in order. It is part of a conn, under the conn's mu.
+type replyQueue struct {
+	frames [][]byte
+	bytes  int // in frames
+}
+
+// fullFor reports whether a frame of n more bytes must wait: the queue holds max frames or
+// maxReplyBytes bytes (one frame always fits an empty queue).
+func (q *replyQueue) fullFor(n, max int) bool {
+	return len(q.frames) > 0 && (len(q.frames) >= max || q.bytes+n > maxReplyBytes)
+}
+
+func (q *replyQueue) push(b []byte) {
+	q.frames = append(q.frames, b)
+	q.bytes += len(b)
+}
+
+// take empties the queue and returns what it held.
+func (q *replyQueue) take() [][]byte {
+	frames := q.frames
+	q.frames, q.bytes = nil, 0
+	return frames
+}
+
+// replyQueueFullLocked reports whether a reply of n more bytes must wait (see replyQueue.fullFor).
 func (c *conn) replyQueueFullLocked(n int) bool {
-	return len(c.replies) > 0 && (len(c.replies) >= c.s.cfg.SendQueue || c.replyBytes+n > maxReplyBytes)
+	return c.replies.fullFor(n, c.s.cfg.SendQueue)
 }
 
 // queueReplyLocked queues the encoded reply b for the writer, waiting (c.mu released meanwhile)
@@ -192,8 +215,7 @@ func (c *conn) queueReplyLocked(b []byte) bool {
 	if c.closed {
 		return false
 	}
-	c.replies = append(c.replies, b)
-	c.replyBytes += len(b)
+	c.replies.push(b)
 	c.wakeWriterLocked()
 	return true
 }

@@ -30,8 +30,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.wakeup = false
-		replies := c.replies
-		c.replies, c.replyBytes = nil, 0
+		replies := c.replies.take()
 		c.cond.Broadcast()
 		streams := make([]*roomStream, 0, len(c.order))
 		for _, room := range c.order {

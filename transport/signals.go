@@ -58,8 +58,7 @@ func (c *conn) Signal(s *rooms.Signal) {
 	full := c.replyQueueFullLocked(len(b))
 	ok := joined && !full && !c.closed && c.closing == nil
 	if ok {
-		c.replies = append(c.replies, b)
-		c.replyBytes += len(b)
+		c.replies.push(b)
 		c.wakeWriterLocked()
 	}
 	c.mu.Unlock()
