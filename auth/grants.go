@@ -66,7 +66,7 @@ func (g *Grants) Authorize(action Action, room string) error {
 		if !g.CanWrite(room) {
 			return refuse("your token does not allow publishing to %q", room)
 		}
-		if !g.CanSnapshot(room) {
+		if !matchAny(g.SnapshotRooms, room) {
 			return refuse("publishing a snapshot to %q needs the token claim snapshot_rooms (snapshots decide what compaction removes)", room)
 		}
 	case Read:

@@ -43,7 +43,8 @@ type Options struct {
 }
 
 // Authorizer decides whether the holder of grants may take action on room: nil, or an error
-// wrapping auth.ErrForbidden that says why not. A decision it cannot make must fail closed.
+// wrapping auth.ErrForbidden that says why not. A decision it cannot make must fail closed, and
+// one that calls out bounds its own time (callers pass no deadline per action).
 type Authorizer interface {
 	Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error
 }
@@ -209,16 +210,32 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 	}
 }
 
-// Publish appends a client's event to a room once g allows writing to it: the one way clients
-// publish, over the WebSocket and the HTTP API alike. The event's user is g's; reserved kinds
-// stay reserved (req.System is cleared). A refusal is returned at once (ErrForbidden); the
-// append's own outcome comes through the Pending, so a connection can pipeline its publishes in
-// order.
-func (h *Hub) Publish(g auth.Grants, req eventlog.AppendRequest) (*eventlog.Pending, error) {
-	if err := h.Authorize(context.Background(), g, auth.PublishAction(req.Kind), req.Room); err != nil {
-		return nil, err
+// A Permit is the hub's decision that a user may publish events of one kind to one room
+// (AuthorizePublish). Publish takes it: a publish is decided once, before the caller spends its
+// rate on it, and nothing is appended undecided. The zero Permit allows nothing.
+type Permit struct {
+	user, room, kind string
+}
+
+// AuthorizePublish decides whether the holder of g may publish an event of kind to room
+// (Authorize with auth.Publish, or auth.Snapshot for snapshots).
+func (h *Hub) AuthorizePublish(ctx context.Context, g auth.Grants, room, kind string) (Permit, error) {
+	if err := h.Authorize(ctx, g, auth.PublishAction(kind), room); err != nil {
+		return Permit{}, err
 	}
-	req.User, req.System = g.User, false
+	return Permit{user: g.User, room: room, kind: kind}, nil
+}
+
+// Publish appends a client's event under p: the one way clients publish, over the WebSocket and
+// the HTTP API alike. The event's user is the permit's; reserved kinds stay reserved (req.System
+// is cleared). A request for another room or kind than p's is refused at once (ErrForbidden);
+// the append's own outcome comes through the Pending, so a connection can pipeline its publishes
+// in order.
+func (h *Hub) Publish(p Permit, req eventlog.AppendRequest) (*eventlog.Pending, error) {
+	if p.user == "" || p.room != req.Room || p.kind != req.Kind {
+		return nil, &auth.Refusal{Reason: fmt.Sprintf("no permit to publish %q events to %q", req.Kind, req.Room)}
+	}
+	req.User, req.System = p.user, false
 	return h.log.AppendAsync(req), nil
 }
 

@@ -280,19 +280,33 @@ func TestPublishAuthorises(t *testing.T) {
 	l := openLog(t)
 	h := rooms.NewHub(l, rooms.Options{})
 	defer h.Close(context.Background())
+	ctx := context.Background()
 	reader := auth.Grants{User: "ro", ReadRooms: []string{"doc:*"}}
-	if _, err := h.Publish(reader, eventlog.AppendRequest{Room: "doc:1", Body: json.RawMessage(`1`)}); !errors.Is(err, rooms.ErrForbidden) {
+	if _, err := h.AuthorizePublish(ctx, reader, "doc:1", ""); !errors.Is(err, rooms.ErrForbidden) {
 		t.Fatalf("a read-only publish: %v, want ErrForbidden", err)
 	}
+	if _, err := h.Publish(rooms.Permit{}, eventlog.AppendRequest{Room: "doc:1", Body: json.RawMessage(`1`)}); !errors.Is(err, rooms.ErrForbidden) {
+		t.Fatalf("a publish without a permit: %v, want ErrForbidden", err)
+	}
 	writer := auth.Grants{User: "ann", Rooms: []string{"doc:*"}}
-	p, err := h.Publish(writer, eventlog.AppendRequest{Room: "doc:1", User: "mallory", Body: json.RawMessage(`2`)})
+	permit, err := h.AuthorizePublish(ctx, writer, "doc:1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []eventlog.AppendRequest{{Room: "doc:2"}, {Room: "doc:1", Kind: eventlog.KindSnapshot}} {
+		if _, err := h.Publish(permit, other); !errors.Is(err, rooms.ErrForbidden) {
+			t.Fatalf("a permit for doc:1 messages used for %+v: %v, want ErrForbidden", other, err)
+		}
+	}
+	p, err := h.Publish(permit, eventlog.AppendRequest{Room: "doc:1", User: "mallory", Body: json.RawMessage(`2`)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res, err := p.Wait(context.Background()); err != nil || res.Event.User != "ann" {
 		t.Fatalf("publish: %+v %v, want user ann", res.Event, err)
 	}
-	p, _ = h.Publish(writer, eventlog.AppendRequest{Room: "doc:1", Kind: eventlog.KindJoin, System: true})
+	joinPermit, _ := h.AuthorizePublish(ctx, writer, "doc:1", eventlog.KindJoin)
+	p, _ = h.Publish(joinPermit, eventlog.AppendRequest{Room: "doc:1", Kind: eventlog.KindJoin, System: true})
 	if _, err := p.Wait(context.Background()); !errors.Is(err, eventlog.ErrReservedKind) {
 		t.Fatalf("a client join event: %v, want ErrReservedKind", err)
 	}

@@ -218,7 +218,6 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	if claims == nil {
 		return
 	}
-	g := claims.Grants()
 	var in struct {
 		Kind   string          `json:"kind"`
 		Key    string          `json:"key"`
@@ -247,7 +246,9 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Expect = &id
 	}
-	if !s.authorize(w, r, claims, auth.PublishAction(req.Kind), room, "publish") { // before the rate: a refusal spends none
+	permit, err := s.hub.AuthorizePublish(r.Context(), claims.Grants(), room, req.Kind)
+	if err != nil { // before the rate: a refusal spends none
+		s.httpFail(w, "publish", room, err)
 		return
 	}
 	if !s.httpRates.allow(token(r)) {
@@ -256,7 +257,7 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	p, err := s.hub.Publish(g, req)
+	p, err := s.hub.Publish(permit, req)
 	var res eventlog.AppendResult
 	if err == nil {
 		res, err = p.Wait(r.Context())

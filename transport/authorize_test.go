@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -23,6 +24,9 @@ func (a *recordingAuthorizer) Authorize(_ context.Context, g auth.Grants, action
 	a.mu.Unlock()
 	if strings.HasPrefix(room, "vault:") {
 		return &auth.Refusal{Reason: "the vault is closed today"}
+	}
+	if strings.HasPrefix(room, "broken:") { // a decision that cannot be made (a hook down)
+		return errors.New("the authoriser is unreachable")
 	}
 	return g.Authorize(action, room)
 }
@@ -70,6 +74,22 @@ func TestOneAuthoriser(t *testing.T) {
 	}
 	if n := roomEvents(t, ts, "vault:1"); n != 0 {
 		t.Fatalf("refused actions appended %d events", n)
+	}
+	// A decision that cannot be made refuses (fail closed): nothing joined, nothing appended.
+	for _, f := range []frame{
+		{"type": "join", "ref": "b1", "room": "broken:1"},
+		{"type": "publish", "ref": "b2", "room": "broken:1", "body": 1},
+	} {
+		c.send(f)
+		if e := c.expect("error"); e.str("code") != "internal" {
+			t.Errorf("%v when the authoriser cannot decide: %v", f, e)
+		}
+	}
+	if code, body := httpDo(t, "POST", ts.url+"/v1/rooms/broken:1/events", tok, `{"body":1}`); code != 500 {
+		t.Errorf("HTTP publish when the authoriser cannot decide: %d %s", code, body)
+	}
+	if n := roomEvents(t, ts, "broken:1"); n != 0 {
+		t.Fatalf("undecided actions appended %d events", n)
 	}
 	// The same actions elsewhere go through, each decided by the authoriser too.
 	c.join("open:1", nil)

@@ -8,8 +8,8 @@ import (
 // Frames are wire's types (package wire): the protocol's frames and codes are written once, for
 // the server and the Go client alike.
 
-// The list is bounded, so that members joining a room with large presence states cannot make
-// every newcomer's joined frame huge: at most maxListed members, and members' presence of at most
+// memberFrames is the member list of a joined frame. It is bounded, so that members joining a
+// room with large presence states cannot make every newcomer's joined frame huge: at most maxListed members, and members' presence of at most
 // maxMembersBytes in all. truncated says some were left out.
 func memberFrames(ms []rooms.Member, maxListed int) (out []wire.Member, truncated bool) {
 	out = make([]wire.Member, 0, min(len(ms), maxListed))
