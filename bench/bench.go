@@ -19,7 +19,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -120,7 +120,7 @@ func InProcess() (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := eventlog.Open(filepath.Join(dir, "bench.db"), eventlog.Options{})
+	log, err := boltlog.Open(filepath.Join(dir, "bench.db"), boltlog.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 // Limits are the raw limits of this machine's disk, measured in the same run as a scenario so
@@ -43,7 +44,7 @@ func MeasureLimits(d time.Duration) (Limits, error) {
 	}
 	lim.FsyncsPerSec = float64(n) / time.Since(start).Seconds()
 
-	l, err := eventlog.Open(filepath.Join(dir, "commits.db"), eventlog.Options{})
+	l, err := boltlog.Open(filepath.Join(dir, "commits.db"), boltlog.Options{})
 	if err != nil {
 		return lim, err
 	}

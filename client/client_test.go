@@ -19,6 +19,7 @@ import (
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/client/filestore"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -299,7 +300,7 @@ func TestServerKilledAndRestarted(t *testing.T) {
 	// Check against the file itself, after a last clean stop.
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	<-srv.done
-	l, err := eventlog.Open(data, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

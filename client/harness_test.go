@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/auth"
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
+	"go.uber.org/goleak"
 )
 
 const secret = "client-test-secret-of-32-bytes-or-more"
@@ -65,7 +64,7 @@ func tokenTTL(t testing.TB, sub string, ttl time.Duration, rooms ...string) func
 // inProcServer is a real server in this process, on a loopback port, with a real data file.
 type inProcServer struct {
 	addr string
-	log  *eventlog.BoltLog
+	log  *boltlog.Log
 	srv  *transport.Server
 	http *http.Server
 }
@@ -77,7 +76,7 @@ func startInProc(t *testing.T) *inProcServer {
 // startInProcWith starts a server whose log remembers keys for keyRetention (0: the default).
 func startInProcWith(t *testing.T, keyRetention time.Duration) *inProcServer {
 	t.Helper()
-	log, err := eventlog.Open(filepath.Join(t.TempDir(), "rooms.db"), eventlog.Options{KeyRetention: keyRetention})
+	log, err := boltlog.Open(filepath.Join(t.TempDir(), "rooms.db"), boltlog.Options{KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,17 +31,13 @@ var (
 	// they are durable if the file on disk holds them when it is reopened, and a retry with the
 	// same idempotency key then finds them. Until the log has reopened the file from disk, reads
 	// fail with ErrFailed too; appends stay refused for a short backoff after that. See
-	// BoltLog.Health.
+	// boltlog.Log.Health.
 	ErrFailed = errors.New("event log failed")
 )
 
-// Errors opening a data file.
-var (
-	ErrLocked        = errors.New("data file is locked by another process")
-	ErrNotLog        = errors.New("not a roomlog data file")
-	ErrCorrupt       = errors.New("data file is corrupt")
-	ErrFormatVersion = errors.New("unknown data file format version")
-)
+// ErrCorrupt: stored data does not decode, or contradicts itself (a record, a head entry, a
+// snapshot's body).
+var ErrCorrupt = errors.New("data file is corrupt")
 
 // ConflictError is returned when AppendRequest.Expect does not match the room's head.
 type ConflictError struct {

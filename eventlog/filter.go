@@ -31,8 +31,8 @@ func (f *ScanFilter) MatchesRoom(room string) bool {
 	return false
 }
 
-// check validates the filter's room patterns and limit.
-func (f *ScanFilter) check() error {
+// Check validates the filter's room patterns and limit, as Scan does before it reads.
+func (f *ScanFilter) Check() error {
 	for _, p := range f.Rooms {
 		if err := ValidPattern(p); err != nil {
 			return fmt.Errorf("eventlog: scan: %w", err)
@@ -44,6 +44,7 @@ func (f *ScanFilter) check() error {
 	return nil
 }
 
-func (f *ScanFilter) inRange(id ID) bool {
+// InRange reports whether id is before the filter's Until (always, when Until is zero).
+func (f *ScanFilter) InRange(id ID) bool {
 	return f.Until.IsZero() || id.Compare(f.Until) < 0
 }

@@ -82,23 +82,33 @@ func MinIDAt(t time.Time) ID {
 	return id
 }
 
-// idSource hands out strictly increasing ids. It is used by one goroutine (the writer) only.
+// IDSource hands out strictly increasing ids, for a backend that assigns them from one place (a
+// single writer, or under a lock): it is not safe for concurrent use. The zero value starts from
+// the zero id on the wall clock.
 //
-// Invariant: next() > every id it returned before and > the floor it was started with, even when
-// the wall clock goes backwards: the millisecond part is max(now, last), and within a millisecond
-// the 80-bit random part is incremented.
-type idSource struct {
-	last ID
-	now  func() time.Time
+// Invariant: Next() > every id it returned before and > Last as it was set, even when the wall
+// clock goes backwards: the millisecond part is max(now, last), and within a millisecond the
+// 80-bit random part is incremented.
+type IDSource struct {
+	// Last is the last id handed out; a backend reopening its storage sets it to the last id it
+	// ever assigned, so ids keep increasing across restarts.
+	Last ID
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
-func (s *idSource) next() ID {
-	ms := uint64(s.now().UnixMilli())
-	lastMs := s.last.Millis()
+// Next returns a new id, greater than every one before.
+func (s *IDSource) Next() ID {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	ms := uint64(now().UnixMilli())
+	lastMs := s.Last.Millis()
 	if ms <= lastMs {
-		id, ok := increment(s.last)
+		id, ok := increment(s.Last)
 		if ok {
-			s.last = id
+			s.Last = id
 			return id
 		}
 		ms = lastMs + 1 // 2^80 ids in one millisecond: borrow the next one
@@ -112,7 +122,7 @@ func (s *idSource) next() ID {
 		panic("eventlog: crypto/rand failed: " + err.Error())
 	}
 	id[6] &= 0x7f
-	s.last = id
+	s.Last = id
 	return id
 }
 
@@ -131,8 +141,9 @@ func increment(id ID) (ID, bool) {
 	return id, true
 }
 
-// nextID and prevID are the ids just after and before id in the order of ids.
-func nextID(id ID) ID {
+// Next is the id just after id in the order of ids (id + 1, as a 128-bit number), for turning an
+// inclusive bound into an exclusive one.
+func (id ID) Next() ID {
 	for i := len(id) - 1; i >= 0; i-- {
 		id[i]++
 		if id[i] != 0 {
@@ -142,7 +153,8 @@ func nextID(id ID) ID {
 	return id
 }
 
-func prevID(id ID) ID {
+// Prev is the id just before id in the order of ids (id - 1).
+func (id ID) Prev() ID {
 	for i := len(id) - 1; i >= 0; i-- {
 		id[i]--
 		if id[i] != 0xff {

@@ -8,13 +8,12 @@ import (
 )
 
 // The storage roles, as small interfaces (hashicorp/raft keeps its LogStore apart from its
-// StableStore the same way): Log is the event log itself, which every backend is; Cursors and
-// SessionIndex keep what the server records about clients; Auditor and HealthChecker are
-// abilities a backend may add, found by type assertion. BoltLog (the file, Open) has all five
-// and Compactor; MemLog (memory, NewMemLog) all but HealthChecker (memory does not fail); the
-// JetStream backend (package jetstream) all of them, and Membership, which logs shared by several
-// nodes need. Each checks its roles at compile time, and every backend passes the conformance
-// suite in package logtest.
+// StableStore the same way): Log is the event log itself; Cursors and SessionIndex keep what the
+// server records about clients; Auditor serves the audit tools, and Compactor (snapshot.go) the
+// snapshots. Every backend has all of them, together a Store, and checks so at compile time:
+// boltlog.Log, memlog.Log and jetstream.Log. HealthChecker (boltlog, jetstream) and Membership
+// (jetstream, whose log several nodes share) are the optional abilities, found by type
+// assertion. Every backend passes the conformance suite in package logtest.
 
 // Store is what every backend provides: the log and the roles the server and the audit tools
 // need of it. What only some backends add (HealthChecker, Membership) stays optional, found by
@@ -267,14 +266,21 @@ func (p *Pending) Wait(ctx context.Context) (AppendResult, error) {
 	}
 }
 
-func (p *Pending) complete(r AppendResult, err error) {
+// NewPending returns an append in flight for a backend's AppendAsync to complete, once, with
+// Complete.
+func NewPending() *Pending { return &Pending{done: make(chan struct{})} }
+
+// Complete sets the outcome of an append made with NewPending and closes Done. Only the backend
+// that made the Pending calls it, and only once.
+func (p *Pending) Complete(r AppendResult, err error) {
 	p.result, p.err = r, err
 	close(p.done)
 }
 
-func failed(err error) *Pending {
-	p := &Pending{done: make(chan struct{})}
-	p.complete(AppendResult{}, err)
+// Failed returns a Pending that failed with err.
+func Failed(err error) *Pending {
+	p := NewPending()
+	p.Complete(AppendResult{}, err)
 	return p
 }
 

@@ -27,8 +27,9 @@ func kindCode(kind string) byte {
 
 var errBadRecord = errors.New("malformed event record")
 
-// encodeRecord appends the record of an event (without its hash, which chain fills in) to dst.
-func encodeRecord(dst []byte, req *AppendRequest) []byte {
+// EncodeRecord appends the record of req (normalized) to dst, with its hash left zero for
+// ChainRecord to fill in. The layout is in the package comment.
+func EncodeRecord(dst []byte, req *AppendRequest) []byte {
 	dst = append(dst, make([]byte, sha256.Size)...)
 	code := kindCode(req.Kind)
 	dst = append(dst, code)
@@ -46,9 +47,10 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// chain computes the hash of the record rec of event id in room, following prev, and stores it
-// in rec. The hash covers the room, the id and every field, so nothing can be moved unnoticed.
-func chain(rec []byte, prev *[32]byte, room string, id ID) [32]byte {
+// ChainRecord computes the chain hash of record rec, stored as event id of room after an event
+// whose hash is prev (32 zero bytes for a room's first event), writes it into rec and returns it.
+// The hash covers the room, the id and every field, so nothing can be moved unnoticed.
+func ChainRecord(rec []byte, prev *[32]byte, room string, id ID) [32]byte {
 	sum := chainHash(rec, prev, room, id)
 	copy(rec[hashOffset:fieldsOffset], sum[:])
 	return sum
@@ -68,9 +70,10 @@ func chainHash(rec []byte, prev *[32]byte, room string, id ID) [32]byte {
 	return sum
 }
 
-// decodeRecord fills e from rec. The strings and body of e point into rec, which the caller must
-// own and never change (reads copy records out of bbolt's memory map first).
-func decodeRecord(e *Event, rec []byte) error {
+// DecodeRecord fills e's kind, user, session, key, body and hash from rec; e.ID and e.Room are
+// the caller's. The strings and body of e point into rec, which the caller must own and never
+// change (a backend reading from a memory map copies records out first).
+func DecodeRecord(e *Event, rec []byte) error {
 	if len(rec) < fieldsOffset+4 {
 		return fmt.Errorf("%w: %d bytes", errBadRecord, len(rec))
 	}
@@ -117,22 +120,5 @@ func readString(p []byte) (string, []byte, bool) {
 	return unsafe.String(&s[0], len(s)), p[w+int(n):], true
 }
 
-// headValue is the room head entry: id(16) | hash(32) | count(8).
-func encodeHead(h Head) []byte {
-	b := make([]byte, 16+32+8)
-	copy(b, h.ID[:])
-	copy(b[16:], h.Hash[:])
-	binary.BigEndian.PutUint64(b[48:], h.Count)
-	return b
-}
-
-func decodeHead(b []byte) (Head, error) {
-	var h Head
-	if len(b) != 56 {
-		return h, fmt.Errorf("%w: room head entry is %d bytes, want 56", ErrCorrupt, len(b))
-	}
-	copy(h.ID[:], b)
-	copy(h.Hash[:], b[16:])
-	h.Count = binary.BigEndian.Uint64(b[48:])
-	return h, nil
-}
+// RecordHash is the chain hash stored in record rec (one that DecodeRecord accepts).
+func RecordHash(rec []byte) [32]byte { return [32]byte(rec[hashOffset:fieldsOffset]) }

@@ -16,22 +16,22 @@ func FuzzDecodeRecord(f *testing.F) {
 		{Room: "r", User: "bob", Kind: "cursor.move"},
 		{Room: "r", User: "u", Kind: KindJoin, Body: []byte(`{"name":"U"}`)},
 	} {
-		f.Add(encodeRecord(nil, &req))
+		f.Add(EncodeRecord(nil, &req))
 	}
 	f.Add([]byte{})
 	f.Add(bytes.Repeat([]byte{0xff}, 40))
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		var e Event
-		if err := decodeRecord(&e, rec); err != nil {
+		if err := DecodeRecord(&e, rec); err != nil {
 			return
 		}
-		again := encodeRecord(nil, &AppendRequest{Kind: e.Kind, User: e.User, Session: e.Session, Key: e.Key, Body: e.Body})
+		again := EncodeRecord(nil, &AppendRequest{Kind: e.Kind, User: e.User, Session: e.Session, Key: e.Key, Body: e.Body})
 		copy(again[hashOffset:fieldsOffset], rec[hashOffset:fieldsOffset])
 		if !bytes.Equal(again, rec) {
 			// Non-minimal varints or a custom kind spelled like a coded one decode but encode
 			// differently; everything else must round-trip.
 			var e2 Event
-			if err := decodeRecord(&e2, again); err != nil || e2.Kind != e.Kind || e2.User != e.User ||
+			if err := DecodeRecord(&e2, again); err != nil || e2.Kind != e.Kind || e2.User != e.User ||
 				e2.Session != e.Session || e2.Key != e.Key || !bytes.Equal(e2.Body, e.Body) {
 				t.Fatalf("record %x decodes to %+v, which re-encodes to %x (%v)", rec, e, again, err)
 			}

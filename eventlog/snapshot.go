@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,4 +103,14 @@ func SnapshotCovers(snap Event) (ID, error) {
 		return ID{}, fmt.Errorf("%w: snapshot %s covers: %v", ErrCorrupt, snap.ID, err)
 	}
 	return id, nil
+}
+
+// CompactionBody is the body of the compaction event a backend appends when it has removed
+// removed events of a room up to floor, compacting it to snapshot, which snapshotBy wrote.
+func CompactionBody(snapshot ID, snapshotBy string, floor Head, removed int) json.RawMessage {
+	body, _ := json.Marshal(compactionBody{
+		Snapshot: snapshot.String(), SnapshotBy: snapshotBy, Floor: floor.ID.String(), Hash: hex.EncodeToString(floor.Hash[:]),
+		Count: floor.Count, Removed: removed,
+	})
+	return body
 }

@@ -128,9 +128,11 @@ func validText(what error, name, s string, min, max int) error {
 	return nil
 }
 
-// normalize validates req and returns it with defaults filled in and the body compacted. It is
-// all the checking an append needs before it reaches storage.
-func normalize(req AppendRequest, maxBody int) (AppendRequest, error) {
+// Normalize validates req as every backend must before storing it, and returns it with the
+// default kind filled in and the body compacted (a "null" body becomes none). Its errors wrap
+// the ErrBad... values. A backend stores exactly what it returns: it is all the checking an
+// append needs before it reaches storage.
+func Normalize(req AppendRequest, maxBody int) (AppendRequest, error) {
 	if err := ValidRoom(req.Room); err != nil {
 		return req, err
 	}
@@ -175,3 +177,34 @@ func normalize(req AppendRequest, maxBody int) (AppendRequest, error) {
 	}
 	return req, nil
 }
+
+// CheckRead validates a read's room and limit as every backend does (ErrBadRoom, ErrBadLimit).
+func CheckRead(room string, limit int) error {
+	if err := ValidRoom(room); err != nil {
+		return fmt.Errorf("eventlog: read: %w", err)
+	}
+	if limit <= 0 {
+		return fmt.Errorf("eventlog: read: %w: %d, must be positive", ErrBadLimit, limit)
+	}
+	return nil
+}
+
+// CheckCursor validates a Cursors.SetCursor as every backend does.
+func CheckCursor(user, session, room string, id ID) error {
+	if err := ValidRoom(room); err != nil {
+		return fmt.Errorf("eventlog: cursor: %w", err)
+	}
+	if err := validText(ErrBadUser, "user", user, 1, MaxUserLen); err != nil {
+		return fmt.Errorf("eventlog: cursor: %w", err)
+	}
+	if err := validText(ErrBadSession, "session", session, 0, MaxSessionLen); err != nil {
+		return fmt.Errorf("eventlog: cursor: %w", err)
+	}
+	if id.IsZero() {
+		return fmt.Errorf("eventlog: cursor: %w: the zero id acknowledges nothing", ErrBadCursor)
+	}
+	return nil
+}
+
+// CheckUser validates the user a system action is recorded under (Compactor.Compact's by).
+func CheckUser(user string) error { return validText(ErrBadUser, "user", user, 1, MaxUserLen) }

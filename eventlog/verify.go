@@ -1,172 +1,157 @@
 package eventlog
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-// defaultVerifyChunk is how many events Verify checks in one read transaction.
-const defaultVerifyChunk = 4096
+// Verification written once: every backend's Auditor.Verify is VerifyRooms walking the rooms, and
+// each room's events go through a ChainCheck; a backend supplies only its room list and its walk
+// of one room. The checks themselves (ids increase, hashes chain, the head and the anchors
+// agree) are in this file and anchor.go.
 
-// Verify implements Auditor. For each room it checks, event by event, that keys are ids in strictly
-// increasing order, that every record decodes, and that every stored hash equals the hash
-// recomputed from the previous one; then that the room's head entry names the last event, its
-// hash and the count. With anchors (of room, or of any room when room is ""), it also checks
-// that each anchored event is still in its room, at its position, with its hash, so that a room
-// cut back to an earlier event fails. The first failure is reported in VerifyReport.Broken.
-func (l *BoltLog) Verify(ctx context.Context, room string, anchors ...Anchor) (VerifyReport, error) {
+// VerifyRooms is Auditor.Verify, written once. It validates room, then checks it (or, when room is
+// "", every room names lists, in its order) with verifyRoom, and ends at the first break or
+// error; when all rooms pass it reports an anchored room the log does not have.
+//
+// verifyRoom checks one room, given that room's anchors, through a ChainCheck; it adds the room
+// to rep with ChainCheck.AddTo when the room passes, and reports found=false for a room the log
+// does not have (whose anchors then break the verification).
+func VerifyRooms(ctx context.Context, room string, anchors []Anchor,
+	names func(context.Context) ([]string, error),
+	verifyRoom func(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (brk *Break, found bool, err error),
+) (VerifyReport, error) {
 	var rep VerifyReport
-	var names []string
-	byRoom := anchorsByRoom(room, anchors)
+	list := []string{room}
 	if room != "" {
 		if err := ValidRoom(room); err != nil {
 			return rep, fmt.Errorf("eventlog: verify: %w", err)
 		}
-		names = []string{room}
 	} else {
-		err := l.view(ctx, func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketRooms).ForEachBucket(func(k []byte) error {
-				names = append(names, string(k))
-				return nil
-			})
-		})
-		if err != nil {
+		var err error
+		if list, err = names(ctx); err != nil {
 			return rep, err
 		}
 	}
-	for _, name := range names {
-		if err := errCtx(ctx); err != nil {
+	byRoom := anchorsByRoom(room, anchors)
+	for _, name := range list {
+		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		brk, err := l.verifyRoom(ctx, name, byRoom[name], &rep)
-		delete(byRoom, name)
+		brk, found, err := verifyRoom(ctx, name, byRoom[name], &rep)
 		if err != nil || brk != nil {
 			rep.Broken = brk
 			return rep, err
+		}
+		if found {
+			delete(byRoom, name)
 		}
 	}
 	rep.Broken = anchoredRoomsMissing(byRoom)
 	return rep, nil
 }
 
-// verifyRoom walks one room in read transactions of verifyChunk events (appends and compactions
-// go on between them) through a ChainCheck, adding what it checked to rep.
-func (l *BoltLog) verifyRoom(ctx context.Context, room string, anchors []Anchor, rep *VerifyReport) (*Break, error) {
-	var (
-		check *ChainCheck // nil until the room's head and floor are read
-		brk   *Break
-		done  bool
-	)
-	for !done && brk == nil {
-		if err := errCtx(ctx); err != nil {
-			return nil, err
-		}
-		err := l.view(ctx, func(tx *bolt.Tx) error {
-			b := l.roomBucket(tx, room)
-			switch {
-			case b == nil && check == nil:
-				done = true // an unknown room: nothing to verify
-				return nil
-			case b == nil:
-				brk = &Break{Room: room, ID: check.Last(), Reason: "room vanished during verification"}
-				return nil
-			case check == nil:
-				check, brk = startRoomCheck(b, room, anchors, rep)
-				if brk != nil {
-					return nil
-				}
-			}
-			done, brk = l.verifyEvents(b, check, rep)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if brk == nil && check == nil {
-		brk = anchoredRoomsMissing(map[string][]Anchor{room: anchors})
-	}
-	if brk != nil || check == nil {
-		return brk, nil
-	}
-	if brk = check.EndWalk(); brk != nil {
-		return brk, nil
-	}
-	rep.Events += check.Checked()
-	return nil, nil
+// ChainCheck verifies one room's hash chain, event by event in log order, and the anchors an
+// auditor kept for the room (Auditor.Verify): the one verification every backend runs. Start it
+// with NewChainCheck at the room's floor, call Next with every remaining event and its record,
+// then End with the room's head. A backend that walks the room in several reads while appends go
+// on gives the head as read before the walk to ExpectHead instead, and ends with EndWalk; one
+// whose floor a compaction moved between two reads goes on with Refloor. The first broken link
+// found is returned, and the check is over.
+type ChainCheck struct {
+	room   string
+	at     map[uint64]Anchor
+	prev   [32]byte
+	last   ID
+	count  uint64 // the position of last in the room
+	floor  uint64
+	head   *Head // see ExpectHead
+	First  ID    // the smallest id checked
+	newest ID    // the last id Next accepted (zero before any)
 }
 
-// startRoomCheck reads the room's head and floor: the chain goes on from the floor (the last event
-// a compaction removed), and the walk must reach the head as it is now.
-func startRoomCheck(b *bolt.Bucket, room string, anchors []Anchor, rep *VerifyReport) (*ChainCheck, *Break) {
-	hv := b.Get(keyHead)
-	if hv == nil {
-		return nil, &Break{Room: room, Reason: "room has no head entry"}
+// NewChainCheck starts a check of room from floor (the zero Head when nothing was compacted),
+// against the room's anchors (of other rooms are ignored).
+func NewChainCheck(room string, floor Head, anchors []Anchor) (*ChainCheck, *Break) {
+	var mine []Anchor
+	for _, a := range anchors {
+		if a.Room == room {
+			mine = append(mine, a)
+		}
 	}
-	head, err := decodeHead(hv)
-	if err != nil {
-		return nil, &Break{Room: room, Reason: fmt.Sprintf("head entry: %v", err)}
+	c := &ChainCheck{room: room, at: anchorsAt(mine), prev: floor.Hash, last: floor.ID, count: floor.Count, floor: floor.Count}
+	return c, anchorsBelowFloor(room, c.at, floor)
+}
+
+// Next checks ev, whose record as stored is rec: its id follows the last one (or the floor's),
+// and its stored hash is the one computed from the previous event.
+func (c *ChainCheck) Next(ev *Event, rec []byte) *Break {
+	if !c.last.IsZero() && ev.ID.Compare(c.last) <= 0 {
+		return &Break{Room: c.room, ID: ev.ID, Reason: fmt.Sprintf("id does not increase after %s", c.last)}
 	}
-	floor, err := roomFloor(b)
-	if err != nil {
-		return nil, &Break{Room: room, Reason: fmt.Sprintf("floor entry: %v", err)}
+	if want := chainHash(rec, &c.prev, c.room, ev.ID); want != ev.Hash {
+		return &Break{Room: c.room, ID: ev.ID, Reason: fmt.Sprintf("hash does not chain to the previous event (stored %x, computed %x): the event, or one before it, was changed, removed or moved", ev.Hash[:6], want[:6])}
 	}
+	c.prev, c.last, c.newest = ev.Hash, ev.ID, ev.ID
+	c.count++
+	if c.First.IsZero() {
+		c.First = ev.ID
+	}
+	if h := c.head; h != nil && c.count == h.Count && (h.ID != ev.ID || h.Hash != ev.Hash) {
+		return &Break{Room: c.room, ID: ev.ID, Reason: fmt.Sprintf("room head entry names %s with another hash, but event %d of the room is %s", h.ID, c.count, ev.ID)}
+	}
+	return checkAnchor(c.room, c.at, c.count, ev.ID, ev.Hash)
+}
+
+// Last is the id of the last event checked (the floor's before any).
+func (c *ChainCheck) Last() ID { return c.last }
+
+// Room is the room checked.
+func (c *ChainCheck) Room() string { return c.room }
+
+// ExpectHead gives the room's head as read before a walk that appends may outlast: Next checks
+// the event at its position against it, and EndWalk that the walk reached it.
+func (c *ChainCheck) ExpectHead(head Head) { c.head = &head }
+
+// Refloor goes on from floor, where a compaction moved the room's floor while the walk was
+// between two reads: the chain goes on from it. It returns a break when an anchor names an event
+// the compaction removed with another hash.
+func (c *ChainCheck) Refloor(floor Head) *Break {
+	c.prev, c.last, c.count, c.floor = floor.Hash, floor.ID, floor.Count, floor.Count
+	return anchorsBelowFloor(c.room, c.at, floor)
+}
+
+// EndWalk ends a check started with ExpectHead: the walk reached the head as read before it, and
+// no anchor names an event past the last one checked.
+func (c *ChainCheck) EndWalk() *Break {
+	if c.head != nil && c.count < c.head.Count {
+		return &Break{Room: c.room, ID: c.last, Reason: fmt.Sprintf("room head says %d events, found %d: events were removed", c.head.Count, c.count)}
+	}
+	return anchorsPast(c.room, c.at, c.count)
+}
+
+// Checked is how many events Next has checked (past the floor).
+func (c *ChainCheck) Checked() uint64 { return c.count - c.floor }
+
+// AddTo adds the room, once its check ended without a break, to rep: one room, the events
+// checked, those compaction removed (the final floor), and the smallest and largest ids seen.
+func (c *ChainCheck) AddTo(rep *VerifyReport) {
 	rep.Rooms++
-	rep.Compacted += floor.Count
-	check, brk := NewChainCheck(room, floor, anchors)
-	check.ExpectHead(head)
-	return check, brk
+	rep.Events += c.Checked()
+	rep.Compacted += c.floor
+	if !c.First.IsZero() && (rep.First.IsZero() || c.First.Compare(rep.First) < 0) {
+		rep.First = c.First
+	}
+	if c.newest.Compare(rep.Last) > 0 {
+		rep.Last = c.newest
+	}
 }
 
-// verifyEvents checks up to l.verifyChunk events of the room after the last one checked; done
-// reports that it reached the room's end.
-func (l *BoltLog) verifyEvents(b *bolt.Bucket, check *ChainCheck, rep *VerifyReport) (done bool, brk *Break) {
-	c := b.Cursor()
-	last := check.Last()
-	k, v := c.First()
-	if !last.IsZero() {
-		// Resume after the last event checked (or after the floor).
-		k, v = c.Seek(last[:])
-		switch floor, err := roomFloor(b); {
-		case bytes.Equal(k, last[:]):
-			k, v = c.Next()
-		case err == nil && floor.ID.Compare(last) >= 0:
-			// A compaction ran meanwhile and removed it: go on from the new floor (Seek found the
-			// first event after it).
-			removed, brk := check.Refloor(floor)
-			rep.Compacted += removed
-			if brk != nil {
-				return false, brk
-			}
-		default:
-			return false, &Break{Room: check.room, ID: last, Reason: "event vanished during verification"}
-		}
+// End checks the room's head, as the backend records it, against the last event checked, and
+// that no anchor names an event past it.
+func (c *ChainCheck) End(head Head) *Break {
+	if head.Count != c.count || head.ID != c.last || head.Hash != c.prev {
+		return &Break{Room: c.room, ID: c.last, Reason: fmt.Sprintf("the room's head names event %d (%s), but the chain ends at event %d (%s): events were removed or added around it", head.Count, head.ID, c.count, c.last)}
 	}
-	for range l.verifyChunk {
-		if k == nil || len(k) == 17 && k[0] >= keyFloor[0] { // the room's own entries follow its events
-			return true, nil
-		}
-		if len(k) != 16 {
-			return false, &Break{Room: check.room, ID: check.Last(), Reason: fmt.Sprintf("key %x after event %s is not an id", k, check.Last())}
-		}
-		ev := Event{ID: ID(k), Room: check.room}
-		rec := bytes.Clone(v)
-		if err := decodeRecord(&ev, rec); err != nil {
-			return false, &Break{Room: check.room, ID: ev.ID, Reason: fmt.Sprintf("record does not decode: %v", err)}
-		}
-		if brk := check.Next(&ev, rec); brk != nil {
-			return false, brk
-		}
-		if rep.First.IsZero() || ev.ID.Compare(rep.First) < 0 {
-			rep.First = ev.ID
-		}
-		if ev.ID.Compare(rep.Last) > 0 {
-			rep.Last = ev.ID
-		}
-		k, v = c.Next()
-	}
-	return false, nil
+	return anchorsPast(c.room, c.at, c.count)
 }

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -36,7 +36,7 @@ func TestParseFilter(t *testing.T) {
 // was given, says synced exactly there, then goes on with live events; it reads the log for what
 // the room's memory does not hold.
 func TestStreamSyncsOnceAtTheHead(t *testing.T) {
-	l := eventlog.NewMemLog(eventlog.Options{}) // the stream's logic, not the file's, is tested here
+	l := memlog.New(memlog.Options{}) // the stream's logic, not the file's, is tested here
 	defer l.Close()
 	ctx := context.Background()
 	var ids []eventlog.ID
@@ -100,7 +100,7 @@ func TestStreamSyncsOnceAtTheHead(t *testing.T) {
 }
 
 func TestAuditFollowAndLimit(t *testing.T) {
-	l := eventlog.NewMemLog(eventlog.Options{}) // the stream's logic, not the file's, is tested here
+	l := memlog.New(memlog.Options{}) // the stream's logic, not the file's, is tested here
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -139,7 +139,7 @@ func (nopWaker) Wake() {}
 // TestResumeChoosesTheCursor: the client's cursor first, then the session's recorded one, then the
 // head; unknown and future cursors are flagged, and a future one starts at the head.
 func TestResumeChoosesTheCursor(t *testing.T) {
-	l := eventlog.NewMemLog(eventlog.Options{})
+	l := memlog.New(memlog.Options{})
 	defer l.Close()
 	ctx := context.Background()
 	h := rooms.NewHub(l, rooms.Options{Grace: rooms.NoGrace})

@@ -12,18 +12,18 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/rooms"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // openLog returns an in-memory log: the hub's logic is tested here, the file's in eventlog.
-func openLog(t *testing.T) *eventlog.MemLog {
-	l := eventlog.NewMemLog(eventlog.Options{})
+func openLog(t *testing.T) *memlog.Log {
+	l := memlog.New(memlog.Options{})
 	t.Cleanup(func() { l.Close() })
 	return l
 }

@@ -14,14 +14,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/vmihailenco/msgpack/v5"
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/auth"
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/wire"
+	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
@@ -34,7 +33,7 @@ const testSecret = "test-secret-for-roomlog-transport-tests"
 type testServer struct {
 	t       testing.TB
 	url     string // http://127.0.0.1:port
-	log     *eventlog.BoltLog
+	log     *boltlog.Log
 	hub     *rooms.Hub
 	srv     *transport.Server
 	http    *http.Server
@@ -57,7 +56,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		path = filepath.Join(t.TempDir(), "roomlog.db")
 	}
 	metrics := transport.NewMetrics()
-	log, err := eventlog.Open(path, eventlog.Options{MaxBody: o.cfg.MaxFrame, OnCommit: metrics.ObserveCommit})
+	log, err := boltlog.Open(path, boltlog.Options{MaxBody: o.cfg.MaxFrame, OnCommit: metrics.ObserveCommit})
 	if err != nil {
 		t.Fatal(err)
 	}

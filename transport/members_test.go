@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 // kindsOf lists "user/session:kind" of a room's log.
@@ -57,7 +58,7 @@ func TestGracePeriod(t *testing.T) {
 		t.Fatalf("explicit leave: %q", got)
 	}
 	ts.stop()
-	l, err := eventlog.Open(ts.path, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(ts.path, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,5 +95,5 @@ func (m *Metrics) ObserveJetStream(took time.Duration, conflict bool) {
 	}
 }
 
-// ObserveCommit is an eventlog.Options.OnCommit hook.
+// ObserveCommit is an boltlog.Options.OnCommit hook.
 func (m *Metrics) ObserveCommit(ops int, _ time.Duration) { m.commitBatch.Observe(float64(ops)) }

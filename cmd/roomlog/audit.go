@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/adminapi"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/wire"
@@ -452,7 +453,7 @@ func backupCmd(args []string) int {
 		return fail("backup", err)
 	}
 	// The copy must open and verify, or it is not a backup.
-	copyLog, err := eventlog.Open(*outPath, eventlog.Options{ReadOnly: true})
+	copyLog, err := boltlog.Open(*outPath, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		return fail("backup", fmt.Errorf("the copy in %s does not open: %v", *outPath, err))
 	}

@@ -17,16 +17,16 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
+	bolt "go.etcd.io/bbolt"
 )
 
 // auditLog writes a data file with 3 rooms, 3 users and 2 kinds, in two batches 50 ms apart,
 // and returns its events in log order and a time between the batches.
 func auditLog(t *testing.T, path string) ([]eventlog.Event, time.Time) {
 	t.Helper()
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestHeadsAnchorTheTail(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "h.db")
 	appendN := func(room string, n int) []eventlog.Event {
-		l, err := eventlog.Open(data, eventlog.Options{})
+		l, err := boltlog.Open(data, boltlog.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

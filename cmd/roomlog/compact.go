@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/adminapi"
 )
 
@@ -52,9 +53,9 @@ func compactCmd(args []string) int {
 		if _, err := os.Stat(*src.data); err != nil { // Open would make a new file
 			return fail("compact", fmt.Errorf("%s: %v", *src.data, errors.Unwrap(err)))
 		}
-		l, err := eventlog.Open(*src.data, eventlog.Options{LockTimeout: 500 * time.Millisecond})
+		l, err := boltlog.Open(*src.data, boltlog.Options{LockTimeout: 500 * time.Millisecond})
 		switch {
-		case errors.Is(err, eventlog.ErrLocked):
+		case errors.Is(err, boltlog.ErrLocked):
 			return fail("compact", fmt.Errorf("%s is in use by a running server: compact through it with --server URL --token JWT", *src.data))
 		case err != nil:
 			return fail("compact", err)

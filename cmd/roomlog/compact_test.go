@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 func TestCompactCommand(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rooms.db")
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

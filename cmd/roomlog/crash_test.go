@@ -18,12 +18,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/auth"
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 	"github.com/roomlog/roomlog/internal/servertest"
+	"go.uber.org/goleak"
 )
 
 // The tests run this test binary as the roomlog command: with ROOMLOG_RUN_MAIN set, TestMain runs
@@ -225,7 +224,7 @@ func TestKillDashNine(t *testing.T) {
 		}
 		t.Logf("round %d: %d acked events survived kill -9", round, len(acked))
 	}
-	l, err := eventlog.Open(data, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
@@ -135,7 +134,7 @@ func TestPowerCutCycles(t *testing.T) {
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
-	l, err := eventlog.Open(data, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 )
 
@@ -110,12 +110,12 @@ func (a natsAudit) Close() error {
 }
 
 // open opens the data file read-only; its error says what to do instead.
-func (s source) open() (*eventlog.BoltLog, error) {
-	l, err := eventlog.Open(*s.data, eventlog.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
+func (s source) open() (*boltlog.Log, error) {
+	l, err := boltlog.Open(*s.data, boltlog.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("%s does not exist", *s.data)
-	case errors.Is(err, eventlog.ErrLocked):
+	case errors.Is(err, boltlog.ErrLocked):
 		return nil, fmt.Errorf("%s is in use by a running server: read it through the server with --server URL --token JWT, or take a copy with 'roomlog backup --server URL --token JWT --out FILE'", *s.data)
 	}
 	return l, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/rooms/natsrelay"
@@ -49,8 +50,8 @@ func openStorage(ctx context.Context, cfg serveConfig, metrics *transport.Metric
 // openFile opens the data file and the hub on it, and closes the sessions an unclean stop left
 // joined.
 func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger) (*storage, error) {
-	log, err := eventlog.Open(cfg.Data, eventlog.Options{MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention, OnCommit: metrics.ObserveCommit, Logger: logger})
-	if errors.Is(err, eventlog.ErrLocked) {
+	log, err := boltlog.Open(cfg.Data, boltlog.Options{MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention, OnCommit: metrics.ObserveCommit, Logger: logger})
+	if errors.Is(err, boltlog.ErrLocked) {
 		return nil, fmt.Errorf("%v (is another roomlog serving it? use another --data)", err)
 	} else if err != nil {
 		return nil, err

@@ -218,8 +218,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 			}
 			byKey[subj] = p
 		}
-		if req.Expect != nil && *req.Expect != head.ID {
-			p.err = &eventlog.ConflictError{Room: req.Room, Head: head.ID}
+		if p.err = eventlog.CheckExpect(req, head.Head); p.err != nil {
 			continue
 		}
 		if op.compaction != nil {
@@ -242,14 +241,10 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 				continue
 			}
 		}
-		id := l.ids.next(head.ID, head.seq)
-		rec := eventlog.EncodeRecord(nil, req)
-		hash := eventlog.ChainRecord(rec, &head.Hash, req.Room, id)
-		p.ev = eventlog.Event{ID: id, Hash: hash}
-		if err := eventlog.DecodeRecord(&p.ev, rec); err != nil {
-			return nil, nil, err
-		}
-		p.ev.Room = req.Room
+		var rec []byte
+		var next eventlog.Head
+		p.ev, rec, next = eventlog.NewEvent(req, l.ids.next(head.ID, head.seq), head.Head)
+		id := p.ev.ID
 		if member.marker != nil {
 			if member.leaves != "" {
 				p.left, p.leftMsg = member.leaves, len(msgs)
@@ -259,8 +254,8 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		msgs = append(msgs, l.markers(op, id, keySeq)...)
 		ev := nats.NewMsg(l.subj.events(req.Room))
 		ev.Header.Set(hdrID, id.String())
-		ev.Header.Set(hdrCount, strconv.FormatUint(head.Count+1, 10))
-		ev.Header.Set(hdrHash, hex.EncodeToString(hash[:]))
+		ev.Header.Set(hdrCount, strconv.FormatUint(next.Count, 10))
+		ev.Header.Set(hdrHash, hex.EncodeToString(next.Hash[:]))
 		if !conditioned {
 			// The batch is atomic: the events after the first follow it with nothing between.
 			ev.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(head.seq, 10))
@@ -269,7 +264,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		ev.Data = rec
 		p.msg = len(msgs)
 		msgs = append(msgs, ev)
-		head = roomHead{Head: eventlog.Head{ID: id, Hash: hash, Count: head.Count + 1}}
+		head = roomHead{Head: next}
 	}
 	return plan, msgs, nil
 }

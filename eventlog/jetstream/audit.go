@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"slices"
@@ -70,19 +69,6 @@ type scanRoom struct {
 	done bool             // nothing more up to the scan's end
 }
 
-type scanHeap []*scanRoom
-
-func (h scanHeap) Len() int           { return len(h) }
-func (h scanHeap) Less(i, j int) bool { return h[i].buf[0].ID.Compare(h[j].buf[0].ID) < 0 }
-func (h scanHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *scanHeap) Push(x any)        { *h = append(*h, x.(*scanRoom)) }
-func (h *scanHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 // Scan implements eventlog.Auditor: the rooms' events, each room in its order, merged by id.
 // It reads the stream up to its last sequence when the scan started.
 func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.Event) error) error {
@@ -105,7 +91,7 @@ func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.
 	if !f.Since.IsZero() && previous(f.Since).Compare(after) > 0 {
 		after = previous(f.Since)
 	}
-	h := scanHeap{}
+	var h eventlog.RoomMerge[*scanRoom]
 	for _, name := range names {
 		if !f.MatchesRoom(name) {
 			continue
@@ -119,13 +105,12 @@ func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.
 			return err
 		}
 		if len(r.buf) > 0 {
-			h = append(h, r)
+			h.Add(r.buf[0].ID, r)
 		}
 	}
-	heap.Init(&h)
 	n := 0
 	for h.Len() > 0 && (f.Limit == 0 || n < f.Limit) {
-		r := h[0]
+		_, r := h.Top()
 		ev := r.buf[0]
 		if !f.Until.IsZero() && ev.ID.Compare(f.Until) >= 0 {
 			return nil // every event left is at or after Until
@@ -143,9 +128,9 @@ func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.
 			}
 		}
 		if len(r.buf) == 0 {
-			heap.Pop(&h)
+			h.Done()
 		} else {
-			heap.Fix(&h, 0)
+			h.Advance(r.buf[0].ID)
 		}
 	}
 	return nil
@@ -179,38 +164,14 @@ func (l *Log) fill(ctx context.Context, r *scanRoom, end uint64) error {
 // Verify implements eventlog.Auditor: each room's chain from its floor to its head as read when
 // the room's check began.
 func (l *Log) Verify(ctx context.Context, room string, anchors ...eventlog.Anchor) (eventlog.VerifyReport, error) {
-	var rep eventlog.VerifyReport
 	if l.isClosed() {
-		return rep, eventlog.ErrClosed
+		return eventlog.VerifyReport{}, eventlog.ErrClosed
 	}
-	names := []string{room}
-	if room == "" {
-		var err error
-		if names, err = l.roomNames(ctx); err != nil {
-			return rep, err
-		}
-	} else if err := eventlog.ValidRoom(room); err != nil {
-		return rep, fmt.Errorf("eventlog/jetstream: verify: %w", err)
-	}
-	have := map[string]bool{}
-	for _, name := range names {
-		brk, found, err := l.verifyRoom(ctx, name, anchors, &rep)
-		if err != nil || brk != nil {
-			rep.Broken = brk
-			return rep, err
-		}
-		have[name] = found
-	}
-	var mine []eventlog.Anchor
-	for _, a := range anchors {
-		if room == "" || a.Room == room {
-			mine = append(mine, a)
-		}
-	}
-	rep.Broken = eventlog.MissingAnchoredRoom(mine, func(r string) bool { return have[r] })
-	return rep, nil
+	return eventlog.VerifyRooms(ctx, room, anchors, l.roomNames, l.verifyRoom)
 }
 
+// verifyRoom checks one room for eventlog.VerifyRooms: its chain from its floor to its head as
+// read when the check began.
 func (l *Log) verifyRoom(ctx context.Context, room string, anchors []eventlog.Anchor, rep *eventlog.VerifyReport) (*eventlog.Break, bool, error) {
 	last, err := l.lastEvent(ctx, room)
 	if err != nil || last == nil {
@@ -253,17 +214,8 @@ func (l *Log) verifyRoom(ctx context.Context, room string, anchors []eventlog.An
 	if brk == nil {
 		brk = check.End(head)
 	}
-	if brk != nil {
-		return brk, true, nil
+	if brk == nil {
+		check.AddTo(rep)
 	}
-	rep.Rooms++
-	rep.Events += check.Checked()
-	rep.Compacted += floor.Count
-	if rep.First.IsZero() || check.First.Compare(rep.First) < 0 {
-		rep.First = check.First
-	}
-	if head.ID.Compare(rep.Last) > 0 {
-		rep.Last = head.ID
-	}
-	return nil, true, nil
+	return brk, true, nil
 }

@@ -160,12 +160,8 @@ type Log struct {
 
 // The roles of eventlog the JetStream backend has: all of them, and Membership.
 var (
-	_ eventlog.Log           = (*Log)(nil)
-	_ eventlog.Cursors       = (*Log)(nil)
-	_ eventlog.SessionIndex  = (*Log)(nil)
-	_ eventlog.Auditor       = (*Log)(nil)
+	_ eventlog.Store         = (*Log)(nil)
 	_ eventlog.HealthChecker = (*Log)(nil)
-	_ eventlog.Compactor     = (*Log)(nil)
 	_ eventlog.Membership    = (*Log)(nil)
 )
 

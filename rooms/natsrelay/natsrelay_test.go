@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/internal/natstest"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/rooms/natsrelay"
@@ -54,7 +54,7 @@ func countingNode(t *testing.T, ns *natstest.Server) (*rooms.Hub, func(room stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { relay.Close() })
-	hub = rooms.NewHub(eventlog.NewMemLog(eventlog.Options{}), rooms.Options{Relay: relay})
+	hub = rooms.NewHub(memlog.New(memlog.Options{}), rooms.Options{Relay: relay})
 	ready.Done()
 	return hub, func(room string) int {
 		mu.Lock()

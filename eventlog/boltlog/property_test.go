@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"slices"
 	"testing"
 
-	"pgregory.net/rapid"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"pgregory.net/rapid"
 )
 
 // TestPropertyExactReads checks against a model, for random interleavings of appends (some with
@@ -21,7 +21,7 @@ func TestPropertyExactReads(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		n++
 		path := filepath.Join(dir, fmt.Sprintf("prop-%d.db", n))
-		l, err := eventlog.Open(path, eventlog.Options{})
+		l, err := boltlog.Open(path, boltlog.Options{})
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -95,7 +95,7 @@ func TestPropertyExactReads(t *testing.T) {
 				if err := l.Close(); err != nil {
 					rt.Fatal(err)
 				}
-				if l, err = eventlog.Open(path, eventlog.Options{}); err != nil {
+				if l, err = boltlog.Open(path, boltlog.Options{}); err != nil {
 					rt.Fatal(err)
 				}
 			},

@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"context"
@@ -11,16 +11,17 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
 // These tests run the real bbolt file on the fault-injecting file system (internal/faultfs): they
 // skip where FUSE cannot be mounted, and fail there when ROOMLOG_REQUIRE_FUSE is set, as in CI.
 
-func openOn(t *testing.T, f *faultfs.FS) (*eventlog.BoltLog, string) {
+func openOn(t *testing.T, f *faultfs.FS) (*boltlog.Log, string) {
 	t.Helper()
 	path := filepath.Join(f.Dir(), "rooms.db")
-	l, err := eventlog.Open(path, eventlog.Options{Logger: slog.New(slog.DiscardHandler)})
+	l, err := boltlog.Open(path, boltlog.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func appendKeyed(l eventlog.Log, room, key string) (eventlog.AppendResult, error
 }
 
 // waitHealthy waits for the log to accept appends again after a failure.
-func waitHealthy(t *testing.T, l *eventlog.BoltLog) {
+func waitHealthy(t *testing.T, l *boltlog.Log) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for l.Health() != nil {
@@ -199,7 +200,7 @@ func TestFsyncFailuresUnderLoadLoseNothingAcked(t *testing.T) {
 	l.Close()
 	f.PowerOn()
 
-	l2, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	l2, err := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

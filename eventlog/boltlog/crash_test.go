@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 // The crash test runs this test binary again as a child that appends from many goroutines and
@@ -28,7 +29,7 @@ func runCrashChild() bool {
 		return false
 	}
 	path, round, _ := strings.Cut(spec, "|")
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(3)
@@ -79,7 +80,7 @@ func TestCrashLosesNothingAcked(t *testing.T) {
 		sent, acked := crashChildRound(t, path, fmt.Sprintf("r%d", round))
 		total += len(acked)
 
-		l, err := eventlog.Open(path, eventlog.Options{})
+		l, err := boltlog.Open(path, boltlog.Options{})
 		if err != nil {
 			t.Fatalf("round %d: reopening after kill -9: %v", round, err)
 		}
@@ -135,7 +136,7 @@ func crashChildRound(t *testing.T, path, round string) (sent []sentKey, acked ma
 	return sent, acked
 }
 
-func checkAfterCrash(t *testing.T, l *eventlog.BoltLog, sent []sentKey, acked map[sentKey]eventlog.ID) {
+func checkAfterCrash(t *testing.T, l *boltlog.Log, sent []sentKey, acked map[sentKey]eventlog.ID) {
 	t.Helper()
 	ctx := context.Background()
 	// Every acked event is there, once, and each room's ids increase.

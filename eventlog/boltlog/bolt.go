@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -22,17 +23,24 @@ const FormatVersion = 1
 
 // Defaults for Options.
 const (
-	DefaultKeyRetention = 24 * time.Hour
-	DefaultLockTimeout  = time.Second
-	DefaultQueueSize    = 16384
-	DefaultMaxBatch     = 4096
+	DefaultLockTimeout = time.Second
+	DefaultQueueSize   = 16384
+	DefaultMaxBatch    = 4096
+)
+
+// Errors opening a data file.
+var (
+	ErrLocked        = errors.New("data file is locked by another process")
+	ErrNotLog        = errors.New("not a roomlog data file")
+	ErrFormatVersion = errors.New("unknown data file format version")
 )
 
 // Options configure Open. The zero value gives the documented defaults.
 type Options struct {
 	// MaxBody limits an event body's compact JSON size. Default DefaultMaxBody (64 KiB).
 	MaxBody int
-	// KeyRetention is how long idempotency keys are remembered. Default 24 h.
+	// KeyRetention is how long idempotency keys are remembered. Default
+	// eventlog.DefaultKeyRetention (24 h).
 	KeyRetention time.Duration
 	// LockTimeout is how long Open waits for another process to release the file. Default 1 s.
 	LockTimeout time.Duration
@@ -55,10 +63,10 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.MaxBody <= 0 {
-		o.MaxBody = DefaultMaxBody
+		o.MaxBody = eventlog.DefaultMaxBody
 	}
 	if o.KeyRetention <= 0 {
-		o.KeyRetention = DefaultKeyRetention
+		o.KeyRetention = eventlog.DefaultKeyRetention
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = DefaultLockTimeout
@@ -96,8 +104,28 @@ var (
 	keyFloor    = bytes.Repeat([]byte{0xfd}, 17)
 )
 
-// BoltLog is the embedded Log backend: one bbolt file, one writer goroutine doing group commit.
-type BoltLog struct {
+// encodeHead is a room head entry (keyHead, keyFloor): id(16) | hash(32) | count(8).
+func encodeHead(h eventlog.Head) []byte {
+	b := make([]byte, 16+32+8)
+	copy(b, h.ID[:])
+	copy(b[16:], h.Hash[:])
+	binary.BigEndian.PutUint64(b[48:], h.Count)
+	return b
+}
+
+func decodeHead(b []byte) (eventlog.Head, error) {
+	var h eventlog.Head
+	if len(b) != 56 {
+		return h, fmt.Errorf("%w: room head entry is %d bytes, want 56", eventlog.ErrCorrupt, len(b))
+	}
+	copy(h.ID[:], b)
+	copy(h.Hash[:], b[16:])
+	h.Count = binary.BigEndian.Uint64(b[48:])
+	return h, nil
+}
+
+// Log is the embedded backend: one bbolt file, one writer goroutine doing group commit.
+type Log struct {
 	path string
 	opts Options
 
@@ -120,7 +148,7 @@ type BoltLog struct {
 	ops    chan *writeOp
 	done   chan struct{} // closed when the writer has exited
 
-	watches Watchers
+	watches eventlog.Watchers
 
 	// compactChunk is how many events one compaction step removes (defaultCompactChunk), and
 	// verifyChunk how many Verify checks per read transaction (defaultVerifyChunk); test hooks,
@@ -129,19 +157,15 @@ type BoltLog struct {
 
 	// Owned by the writer goroutine.
 	failures int // failed commits in a row
-	ids      idSource
+	ids      eventlog.IDSource
 	keys     keyIndex
 	headroom *headroom // nil when read-only or when filling failed
 }
 
-// The roles BoltLog has (see log.go).
+// Log has every role of a Store, and HealthChecker.
 var (
-	_ Log           = (*BoltLog)(nil)
-	_ Cursors       = (*BoltLog)(nil)
-	_ SessionIndex  = (*BoltLog)(nil)
-	_ Auditor       = (*BoltLog)(nil)
-	_ HealthChecker = (*BoltLog)(nil)
-	_ Compactor     = (*BoltLog)(nil)
+	_ eventlog.Store         = (*Log)(nil)
+	_ eventlog.HealthChecker = (*Log)(nil)
 )
 
 // Open opens (creating it if needed, unless opts.ReadOnly) the data file at path.
@@ -149,7 +173,7 @@ var (
 // It fails with an error wrapping ErrLocked when another process holds the file, ErrNotLog when
 // the file is not a bbolt file or not roomlog's, ErrCorrupt when bbolt finds it damaged, and
 // ErrFormatVersion when it was written by an unknown format.
-func Open(path string, opts Options) (*BoltLog, error) {
+func Open(path string, opts Options) (*Log, error) {
 	opts = opts.withDefaults()
 	if opts.ReadOnly {
 		if _, err := os.Stat(path); err != nil {
@@ -160,7 +184,7 @@ func Open(path string, opts Options) (*BoltLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &BoltLog{
+	l := &Log{
 		mark:         newDurableMark(^uint64(0)), // until init is done, below
 		db:           db,
 		path:         path,
@@ -168,7 +192,7 @@ func Open(path string, opts Options) (*BoltLog, error) {
 		done:         make(chan struct{}),
 		compactChunk: defaultCompactChunk,
 		verifyChunk:  defaultVerifyChunk,
-		ids:          idSource{now: opts.Now},
+		ids:          eventlog.IDSource{Now: opts.Now},
 	}
 	if err := l.load(); err != nil {
 		db.Close()
@@ -197,7 +221,7 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrCorrupt, r)
+			db, err = nil, fmt.Errorf("eventlog: open %s: %w: %v", path, eventlog.ErrCorrupt, r)
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
@@ -215,17 +239,17 @@ func openBolt(path string, opts Options) (db *bolt.DB, err error) {
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, io.EOF), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrNotLog, err)
 	case errors.Is(err, berrors.ErrChecksum):
-		return nil, fmt.Errorf("eventlog: open %s: %w: %v", path, ErrCorrupt, err)
+		return nil, fmt.Errorf("eventlog: open %s: %w: %v", path, eventlog.ErrCorrupt, err)
 	default:
 		return nil, fmt.Errorf("eventlog: open %s: %w", path, err)
 	}
 }
 
 // init checks (or, for a new writable file, creates) the layout and loads the writer's state.
-func (l *BoltLog) init() (err error) {
+func (l *Log) init() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+			err = fmt.Errorf("%w: %v", eventlog.ErrCorrupt, r)
 		}
 	}()
 	check := func(tx *bolt.Tx) error {
@@ -241,7 +265,7 @@ func (l *BoltLog) init() (err error) {
 			return fmt.Errorf("%w: file has format %d, this build reads %d", ErrFormatVersion, f, FormatVersion)
 		}
 		if last := meta.Get(keyLast); len(last) == 16 {
-			copy(l.ids.last[:], last)
+			copy(l.ids.Last[:], last)
 		}
 		return nil
 	}
@@ -286,7 +310,7 @@ var errNoMeta = errors.New("no meta bucket")
 // load checks the layout and, for a writer, sets the durable watermark at the file's last
 // transaction and rebuilds the key index: what Open and a reopen after a failed commit share.
 // The writer is not committing meanwhile, so the mark may start at its maximum.
-func (l *BoltLog) load() error {
+func (l *Log) load() error {
 	if err := l.init(); err != nil {
 		return err
 	}
@@ -302,11 +326,11 @@ func (l *BoltLog) load() error {
 }
 
 // Path is the data file's path.
-func (l *BoltLog) Path() string { return l.path }
+func (l *Log) Path() string { return l.path }
 
 // WriteTo writes a consistent copy of the whole data file to w, from one read transaction: a hot
 // backup that does not stop appends.
-func (l *BoltLog) WriteTo(w io.Writer) (int64, error) {
+func (l *Log) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	err := l.view(context.Background(), func(tx *bolt.Tx) error {
 		var err error
@@ -317,7 +341,7 @@ func (l *BoltLog) WriteTo(w io.Writer) (int64, error) {
 }
 
 // Close stops accepting appends, waits for the queued ones to commit and closes the file.
-func (l *BoltLog) Close() error {
+func (l *Log) Close() error {
 	l.mu.Lock()
 	if !l.closed {
 		l.closed = true
@@ -337,13 +361,13 @@ func (l *BoltLog) Close() error {
 	return err
 }
 
-// Watch implements Log.
-func (l *BoltLog) Watch(room string) *Watch { return l.watches.Add(room) }
+// Watch implements eventlog.Log.
+func (l *Log) Watch(room string) *eventlog.Watch { return l.watches.Add(room) }
 
 // notify wakes the watchers of the rooms in touched and of all rooms.
-func (l *BoltLog) notify(touched []string) { l.watches.Notify(touched...) }
+func (l *Log) notify(touched []string) { l.watches.Notify(touched...) }
 
-func (l *BoltLog) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
+func (l *Log) roomBucket(tx *bolt.Tx, room string) *bolt.Bucket {
 	return tx.Bucket(bucketRooms).Bucket([]byte(room))
 }
 

@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"fmt"
@@ -84,7 +84,7 @@ func (h *headroom) ensure(db *bolt.DB) error {
 // fillHeadroom keeps the headroom; the writer calls it between transactions. A failure (a full
 // disk, say) ends the filling and nothing else: bbolt then grows the file as it always does, and
 // reports its own errors on commit.
-func (l *BoltLog) fillHeadroom() {
+func (l *Log) fillHeadroom() {
 	if err := l.headroom.ensure(l.db); err != nil {
 		l.headroom.close()
 		l.headroom = nil

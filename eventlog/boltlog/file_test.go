@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"bytes"
@@ -13,16 +13,16 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/logtest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // writeLog makes a closed data file with rooms r0..r2, n events each, and returns the events.
 func writeLog(t *testing.T, path string, n int) []eventlog.Event {
 	t.Helper()
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,9 +54,9 @@ func TestOpenRefusesWhatIsNotALog(t *testing.T) {
 		make  func(path string)
 		wants []error
 	}{
-		{"text file", func(p string) { os.WriteFile(p, []byte(strings.Repeat("not a database\n", 1000)), 0o600) }, []error{eventlog.ErrNotLog}},
-		{"short garbage", func(p string) { os.WriteFile(p, []byte("xyz"), 0o600) }, []error{eventlog.ErrNotLog}},
-		{"truncated log", func(p string) { os.WriteFile(p, goodBytes[:1000], 0o600) }, []error{eventlog.ErrNotLog, eventlog.ErrCorrupt}},
+		{"text file", func(p string) { os.WriteFile(p, []byte(strings.Repeat("not a database\n", 1000)), 0o600) }, []error{boltlog.ErrNotLog}},
+		{"short garbage", func(p string) { os.WriteFile(p, []byte("xyz"), 0o600) }, []error{boltlog.ErrNotLog}},
+		{"truncated log", func(p string) { os.WriteFile(p, goodBytes[:1000], 0o600) }, []error{boltlog.ErrNotLog, eventlog.ErrCorrupt}},
 		{"both meta pages damaged", func(p string) {
 			b := bytes.Clone(goodBytes)
 			pageSize := os.Getpagesize()
@@ -64,12 +64,12 @@ func TestOpenRefusesWhatIsNotALog(t *testing.T) {
 				b[off] ^= 0xff
 			}
 			os.WriteFile(p, b, 0o600)
-		}, []error{eventlog.ErrNotLog, eventlog.ErrCorrupt}},
+		}, []error{boltlog.ErrNotLog, eventlog.ErrCorrupt}},
 		{"foreign bbolt file", func(p string) {
 			db, _ := bolt.Open(p, 0o600, nil)
 			db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("theirs")); return err })
 			db.Close()
-		}, []error{eventlog.ErrNotLog}},
+		}, []error{boltlog.ErrNotLog}},
 		{"future format", func(p string) {
 			os.WriteFile(p, goodBytes, 0o600)
 			db, _ := bolt.Open(p, 0o600, nil)
@@ -77,7 +77,7 @@ func TestOpenRefusesWhatIsNotALog(t *testing.T) {
 				return tx.Bucket([]byte("meta")).Put([]byte("format"), binary.BigEndian.AppendUint32(nil, 99))
 			})
 			db.Close()
-		}, []error{eventlog.ErrFormatVersion}},
+		}, []error{boltlog.ErrFormatVersion}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +85,7 @@ func TestOpenRefusesWhatIsNotALog(t *testing.T) {
 			tc.make(path)
 			before, _ := os.ReadFile(path)
 			for _, ro := range []bool{false, true} {
-				l, err := eventlog.Open(path, eventlog.Options{ReadOnly: ro})
+				l, err := boltlog.Open(path, boltlog.Options{ReadOnly: ro})
 				if err == nil {
 					l.Close()
 					t.Fatalf("read-only=%v: opened", ro)
@@ -110,15 +110,15 @@ func TestOpenRefusesWhatIsNotALog(t *testing.T) {
 
 func TestOpenLockedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "locked.db")
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	for _, ro := range []bool{false, true} {
 		start := time.Now()
-		_, err := eventlog.Open(path, eventlog.Options{LockTimeout: 100 * time.Millisecond, ReadOnly: ro})
-		if !errors.Is(err, eventlog.ErrLocked) {
+		_, err := boltlog.Open(path, boltlog.Options{LockTimeout: 100 * time.Millisecond, ReadOnly: ro})
+		if !errors.Is(err, boltlog.ErrLocked) {
 			t.Fatalf("read-only=%v: second open: %v, want ErrLocked", ro, err)
 		}
 		if time.Since(start) > 5*time.Second {
@@ -129,7 +129,7 @@ func TestOpenLockedFile(t *testing.T) {
 
 func TestOpenMissingFileReadOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing.db")
-	if _, err := eventlog.Open(path, eventlog.Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
+	if _, err := boltlog.Open(path, boltlog.Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("read-only open of a missing file: %v", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -141,7 +141,7 @@ func TestReadOnlyChangesNoByte(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ro.db")
 	writeLog(t, path, 50)
 	before := fileSum(t, path)
-	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "t.db")
 			evs := writeLog(t, path, 20)
-			l, _ := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+			l, _ := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 			if rep, err := l.Verify(context.Background(), ""); err != nil || rep.Broken != nil {
 				t.Fatalf("before tampering: %+v %v", rep.Broken, err)
 			}
@@ -240,7 +240,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 			db.Update(func(tx *bolt.Tx) error { room, at = tc.tamper(t, tx, evs); return nil })
 			db.Close()
 
-			l, err = eventlog.Open(path, eventlog.Options{ReadOnly: true})
+			l, err = boltlog.Open(path, boltlog.Options{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +273,7 @@ func TestCorruptPageIsAnErrorNotACrash(t *testing.T) {
 	}
 	b[i+5] ^= 0x01
 	os.WriteFile(path, b, 0o600)
-	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -288,7 +288,7 @@ func TestCorruptPageIsAnErrorNotACrash(t *testing.T) {
 		b[j] = 0xAB
 	}
 	os.WriteFile(path, b, 0o600)
-	l2, err := eventlog.Open(path, eventlog.Options{ReadOnly: true, LockTimeout: time.Second})
+	l2, err := boltlog.Open(path, boltlog.Options{ReadOnly: true, LockTimeout: time.Second})
 	if err != nil {
 		return // refused at open: fine
 	}
@@ -304,12 +304,12 @@ func TestCorruptPageIsAnErrorNotACrash(t *testing.T) {
 func TestIDsIncreaseWhenTheClockGoesBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clock.db")
 	clock := logtest.NewClock(time.Now())
-	l, err := eventlog.Open(path, eventlog.Options{Now: clock.Now})
+	l, err := boltlog.Open(path, boltlog.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	append1 := func(l *eventlog.BoltLog) eventlog.ID {
+	append1 := func(l *boltlog.Log) eventlog.ID {
 		r, err := l.Append(ctx, eventlog.AppendRequest{Room: "c", User: "u"})
 		if err != nil {
 			t.Fatal(err)
@@ -324,7 +324,7 @@ func TestIDsIncreaseWhenTheClockGoesBack(t *testing.T) {
 	}
 	l.Close()
 	// And after a restart, with the clock still behind.
-	l, err = eventlog.Open(path, eventlog.Options{Now: clock.Now})
+	l, err = boltlog.Open(path, boltlog.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestIDsIncreaseWhenTheClockGoesBack(t *testing.T) {
 func TestKeyGenerationsArePruned(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.db")
 	clock := logtest.NewClock(time.Now())
-	l, err := eventlog.Open(path, eventlog.Options{Now: clock.Now, KeyRetention: time.Hour})
+	l, err := boltlog.Open(path, boltlog.Options{Now: clock.Now, KeyRetention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package eventlog
+package boltlog
 
 // dropPageCache is a no-op where the kernel offers no way to drop a file's cached pages.
 func dropPageCache(string) {}

@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
@@ -8,13 +8,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
 // writeOp is one request to the writer: an append, or an acknowledged cursor.
 type writeOp struct {
-	req     AppendRequest // a normalized append, when pending is set
-	pending *Pending
+	req     eventlog.AppendRequest // a normalized append, when pending is set
+	pending *eventlog.Pending
 
 	ack     *ackRequest
 	ackDone chan error
@@ -23,36 +24,36 @@ type writeOp struct {
 	compactDone chan error
 
 	// Set by apply, delivered after the commit.
-	result AppendResult
+	result eventlog.AppendResult
 	err    error
 }
 
 type ackRequest struct {
 	user, session, room string
-	id                  ID
+	id                  eventlog.ID
 }
 
-// Append implements Log.
-func (l *BoltLog) Append(ctx context.Context, req AppendRequest) (AppendResult, error) {
+// Append implements eventlog.Log.
+func (l *Log) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
 	return l.AppendAsync(req).Wait(ctx)
 }
 
-// AppendAsync implements Log.
-func (l *BoltLog) AppendAsync(req AppendRequest) *Pending {
-	req, err := normalize(req, l.opts.MaxBody)
+// AppendAsync implements eventlog.Log.
+func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
+	req, err := eventlog.Normalize(req, l.opts.MaxBody)
 	if err != nil {
-		return failed(fmt.Errorf("eventlog: append: %w", err))
+		return eventlog.Failed(fmt.Errorf("eventlog: append: %w", err))
 	}
-	p := &Pending{done: make(chan struct{})}
+	p := eventlog.NewPending()
 	if err := l.enqueue(&writeOp{req: req, pending: p}); err != nil {
-		return failed(err)
+		return eventlog.Failed(err)
 	}
 	return p
 }
 
-// SetCursor implements Cursors.
-func (l *BoltLog) SetCursor(ctx context.Context, user, session, room string, id ID) error {
-	if err := checkAck(user, session, room, id); err != nil {
+// SetCursor implements eventlog.Cursors.
+func (l *Log) SetCursor(ctx context.Context, user, session, room string, id eventlog.ID) error {
+	if err := eventlog.CheckCursor(user, session, room, id); err != nil {
 		return err
 	}
 	op := &writeOp{ack: &ackRequest{user, session, room, id}, ackDone: make(chan error, 1)}
@@ -67,24 +68,7 @@ func (l *BoltLog) SetCursor(ctx context.Context, user, session, room string, id 
 	}
 }
 
-// checkAck validates a SetCursor.
-func checkAck(user, session, room string, id ID) error {
-	if err := ValidRoom(room); err != nil {
-		return fmt.Errorf("eventlog: ack: %w", err)
-	}
-	if err := validText(ErrBadUser, "user", user, 1, MaxUserLen); err != nil {
-		return fmt.Errorf("eventlog: ack: %w", err)
-	}
-	if err := validText(ErrBadSession, "session", session, 0, MaxSessionLen); err != nil {
-		return fmt.Errorf("eventlog: ack: %w", err)
-	}
-	if id.IsZero() {
-		return fmt.Errorf("eventlog: ack: %w: the zero id acknowledges nothing", ErrBadCursor)
-	}
-	return nil
-}
-
-func (l *BoltLog) enqueue(op *writeOp) error {
+func (l *Log) enqueue(op *writeOp) error {
 	if l.opts.ReadOnly {
 		return fmt.Errorf("eventlog: %s is open read-only", l.path)
 	}
@@ -94,7 +78,7 @@ func (l *BoltLog) enqueue(op *writeOp) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
-		return ErrClosed
+		return eventlog.ErrClosed
 	}
 	l.ops <- op
 	return nil
@@ -107,9 +91,9 @@ func (op *writeOp) finish(err error) {
 	}
 	switch {
 	case op.pending != nil && err != nil:
-		op.pending.complete(AppendResult{}, err)
+		op.pending.Complete(eventlog.AppendResult{}, err)
 	case op.pending != nil:
-		op.pending.complete(op.result, nil)
+		op.pending.Complete(op.result, nil)
 	case op.ack != nil:
 		op.ackDone <- err
 	case op.compact != nil:
@@ -119,7 +103,7 @@ func (op *writeOp) finish(err error) {
 
 // run is the writer: it takes every operation waiting (up to MaxBatch), commits them in one
 // transaction and completes them. It exits when ops is closed and drained.
-func (l *BoltLog) run() {
+func (l *Log) run() {
 	defer close(l.done)
 	maintain := time.NewTicker(keyFlushEvery)
 	defer maintain.Stop()
@@ -170,24 +154,24 @@ type batch struct {
 	tx          *bolt.Tx
 	now         time.Time
 	rooms       map[string]*roomWrite
-	order       []string      // rooms in first-touched order
-	changed     []string      // rooms with new events, for notification
-	gens        []uint64      // idempotency generations as this transaction sees them
-	newKeys     []memKey      // idempotency keys of this batch's appends, in id order
-	newKeyIDs   map[string]ID // the same, for lookups (the latest use)
-	keysFlushed int           // how many of the oldest keys in memory this transaction wrote to disk
+	order       []string               // rooms in first-touched order
+	changed     []string               // rooms with new events, for notification
+	gens        []uint64               // idempotency generations as this transaction sees them
+	newKeys     []memKey               // idempotency keys of this batch's appends, in id order
+	newKeyIDs   map[string]eventlog.ID // the same, for lookups (the latest use)
+	keysFlushed int                    // how many of the oldest keys in memory this transaction wrote to disk
 }
 
 type roomWrite struct {
 	bucket *bolt.Bucket
-	head   Head
+	head   eventlog.Head
 	dirty  bool
 }
 
 // commit applies ops in order in one transaction and completes them after the commit, with the
 // error of a failed commit, which it returns: the caller then stops the log (recoverFrom), since
 // the open file cannot be trusted after it. An op's own refusal (a conflict) is not such an error.
-func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) error {
+func (l *Log) commit(ops []*writeOp, flushKeys bool) error {
 	start := time.Now()
 	b := &batch{now: l.opts.Now(), rooms: make(map[string]*roomWrite), gens: slices.Clone(l.keys.gens)}
 	var txid uint64
@@ -199,7 +183,7 @@ func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) error {
 		b.tx.Rollback()
 	}
 	if err != nil {
-		err = fmt.Errorf("eventlog: commit to %s: %w: %w", l.path, ErrFailed, err)
+		err = fmt.Errorf("eventlog: commit to %s: %w: %w", l.path, eventlog.ErrFailed, err)
 		// Before any op completes: no reader returns what the batch wrote, no append is taken.
 		l.failure.Store(&failState{err: err, reopening: true})
 		l.mark.fail(err)
@@ -230,16 +214,16 @@ func (l *BoltLog) commit(ops []*writeOp, flushKeys bool) error {
 func commitTx(tx *bolt.Tx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+			err = fmt.Errorf("%w: %v", eventlog.ErrCorrupt, r)
 		}
 	}()
 	return tx.Commit()
 }
 
-func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
+func (l *Log) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+			err = fmt.Errorf("%w: %v", eventlog.ErrCorrupt, r)
 		}
 	}()
 	if b.tx, err = l.db.Begin(true); err != nil {
@@ -271,14 +255,14 @@ func (l *BoltLog) apply(b *batch, ops []*writeOp, flushKeys bool) (err error) {
 		}
 	}
 	if len(b.changed) > 0 {
-		last := l.ids.last
+		last := l.ids.Last
 		return b.tx.Bucket(bucketMeta).Put(keyLast, last[:])
 	}
 	return nil
 }
 
 // newKey finds a key appended earlier in this batch (the latest use).
-func (b *batch) newKey(key string) (ID, bool) {
+func (b *batch) newKey(key string) (eventlog.ID, bool) {
 	id, ok := b.newKeyIDs[key]
 	return id, ok
 }
@@ -315,72 +299,74 @@ func (b *batch) room(name string, create bool) (*roomWrite, error) {
 	return rw, nil
 }
 
-// applyAppend applies one append. Refusals (conflict) are recorded in op.err and change nothing;
-// a returned error is a storage failure that aborts the batch.
-func (l *BoltLog) applyAppend(b *batch, op *writeOp) error {
-	req := &op.req
-	if req.Key != "" {
-		ev, found, err := l.findKey(b, req)
-		if err != nil {
-			return err
-		}
-		if found {
-			op.result = AppendResult{Event: ev, Duplicate: true}
-			return nil
-		}
+// applyAppend applies one append by the shared rules. Refusals (conflict) are recorded in op.err
+// and change nothing; a returned error is a storage failure that aborts the batch.
+func (l *Log) applyAppend(b *batch, op *writeOp) error {
+	res, refused, err := eventlog.ApplyAppend(batchTarget{l, b}, &op.req, &l.ids)
+	op.result, op.err = res, refused
+	return err
+}
+
+// batchTarget is the batch's transaction as eventlog.ApplyAppend writes it.
+type batchTarget struct {
+	l *Log
+	b *batch
+}
+
+func (t batchTarget) FindKey(req *eventlog.AppendRequest) (eventlog.Event, bool, error) {
+	return t.l.findKey(t.b, req)
+}
+
+func (t batchTarget) Head(room string) (eventlog.Head, error) {
+	rw, err := t.b.room(room, false)
+	if rw == nil || err != nil {
+		return eventlog.Head{}, err
 	}
-	if req.Expect != nil {
-		rw, err := b.room(req.Room, false)
-		if err != nil {
-			return err
-		}
-		var head ID
-		if rw != nil {
-			head = rw.head.ID
-		}
-		if head != *req.Expect {
-			op.err = &ConflictError{Room: req.Room, Head: head}
-			return nil
-		}
-	}
-	rw, err := b.room(req.Room, true)
+	return rw.head, nil
+}
+
+func (t batchTarget) PutEvent(ev *eventlog.Event, rec []byte, head eventlog.Head) error {
+	rw, err := t.b.room(ev.Room, true)
 	if err != nil {
 		return err
 	}
-	id := l.ids.next()
-	rec := encodeRecord(make([]byte, 0, 64+len(req.Body)), req)
-	hash := chain(rec, &rw.head.Hash, req.Room, id)
-	if err := rw.bucket.Put(id[:], rec); err != nil {
+	if err := rw.bucket.Put(ev.ID[:], rec); err != nil {
 		return err
 	}
-	rw.head = Head{ID: id, Hash: hash, Count: rw.head.Count + 1}
-	rw.dirty = true
-	if req.Key != "" {
-		key := idempotencyKey(req.Room, req.User, req.Key)
-		b.newKeys = append(b.newKeys, memKey{key, id})
-		if b.newKeyIDs == nil {
-			b.newKeyIDs = map[string]ID{}
-		}
-		b.newKeyIDs[key] = id
-	}
-	if req.Kind == KindJoin || req.Kind == KindLeave {
-		if err := putSession(b.tx, req, id); err != nil {
-			return err
-		}
-	}
-	if req.Kind == KindSnapshot {
-		if err := rw.bucket.Put(keySnapshot, id[:]); err != nil {
-			return err
-		}
-	}
-	op.result = AppendResult{Event: Event{
-		ID: id, Room: req.Room, Kind: req.Kind, User: req.User, Session: req.Session,
-		Key: req.Key, Body: req.Body, Hash: hash,
-	}}
+	rw.head, rw.dirty = head, true
 	return nil
 }
 
-func (l *BoltLog) applyAck(b *batch, a *ackRequest) error {
+func (t batchTarget) PutKey(ev *eventlog.Event) error {
+	key := idempotencyKey(ev.Room, ev.User, ev.Key)
+	t.b.newKeys = append(t.b.newKeys, memKey{key, ev.ID})
+	if t.b.newKeyIDs == nil {
+		t.b.newKeyIDs = map[string]eventlog.ID{}
+	}
+	t.b.newKeyIDs[key] = ev.ID
+	return nil
+}
+
+// PutSession keeps the sessions bucket in step with join and leave events.
+func (t batchTarget) PutSession(s eventlog.Session, joined bool) error {
+	k := make([]byte, 0, len(s.Room)+len(s.User)+len(s.Session)+2)
+	k = append(k, s.Room...)
+	k = append(k, 0)
+	k = append(k, s.User...)
+	k = append(k, 0)
+	k = append(k, s.Session...)
+	sessions := t.b.tx.Bucket(bucketSessions)
+	if !joined {
+		return sessions.Delete(k)
+	}
+	return sessions.Put(k, s.Joined[:])
+}
+
+func (t batchTarget) PutSnapshot(ev *eventlog.Event) error {
+	return t.b.rooms[ev.Room].bucket.Put(keySnapshot, ev.ID[:])
+}
+
+func (l *Log) applyAck(b *batch, a *ackRequest) error {
 	k := ackKey(a.user, a.session, a.room)
 	acks := b.tx.Bucket(bucketAcks)
 	if cur := acks.Get(k); len(cur) == 16 && bytes.Compare(a.id[:], cur) <= 0 {
@@ -397,19 +383,4 @@ func ackKey(user, session, room string) []byte {
 	k = append(k, session...)
 	k = append(k, 0)
 	return append(k, room...)
-}
-
-// putSession keeps the sessions bucket in step with join and leave events.
-func putSession(tx *bolt.Tx, req *AppendRequest, id ID) error {
-	k := make([]byte, 0, len(req.Room)+len(req.User)+len(req.Session)+2)
-	k = append(k, req.Room...)
-	k = append(k, 0)
-	k = append(k, req.User...)
-	k = append(k, 0)
-	k = append(k, req.Session...)
-	sessions := tx.Bucket(bucketSessions)
-	if req.Kind == KindLeave {
-		return sessions.Delete(k)
-	}
-	return sessions.Put(k, id[:])
 }

@@ -1,10 +1,11 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
 	"context"
 	"fmt"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -12,12 +13,12 @@ import (
 // compaction of millions of events neither holds the writer long nor builds a huge commit.
 const defaultCompactChunk = 10000
 
-// LatestSnapshot implements Compactor.
-func (l *BoltLog) LatestSnapshot(ctx context.Context, room string) (Event, bool, error) {
-	if err := checkRead(room, 1); err != nil {
-		return Event{}, false, err
+// LatestSnapshot implements eventlog.Compactor.
+func (l *Log) LatestSnapshot(ctx context.Context, room string) (eventlog.Event, bool, error) {
+	if err := eventlog.CheckRead(room, 1); err != nil {
+		return eventlog.Event{}, false, err
 	}
-	var ev Event
+	var ev eventlog.Event
 	var ok bool
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
@@ -29,25 +30,25 @@ func (l *BoltLog) LatestSnapshot(ctx context.Context, room string) (Event, bool,
 			return nil
 		}
 		if len(v) != 16 {
-			return fmt.Errorf("eventlog: room %q: %w: snapshot entry of %d bytes", room, ErrCorrupt, len(v))
+			return fmt.Errorf("eventlog: room %q: %w: snapshot entry of %d bytes", room, eventlog.ErrCorrupt, len(v))
 		}
-		ev = Event{ID: ID(v), Room: room}
+		ev = eventlog.Event{ID: eventlog.ID(v), Room: room}
 		rec := b.Get(v)
 		if rec == nil {
-			return fmt.Errorf("eventlog: room %q: %w: the snapshot entry names missing event %s", room, ErrCorrupt, ev.ID)
+			return fmt.Errorf("eventlog: room %q: %w: the snapshot entry names missing event %s", room, eventlog.ErrCorrupt, ev.ID)
 		}
 		ok = true
-		return decodeRecord(&ev, bytes.Clone(rec))
+		return eventlog.DecodeRecord(&ev, bytes.Clone(rec))
 	})
 	return ev, ok, err
 }
 
-// Floor implements Compactor.
-func (l *BoltLog) Floor(ctx context.Context, room string) (Head, error) {
-	if err := checkRead(room, 1); err != nil {
-		return Head{}, err
+// Floor implements eventlog.Compactor.
+func (l *Log) Floor(ctx context.Context, room string) (eventlog.Head, error) {
+	if err := eventlog.CheckRead(room, 1); err != nil {
+		return eventlog.Head{}, err
 	}
-	var h Head
+	var h eventlog.Head
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		var err error
 		h, err = roomFloor(l.roomBucket(tx, room))
@@ -57,13 +58,13 @@ func (l *BoltLog) Floor(ctx context.Context, room string) (Head, error) {
 }
 
 // roomFloor reads a room bucket's floor (the zero Head when nothing was removed, or b is nil).
-func roomFloor(b *bolt.Bucket) (Head, error) {
+func roomFloor(b *bolt.Bucket) (eventlog.Head, error) {
 	if b == nil {
-		return Head{}, nil
+		return eventlog.Head{}, nil
 	}
 	v := b.Get(keyFloor)
 	if v == nil {
-		return Head{}, nil
+		return eventlog.Head{}, nil
 	}
 	return decodeHead(v)
 }
@@ -74,17 +75,17 @@ type compactStep struct {
 	removed  int // by the earlier steps of this Compact
 
 	// Set by applyCompactStep.
-	result CompactResult
+	result eventlog.CompactResult
 	done   bool
 }
 
-// Compact implements Compactor.
-func (l *BoltLog) Compact(ctx context.Context, room, by string) (CompactResult, error) {
-	if err := ValidRoom(room); err != nil {
-		return CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
+// Compact implements eventlog.Compactor.
+func (l *Log) Compact(ctx context.Context, room, by string) (eventlog.CompactResult, error) {
+	if err := eventlog.ValidRoom(room); err != nil {
+		return eventlog.CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
 	}
-	if err := validText(ErrBadUser, "user", by, 1, MaxUserLen); err != nil {
-		return CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
+	if err := eventlog.CheckUser(by); err != nil {
+		return eventlog.CompactResult{}, fmt.Errorf("eventlog: compact: %w", err)
 	}
 	step := &compactStep{room: room, by: by}
 	for !step.done {
@@ -109,21 +110,21 @@ func (l *BoltLog) Compact(ctx context.Context, room, by string) (CompactResult, 
 // and moves the floor to the last one removed, in this transaction. The step that reaches the
 // covered event also appends the compaction record, so the record is written exactly when the
 // compaction completes, whether it took one Compact or several (after a crash).
-func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
+func (l *Log) applyCompactStep(b *batch, op *writeOp) error {
 	s := op.compact
 	s.done = true
 	rw, err := b.room(s.room, false)
 	if err != nil {
 		return err
 	}
-	var snap ID
+	var snap eventlog.ID
 	if rw != nil {
 		if v := rw.bucket.Get(keySnapshot); len(v) == 16 {
-			snap = ID(v)
+			snap = eventlog.ID(v)
 		}
 	}
 	if snap.IsZero() {
-		op.err = fmt.Errorf("%w: room %q has no snapshot to compact to", ErrNoSnapshot, s.room)
+		op.err = fmt.Errorf("%w: room %q has no snapshot to compact to", eventlog.ErrNoSnapshot, s.room)
 		return nil
 	}
 	snapEv, covers, err := snapshotCovers(rw.bucket.Get(snap[:]))
@@ -134,7 +135,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 	if err != nil {
 		return fmt.Errorf("room %q: %w", s.room, err)
 	}
-	s.result = CompactResult{Snapshot: snap, SnapshotBy: snapEv.User, Floor: floor, Removed: s.removed}
+	s.result = eventlog.CompactResult{Snapshot: snap, SnapshotBy: snapEv.User, Floor: floor, Removed: s.removed}
 	if floor.ID.Compare(covers) >= 0 {
 		return nil // compacted to this snapshot already
 	}
@@ -142,7 +143,7 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 	c := rw.bucket.Cursor()
 	for k, v := c.First(); len(k) == 16 && bytes.Compare(k, covers[:]) <= 0 && len(doomed) < l.compactChunk; k, v = c.Next() {
 		doomed = append(doomed, bytes.Clone(k))
-		floor = Head{ID: ID(k), Hash: [32]byte(v[hashOffset:fieldsOffset]), Count: floor.Count + 1}
+		floor = eventlog.Head{ID: eventlog.ID(k), Hash: eventlog.RecordHash(v), Count: floor.Count + 1}
 	}
 	for _, k := range doomed {
 		if err := rw.bucket.Delete(k); err != nil {
@@ -158,8 +159,8 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 		s.done = false // more to remove, in the next step
 		return nil
 	}
-	body := CompactionBody(snap, snapEv.User, floor, s.result.Removed)
-	req, err := normalize(AppendRequest{Room: s.room, User: s.by, Kind: KindCompaction, Body: body, System: true}, len(body)+1)
+	body := eventlog.CompactionBody(snap, snapEv.User, floor, s.result.Removed)
+	req, err := eventlog.Normalize(eventlog.AppendRequest{Room: s.room, User: s.by, Kind: eventlog.KindCompaction, Body: body, System: true}, len(body)+1)
 	if err != nil {
 		return err
 	}
@@ -172,14 +173,14 @@ func (l *BoltLog) applyCompactStep(b *batch, op *writeOp) error {
 }
 
 // snapshotCovers decodes a snapshot record and the id it covers.
-func snapshotCovers(rec []byte) (Event, ID, error) {
+func snapshotCovers(rec []byte) (eventlog.Event, eventlog.ID, error) {
 	if rec == nil {
-		return Event{}, ID{}, fmt.Errorf("%w: the snapshot event is missing", ErrCorrupt)
+		return eventlog.Event{}, eventlog.ID{}, fmt.Errorf("%w: the snapshot event is missing", eventlog.ErrCorrupt)
 	}
-	var ev Event
-	if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
-		return Event{}, ID{}, err
+	var ev eventlog.Event
+	if err := eventlog.DecodeRecord(&ev, bytes.Clone(rec)); err != nil {
+		return eventlog.Event{}, eventlog.ID{}, err
 	}
-	covers, err := SnapshotCovers(ev)
+	covers, err := eventlog.SnapshotCovers(ev)
 	return ev, covers, err
 }

@@ -1,14 +1,14 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/internal/faultfs"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
@@ -26,9 +26,9 @@ func boltBackend() logtest.Backend {
 		Open: func(t testing.TB, cfg logtest.Config) eventlog.Store {
 			args := openArgs{
 				path: filepath.Join(t.TempDir(), "room.log"),
-				opts: eventlog.Options{KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now},
+				opts: boltlog.Options{KeyRetention: cfg.KeyRetention, MaxBody: cfg.MaxBody, Now: cfg.Now},
 			}
-			l, err := eventlog.Open(args.path, args.opts)
+			l, err := boltlog.Open(args.path, args.opts)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
@@ -40,7 +40,7 @@ func boltBackend() logtest.Backend {
 			if err := l.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			nl, err := eventlog.Open(args.path, args.opts)
+			nl, err := boltlog.Open(args.path, args.opts)
 			if err != nil {
 				t.Fatalf("reopen: %v", err)
 			}
@@ -52,7 +52,7 @@ func boltBackend() logtest.Backend {
 
 type openArgs struct {
 	path string
-	opts eventlog.Options
+	opts boltlog.Options
 }
 
 func TestBoltConformance(t *testing.T) {

@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 )
 
 // pristine is a real log of 300 events in three rooms, written once per test binary.
@@ -29,7 +30,7 @@ func pristineLog(t testing.TB) ([]byte, map[string][]eventlog.Event) {
 		}
 		defer os.RemoveAll(dir)
 		path := filepath.Join(dir, "p.db")
-		l, err := eventlog.Open(path, eventlog.Options{})
+		l, err := boltlog.Open(path, boltlog.Options{})
 		if err != nil {
 			panic(err)
 		}
@@ -89,9 +90,9 @@ func openDamaged(t testing.TB, damaged []byte, what string) (refused bool) {
 		t.Fatal(err)
 	}
 	for _, ro := range []bool{true, false} {
-		l, err := eventlog.Open(path, eventlog.Options{ReadOnly: ro})
+		l, err := boltlog.Open(path, boltlog.Options{ReadOnly: ro})
 		if err != nil {
-			if !errors.Is(err, eventlog.ErrCorrupt) && !errors.Is(err, eventlog.ErrNotLog) {
+			if !errors.Is(err, eventlog.ErrCorrupt) && !errors.Is(err, boltlog.ErrNotLog) {
 				t.Fatalf("%s (read-only %v): refused with %v, want ErrCorrupt or ErrNotLog", what, ro, err)
 			}
 			if after, _ := os.ReadFile(path); !bytes.Equal(after, damaged) {
@@ -183,7 +184,7 @@ func TestDamagedFileErrorsNameTheDamage(t *testing.T) {
 	for _, tc := range cases {
 		path := filepath.Join(t.TempDir(), "x.db")
 		os.WriteFile(path, tc.bytes, 0o600)
-		_, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+		_, err := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) || !bytes.Contains([]byte(err.Error()), []byte(path)) {
 			t.Errorf("%s: %v, want an error naming %s and %q", tc.name, err, path, tc.want)
 		}

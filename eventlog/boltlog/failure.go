@@ -1,9 +1,10 @@
-package eventlog
+package boltlog
 
 import (
 	"fmt"
 	"time"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -39,7 +40,7 @@ type failState struct {
 
 // Health reports whether the log accepts appends: nil when it does, an error wrapping ErrFailed
 // after a failed commit, until the file has been reopened and the backoff has passed.
-func (l *BoltLog) Health() error {
+func (l *Log) Health() error {
 	if f := l.failure.Load(); f != nil && (f.reopening || time.Now().Before(f.until)) {
 		return f.err
 	}
@@ -47,17 +48,17 @@ func (l *BoltLog) Health() error {
 }
 
 // unavailable is the error of a read while the file is closed for reopening.
-func (l *BoltLog) unavailable() error {
+func (l *Log) unavailable() error {
 	if f := l.failure.Load(); f != nil {
 		return f.err
 	}
-	return ErrClosed
+	return eventlog.ErrClosed
 }
 
 // recoverFrom runs on the writer after commit failed with failed (which stopped the log): it
 // reopens the file from disk, retrying with backoff while that fails, and resumes. It returns
 // false when the log was closed meanwhile.
-func (l *BoltLog) recoverFrom(failed error) bool {
+func (l *Log) recoverFrom(failed error) bool {
 	l.failures++
 	l.opts.Logger.Error("event log commit failed: appends refused until the file is reopened from disk",
 		"path", l.path, "err", failed, "failures_in_a_row", l.failures)
@@ -84,7 +85,7 @@ func (l *BoltLog) recoverFrom(failed error) bool {
 }
 
 // recovered ends a run of failures after a successful commit.
-func (l *BoltLog) recovered() {
+func (l *Log) recovered() {
 	if l.failures > 0 {
 		l.failures = 0
 		l.failure.Store(nil)
@@ -93,7 +94,7 @@ func (l *BoltLog) recovered() {
 
 // idle waits d while failing whatever is queued with err. It returns false when the log was
 // closed.
-func (l *BoltLog) idle(d time.Duration, err error) bool {
+func (l *Log) idle(d time.Duration, err error) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
@@ -110,7 +111,7 @@ func (l *BoltLog) idle(d time.Duration, err error) bool {
 }
 
 // failQueued fails every operation waiting in the queue with err, without blocking.
-func (l *BoltLog) failQueued(err error) {
+func (l *Log) failQueued(err error) {
 	for {
 		select {
 		case op, ok := <-l.ops:
@@ -126,7 +127,7 @@ func (l *BoltLog) failQueued(err error) {
 
 // reopen closes the file and opens it again from disk. Readers wait while it runs, and fail with
 // the commit's error when it fails.
-func (l *BoltLog) reopen() error {
+func (l *Log) reopen() error {
 	done := make(chan struct{})
 	l.state.Lock()
 	old := l.db
@@ -158,7 +159,7 @@ func (l *BoltLog) reopen() error {
 	l.db = db
 	l.mark.reset(^uint64(0)) // just fsynced: every snapshot is durable until load sets the mark
 	l.state.Unlock()
-	l.ids = idSource{now: l.opts.Now}
+	l.ids = eventlog.IDSource{Now: l.opts.Now}
 	if err := l.load(); err != nil {
 		return l.closeAfter(fmt.Errorf("eventlog: reopen %s: %w", l.path, err))
 	}
@@ -168,7 +169,7 @@ func (l *BoltLog) reopen() error {
 }
 
 // closeAfter closes the reopened file again after a failure to load it, and returns err.
-func (l *BoltLog) closeAfter(err error) error {
+func (l *Log) closeAfter(err error) error {
 	l.state.Lock()
 	db := l.db
 	l.db = nil
@@ -188,4 +189,4 @@ func lastTxID(db *bolt.DB) (uint64, error) {
 }
 
 // notifyAll wakes every watcher.
-func (l *BoltLog) notifyAll() { l.watches.NotifyAll() }
+func (l *Log) notifyAll() { l.watches.NotifyAll() }

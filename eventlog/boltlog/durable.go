@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -95,10 +96,10 @@ func (m *durableMark) wait(ctx context.Context, txid uint64) error {
 // view runs fn in a read transaction that sees only durable commits, and turns a panic or a
 // memory fault from a damaged file into ErrCorrupt. While the writer reopens the file after a
 // failed commit, it waits for the reopen (or ctx); when the reopen failed, it fails with ErrFailed.
-func (l *BoltLog) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
+func (l *Log) view(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("eventlog: read %s: %w: %v", l.path, ErrCorrupt, r)
+			err = fmt.Errorf("eventlog: read %s: %w: %v", l.path, eventlog.ErrCorrupt, r)
 		}
 	}()
 	// A file truncated under us faults in bbolt's memory map: make that a panic recovered above.

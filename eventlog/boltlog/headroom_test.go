@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
+	bolt "go.etcd.io/bbolt"
 )
 
 // highWaterMark is the size of the data bbolt has committed to the file.
@@ -51,7 +51,7 @@ func firstHole(t *testing.T, path string, off int64) int64 {
 // instead of allocating them; and bbolt still grows the file itself when one commit needs more.
 func TestHeadroomIsZeroFilledAndBboltGrowsPastIt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log.db")
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestHeadroomIsZeroFilledAndBboltGrowsPastIt(t *testing.T) {
 	}
 
 	// Everything reads back, the chain verifies and bbolt's own check finds nothing.
-	l, err = eventlog.Open(path, eventlog.Options{})
+	l, err = boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

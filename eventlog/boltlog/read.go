@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -33,37 +34,27 @@ func (a *arena) copy(v []byte) []byte {
 }
 
 // decodeAt copies and decodes the record v of event k in room.
-func (a *arena) decode(room string, k, v []byte) (Event, error) {
-	ev := Event{Room: room}
+func (a *arena) decode(room string, k, v []byte) (eventlog.Event, error) {
+	ev := eventlog.Event{Room: room}
 	if len(k) != 16 {
-		return ev, fmt.Errorf("eventlog: room %q: %w: key of %d bytes", room, ErrCorrupt, len(k))
+		return ev, fmt.Errorf("eventlog: room %q: %w: key of %d bytes", room, eventlog.ErrCorrupt, len(k))
 	}
 	copy(ev.ID[:], k)
-	if err := decodeRecord(&ev, a.copy(v)); err != nil {
-		return ev, fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, ErrCorrupt, err)
+	if err := eventlog.DecodeRecord(&ev, a.copy(v)); err != nil {
+		return ev, fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, eventlog.ErrCorrupt, err)
 	}
 	return ev, nil
 }
 
-func checkRead(room string, limit int) error {
-	if err := ValidRoom(room); err != nil {
-		return fmt.Errorf("eventlog: read: %w", err)
-	}
-	if limit <= 0 {
-		return fmt.Errorf("eventlog: read: %w: %d, must be positive", ErrBadLimit, limit)
-	}
-	return nil
-}
-
-// ReadAfter implements Log.
-func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit int) ([]Event, error) {
-	if err := checkRead(room, limit); err != nil {
+// ReadAfter implements eventlog.Log.
+func (l *Log) ReadAfter(ctx context.Context, room string, after eventlog.ID, limit int) ([]eventlog.Event, error) {
+	if err := eventlog.CheckRead(room, limit); err != nil {
 		return nil, err
 	}
 	if err := errCtx(ctx); err != nil {
 		return nil, err
 	}
-	var out []Event
+	var out []eventlog.Event
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
@@ -87,7 +78,7 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 		}
 		var a arena
 		a.reserve(size)
-		out = make([]Event, 0, n)
+		out = make([]eventlog.Event, 0, n)
 		for k, v := first(); len(k) == 16 && len(out) < n; k, v = c.Next() {
 			ev, err := a.decode(room, k, v)
 			if err != nil {
@@ -100,10 +91,10 @@ func (l *BoltLog) ReadAfter(ctx context.Context, room string, after ID, limit in
 	return out, err
 }
 
-// ReadAfterFunc implements Log. The events point into bbolt's memory map, valid during the read
+// ReadAfterFunc implements eventlog.Log. The events point into bbolt's memory map, valid during the read
 // transaction the calls run in; fn must not block for long (it holds that transaction).
-func (l *BoltLog) ReadAfterFunc(ctx context.Context, room string, after ID, limit int, fn func(*Event) error) (int, error) {
-	if err := checkRead(room, limit); err != nil {
+func (l *Log) ReadAfterFunc(ctx context.Context, room string, after eventlog.ID, limit int, fn func(*eventlog.Event) error) (int, error) {
+	if err := eventlog.CheckRead(room, limit); err != nil {
 		return 0, err
 	}
 	if err := errCtx(ctx); err != nil {
@@ -120,12 +111,12 @@ func (l *BoltLog) ReadAfterFunc(ctx context.Context, room string, after ID, limi
 		if k != nil && bytes.Equal(k, after[:]) {
 			k, v = c.Next()
 		}
-		var ev Event
+		var ev eventlog.Event
 		for ; len(k) == 16 && n < limit; k, v = c.Next() {
-			ev = Event{Room: room}
+			ev = eventlog.Event{Room: room}
 			copy(ev.ID[:], k)
-			if err := decodeRecord(&ev, v); err != nil {
-				return fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, ErrCorrupt, err)
+			if err := eventlog.DecodeRecord(&ev, v); err != nil {
+				return fmt.Errorf("eventlog: room %q event %s: %w: %v", room, ev.ID, eventlog.ErrCorrupt, err)
 			}
 			if err := fn(&ev); err != nil {
 				return err
@@ -137,15 +128,15 @@ func (l *BoltLog) ReadAfterFunc(ctx context.Context, room string, after ID, limi
 	return n, err
 }
 
-// ReadBefore implements Log.
-func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit int) ([]Event, error) {
-	if err := checkRead(room, limit); err != nil {
+// ReadBefore implements eventlog.Log.
+func (l *Log) ReadBefore(ctx context.Context, room string, before eventlog.ID, limit int) ([]eventlog.Event, error) {
+	if err := eventlog.CheckRead(room, limit); err != nil {
 		return nil, err
 	}
 	if err := errCtx(ctx); err != nil {
 		return nil, err
 	}
-	var out []Event
+	var out []eventlog.Event
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
@@ -179,9 +170,9 @@ func (l *BoltLog) ReadBefore(ctx context.Context, room string, before ID, limit 
 	return out, err
 }
 
-// Contains implements Log.
-func (l *BoltLog) Contains(ctx context.Context, room string, id ID) (bool, error) {
-	if err := checkRead(room, 1); err != nil {
+// Contains implements eventlog.Log.
+func (l *Log) Contains(ctx context.Context, room string, id eventlog.ID) (bool, error) {
+	if err := eventlog.CheckRead(room, 1); err != nil {
 		return false, err
 	}
 	var found bool
@@ -194,12 +185,12 @@ func (l *BoltLog) Contains(ctx context.Context, room string, id ID) (bool, error
 	return found, err
 }
 
-// Head implements Log.
-func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
-	if err := checkRead(room, 1); err != nil {
-		return Head{}, err
+// Head implements eventlog.Log.
+func (l *Log) Head(ctx context.Context, room string) (eventlog.Head, error) {
+	if err := eventlog.CheckRead(room, 1); err != nil {
+		return eventlog.Head{}, err
 	}
-	var h Head
+	var h eventlog.Head
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		b := l.roomBucket(tx, room)
 		if b == nil {
@@ -219,9 +210,9 @@ func (l *BoltLog) Head(ctx context.Context, room string) (Head, error) {
 	return h, err
 }
 
-// Cursor implements Cursors.
-func (l *BoltLog) Cursor(ctx context.Context, user, session, room string) (ID, error) {
-	var id ID
+// Cursor implements eventlog.Cursors.
+func (l *Log) Cursor(ctx context.Context, user, session, room string) (eventlog.ID, error) {
+	var id eventlog.ID
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketAcks).Get(ackKey(user, session, room)); len(v) == 16 {
 			copy(id[:], v)
@@ -231,12 +222,12 @@ func (l *BoltLog) Cursor(ctx context.Context, user, session, room string) (ID, e
 	return id, err
 }
 
-// Rooms implements Auditor.
-func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
+// Rooms implements eventlog.Auditor.
+func (l *Log) Rooms(ctx context.Context, fn func(eventlog.RoomInfo) error) error {
 	// Collect in bounded slices so that no read transaction is held while fn runs.
 	var after []byte
 	for {
-		var infos []RoomInfo
+		var infos []eventlog.RoomInfo
 		err := l.view(ctx, func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketRooms).Cursor()
 			k, v := c.First()
@@ -260,7 +251,7 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 				if err != nil {
 					return fmt.Errorf("eventlog: room %q: %w", name, err)
 				}
-				info := RoomInfo{Name: name, Count: h.Count, Last: h.ID, Hash: h.Hash}
+				info := eventlog.RoomInfo{Name: name, Count: h.Count, Last: h.ID, Hash: h.Hash}
 				rc := b.Cursor()
 				if fk, _ := rc.First(); len(fk) == 16 {
 					copy(info.First[:], fk)
@@ -287,16 +278,16 @@ func (l *BoltLog) Rooms(ctx context.Context, fn func(RoomInfo) error) error {
 	}
 }
 
-// Sessions implements SessionIndex.
-func (l *BoltLog) Sessions(ctx context.Context, fn func(Session) error) error {
-	var all []Session
+// Sessions implements eventlog.SessionIndex.
+func (l *Log) Sessions(ctx context.Context, fn func(eventlog.Session) error) error {
+	var all []eventlog.Session
 	err := l.view(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
 			parts := strings.SplitN(string(k), "\x00", 3)
 			if len(parts) != 3 || len(v) != 16 {
-				return fmt.Errorf("eventlog: %w: session entry %q", ErrCorrupt, k)
+				return fmt.Errorf("eventlog: %w: session entry %q", eventlog.ErrCorrupt, k)
 			}
-			s := Session{Room: parts[0], User: parts[1], Session: parts[2]}
+			s := eventlog.Session{Room: parts[0], User: parts[1], Session: parts[2]}
 			copy(s.Joined[:], v)
 			all = append(all, s)
 			return nil

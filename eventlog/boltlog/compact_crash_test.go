@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 )
 
@@ -30,12 +31,12 @@ func runCompactChild() bool {
 	if path == "" {
 		return false
 	}
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(3)
 	}
-	eventlog.SetCompactChunk(l, 100)
+	boltlog.SetCompactChunk(l, 100)
 	// One line at a time: the appender and the compaction both speak, and lines written through
 	// one buffer by two goroutines at once came out torn ("child said 5W037CJYEB").
 	out := bufio.NewWriter(os.Stdout)
@@ -91,7 +92,7 @@ func TestPowerCutDuringCompaction(t *testing.T) {
 // crashDuringCompaction prepares a long room with a snapshot at path, then kills compacting
 // children part way (and runs cut after each kill, if given) and checks what each left.
 func crashDuringCompaction(t *testing.T, path string, cut func()) {
-	l, err := eventlog.Open(path, eventlog.Options{})
+	l, err := boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func crashDuringCompaction(t *testing.T, path string, cut func()) {
 			cut()
 		}
 
-		l, err := eventlog.Open(path, eventlog.Options{})
+		l, err := boltlog.Open(path, boltlog.Options{})
 		if err != nil {
 			t.Fatalf("round %d: reopening after kill -9: %v", round, err)
 		}
@@ -161,7 +162,7 @@ func crashDuringCompaction(t *testing.T, path string, cut func()) {
 		l.Close()
 	}
 	// Whatever the kills left, one more Compact finishes it, and the room records it once.
-	l, err = eventlog.Open(path, eventlog.Options{})
+	l, err = boltlog.Open(path, boltlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func crashDuringCompaction(t *testing.T, path string, cut func()) {
 // checkCompactedSuffix checks a room a compaction may have been cut short in: its events are
 // the original ones from some point on, then the snapshot and everything acked after it; the
 // floor names the event before that point; the chain verifies.
-func checkCompactedSuffix(t *testing.T, l *eventlog.BoltLog, original []eventlog.Event, snap eventlog.Event, acked map[eventlog.ID]bool) {
+func checkCompactedSuffix(t *testing.T, l *boltlog.Log, original []eventlog.Event, snap eventlog.Event, acked map[eventlog.ID]bool) {
 	t.Helper()
 	ctx := context.Background()
 	floor, err := l.Floor(ctx, "long")
@@ -237,12 +238,12 @@ func checkCompactedSuffix(t *testing.T, l *eventlog.BoltLog, original []eventlog
 func TestVerifyDuringCompaction(t *testing.T) {
 	ctx := context.Background()
 	for round := range 3 {
-		l, err := eventlog.Open(filepath.Join(t.TempDir(), "v.db"), eventlog.Options{})
+		l, err := boltlog.Open(filepath.Join(t.TempDir(), "v.db"), boltlog.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventlog.SetCompactChunk(l, 300)
-		eventlog.SetVerifyChunk(l, 50)
+		boltlog.SetCompactChunk(l, 300)
+		boltlog.SetVerifyChunk(l, 50)
 		var last eventlog.ID
 		for i := range 15000 {
 			p := l.AppendAsync(eventlog.AppendRequest{Room: "long", User: "u", Body: []byte(fmt.Sprint(i))})

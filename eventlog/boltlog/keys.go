@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomlog/roomlog/eventlog"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -41,14 +42,14 @@ var keyFlushed = []byte("keys")
 // keyIndex is the writer's view of the idempotency index. Only the writer goroutine uses it.
 type keyIndex struct {
 	retention time.Duration
-	gens      []uint64      // on-disk generations, oldest first (start in unix ms)
-	mem       map[string]ID // keys whose events are durable but which are not on disk yet
-	queue     []memKey      // the same keys in id order: the order they are flushed in
+	gens      []uint64               // on-disk generations, oldest first (start in unix ms)
+	mem       map[string]eventlog.ID // keys whose events are durable but which are not on disk yet
+	queue     []memKey               // the same keys in id order: the order they are flushed in
 }
 
 type memKey struct {
 	key string
-	id  ID
+	id  eventlog.ID
 }
 
 func idempotencyKey(room, user, key string) string {
@@ -56,12 +57,12 @@ func idempotencyKey(room, user, key string) string {
 }
 
 // loadKeys reads the generations and rebuilds mem from the events after the flushed mark.
-func (l *BoltLog) loadKeys() error {
+func (l *Log) loadKeys() error {
 	k := &l.keys
 	k.retention = l.opts.KeyRetention
-	k.mem = make(map[string]ID)
+	k.mem = make(map[string]eventlog.ID)
 	k.queue = nil
-	var flushed ID
+	var flushed eventlog.ID
 	err := l.view(context.Background(), func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get(keyFlushed); len(v) == 16 {
 			copy(flushed[:], v)
@@ -69,7 +70,7 @@ func (l *BoltLog) loadKeys() error {
 		k.gens = k.gens[:0]
 		return tx.Bucket(bucketKeys).ForEachBucket(func(name []byte) error {
 			if len(name) != 8 {
-				return fmt.Errorf("%w: idempotency generation named %x", ErrCorrupt, name)
+				return fmt.Errorf("%w: idempotency generation named %x", eventlog.ErrCorrupt, name)
 			}
 			k.gens = append(k.gens, binary.BigEndian.Uint64(name))
 			return nil
@@ -79,10 +80,10 @@ func (l *BoltLog) loadKeys() error {
 		return err
 	}
 	from := flushed
-	if cutoff := MinIDAt(l.opts.Now().Add(-k.retention)); cutoff.Compare(from) > 0 {
+	if cutoff := eventlog.MinIDAt(l.opts.Now().Add(-k.retention)); cutoff.Compare(from) > 0 {
 		from = cutoff
 	}
-	return l.Scan(context.Background(), ScanFilter{After: from}, func(e Event) error {
+	return l.Scan(context.Background(), eventlog.ScanFilter{After: from}, func(e eventlog.Event) error {
 		if e.Key != "" {
 			key := idempotencyKey(e.Room, e.User, e.Key)
 			k.mem[key] = e.ID
@@ -93,7 +94,7 @@ func (l *BoltLog) loadKeys() error {
 }
 
 // findKey looks req's key up; a key whose newest use is older than the retention is absent.
-func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
+func (l *Log) findKey(b *batch, req *eventlog.AppendRequest) (eventlog.Event, bool, error) {
 	key := idempotencyKey(req.Room, req.User, req.Key)
 	id, ok := b.newKey(key)
 	if !ok {
@@ -102,11 +103,11 @@ func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
 	if !ok {
 		var err error
 		if id, ok, err = b.findKeyOnDisk([]byte(key)); err != nil {
-			return Event{}, false, err
+			return eventlog.Event{}, false, err
 		}
 	}
 	if !ok || id.Millis() < uint64(b.now.Add(-l.keys.retention).UnixMilli()) {
-		return Event{}, false, nil
+		return eventlog.Event{}, false, nil
 	}
 	room := b.tx.Bucket(bucketRooms).Bucket([]byte(req.Room))
 	var rec []byte
@@ -116,18 +117,18 @@ func (l *BoltLog) findKey(b *batch, req *AppendRequest) (Event, bool, error) {
 	if rec == nil {
 		if floor, err := roomFloor(room); err == nil && id.Compare(floor.ID) <= 0 {
 			// Removed by a compaction: still a duplicate, of an event no longer readable.
-			return Event{ID: id, Room: req.Room}, true, nil
+			return eventlog.Event{ID: id, Room: req.Room}, true, nil
 		}
-		return Event{}, false, fmt.Errorf("%w: idempotency key of room %q names missing event %s", ErrCorrupt, req.Room, id)
+		return eventlog.Event{}, false, fmt.Errorf("%w: idempotency key of room %q names missing event %s", eventlog.ErrCorrupt, req.Room, id)
 	}
-	ev := Event{ID: id, Room: req.Room}
-	if err := decodeRecord(&ev, bytes.Clone(rec)); err != nil {
-		return Event{}, false, fmt.Errorf("room %q event %s: %w", req.Room, id, err)
+	ev := eventlog.Event{ID: id, Room: req.Room}
+	if err := eventlog.DecodeRecord(&ev, bytes.Clone(rec)); err != nil {
+		return eventlog.Event{}, false, fmt.Errorf("room %q event %s: %w", req.Room, id, err)
 	}
 	return ev, true, nil
 }
 
-func (b *batch) findKeyOnDisk(key []byte) (ID, bool, error) {
+func (b *batch) findKeyOnDisk(key []byte) (eventlog.ID, bool, error) {
 	keys := b.tx.Bucket(bucketKeys)
 	for i := len(b.gens) - 1; i >= 0; i-- {
 		gen := keys.Bucket(binary.BigEndian.AppendUint64(nil, b.gens[i]))
@@ -135,20 +136,20 @@ func (b *batch) findKeyOnDisk(key []byte) (ID, bool, error) {
 			continue
 		}
 		if v := gen.Get(key); v != nil {
-			var id ID
+			var id eventlog.ID
 			if len(v) != 16 {
-				return id, false, fmt.Errorf("%w: idempotency entry of %d bytes", ErrCorrupt, len(v))
+				return id, false, fmt.Errorf("%w: idempotency entry of %d bytes", eventlog.ErrCorrupt, len(v))
 			}
 			copy(id[:], v)
 			return id, true, nil // the newest generation holding the key has its newest use
 		}
 	}
-	return ID{}, false, nil
+	return eventlog.ID{}, false, nil
 }
 
 // maintainKeys runs at the end of every batch: it flushes the oldest keys when due (all of them
 // when force is set) and prunes an expired generation a little.
-func (l *BoltLog) maintainKeys(b *batch, force bool) error {
+func (l *Log) maintainKeys(b *batch, force bool) error {
 	q := l.keys.queue
 	if len(q) > 0 && (force || len(q) >= keyFlushMax || b.now.Sub(q[0].id.Time()) >= keyFlushEvery) {
 		n := len(q)
@@ -165,7 +166,7 @@ func (l *BoltLog) maintainKeys(b *batch, force bool) error {
 // flushKeys writes chunk (the oldest keys in memory), sorted, into the current generation,
 // starting a new one when the newest is older than half the retention (so about three live), and
 // moves the flushed mark to the chunk's last id.
-func (l *BoltLog) flushKeys(b *batch, chunk []memKey) error {
+func (l *Log) flushKeys(b *batch, chunk []memKey) error {
 	keys := b.tx.Bucket(bucketKeys)
 	now := uint64(b.now.UnixMilli())
 	genLen := uint64(l.keys.retention.Milliseconds() / 2)
@@ -194,7 +195,7 @@ func (l *BoltLog) flushKeys(b *batch, chunk []memKey) error {
 }
 
 // keysCommitted updates the writer's key index after b committed.
-func (l *BoltLog) keysCommitted(b *batch) {
+func (l *Log) keysCommitted(b *batch) {
 	k := &l.keys
 	k.gens = b.gens
 	for _, mk := range k.queue[:b.keysFlushed] {
@@ -217,7 +218,7 @@ func (k *keyIndex) pruneDue(gens []uint64, now time.Time) bool {
 
 // pruneKeys deletes up to pruneKeysPerCommit keys of an expired generation, and the generation
 // once it is empty.
-func (l *BoltLog) pruneKeys(b *batch) error {
+func (l *Log) pruneKeys(b *batch) error {
 	if !l.keys.pruneDue(b.gens, b.now) {
 		return nil
 	}
@@ -246,7 +247,7 @@ func (l *BoltLog) pruneKeys(b *batch) error {
 }
 
 // keyWorkDue reports whether an idle writer has key maintenance to do.
-func (l *BoltLog) keyWorkDue() bool {
+func (l *Log) keyWorkDue() bool {
 	now := l.opts.Now()
 	q := l.keys.queue
 	return (len(q) > 0 && now.Sub(q[0].id.Time()) >= keyFlushEvery) || l.keys.pruneDue(l.keys.gens, now)

@@ -1,4 +1,4 @@
-package eventlog
+package boltlog
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/roomlog/roomlog/eventlog"
 )
 
 // checkFile reads the bbolt file at path page by page, with pread and never through a memory map,
@@ -51,7 +53,7 @@ func checkFile(path string, lockTimeout time.Duration) error {
 	}
 	if want := int64(m.highWater) * int64(m.pageSize); st.Size() < want {
 		return fmt.Errorf("%w: truncated: expected at least %d bytes (%d pages of %d), has %d",
-			ErrCorrupt, want, m.highWater, m.pageSize, st.Size())
+			eventlog.ErrCorrupt, want, m.highWater, m.pageSize, st.Size())
 	}
 	w := &pageWalker{f: f, meta: m, seen: make([]uint64, m.highWater/64+1)}
 	w.mark(0)
@@ -156,9 +158,9 @@ func readMetaAt(f *os.File, off int64) (boltMeta, error) {
 func checkMetaBounds(m boltMeta, which int) error {
 	switch {
 	case m.highWater < 3 || m.highWater > 1<<40:
-		return fmt.Errorf("%w: meta page %d: high-water mark of %d pages", ErrCorrupt, which, m.highWater)
+		return fmt.Errorf("%w: meta page %d: high-water mark of %d pages", eventlog.ErrCorrupt, which, m.highWater)
 	case m.root < 2 || m.root >= m.highWater:
-		return fmt.Errorf("%w: meta page %d: root page %d outside [2, %d)", ErrCorrupt, which, m.root, m.highWater)
+		return fmt.Errorf("%w: meta page %d: root page %d outside [2, %d)", eventlog.ErrCorrupt, which, m.root, m.highWater)
 	}
 	return nil
 }
@@ -178,7 +180,7 @@ func (w *pageWalker) mark(id uint64) bool {
 }
 
 func badPage(id uint64, format string, args ...any) error {
-	return fmt.Errorf("%w: bad page %d: %s", ErrCorrupt, id, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: bad page %d: %s", eventlog.ErrCorrupt, id, fmt.Sprintf(format, args...))
 }
 
 // read returns page id with its overflow pages, after checking that they are in bounds, of one of

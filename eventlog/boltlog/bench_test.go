@@ -1,4 +1,4 @@
-package eventlog_test
+package boltlog_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
+	bolt "go.etcd.io/bbolt"
 )
 
 // body200 is a 200-byte JSON body, the payload size of every benchmark.
@@ -42,7 +42,7 @@ func BenchmarkAppend(b *testing.B) {
 // runAppenders has appenders goroutines append b.N events in all, each waiting for its ack, and
 // reports events/s and the p50/p99/p999 latency of one append.
 func runAppenders(b *testing.B, appenders int, request func(appender, i int) eventlog.AppendRequest) {
-	l, err := eventlog.Open(filepath.Join(b.TempDir(), "bench.db"), eventlog.Options{})
+	l, err := boltlog.Open(filepath.Join(b.TempDir(), "bench.db"), boltlog.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func BenchmarkAppendKeyed(b *testing.B) {
 
 // fillLog appends n events with 200-byte bodies to room (keyed when keyed is set) quickly, from
 // many queued appends at once.
-func fillLog(tb testing.TB, l *eventlog.BoltLog, room string, n int, keyed bool) {
+func fillLog(tb testing.TB, l *boltlog.Log, room string, n int, keyed bool) {
 	tb.Helper()
 	const window = 8192
 	pending := make([]*eventlog.Pending, 0, window)
@@ -133,7 +133,7 @@ func bigLog(b *testing.B) (string, []eventlog.ID) {
 			b.Fatal(err)
 		}
 		bigLogPath = filepath.Join(dir, "big.db")
-		l, err := eventlog.Open(bigLogPath, eventlog.Options{})
+		l, err := boltlog.Open(bigLogPath, boltlog.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -166,7 +166,7 @@ func bigLog(b *testing.B) (string, []eventlog.ID) {
 //	go test -run '^$' -bench BenchmarkReadAfter ./eventlog/
 func BenchmarkReadAfter(b *testing.B) {
 	path, ids := bigLog(b)
-	l, err := eventlog.Open(path, eventlog.Options{ReadOnly: true})
+	l, err := boltlog.Open(path, boltlog.Options{ReadOnly: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func BenchmarkBytesPerEvent(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "size.db")
 			for b.Loop() {
 				os.Remove(path)
-				l, err := eventlog.Open(path, eventlog.Options{})
+				l, err := boltlog.Open(path, boltlog.Options{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -247,7 +247,7 @@ func BenchmarkCompaction(b *testing.B) {
 		compacted, plain := filepath.Join(dir, "compacted.db"), filepath.Join(dir, "plain.db")
 		var took time.Duration
 		for _, path := range []string{compacted, plain} {
-			l, err := eventlog.Open(path, eventlog.Options{})
+			l, err := boltlog.Open(path, boltlog.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -262,7 +262,7 @@ func BenchmarkCompaction(b *testing.B) {
 				file, used := usage(path)
 				b.ReportMetric(mib(file), "file-MiB-before")
 				b.ReportMetric(mib(used), "used-MiB-before")
-				if l, err = eventlog.Open(path, eventlog.Options{}); err != nil {
+				if l, err = boltlog.Open(path, boltlog.Options{}); err != nil {
 					b.Fatal(err)
 				}
 				start := time.Now()
@@ -274,7 +274,7 @@ func BenchmarkCompaction(b *testing.B) {
 				file, used = usage(path)
 				b.ReportMetric(mib(file), "file-MiB-compacted")
 				b.ReportMetric(mib(used), "used-MiB-compacted")
-				if l, err = eventlog.Open(path, eventlog.Options{}); err != nil {
+				if l, err = boltlog.Open(path, boltlog.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
