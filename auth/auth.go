@@ -369,3 +369,18 @@ func NewToken(secret []byte, s TokenSpec) (string, error) {
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 }
+
+// ECJWKS is a JWKS document (RFC 7517) publishing one P-256 public key under kid, as Config.JWKS
+// and SetJWKS take it (and roomlog serve fetches from its JWKS URL): what tests rotate keys with.
+func ECJWKS(kid string, pub *ecdsa.PublicKey) ([]byte, error) {
+	if pub.Curve != elliptic.P256() {
+		return nil, errors.New("auth: ECJWKS: only P-256 keys")
+	}
+	raw, err := pub.Bytes() // 0x04 | x(32) | y(32)
+	if err != nil {
+		return nil, fmt.Errorf("auth: ECJWKS: %w", err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	return json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": kid, "crv": "P-256",
+		"x": b64(raw[1:33]), "y": b64(raw[33:])}}})
+}

@@ -124,12 +124,7 @@ func TestVerifierAlgorithms(t *testing.T) {
 func TestJWKSRotation(t *testing.T) {
 	old, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	next, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	b64 := base64.RawURLEncoding.EncodeToString
-	doc := func(kid string, k *ecdsa.PrivateKey) []byte {
-		b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": kid, "crv": "P-256",
-			"x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}}})
-		return b
-	}
+	doc := func(kid string, k *ecdsa.PrivateKey) []byte { b, _ := auth.ECJWKS(kid, &k.PublicKey); return b }
 	v, err := auth.NewVerifier(auth.Config{JWKS: doc("k1", old), AnyAudience: true})
 	if err != nil {
 		t.Fatal(err)

@@ -74,6 +74,37 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 			c.Close()
 		}
 	}()
+	subsOf, err := subscribeAll(ctx, t, cfg, &clients)
+	if err != nil {
+		return nil, err
+	}
+	pubs := &fanoutPublishers{cfg: cfg, acked: make([]atomic.Int64, cfg.Publishers)}
+	start := time.Now()
+	if err := pubs.run(ctx, t, start.Add(cfg.Duration), &clients); err != nil {
+		return nil, err
+	}
+	publishedAt := time.Since(start)
+	waitDelivered(subsOf, pubs.wantIn, time.Now().Add(30*time.Second))
+	elapsed := time.Since(start)
+	delivered, lat := tallyDeliveries(res, subsOf, pubs.wantIn)
+	res.Errors = int(pubs.errors.Load())
+	res.Seconds = elapsed.Seconds()
+	var published int64
+	for p := range pubs.acked {
+		published += pubs.acked[p].Load()
+	}
+	res.Figures["published"] = float64(published)
+	res.Figures["publishes_per_s"] = float64(published) / publishedAt.Seconds()
+	res.Figures["delivered"] = float64(delivered)
+	res.Figures["deliveries_per_s"] = float64(delivered) / elapsed.Seconds()
+	lat.report(res.Figures, "delivery_")
+	pubs.lat.report(res.Figures, "ack_")
+	return res, nil
+}
+
+// subscribeAll connects cfg.Subscribers readers to each room and returns once each has synced;
+// their clients are added to clients, for the caller to close.
+func subscribeAll(ctx context.Context, t *Target, cfg FanoutConfig, clients *[]*client.Client) ([][]*subscriber, error) {
 	subsOf := make([][]*subscriber, cfg.Rooms)
 	for r := range cfg.Rooms {
 		for s := range cfg.Subscribers {
@@ -81,7 +112,7 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
-			clients = append(clients, c)
+			*clients = append(*clients, c)
 			sub := &subscriber{last: make([]int, cfg.Publishers)}
 			for i := range sub.last {
 				sub.last[i] = -1
@@ -98,71 +129,91 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 			subsOf[r] = append(subsOf[r], sub)
 		}
 	}
-	acked := make([]atomic.Int64, cfg.Publishers)
-	var publishLat latencies
-	var latMu sync.Mutex
-	var errors atomic.Int64
-	start := time.Now()
-	deadline := start.Add(cfg.Duration)
+	return subsOf, nil
+}
+
+// fanoutPublishers are the fan-out's publishers: publisher p sends to room p%Rooms, paced so that
+// together they send cfg.Rate events a second.
+type fanoutPublishers struct {
+	cfg    FanoutConfig
+	acked  []atomic.Int64 // per publisher
+	errors atomic.Int64
+	latMu  sync.Mutex
+	lat    latencies // every 8th ack's latency
+}
+
+// run publishes until deadline and returns once every publish is answered.
+func (f *fanoutPublishers) run(ctx context.Context, t *Target, deadline time.Time, clients *[]*client.Client) error {
 	var wg sync.WaitGroup
-	for p := range cfg.Publishers {
+	defer wg.Wait()
+	for p := range f.cfg.Publishers {
 		c, err := dial(ctx, t.URL, t, fmt.Sprintf("pub-%d", p), "")
 		if err != nil {
-			return nil, fmt.Errorf("publisher: %w", err)
+			return fmt.Errorf("publisher: %w", err)
 		}
-		clients = append(clients, c)
-		type sending struct {
-			s  *client.Sending
-			at time.Time
-		}
+		*clients = append(*clients, c)
 		inflight := make(chan sending, 1024)
-		wg.Go(func() { // paced sends
-			defer close(inflight)
-			interval := time.Duration(float64(time.Second) * float64(cfg.Publishers) / float64(cfg.Rate))
-			next := time.Now()
-			for seq := 0; time.Now().Before(deadline); seq++ {
-				if d := time.Until(next); d > 0 {
-					time.Sleep(d)
-				}
-				next = next.Add(interval)
-				s, err := c.Send(roomName(p%cfg.Rooms), "", newPayload(p, seq))
-				if err != nil {
-					errors.Add(1)
-					return
-				}
-				inflight <- sending{s, time.Now()}
-			}
-		})
-		wg.Go(func() { // acks, in order
-			var mine latencies
-			for s := range inflight {
-				if _, err := s.s.Wait(ctx); err != nil {
-					errors.Add(1)
-					continue
-				}
-				if acked[p].Add(1)%8 == 0 {
-					mine = append(mine, time.Since(s.at))
-				}
-			}
-			latMu.Lock()
-			publishLat = append(publishLat, mine...)
-			latMu.Unlock()
-		})
+		wg.Go(func() { f.send(c, p, deadline, inflight) })
+		wg.Go(func() { f.awaitAcks(ctx, p, inflight) })
 	}
-	wg.Wait()
-	publishedAt := time.Since(start)
-	// Wait until every subscriber has every acked event of its room (or a quiet period ends).
-	want := func(r int) int {
-		n := 0
-		for p := range cfg.Publishers {
-			if p%cfg.Rooms == r {
-				n += int(acked[p].Load())
-			}
+	return nil
+}
+
+type sending struct {
+	s  *client.Sending
+	at time.Time
+}
+
+// send is publisher p's paced sends, each handed to inflight.
+func (f *fanoutPublishers) send(c *client.Client, p int, deadline time.Time, inflight chan<- sending) {
+	defer close(inflight)
+	interval := time.Duration(float64(time.Second) * float64(f.cfg.Publishers) / float64(f.cfg.Rate))
+	next := time.Now()
+	for seq := 0; time.Now().Before(deadline); seq++ {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
 		}
-		return n
+		next = next.Add(interval)
+		s, err := c.Send(roomName(p%f.cfg.Rooms), "", newPayload(p, seq))
+		if err != nil {
+			f.errors.Add(1)
+			return
+		}
+		inflight <- sending{s, time.Now()}
 	}
-	drain := time.Now().Add(30 * time.Second)
-	for time.Now().Before(drain) {
+}
+
+// awaitAcks waits for publisher p's acks, in order.
+func (f *fanoutPublishers) awaitAcks(ctx context.Context, p int, inflight <-chan sending) {
+	var mine latencies
+	for s := range inflight {
+		if _, err := s.s.Wait(ctx); err != nil {
+			f.errors.Add(1)
+			continue
+		}
+		if f.acked[p].Add(1)%8 == 0 {
+			mine = append(mine, time.Since(s.at))
+		}
+	}
+	f.latMu.Lock()
+	f.lat = append(f.lat, mine...)
+	f.latMu.Unlock()
+}
+
+// wantIn is how many acked events room r holds.
+func (f *fanoutPublishers) wantIn(r int) int {
+	n := 0
+	for p := range f.cfg.Publishers {
+		if p%f.cfg.Rooms == r {
+			n += int(f.acked[p].Load())
+		}
+	}
+	return n
+}
+
+// waitDelivered waits until every subscriber has every acked event of its room, or until.
+func waitDelivered(subsOf [][]*subscriber, want func(room int) int, until time.Time) {
+	for time.Now().Before(until) {
 		done := true
 		for r, ss := range subsOf {
 			for _, s := range ss {
@@ -174,11 +225,15 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 			}
 		}
 		if done {
-			break
+			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
+}
+
+// tallyDeliveries adds what the subscribers lost, got twice or out of order to res, and returns
+// how many events they were delivered and the delivery latencies.
+func tallyDeliveries(res *Result, subsOf [][]*subscriber, want func(room int) int) (int, latencies) {
 	var delivered int
 	var lat latencies
 	for r, ss := range subsOf {
@@ -196,19 +251,7 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 			s.mu.Unlock()
 		}
 	}
-	res.Errors = int(errors.Load())
-	res.Seconds = elapsed.Seconds()
-	var published int64
-	for p := range acked {
-		published += acked[p].Load()
-	}
-	res.Figures["published"] = float64(published)
-	res.Figures["publishes_per_s"] = float64(published) / publishedAt.Seconds()
-	res.Figures["delivered"] = float64(delivered)
-	res.Figures["deliveries_per_s"] = float64(delivered) / elapsed.Seconds()
-	lat.report(res.Figures, "delivery_")
-	publishLat.report(res.Figures, "ack_")
-	return res, nil
+	return delivered, lat
 }
 
 func roomName(r int) string { return fmt.Sprintf("bench-%d", r) }

@@ -19,7 +19,8 @@ import (
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/client/filestore"
 	"github.com/roomlog/roomlog/eventlog"
-	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -231,9 +232,7 @@ func checkExactlyOnce(t *testing.T, l eventlog.Log, room string, msgs []client.E
 	for _, e := range msgs {
 		got = append(got, e.ID)
 	}
-	if !slices.Equal(got, logIDs) {
-		t.Fatalf("delivered %d messages, the log has %d (first difference at %d)", len(got), len(logIDs), firstDiff(got, logIDs))
-	}
+	logtest.SameIDs(t, got, logIDs)
 	for k, n := range keys {
 		if n != 1 {
 			t.Fatalf("key %s appended %d times", k, n)
@@ -244,15 +243,6 @@ func checkExactlyOnce(t *testing.T, l eventlog.Log, room string, msgs []client.E
 			t.Fatalf("ack %d (%s) is not in the log", i, a.ID)
 		}
 	}
-}
-
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // TestServerKilledAndRestarted kills the server with SIGKILL (and once stops it gracefully)
@@ -300,11 +290,7 @@ func TestServerKilledAndRestarted(t *testing.T) {
 	// Check against the file itself, after a last clean stop.
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	<-srv.done
-	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := servertest.OpenData(t, data)
 	checkExactlyOnce(t, l, "doc:k", msgs, acks)
 	for i := 1; i < n; i++ {
 		if acks[i].ID <= acks[i-1].ID {

@@ -21,8 +21,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-const secret = "client-test-secret-of-32-bytes-or-more"
-
 var roomlogBin string // the roomlog binary, built once for the process tests
 
 func TestMain(m *testing.M) {
@@ -57,7 +55,7 @@ func token(t testing.TB, sub string, rooms ...string) func(context.Context) (str
 
 func tokenTTL(t testing.TB, sub string, ttl time.Duration, rooms ...string) func(context.Context) (string, error) {
 	return func(context.Context) (string, error) {
-		return auth.NewToken([]byte(secret), auth.TokenSpec{Subject: sub, Rooms: rooms, TTL: ttl})
+		return servertest.NewToken(auth.TokenSpec{Subject: sub, Rooms: rooms, TTL: ttl})
 	}
 }
 
@@ -80,7 +78,7 @@ func startInProcWith(t *testing.T, keyRetention time.Duration) *inProcServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(secret)})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(servertest.Secret)})
 	srv, err := transport.New(transport.Config{Hub: rooms.NewHub(log, rooms.Options{Grace: time.Second}), Auth: v, PublishRate: transport.NoRateLimit, KeyRetention: keyRetention})
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +179,7 @@ type serverProc struct {
 // startProc starts roomlog serve on data; extra flags follow the test's own (and override them).
 func startProc(t *testing.T, data string, extra ...string) *serverProc {
 	t.Helper()
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", secret, "--grace", "2s", "--publish-rate", "0"}, extra...)
+	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--jwt-secret", servertest.Secret, "--grace", "2s", "--publish-rate", "0"}, extra...)
 	p := servertest.Start(t, exec.Command(roomlogBin, args...))
 	return &serverProc{Proc: p, cmd: p.Cmd, addr: p.Addr, done: p.Done()}
 }

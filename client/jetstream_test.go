@@ -12,12 +12,12 @@ import (
 	"time"
 
 	njs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // Two roomlog nodes on one JetStream server: a subscriber on node B gets what a publisher on
@@ -153,7 +153,7 @@ func nodesUnderLoad(t *testing.T, servers []*natstest.Server, fault func()) {
 		t.Fatalf("verify: %+v %v", rep.Broken, err)
 	}
 	// Auditors read the shared log through any node's HTTP API.
-	admin, err := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "auditor", Rooms: []string{"*"}, Admin: true, TTL: time.Hour})
+	admin, err := servertest.NewToken(auth.TokenSpec{Subject: "auditor", Rooms: []string{"*"}, Admin: true})
 	if err != nil {
 		t.Fatal(err)
 	}

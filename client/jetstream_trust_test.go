@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
 	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // TestTrustOnJetStream: the trust rules hold on nodes sharing a JetStream log. A writer without
@@ -47,7 +47,7 @@ func TestTrustOnJetStream(t *testing.T) {
 	}
 
 	trusted := func(context.Context) (string, error) {
-		return auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "editor", Rooms: []string{"doc:*"}, SnapshotRooms: []string{"doc:*"}, TTL: time.Hour})
+		return servertest.NewToken(auth.TokenSpec{Subject: "editor", Rooms: []string{"doc:*"}, SnapshotRooms: []string{"doc:*"}})
 	}
 	e, err := dial(b, trusted, "e1")
 	if err != nil {

@@ -3,29 +3,21 @@ package client_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/client"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // compact compacts room through the server at addr with an admin token, and returns the answer.
 func compact(t *testing.T, addr, room string) (int, []byte) {
 	t.Helper()
-	admin, _ := auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "ops", Admin: true, TTL: time.Hour})
-	req, _ := http.NewRequestWithContext(ctxT(t), "POST", "http://"+addr+"/v1/rooms/"+room+"/compact", nil)
-	req.Header.Set("Authorization", "Bearer "+admin)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	return res.StatusCode, body
+	admin, _ := servertest.NewToken(auth.TokenSpec{Subject: "ops", Admin: true})
+	status, body := servertest.Request(t, "POST", "http://"+addr+"/v1/rooms/"+room+"/compact", admin, "")
+	return status, []byte(body)
 }
 
 // collect gathers a room's events from a handler.
@@ -50,7 +42,7 @@ func TestSnapshotsCompactionAndSignals(t *testing.T) {
 	ctx := ctxT(t)
 	url := "ws://" + p.addr + "/v1/ws"
 	editorTok := func(context.Context) (string, error) {
-		return auth.NewToken([]byte(secret), auth.TokenSpec{Subject: "editor", Rooms: []string{"doc:*"}, SnapshotRooms: []string{"doc:*"}, TTL: time.Hour})
+		return servertest.NewToken(auth.TokenSpec{Subject: "editor", Rooms: []string{"doc:*"}, SnapshotRooms: []string{"doc:*"}})
 	}
 	w, err := client.Dial(ctx, url, client.Options{Token: editorTok, Session: "w"})
 	if err != nil {

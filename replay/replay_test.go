@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
@@ -189,7 +190,7 @@ func TestResumeChoosesTheCursor(t *testing.T) {
 	if m := broken.Members("r"); len(m) != 0 {
 		t.Fatalf("a failed resume left members %+v", m)
 	}
-	if got := kindsOf(t, l, "r"); !strings.HasSuffix(got, "join leave") {
+	if got := logtest.Trail(t, l, "r"); !strings.HasSuffix(got, "u/s:join u/s:leave") {
 		t.Fatalf("a failed resume did not write its leave: %s", got)
 	}
 }
@@ -199,16 +200,4 @@ type headFails struct{ eventlog.Store }
 
 func (headFails) Head(context.Context, string) (eventlog.Head, error) {
 	return eventlog.Head{}, errors.New("injected head failure")
-}
-
-func kindsOf(t *testing.T, l eventlog.Log, room string) string {
-	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range evs {
-		out = append(out, e.Kind)
-	}
-	return strings.Join(out, " ")
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/rooms"
 	"go.uber.org/goleak"
@@ -26,18 +26,6 @@ func openLog(t *testing.T) *memlog.Log {
 	l := memlog.New(memlog.Options{})
 	t.Cleanup(func() { l.Close() })
 	return l
-}
-
-func kinds(t *testing.T, l eventlog.Log, room string) string {
-	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range evs {
-		out = append(out, e.Session+":"+e.Kind)
-	}
-	return strings.Join(out, " ")
 }
 
 func TestMembershipAndGrace(t *testing.T) {
@@ -54,14 +42,14 @@ func TestMembershipAndGrace(t *testing.T) {
 		t.Fatalf("second join of the session appended %s (%v)", j2.Event, err)
 	}
 	h.Leave(ctx, "r", "alice", "s1", true)
-	if got := kinds(t, l, "r"); got != "s1:join" {
+	if got := logtest.Trail(t, l, "r"); got != "alice/s1:join" {
 		t.Fatalf("after one of two leaves: %q", got)
 	}
 	if m := h.Members("r"); len(m) != 1 || string(m[0].Presence) != `{"name":"A"}` {
 		t.Fatalf("members %+v", m)
 	}
 	h.Leave(ctx, "r", "alice", "s1", true)
-	if got := kinds(t, l, "r"); got != "s1:join s1:leave" {
+	if got := logtest.Trail(t, l, "r"); got != "alice/s1:join alice/s1:leave" {
 		t.Fatalf("explicit leave: %q", got)
 	}
 	if err := h.Leave(ctx, "r", "alice", "s1", true); !errors.Is(err, rooms.ErrNotJoined) {
@@ -72,14 +60,14 @@ func TestMembershipAndGrace(t *testing.T) {
 	h.Leave(ctx, "g", "bob", "s2", false)
 	h.Join(ctx, "g", "bob", "s2", nil) // back in time
 	time.Sleep(500 * time.Millisecond)
-	if got := kinds(t, l, "g"); got != "s2:join" {
+	if got := logtest.Trail(t, l, "g"); got != "bob/s2:join" {
 		t.Fatalf("reconnect within the grace period: %q", got)
 	}
 	h.Leave(ctx, "g", "bob", "s2", false)
 	deadline := time.Now().Add(5 * time.Second)
-	for kinds(t, l, "g") != "s2:join s2:leave" {
+	for logtest.Trail(t, l, "g") != "bob/s2:join bob/s2:leave" {
 		if time.Now().After(deadline) {
-			t.Fatalf("no leave after the grace period: %q", kinds(t, l, "g"))
+			t.Fatalf("no leave after the grace period: %q", logtest.Trail(t, l, "g"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -109,8 +97,8 @@ func TestCloseAndOrphans(t *testing.T) {
 	if err := h.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if kinds(t, l, "a") != "s:join s:leave" || kinds(t, l, "b") != "s:join s:leave" {
-		t.Fatalf("close: %q / %q", kinds(t, l, "a"), kinds(t, l, "b"))
+	if logtest.Trail(t, l, "a") != "u/s:join u/s:leave" || logtest.Trail(t, l, "b") != "u/s:join u/s:leave" {
+		t.Fatalf("close: %q / %q", logtest.Trail(t, l, "a"), logtest.Trail(t, l, "b"))
 	}
 	// A session the log records as joined (as after a crash) is closed by CloseOrphans.
 	l.Append(ctx, eventlog.AppendRequest{Room: "c", User: "u", Session: "s", Kind: eventlog.KindJoin, System: true})
@@ -119,8 +107,8 @@ func TestCloseAndOrphans(t *testing.T) {
 	if n, err := h2.CloseOrphans(ctx); err != nil || n != 1 {
 		t.Fatalf("orphans: %d %v", n, err)
 	}
-	if kinds(t, l, "c") != "s:join s:leave" {
-		t.Fatalf("orphan not closed: %q", kinds(t, l, "c"))
+	if logtest.Trail(t, l, "c") != "u/s:join u/s:leave" {
+		t.Fatalf("orphan not closed: %q", logtest.Trail(t, l, "c"))
 	}
 }
 
@@ -310,7 +298,7 @@ func TestPublishAuthorises(t *testing.T) {
 	if _, err := p.Wait(context.Background()); !errors.Is(err, eventlog.ErrReservedKind) {
 		t.Fatalf("a client join event: %v, want ErrReservedKind", err)
 	}
-	if got := kinds(t, l, "doc:1"); got != ":message" {
+	if got := logtest.Trail(t, l, "doc:1"); got != "ann/:message" {
 		t.Fatalf("the room holds %q", got)
 	}
 }

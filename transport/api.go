@@ -36,11 +36,8 @@ func (s *Server) routeAPI() {
 
 // apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.
 func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
-	claims, room := s.authenticateRoom(w, r)
+	claims, room := s.roomAction(w, r, auth.Read, "snapshot")
 	if claims == nil {
-		return
-	}
-	if !s.authorize(w, r, claims, auth.Read, room, "snapshot") {
 		return
 	}
 	snap, found, err := s.log.LatestSnapshot(r.Context(), room)
@@ -59,8 +56,8 @@ func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
 // apiCompact removes the events the room's latest snapshot covers (admin), recording the
 // compaction in the room under the admin's name.
 func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
-	claims, room := s.authenticateRoom(w, r)
-	if claims == nil || !s.authorize(w, r, claims, auth.Operate, room, "compact") {
+	claims, room := s.roomAction(w, r, auth.Operate, "compact")
+	if claims == nil {
 		return
 	}
 	w = s.longAnswer(w)
@@ -200,6 +197,16 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *auth.Clai
 
 // authenticateRoom authenticates the request and validates the {room} of its path; a nil claims
 // means an error was written.
+// roomAction authenticates a request on the room its path names and asks the hub whether the
+// token may do action there; it answers the refusal and returns nil claims when not.
+func (s *Server) roomAction(w http.ResponseWriter, r *http.Request, action auth.Action, what string) (*auth.Claims, string) {
+	claims, room := s.authenticateRoom(w, r)
+	if claims == nil || !s.authorize(w, r, claims, action, room, what) {
+		return nil, ""
+	}
+	return claims, room
+}
+
 func (s *Server) authenticateRoom(w http.ResponseWriter, r *http.Request) (*auth.Claims, string) {
 	claims := s.authenticate(w, r)
 	if claims == nil {
@@ -282,11 +289,8 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
-	claims, room := s.authenticateRoom(w, r)
+	claims, room := s.roomAction(w, r, auth.Read, "read")
 	if claims == nil {
-		return
-	}
-	if !s.authorize(w, r, claims, auth.Read, room, "read") {
 		return
 	}
 	q := r.URL.Query()

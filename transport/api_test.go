@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -14,23 +13,9 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/transport"
 )
-
-func httpDo(t *testing.T, method, url, tok, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 func TestHTTPAPI(t *testing.T) {
 	ts := startServer(t, serverOpts{})
@@ -56,7 +41,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"too large", writer, post, `{"body":"` + strings.Repeat("x", 70000) + `"}`, 413, "frame_too_large"},
 	}
 	for _, tc := range cases {
-		status, body := httpDo(t, "POST", tc.url, tc.tok, tc.body)
+		status, body := servertest.Request(t, "POST", tc.url, tc.tok, tc.body)
 		if status != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, status, body, tc.status, tc.code)
 		}
@@ -74,7 +59,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"DELETE", "/v1/rooms/doc:1/events", 405, "method_not_allowed"},
 		{"POST", "/v1/events", 405, "method_not_allowed"},
 	} {
-		status, body := httpDo(t, tc.method, ts.url+tc.path, writer, "")
+		status, body := servertest.Request(t, tc.method, ts.url+tc.path, writer, "")
 		var e struct {
 			Error struct{ Code, Message string }
 		}
@@ -86,30 +71,30 @@ func TestHTTPAPI(t *testing.T) {
 		t.Fatalf("refused requests appended %d events", h.Count)
 	}
 
-	status, body := httpDo(t, "POST", post, writer, `{"kind":"note","key":"k1","body":{"text":"from a backend"}}`)
+	status, body := servertest.Request(t, "POST", post, writer, `{"kind":"note","key":"k1","body":{"text":"from a backend"}}`)
 	var ev map[string]any
 	json.Unmarshal([]byte(body), &ev)
 	if status != 201 || ev["type"] != "event" || ev["user"] != "svc" || ev["kind"] != "note" || ev["key"] != "k1" {
 		t.Fatalf("publish: %d %s", status, body)
 	}
-	status, body = httpDo(t, "POST", post, writer, `{"kind":"note","key":"k1","body":{"text":"retry"}}`)
+	status, body = servertest.Request(t, "POST", post, writer, `{"kind":"note","key":"k1","body":{"text":"retry"}}`)
 	var dup map[string]any
 	json.Unmarshal([]byte(body), &dup)
 	if status != 200 || dup["duplicate"] != true || dup["id"] != ev["id"] {
 		t.Fatalf("retry: %d %s", status, body)
 	}
-	status, body = httpDo(t, "POST", post, writer, `{"expect":"","body":2}`)
+	status, body = servertest.Request(t, "POST", post, writer, `{"expect":"","body":2}`)
 	if status != 409 || !strings.Contains(body, `"head":"`+ev["id"].(string)+`"`) {
 		t.Fatalf("conflict: %d %s", status, body)
 	}
-	status, _ = httpDo(t, "POST", post, writer, fmt.Sprintf(`{"expect":%q,"body":2}`, ev["id"]))
+	status, _ = servertest.Request(t, "POST", post, writer, fmt.Sprintf(`{"expect":%q,"body":2}`, ev["id"]))
 	if status != 201 {
 		t.Fatalf("expect on the head: %d", status)
 	}
 
 	// Reading a room: read permission or admin.
 	for _, tok := range []string{reader, admin} {
-		status, body = httpDo(t, "GET", post+"?limit=1", tok, "")
+		status, body = servertest.Request(t, "GET", post+"?limit=1", tok, "")
 		var page struct {
 			Room   string           `json:"room"`
 			Events []map[string]any `json:"events"`
@@ -118,30 +103,30 @@ func TestHTTPAPI(t *testing.T) {
 		if status != 200 || len(page.Events) != 1 || page.Events[0]["id"] != ev["id"] {
 			t.Fatalf("GET room events: %d %s", status, body)
 		}
-		status, body = httpDo(t, "GET", post+"?after="+ev["id"].(string), tok, "")
+		status, body = servertest.Request(t, "GET", post+"?after="+ev["id"].(string), tok, "")
 		json.Unmarshal([]byte(body), &page)
 		if status != 200 || len(page.Events) != 1 {
 			t.Fatalf("GET after: %d %s", status, body)
 		}
 	}
-	if status, _ := httpDo(t, "GET", ts.url+"/v1/rooms/secret/events", reader, ""); status != 403 {
+	if status, _ := servertest.Request(t, "GET", ts.url+"/v1/rooms/secret/events", reader, ""); status != 403 {
 		t.Fatalf("GET of a forbidden room: %d", status)
 	}
-	if status, _ := httpDo(t, "GET", post+"?limit=-1", reader, ""); status != 400 {
+	if status, _ := servertest.Request(t, "GET", post+"?limit=-1", reader, ""); status != 400 {
 		t.Fatalf("GET with a bad limit: %d", status)
 	}
 
 	// The audit stream: admin only, JSON lines in id order, filtered.
 	for i := range 5 {
-		httpDo(t, "POST", ts.url+fmt.Sprintf("/v1/rooms/doc:%d/events", i+2), writer, fmt.Sprintf(`{"body":%d}`, i))
+		servertest.Request(t, "POST", ts.url+fmt.Sprintf("/v1/rooms/doc:%d/events", i+2), writer, fmt.Sprintf(`{"body":%d}`, i))
 	}
-	if status, _ := httpDo(t, "GET", ts.url+"/v1/events", writer, ""); status != 403 {
+	if status, _ := servertest.Request(t, "GET", ts.url+"/v1/events", writer, ""); status != 403 {
 		t.Fatalf("audit with a non-admin token: %d", status)
 	}
-	if status, _ := httpDo(t, "GET", ts.url+"/v1/events?since=yesterday", admin, ""); status != 400 {
+	if status, _ := servertest.Request(t, "GET", ts.url+"/v1/events?since=yesterday", admin, ""); status != 400 {
 		t.Fatalf("audit with a bad since: %d", status)
 	}
-	status, body = httpDo(t, "GET", ts.url+"/v1/events", admin, "")
+	status, body = servertest.Request(t, "GET", ts.url+"/v1/events", admin, "")
 	lines := strings.Split(strings.TrimSpace(body), "\n")
 	if status != 200 || len(lines) != 7 {
 		t.Fatalf("audit: %d, %d lines:\n%s", status, len(lines), body)
@@ -154,11 +139,11 @@ func TestHTTPAPI(t *testing.T) {
 		}
 		prev = e["id"].(string)
 	}
-	_, body = httpDo(t, "GET", ts.url+"/v1/events?room=doc:1&kind=note", admin, "")
+	_, body = servertest.Request(t, "GET", ts.url+"/v1/events?room=doc:1&kind=note", admin, "")
 	if n := strings.Count(body, "\n"); n != 1 {
 		t.Fatalf("filtered audit: %d lines:\n%s", n, body)
 	}
-	_, body = httpDo(t, "GET", ts.url+"/v1/events?room=doc:*&since="+ev["id"].(string)+"&limit=3", admin, "")
+	_, body = servertest.Request(t, "GET", ts.url+"/v1/events?room=doc:*&since="+ev["id"].(string)+"&limit=3", admin, "")
 	if n := strings.Count(body, "\n"); n != 3 || !strings.HasPrefix(body, `{"type":"event","room":"doc:1","id":"`+ev["id"].(string)) {
 		t.Fatalf("since+limit audit: %d lines:\n%s", n, body)
 	}
@@ -175,7 +160,7 @@ func TestHTTPAPI(t *testing.T) {
 	defer resp.Body.Close()
 	go func() {
 		for i := range 3 {
-			httpDo(t, "POST", ts.url+"/v1/rooms/live/events", token(t, "svc", []string{"live"}), fmt.Sprintf(`{"body":%d}`, i))
+			servertest.Request(t, "POST", ts.url+"/v1/rooms/live/events", token(t, "svc", []string{"live"}), fmt.Sprintf(`{"body":%d}`, i))
 		}
 	}()
 	sc := bufio.NewScanner(resp.Body)
@@ -193,14 +178,14 @@ func TestHTTPAPI(t *testing.T) {
 func TestHealthAndMetrics(t *testing.T) {
 	ts := startServer(t, serverOpts{})
 	for _, p := range []string{"/healthz", "/readyz"} {
-		if status, _ := httpDo(t, "GET", ts.url+p, "", ""); status != 200 {
+		if status, _ := servertest.Request(t, "GET", ts.url+p, "", ""); status != 200 {
 			t.Fatalf("%s: %d", p, status)
 		}
 	}
 	c := connect(t, ts, token(t, "alice", []string{"doc:*"}), "s")
 	c.join("doc:1", nil)
 	c.publish("doc:1", 1, nil)
-	_, body := httpDo(t, "GET", ts.url+"/metrics", "", "")
+	_, body := servertest.Request(t, "GET", ts.url+"/metrics", "", "")
 	for _, want := range []string{"roomlog_connections 1", "roomlog_joins_total 1", `roomlog_appends_total{outcome="appended"} 1`,
 		"roomlog_append_seconds_count 1", "roomlog_deliveries_total", "roomlog_slow_consumers_total 0", "roomlog_auth_failures_total 0"} {
 		if !strings.Contains(body, want) {
@@ -212,7 +197,7 @@ func TestHealthAndMetrics(t *testing.T) {
 // metric reads one counter or gauge from /metrics.
 func metric(t *testing.T, ts *testServer, name string) float64 {
 	t.Helper()
-	_, body := httpDo(t, "GET", ts.url+"/metrics", "", "")
+	_, body := servertest.Request(t, "GET", ts.url+"/metrics", "", "")
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			var f float64

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // recordingAuthorizer decides as the grants do, except that it refuses every action on rooms
@@ -68,7 +69,7 @@ func TestOneAuthoriser(t *testing.T) {
 		{"GET", "/v1/rooms/vault:1/snapshot", ""},
 		{"POST", "/v1/rooms/vault:1/compact", ""},
 	} {
-		if code, body := httpDo(t, req.method, ts.url+req.path, tok, req.body); code != 403 || !strings.Contains(body, "the vault is closed today") {
+		if code, body := servertest.Request(t, req.method, ts.url+req.path, tok, req.body); code != 403 || !strings.Contains(body, "the vault is closed today") {
 			t.Errorf("%s %s: %d %s", req.method, req.path, code, body)
 		}
 	}
@@ -85,7 +86,7 @@ func TestOneAuthoriser(t *testing.T) {
 			t.Errorf("%v when the authoriser cannot decide: %v", f, e)
 		}
 	}
-	if code, body := httpDo(t, "POST", ts.url+"/v1/rooms/broken:1/events", tok, `{"body":1}`); code != 500 {
+	if code, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/broken:1/events", tok, `{"body":1}`); code != 500 {
 		t.Errorf("HTTP publish when the authoriser cannot decide: %d %s", code, body)
 	}
 	if n := roomEvents(t, ts, "broken:1"); n != 0 {
@@ -94,7 +95,7 @@ func TestOneAuthoriser(t *testing.T) {
 	// The same actions elsewhere go through, each decided by the authoriser too.
 	c.join("open:1", nil)
 	c.publish("open:1", 1, nil)
-	httpDo(t, "GET", ts.url+"/v1/rooms", tok, "")
+	servertest.Request(t, "GET", ts.url+"/v1/rooms", tok, "")
 	for _, want := range []string{
 		fmt.Sprintf("ann %d vault:1", auth.Join), fmt.Sprintf("ann %d vault:1", auth.Publish), fmt.Sprintf("ann %d vault:1", auth.Snapshot),
 		fmt.Sprintf("ann %d vault:1", auth.History), fmt.Sprintf("ann %d vault:1", auth.Receipt), fmt.Sprintf("ann %d vault:1", auth.Read),

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/transport"
 )
 

@@ -2,11 +2,11 @@ package transport
 
 import (
 	"bytes"
-	"github.com/roomlog/roomlog/internal/wsio"
 	"strings"
 	"testing"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/internal/wsio"
 )
 
 // TestAppendFrameHeader checks the header of every length class; the end-to-end tests read

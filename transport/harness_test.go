@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/wire"
@@ -26,8 +27,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-const testSecret = "test-secret-for-roomlog-transport-tests"
 
 // testServer is a real server on a loopback port with a real data file.
 type testServer struct {
@@ -75,7 +74,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	}
 	cfg.Metrics = metrics
 	if cfg.Auth == nil {
-		v, err := auth.NewVerifier(auth.Config{Secret: []byte(testSecret)})
+		v, err := auth.NewVerifier(auth.Config{Secret: []byte(servertest.Secret)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,15 +117,11 @@ func (ts *testServer) wsURL() string { return "ws" + strings.TrimPrefix(ts.url, 
 
 func token(t testing.TB, sub string, rooms []string, opts ...func(*auth.TokenSpec)) string {
 	t.Helper()
-	spec := auth.TokenSpec{Subject: sub, Rooms: rooms, TTL: time.Hour}
+	spec := auth.TokenSpec{Subject: sub, Rooms: rooms}
 	for _, o := range opts {
 		o(&spec)
 	}
-	tok, err := auth.NewToken([]byte(testSecret), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return servertest.Token(t, spec)
 }
 
 // frame is a decoded server frame.

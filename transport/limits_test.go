@@ -10,6 +10,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -169,7 +170,7 @@ func TestHTTPPagesAndPublishesAreBounded(t *testing.T) {
 	big := strings.Repeat("b", 30000)
 	var ids []string
 	for i := 0; len(ids) < 12; i++ {
-		code, body := httpDo(t, "POST", ts.url+"/v1/rooms/doc:big/events", svc, fmt.Sprintf(`{"body":{"i":%d,"pad":%q}}`, i, big))
+		code, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:big/events", svc, fmt.Sprintf(`{"body":{"i":%d,"pad":%q}}`, i, big))
 		switch code {
 		case 201:
 			var e struct{ ID string }
@@ -190,21 +191,21 @@ func TestHTTPPagesAndPublishesAreBounded(t *testing.T) {
 	// A burst with one token is refused past the rate; another token has a bucket of its own.
 	limited := 0
 	for range 20 {
-		if code, _ := httpDo(t, "POST", ts.url+"/v1/rooms/doc:small/events", svc, `{"body":1}`); code == 429 {
+		if code, _ := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:small/events", svc, `{"body":1}`); code == 429 {
 			limited++
 		}
 	}
 	if limited == 0 {
 		t.Fatalf("20 HTTP publishes at once with one token: none refused")
 	}
-	if code, body := httpDo(t, "POST", ts.url+"/v1/rooms/doc:small/events", token(t, "svc2", []string{"doc:*"}), `{"body":1}`); code != 201 {
+	if code, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:small/events", token(t, "svc2", []string{"doc:*"}), `{"body":1}`); code != 201 {
 		t.Fatalf("another token's publish: %d %s", code, body)
 	}
 
 	after, largest := "", 0
 	var got []string
 	for pages := 0; ; pages++ {
-		code, body := httpDo(t, "GET", ts.url+"/v1/rooms/doc:big/events?limit=1000&after="+after, svc, "")
+		code, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:big/events?limit=1000&after="+after, svc, "")
 		var page struct {
 			Events []struct{ ID string }
 			More   bool

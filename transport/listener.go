@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/roomlog/roomlog/internal/defaults"
 )
 
 // Bounds on sockets, for a server whose listener anyone may reach.
@@ -37,15 +39,9 @@ type HTTPTimeouts struct {
 // A WebSocket connection is free of them once upgraded: its liveness is the heartbeat, and its
 // writes are bounded by Config.StallTimeout.
 func NewHTTPServer(handler http.Handler, t HTTPTimeouts) *http.Server {
-	if t.Read <= 0 {
-		t.Read = DefaultHTTPReadTimeout
-	}
-	if t.Write <= 0 {
-		t.Write = DefaultHTTPWriteTimeout
-	}
-	if t.Idle <= 0 {
-		t.Idle = DefaultHTTPIdleTimeout
-	}
+	defaults.Positive(&t.Read, DefaultHTTPReadTimeout)
+	defaults.Positive(&t.Write, DefaultHTTPWriteTimeout)
+	defaults.Positive(&t.Idle, DefaultHTTPIdleTimeout)
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: min(t.Read, 10*time.Second),

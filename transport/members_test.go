@@ -2,27 +2,13 @@ package transport_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 )
-
-// kindsOf lists "user/session:kind" of a room's log.
-func kindsOf(t *testing.T, l eventlog.Log, room string) string {
-	t.Helper()
-	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range evs {
-		out = append(out, e.User+"/"+e.Session+":"+e.Kind)
-	}
-	return strings.Join(out, " ")
-}
 
 func TestGracePeriod(t *testing.T) {
 	ts := startServer(t, serverOpts{grace: 1500 * time.Millisecond})
@@ -33,7 +19,7 @@ func TestGracePeriod(t *testing.T) {
 	a.ws.UnderlyingConn().Close()
 	b := connect(t, ts, tok, "phone")
 	joined, _ := b.join("doc:1", nil)
-	if got := kindsOf(t, ts.log, "doc:1"); got != "alice/phone:join" {
+	if got := logtest.Trail(t, ts.log, "doc:1"); got != "alice/phone:join" {
 		t.Fatalf("quick reconnect wrote %q", got)
 	}
 	if m := joined["members"].([]any); len(m) != 1 {
@@ -42,9 +28,9 @@ func TestGracePeriod(t *testing.T) {
 	// A drop with no return: one leave after the grace period.
 	b.ws.UnderlyingConn().Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for kindsOf(t, ts.log, "doc:1") != "alice/phone:join alice/phone:leave" {
+	for logtest.Trail(t, ts.log, "doc:1") != "alice/phone:join alice/phone:leave" {
 		if time.Now().After(deadline) {
-			t.Fatalf("no leave after the grace period: %q", kindsOf(t, ts.log, "doc:1"))
+			t.Fatalf("no leave after the grace period: %q", logtest.Trail(t, ts.log, "doc:1"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -54,7 +40,7 @@ func TestGracePeriod(t *testing.T) {
 	c.join("doc:3", nil)
 	c.send(frame{"type": "leave", "ref": "l", "room": "doc:2"})
 	c.answer("left")
-	if got := kindsOf(t, ts.log, "doc:2"); got != "alice/laptop:join alice/laptop:leave" {
+	if got := logtest.Trail(t, ts.log, "doc:2"); got != "alice/laptop:join alice/laptop:leave" {
 		t.Fatalf("explicit leave: %q", got)
 	}
 	ts.stop()
@@ -63,7 +49,7 @@ func TestGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if got := kindsOf(t, l, "doc:3"); got != "alice/laptop:join alice/laptop:leave" {
+	if got := logtest.Trail(t, l, "doc:3"); got != "alice/laptop:join alice/laptop:leave" {
 		t.Fatalf("shutdown did not close the membership: %q", got)
 	}
 	n := 0
@@ -90,7 +76,7 @@ func TestOrphansClosedAtStart(t *testing.T) {
 	ts.srv.Shutdown(ctx) // connections are gone; appends fail quietly on the closed log
 
 	ts2 := startServer(t, serverOpts{path: path})
-	if got := kindsOf(t, ts2.log, "doc:1"); got != "alice/phone:join alice/phone:leave" {
+	if got := logtest.Trail(t, ts2.log, "doc:1"); got != "alice/phone:join alice/phone:leave" {
 		t.Fatalf("after restart: %q", got)
 	}
 }

@@ -28,57 +28,41 @@ type Metrics struct {
 	jsConflicts   prometheus.Counter
 }
 
+// NewMetrics returns the server's collectors, registered in a registry of their own with the Go
+// runtime's and the process's.
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "roomlog_connections", Help: "Open WebSocket connections.",
-		}),
-		joins: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_joins_total", Help: "Room joins answered with joined.",
-		}),
-		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlog_appends_total", Help: "Publishes by outcome (appended, duplicate, conflict, refused, failed).",
-		}, []string{"outcome"}),
-		appendLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomlog_append_seconds", Help: "Time from a publish frame to its durable ack.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-		}),
-		commitBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomlog_commit_batch_size", Help: "Operations per log commit (group commit).",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
-		}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_deliveries_total", Help: "Event frames written to clients.",
-		}),
-		replayed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_replayed_events_total", Help: "Events delivered from the log rather than the room feed's memory (catch-up and slow members).",
-		}),
-		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_slow_consumers_total", Help: "Connections closed because they stopped reading.",
-		}),
-		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_auth_failures_total", Help: "Refused tokens (hello, refresh and HTTP API).",
-		}),
-		badFrames: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_bad_frames_total", Help: "Client frames refused as malformed or too large.",
-		}),
-		refusedConns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlog_refused_connections_total", Help: "Connections refused, by reason (unauthenticated, token_expired, too_many_connections, origin, upgrade, shutting_down; sockets closed at accept: max_conns, max_conns_per_ip).",
-		}, []string{"reason"}),
-		errorReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlog_error_replies_total", Help: "Client frames answered with an error frame, by code.",
-		}, []string{"code"}),
-		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlog_signals_total", Help: "Ephemeral signals: sent (by members), delivered (to members), dropped (a full send queue).",
-		}, []string{"outcome"}),
-		jsRequests: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomlog_jetstream_append_seconds", Help: "JetStream append round trips (one atomic batch each), with --nats.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-		}),
-		jsConflicts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomlog_jetstream_conflicts_total", Help: "JetStream appends refused because another node appended to the room first (each is retried), with --nats.",
-		}),
+		connections: gauge("roomlog_connections",
+			"Open WebSocket connections."),
+		joins: counter("roomlog_joins_total",
+			"Room joins answered with joined."),
+		appends: counterVec("roomlog_appends_total",
+			"Publishes by outcome (appended, duplicate, conflict, refused, failed).", "outcome"),
+		appendLatency: histogram("roomlog_append_seconds",
+			"Time from a publish frame to its durable ack.", prometheus.ExponentialBuckets(0.0001, 2, 16)),
+		commitBatch: histogram("roomlog_commit_batch_size",
+			"Operations per log commit (group commit).", prometheus.ExponentialBuckets(1, 2, 14)),
+		deliveries: counter("roomlog_deliveries_total",
+			"Event frames written to clients."),
+		replayed: counter("roomlog_replayed_events_total",
+			"Events delivered from the log rather than the room feed's memory (catch-up and slow members)."),
+		slowConsumers: counter("roomlog_slow_consumers_total",
+			"Connections closed because they stopped reading."),
+		authFailures: counter("roomlog_auth_failures_total",
+			"Refused tokens (hello, refresh and HTTP API)."),
+		badFrames: counter("roomlog_bad_frames_total",
+			"Client frames refused as malformed or too large."),
+		refusedConns: counterVec("roomlog_refused_connections_total",
+			"Connections refused, by reason (unauthenticated, token_expired, too_many_connections, origin, upgrade, shutting_down; sockets closed at accept: max_conns, max_conns_per_ip).", "reason"),
+		errorReplies: counterVec("roomlog_error_replies_total",
+			"Client frames answered with an error frame, by code.", "code"),
+		signals: counterVec("roomlog_signals_total",
+			"Ephemeral signals: sent (by members), delivered (to members), dropped (a full send queue).", "outcome"),
+		jsRequests: histogram("roomlog_jetstream_append_seconds",
+			"JetStream append round trips (one atomic batch each), with --nats.", prometheus.ExponentialBuckets(0.0001, 2, 16)),
+		jsConflicts: counter("roomlog_jetstream_conflicts_total",
+			"JetStream appends refused because another node appended to the room first (each is retried), with --nats."),
 	}
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
@@ -95,5 +79,24 @@ func (m *Metrics) ObserveJetStream(took time.Duration, conflict bool) {
 	}
 }
 
-// ObserveCommit is an boltlog.Options.OnCommit hook.
+// ObserveCommit is a boltlog.Options.OnCommit hook.
 func (m *Metrics) ObserveCommit(ops int, _ time.Duration) { m.commitBatch.Observe(float64(ops)) }
+
+// The constructors of NewMetrics' collectors: a name and its help, and a histogram's buckets or a
+// vector's label.
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+}
+
+func histogram(name, help string, buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+}

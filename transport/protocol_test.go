@@ -12,9 +12,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/wire"
 )
@@ -85,13 +85,13 @@ func TestHandshake(t *testing.T) {
 
 func TestAuthRefusals(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	expired, _ := auth.NewToken([]byte(testSecret), auth.TokenSpec{Subject: "alice", TTL: -time.Minute})
+	expired, _ := auth.NewToken([]byte(servertest.Secret), auth.TokenSpec{Subject: "alice", TTL: -time.Minute})
 	wrongKey, _ := auth.NewToken([]byte("another secret"), auth.TokenSpec{Subject: "alice", TTL: time.Hour})
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
 		SignedString(jwt.UnsafeAllowNoneSignatureType)
-	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString([]byte(testSecret))
-	noSub, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(testSecret))
-	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(testSecret))
+	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString([]byte(servertest.Secret))
+	noSub, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(servertest.Secret))
+	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(servertest.Secret))
 	cases := []struct{ name, token, code string }{
 		{"missing", "", "unauthenticated"},
 		{"malformed", "not.a.jwt", "unauthenticated"},
@@ -596,8 +596,8 @@ func testRefresh(t *testing.T, sub string) {
 
 func TestTokenExpiryClosesWithBye(t *testing.T) {
 	ts := startServer(t, serverOpts{})
-	tok, _ := auth.NewToken([]byte(testSecret), auth.TokenSpec{Subject: "alice", TTL: 1500 * time.Millisecond})
-	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(testSecret), Leeway: -1})
+	tok, _ := auth.NewToken([]byte(servertest.Secret), auth.TokenSpec{Subject: "alice", TTL: 1500 * time.Millisecond})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(servertest.Secret), Leeway: -1})
 	_ = v
 	c := connect(t, ts, tok, "s")
 	code, seen := c.expectClosed()

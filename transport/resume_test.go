@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/wire"
 )
@@ -131,10 +132,7 @@ func testResumeIsExact(t *testing.T, subprotocol string) {
 	if i < 0 {
 		t.Fatalf("last cursor %s is not in the log", cursor)
 	}
-	if !slices.Equal(received, logIDs[:i+1]) {
-		t.Fatalf("received %d events, the log has %d up to the cursor (first difference at %d)",
-			len(received), i+1, firstDiff(received, logIDs[:i+1]))
-	}
+	logtest.SameIDs(t, received, logIDs[:i+1]) // the log up to the cursor
 	for _, id := range acked {
 		if !slices.Contains(received, id) {
 			t.Fatalf("acked event %s never reached the subscriber", id)
@@ -144,13 +142,4 @@ func testResumeIsExact(t *testing.T, subprotocol string) {
 		t.Fatalf("%d acks, want %d", len(acked), publishers*each)
 	}
 	t.Logf("%d events received exactly once across %d connection drops", len(received), drops)
-}
-
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }

@@ -15,9 +15,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/defaults"
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/wire"
@@ -158,48 +158,22 @@ func (s *Server) poller() *wsio.Poller {
 
 // setDefaults gives each field left at its zero value its default (see Config).
 func (cfg *Config) setDefaults() {
-	if cfg.MaxFrame <= 0 {
-		cfg.MaxFrame = DefaultMaxFrame
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = DefaultHeartbeat
-	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if cfg.KeyRetention <= 0 {
-		cfg.KeyRetention = eventlog.DefaultKeyRetention
-	}
-	if cfg.PublishRate == 0 {
-		cfg.PublishRate = DefaultPublishRate
-	}
-	if cfg.SignalRate == 0 {
-		cfg.SignalRate = DefaultSignalRate
-	}
-	if cfg.SendQueue <= 0 {
-		cfg.SendQueue = DefaultSendQueue
-	}
-	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = DefaultStallTimeout
-	}
-	if cfg.ReconnectAfter <= 0 {
-		cfg.ReconnectAfter = DefaultReconnect
-	}
-	if cfg.MaxRoomsPerConn == 0 {
-		cfg.MaxRoomsPerConn = DefaultMaxRoomsPerConn
-	}
-	if cfg.MaxConnsPerUser == 0 {
-		cfg.MaxConnsPerUser = DefaultMaxConnsPerUser
-	}
-	if cfg.MaxMembersListed <= 0 {
-		cfg.MaxMembersListed = DefaultMaxMembersListed
-	}
+	defaults.Positive(&cfg.MaxFrame, DefaultMaxFrame)
+	defaults.Positive(&cfg.Heartbeat, DefaultHeartbeat)
+	defaults.Positive(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	defaults.Positive(&cfg.KeyRetention, eventlog.DefaultKeyRetention)
+	defaults.Zero(&cfg.PublishRate, DefaultPublishRate)
+	defaults.Zero(&cfg.SignalRate, DefaultSignalRate)
+	defaults.Positive(&cfg.SendQueue, DefaultSendQueue)
+	defaults.Positive(&cfg.StallTimeout, DefaultStallTimeout)
+	defaults.Positive(&cfg.ReconnectAfter, DefaultReconnect)
+	defaults.Zero(&cfg.MaxRoomsPerConn, DefaultMaxRoomsPerConn)
+	defaults.Zero(&cfg.MaxConnsPerUser, DefaultMaxConnsPerUser)
+	defaults.Positive(&cfg.MaxMembersListed, DefaultMaxMembersListed)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	defaults.Zero(&cfg.Logger, slog.Default())
 }
 
 // New checks cfg and returns a Server.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -33,7 +34,7 @@ func TestSignals(t *testing.T) {
 			alice.join("doc:1", nil)
 			bob.join("doc:1", nil)
 			carol.join("doc:2", nil)
-			before := kindsOf(t, ts.log, "doc:1")
+			before := logtest.Trail(t, ts.log, "doc:1")
 
 			alice.send(frame{"type": "signal", "ref": "s1", "room": "doc:1", "body": map[string]any{"cursor": 7, "name": "Alice"}})
 			if ok := alice.nextNonEvent(); ok.str("type") != "ok" || ok.str("ref") != "s1" {
@@ -60,7 +61,7 @@ func TestSignals(t *testing.T) {
 			if f := carol.nextNonEvent(); f.str("type") != "pong" {
 				t.Fatalf("carol, in another room, heard %v", f)
 			}
-			if after := kindsOf(t, ts.log, "doc:1"); after != before {
+			if after := logtest.Trail(t, ts.log, "doc:1"); after != before {
 				t.Fatalf("signals changed the log: %q -> %q", before, after)
 			}
 

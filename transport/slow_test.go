@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/transport"
 )
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // publishSnapshot publishes a snapshot of room covering its head, and returns the ack.
@@ -104,10 +105,10 @@ func TestJoinFromSnapshotUnderConcurrentAppends(t *testing.T) {
 	if h := w.answer("history"); len(h["events"].([]any)) != 0 {
 		t.Fatalf("history of a room without a snapshot: %v", h)
 	}
-	if code, body := httpDo(t, "GET", ts.url+"/v1/rooms/doc:s/snapshot", tok, ""); code != 200 || !strings.Contains(body, snap.str("id")) {
+	if code, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:s/snapshot", tok, ""); code != 200 || !strings.Contains(body, snap.str("id")) {
 		t.Fatalf("GET snapshot: %d %s", code, body)
 	}
-	if code, body := httpDo(t, "GET", ts.url+"/v1/rooms/doc:none/snapshot", tok, ""); code != 404 || !strings.Contains(body, "not_found") {
+	if code, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:none/snapshot", tok, ""); code != 404 || !strings.Contains(body, "not_found") {
 		t.Fatalf("GET snapshot of a room without one: %d %s", code, body)
 	}
 	for _, bad := range []frame{{"from": "start"}, {"from": "snapshot", "after": ""}} {
@@ -149,17 +150,17 @@ func TestCompactionWhileJoinedAndResuming(t *testing.T) {
 	}
 	member := connect(t, ts, tok, "member")
 	member.join("doc:c", strp(""))
-	if code, body := httpDo(t, "POST", ts.url+"/v1/rooms/doc:c/compact", admin, ""); code != 409 || !strings.Contains(body, "conflict") {
+	if code, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:c/compact", admin, ""); code != 409 || !strings.Contains(body, "conflict") {
 		t.Fatalf("compact without a snapshot: %d %s", code, body)
 	}
-	if code, _ := httpDo(t, "POST", ts.url+"/v1/rooms/doc:c/compact", tok, ""); code != 403 {
+	if code, _ := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:c/compact", tok, ""); code != 403 {
 		t.Fatalf("compact without an admin token: %d", code)
 	}
 	head, _ := ts.log.Head(t.Context(), "doc:c")
 	snap := w.publishSnapshot("doc:c", head.ID.String(), "twenty").str("id")
 	late := w.publish("doc:c", "after the snapshot", nil).str("id")
 
-	code, body := httpDo(t, "POST", ts.url+"/v1/rooms/doc:c/compact", admin, "")
+	code, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:c/compact", admin, "")
 	var res struct {
 		Snapshot, Floor, Record string
 		SnapshotBy              string `json:"snapshot_by"`
@@ -203,7 +204,7 @@ func TestCompactionWhileJoinedAndResuming(t *testing.T) {
 		t.Fatalf("join after %s: %v %v", late, joined, evs)
 	}
 	// And the chain verifies from the floor (the 20 messages and the member's join were removed).
-	if code, body := httpDo(t, "GET", ts.url+"/v1/verify?room=doc:c", admin, ""); code != 200 || strings.Contains(body, "broken") || !strings.Contains(body, `"compacted":21`) {
+	if code, body := servertest.Request(t, "GET", ts.url+"/v1/verify?room=doc:c", admin, ""); code != 200 || strings.Contains(body, "broken") || !strings.Contains(body, `"compacted":21`) {
 		t.Fatalf("verify after compaction: %d %s", code, body)
 	}
 }
@@ -231,13 +232,13 @@ func TestSnapshotsNeedTrust(t *testing.T) {
 		}
 	}
 	body := `{"kind":"snapshot","expect":"` + head + `","body":{"covers":"` + head + `","state":""}}`
-	if code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/events", writer, body); code != 403 || !strings.Contains(resp, "forbidden") {
+	if code, resp := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:t/events", writer, body); code != 403 || !strings.Contains(resp, "forbidden") {
 		t.Fatalf("HTTP snapshot without the claim: %d %s", code, resp)
 	}
 	if h, _ := ts.log.Head(t.Context(), "doc:t"); h.ID.String() != head {
 		t.Fatalf("a refused snapshot moved the head to %s", h.ID)
 	}
-	if code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, ""); code != 409 {
+	if code, resp := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, ""); code != 409 {
 		t.Fatalf("compaction after refused snapshots: %d %s", code, resp)
 	}
 	joined, evs := connect(t, ts, writer, "j").joinFrame(frame{"type": "join", "ref": "j", "room": "doc:t", "from": "snapshot"})
@@ -251,7 +252,7 @@ func TestSnapshotsNeedTrust(t *testing.T) {
 	if snapAck.str("type") != "ack" {
 		t.Fatalf("the trusted writer's snapshot: %v", snapAck)
 	}
-	code, resp := httpDo(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, "")
+	code, resp := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:t/compact", admin, "")
 	var res struct {
 		SnapshotBy string `json:"snapshot_by"`
 		Record     string
@@ -260,7 +261,7 @@ func TestSnapshotsNeedTrust(t *testing.T) {
 	if code != 200 || res.SnapshotBy != "editor" {
 		t.Fatalf("compaction: %d %s", code, resp)
 	}
-	_, page := httpDo(t, "GET", ts.url+"/v1/rooms/doc:t/events?after="+snap, admin, "")
+	_, page := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:t/events?after="+snap, admin, "")
 	if !strings.Contains(page, `"snapshot_by":"editor"`) {
 		t.Fatalf("the compaction record does not name the snapshot's author: %s", page)
 	}

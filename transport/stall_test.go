@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/transport"
 )
 

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/transport"
 )

@@ -81,41 +81,15 @@ func replayCmd(args []string) int {
 		for _, r := range f.Rooms {
 			q.Add("room", r)
 		}
-		set := func(k, v string) {
+		for k, v := range map[string]string{"user": *user, "kind": *kind, "since": *since, "until": *until, "after": *after, "limit": fargs.Limit} {
 			if v != "" {
 				q.Set(k, v)
 			}
 		}
-		set("user", *user)
-		set("kind", *kind)
-		set("since", *since)
-		set("until", *until)
-		set("after", *after)
-		set("limit", fargs.Limit)
 		if *follow {
 			q.Set("follow", "true")
 		}
-		body, err := src.get("/v1/events", q)
-		if err != nil {
-			return fail("replay", err)
-		}
-		defer body.Close()
-		go func() { <-ctx.Done(); body.Close() }()
-		sc := bufio.NewScanner(body)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			e, err := decodeEventLine(sc.Bytes())
-			if err != nil {
-				return fail("replay", fmt.Errorf("the server sent a line that is not an event: %v", err))
-			}
-			if err := print(&e); err != nil {
-				return fail("replay", err)
-			}
-			if *follow {
-				out.Flush()
-			}
-		}
-		if err := sc.Err(); err != nil && ctx.Err() == nil {
+		if err := replayFromServer(ctx, src, q, print, *follow, out); err != nil {
 			return fail("replay", err)
 		}
 		return 0
@@ -130,6 +104,35 @@ func replayCmd(args []string) int {
 		return fail("replay", err)
 	}
 	return 0
+}
+
+// replayFromServer prints the events the server at src answers /v1/events?q with, flushing out
+// after each when following, until the answer ends or ctx is done.
+func replayFromServer(ctx context.Context, src source, q url.Values, print func(*eventlog.Event) error, follow bool, out *bufio.Writer) error {
+	body, err := src.get("/v1/events", q)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	go func() { <-ctx.Done(); body.Close() }()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		e, err := decodeEventLine(sc.Bytes())
+		if err != nil {
+			return fmt.Errorf("the server sent a line that is not an event: %v", err)
+		}
+		if err := print(&e); err != nil {
+			return err
+		}
+		if follow {
+			out.Flush()
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
 
 // timestamp is the time of id as an event's ts (2026-11-27T10:21:06.123Z).

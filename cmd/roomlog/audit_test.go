@@ -19,6 +19,7 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"github.com/roomlog/roomlog/internal/servertest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -388,7 +389,7 @@ func TestCommandsRefuseDamagedFiles(t *testing.T) {
 			{"replay", "--data", path},
 			{"rooms", "--data", path},
 			{"backup", "--data", path, "--out", filepath.Join(dir, "copy.db")},
-			{"serve", "--data", path, "--addr", "127.0.0.1:0", "--jwt-secret", crashSecret},
+			{"serve", "--data", path, "--addr", "127.0.0.1:0", "--jwt-secret", servertest.Secret},
 		} {
 			code, stdout, stderr := roomlog(t, nil, args...)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")

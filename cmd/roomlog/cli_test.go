@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // roomlog runs the command (this test binary as main) and returns its exit code and output.
@@ -61,9 +62,9 @@ func TestCLIBadInput(t *testing.T) {
 		{"bad origin", nil, []string{"serve", "--allowed-origins", "nope", "--data", filepath.Join(dir, "b.db"), "--addr", "127.0.0.1:0"}, 2, `allowed origin "nope"`},
 		{"missing key file", nil, []string{"serve", "--jwt-public-key", filepath.Join(dir, "none.pem"), "--data", filepath.Join(dir, "c.db")}, 2, "no such file"},
 		{"token without secret", nil, []string{"token", "--sub", "a"}, 2, "--secret is required"},
-		{"token without sub", nil, []string{"token", "--secret", crashSecret}, 2, "--sub is required"},
-		{"token with a bad room pattern", nil, []string{"token", "--secret", crashSecret, "--sub", "a", "--rooms", "doc:*,bad room!"}, 2, `--rooms: bad room name: "bad room!" has ' ' at byte 3`},
-		{"token with a wildcard inside", nil, []string{"token", "--secret", crashSecret, "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
+		{"token without sub", nil, []string{"token", "--secret", servertest.Secret}, 2, "--sub is required"},
+		{"token with a bad room pattern", nil, []string{"token", "--secret", servertest.Secret, "--sub", "a", "--rooms", "doc:*,bad room!"}, 2, `--rooms: bad room name: "bad room!" has ' ' at byte 3`},
+		{"token with a wildcard inside", nil, []string{"token", "--secret", servertest.Secret, "--sub", "a", "--read-rooms", "d*c"}, 2, `--read-rooms: bad room name: "d*c" has '*' at byte 1`},
 		{"port in use", nil, []string{"serve", "--addr", busy, "--data", filepath.Join(dir, "busy.db")}, 1, "address already in use"},
 		{"bad address", nil, []string{"serve", "--addr", "nonsense", "--data", filepath.Join(dir, "addr.db")}, 2, "missing port in address"},
 		{"nats not a URL", nil, []string{"serve", "--nats", "n1:4222", "--data", filepath.Join(dir, "n1.db")}, 2, `--nats: "n1:4222" is not a URL (nats://host:4222)`},
@@ -71,7 +72,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"tls files missing", nil, []string{"serve", "--tls-cert", filepath.Join(dir, "cert.pem"), "--tls-key", filepath.Join(dir, "key.pem"), "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "t2.db")}, 1, "--tls-cert/--tls-key: stat "},
 		{"negative bound", nil, []string{"serve", "--max-conns", "-1", "--data", filepath.Join(dir, "t3.db")}, 2, "must be 0 (no bound) or positive"},
 		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 2, "--nats-replicas must be 0 (automatic) or 1-5"},
-		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", crashSecret, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
+		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", servertest.Secret, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,11 +121,11 @@ func TestCLIHelpListsEnvironment(t *testing.T) {
 }
 
 func TestTokenCommand(t *testing.T) {
-	code, stdout, stderr := roomlog(t, []string{"ROOMLOG_JWT_SECRET=" + crashSecret}, "token", "--sub", "alice", "--rooms", "doc:*, chat:1", "--read-rooms", "news:*", "--admin", "--ttl", "2h")
+	code, stdout, stderr := roomlog(t, []string{"ROOMLOG_JWT_SECRET=" + servertest.Secret}, "token", "--sub", "alice", "--rooms", "doc:*, chat:1", "--read-rooms", "news:*", "--admin", "--ttl", "2h")
 	if code != 0 {
 		t.Fatalf("token: %d %s", code, stderr)
 	}
-	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(crashSecret)})
+	v, _ := auth.NewVerifier(auth.Config{Secret: []byte(servertest.Secret)})
 	c, err := v.Verify(strings.TrimSpace(stdout))
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roomlog/roomlog/auth"
-	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
 	"github.com/roomlog/roomlog/internal/servertest"
 	"go.uber.org/goleak"
@@ -45,8 +42,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const crashSecret = "crash-test-secret-of-32-bytes-or-more"
-
 // serverProc is a roomlog serve process: this test binary run as the roomlog command.
 type serverProc struct {
 	*servertest.Proc
@@ -57,7 +52,7 @@ type serverProc struct {
 
 func startProc(t testing.TB, data string, extra ...string) *serverProc {
 	t.Helper()
-	return startServe(t, append([]string{"--data", data, "--jwt-secret", crashSecret, "--grace", "1h", "--publish-rate", "0"}, extra...)...)
+	return startServe(t, append([]string{"--data", data, "--jwt-secret", servertest.Secret, "--grace", "1h", "--publish-rate", "0"}, extra...)...)
 }
 
 // startServe starts roomlog serve on a free loopback port with these flags, and returns once it
@@ -78,11 +73,7 @@ func startServe(t testing.TB, flags ...string) *serverProc {
 func (p *serverProc) log() string { return p.Log() }
 
 func crashToken(t testing.TB, sub string, admin bool) string {
-	tok, err := auth.NewToken([]byte(crashSecret), auth.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin, TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return servertest.Token(t, auth.TokenSpec{Subject: sub, Rooms: []string{"*"}, Admin: admin})
 }
 
 func wsConnect(t *testing.T, addr, tok, session string) *websocket.Conn {
@@ -100,6 +91,32 @@ func wsConnect(t *testing.T, addr, tok, session string) *websocket.Conn {
 }
 
 type sent struct{ room, key string }
+
+// pumpKeyed publishes n events on ws, the key of each from next, with up to inFlight unanswered,
+// and hands each answer to answered with its key; it stops when the connection breaks (the
+// server died) or answered returns false.
+func pumpKeyed(ws *websocket.Conn, n, inFlight int, next func(i int) sent, answered func(sent, map[string]any) bool) {
+	refs := map[string]sent{}
+	for i := range n {
+		k := next(i)
+		ref := fmt.Sprint(i)
+		refs[ref] = k
+		if ws.WriteJSON(map[string]any{"type": "publish", "ref": ref, "room": k.room, "key": k.key, "body": map[string]any{"i": i}}) != nil {
+			return
+		}
+		if i < inFlight {
+			continue
+		}
+		var f map[string]any
+		if ws.ReadJSON(&f) != nil {
+			return
+		}
+		ref, _ = f["ref"].(string)
+		if !answered(refs[ref], f) {
+			return
+		}
+	}
+}
 
 // TestKillDashNine kills a real roomlog serve process with SIGKILL while publishers are writing,
 // restarts it on the same data file, and checks that every acked event is there exactly once,
@@ -124,36 +141,26 @@ func TestKillDashNine(t *testing.T) {
 			wg.Go(func() {
 				ws := wsConnect(t, p.addr, crashToken(t, fmt.Sprint("pub", w), false), fmt.Sprint("s", w))
 				defer ws.Close()
-				refs := map[string]sent{}
-				for i := 0; i < 5000; i++ {
+				pumpKeyed(ws, 5000, 16, func(i int) sent {
 					k := sent{fmt.Sprintf("crash-%d", i%3), fmt.Sprintf("r%d-w%d-%d", round, w, i)}
-					ref := fmt.Sprint(i)
-					refs[ref] = k
 					mu.Lock()
 					all = append(all, k)
 					mu.Unlock()
-					if ws.WriteJSON(map[string]any{"type": "publish", "ref": ref, "room": k.room, "key": k.key, "body": map[string]any{"i": i}}) != nil {
-						return
-					}
-					if i < 16 {
-						continue // keep 16 in flight
-					}
-					var f map[string]any
-					if ws.ReadJSON(&f) != nil {
-						return // the server died
-					}
+					return k
+				}, func(k sent, f map[string]any) bool {
 					if f["type"] != "ack" {
 						t.Errorf("publish answered %v", f)
-						return
+						return false
 					}
 					mu.Lock()
-					acked[refs[f["ref"].(string)]] = f["id"].(string)
+					acked[k] = f["id"].(string)
 					n := len(acked)
 					mu.Unlock()
 					if n == killAt {
 						p.cmd.Process.Signal(syscall.SIGKILL)
 					}
-				}
+					return true
+				})
 			})
 		}
 		wg.Wait()
@@ -224,28 +231,14 @@ func TestKillDashNine(t *testing.T) {
 		}
 		t.Logf("round %d: %d acked events survived kill -9", round, len(acked))
 	}
-	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if rep, err := l.Verify(context.Background(), ""); err != nil || rep.Broken != nil {
-		t.Fatalf("verify after the crashes: %+v %v", rep.Broken, err)
-	}
+	servertest.OpenData(t, data)
 }
 
 func httpGet(t *testing.T, url, tok string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	status, b := servertest.Request(t, "GET", url, tok, "")
+	if status != 200 {
+		t.Fatalf("GET %s: %d %s", url, status, b)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
-	}
-	return string(b)
+	return b
 }

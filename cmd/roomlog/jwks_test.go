@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/auth"
 )
 
 // TestJWKSRefresh: the server fetches its JWKS URL again periodically and accepts tokens signed
@@ -22,12 +21,7 @@ import (
 func TestJWKSRefresh(t *testing.T) {
 	old, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	next, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	b64 := base64.RawURLEncoding.EncodeToString
-	doc := func(kid string, k *ecdsa.PrivateKey) []byte {
-		b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "kid": kid, "crv": "P-256",
-			"x": b64(k.X.FillBytes(make([]byte, 32))), "y": b64(k.Y.FillBytes(make([]byte, 32)))}}})
-		return b
-	}
+	doc := func(kid string, k *ecdsa.PrivateKey) []byte { b, _ := auth.ECJWKS(kid, &k.PublicKey); return b }
 	var mu sync.Mutex
 	current := doc("k1", old)
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -15,8 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // TestPowerCutCycles runs a real roomlog serve on the fault-injecting file system, with publishers
@@ -59,27 +58,16 @@ func TestPowerCutCycles(t *testing.T) {
 			wg.Go(func() {
 				ws := wsConnect(t, p.addr, crashToken(t, fmt.Sprint("pub", w), false), fmt.Sprint("p", w))
 				defer ws.Close()
-				refs := map[string]sent{}
-				for i := 0; i < 20000; i++ {
-					k := sent{fmt.Sprintf("pc-%d", i%2), fmt.Sprintf("c%d-w%d-%d", cycle, w, i)}
-					refs[fmt.Sprint(i)] = k
-					if ws.WriteJSON(map[string]any{"type": "publish", "ref": fmt.Sprint(i), "room": k.room, "key": k.key, "body": map[string]any{"i": i}}) != nil {
-						return
+				pumpKeyed(ws, 20000, 8, func(i int) sent {
+					return sent{fmt.Sprintf("pc-%d", i%2), fmt.Sprintf("c%d-w%d-%d", cycle, w, i)}
+				}, func(k sent, fr map[string]any) bool {
+					if fr["type"] == "ack" { // an error while the log fails: not acked, resent by nobody
+						mu.Lock()
+						acked[k] = fr["id"].(string)
+						mu.Unlock()
 					}
-					if i < 8 {
-						continue // keep 8 in flight
-					}
-					var fr map[string]any
-					if ws.ReadJSON(&fr) != nil {
-						return // the power went
-					}
-					if fr["type"] != "ack" {
-						continue // an error while the log fails: not acked, resent by nobody
-					}
-					mu.Lock()
-					acked[refs[fr["ref"].(string)]] = fr["id"].(string)
-					mu.Unlock()
-				}
+					return true
+				})
 			})
 		}
 		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
@@ -134,14 +122,7 @@ func TestPowerCutCycles(t *testing.T) {
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
-	l, err := boltlog.Open(data, boltlog.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if rep, err := l.Verify(context.Background(), ""); err != nil || rep.Broken != nil {
-		t.Fatalf("verify: %+v %v", rep.Broken, err)
-	}
+	servertest.OpenData(t, data)
 	if len(acked) == 0 {
 		t.Fatal("nothing was acked")
 	}
@@ -151,11 +132,7 @@ func TestPowerCutCycles(t *testing.T) {
 // 503 (HTTP), never an ack; /readyz stops answering 200; no member receives the failed event; once
 // fsyncs work again the server takes publishes by itself, and a keyed resend is appended once.
 func TestServeFsyncFailure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test skipped in -short mode")
-	}
-	f := faultfs.MountT(t)
-	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
+	f, p := serveOnFaultFS(t)
 	sub := wsConnect(t, p.addr, crashToken(t, "reader", false), "reader")
 	defer sub.Close()
 	// A live join: it must be answered before the first publish, or that publish may precede it.
@@ -251,11 +228,7 @@ func roundTrip(t *testing.T, ws *websocket.Conn, frame map[string]any) map[strin
 // a new session still joins (its join event unlogged), replays the room and reads its history;
 // once space is freed, publishing works again without a restart and the member gets it live.
 func TestServeFullDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test skipped in -short mode")
-	}
-	f := faultfs.MountT(t)
-	p := startProc(t, filepath.Join(f.Dir(), "rooms.db"))
+	f, p := serveOnFaultFS(t)
 	pub := wsConnect(t, p.addr, crashToken(t, "writer", false), "writer")
 	defer pub.Close()
 	publish := func(key string) map[string]any { t.Helper(); return publishKeyed(t, pub, "doc", key) }
@@ -334,4 +307,14 @@ func TestServeFullDisk(t *testing.T) {
 	if strings.Contains(events, `"session":"late"`) {
 		t.Fatalf("the unlogged member's leave was written without its join:\n%s", events)
 	}
+}
+
+// serveOnFaultFS starts roomlog serve on a data file on the fault-injecting file system (not in
+// -short mode).
+func serveOnFaultFS(t *testing.T) (*faultfs.FS, *serverProc) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	f := faultfs.MountT(t)
+	return f, startProc(t, filepath.Join(f.Dir(), "rooms.db"))
 }

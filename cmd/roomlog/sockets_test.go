@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // setNoFile sets the process's open-file limit, soft and hard (the ROOMLOG_TEST_NOFILE hook).
@@ -88,7 +89,7 @@ func TestFullServerKeepsServing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("flood test skipped in -short mode")
 	}
-	cmd := []string{"--data", filepath.Join(t.TempDir(), "full.db"), "--jwt-secret", crashSecret, "--publish-rate", "0",
+	cmd := []string{"--data", filepath.Join(t.TempDir(), "full.db"), "--jwt-secret", servertest.Secret, "--publish-rate", "0",
 		"--http-read-timeout", "2s", "--http-idle-timeout", "2s"}
 	t.Setenv("ROOMLOG_TEST_NOFILE", "200")
 	p := startServe(t, cmd...)

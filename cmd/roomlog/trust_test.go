@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,8 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
-
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // TestServeRefusesAccidentalDevelopmentMode: development mode never opens by accident. A key flag
@@ -72,7 +71,7 @@ func TestDevFlagAllowsOtherAddresses(t *testing.T) {
 		{[]string{"--addr", "127.1.2.3:7070"}, true},
 		{[]string{"--addr", "[::1]:7070"}, true},
 		{[]string{"--addr", "localhost:7070"}, true},
-		{[]string{"--addr", "0.0.0.0:7070", "--jwt-secret", crashSecret}, true},
+		{[]string{"--addr", "0.0.0.0:7070", "--jwt-secret", servertest.Secret}, true},
 	} {
 		c, f := newServeCommand()
 		if _, ok := c.parse(tc.args); !ok {
@@ -104,13 +103,7 @@ func TestDevModeAnswersThisMachineOnly(t *testing.T) {
 		for k, v := range header {
 			req.Header.Set(k, v)
 		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		return servertest.Do(t, req)
 	}
 	// The attacker's page, as the browser sends it after rebinding.
 	attacker := map[string]string{"Origin": "http://" + foreign, "Content-Type": "application/json"}
@@ -199,7 +192,7 @@ func TestServeTokenHygiene(t *testing.T) {
 		return f
 	}
 	sign := func(iat, exp time.Time) string {
-		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "rooms": []string{"*"}, "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte(crashSecret))
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice", "rooms": []string{"*"}, "iat": iat.Unix(), "exp": exp.Unix()}).SignedString([]byte(servertest.Secret))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/defaults"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -62,27 +63,15 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.MaxBody <= 0 {
-		o.MaxBody = eventlog.DefaultMaxBody
-	}
-	if o.KeyRetention <= 0 {
-		o.KeyRetention = eventlog.DefaultKeyRetention
-	}
-	if o.LockTimeout <= 0 {
-		o.LockTimeout = DefaultLockTimeout
-	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = DefaultQueueSize
-	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
+	defaults.Positive(&o.MaxBody, eventlog.DefaultMaxBody)
+	defaults.Positive(&o.KeyRetention, eventlog.DefaultKeyRetention)
+	defaults.Positive(&o.LockTimeout, DefaultLockTimeout)
+	defaults.Positive(&o.QueueSize, DefaultQueueSize)
+	defaults.Positive(&o.MaxBatch, DefaultMaxBatch)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	defaults.Zero(&o.Logger, slog.Default())
 	return o
 }
 

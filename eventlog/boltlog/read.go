@@ -46,28 +46,38 @@ func (a *arena) decode(room string, k, v []byte) (eventlog.Event, error) {
 	return ev, nil
 }
 
-// ReadAfter implements eventlog.Log.
-func (l *Log) ReadAfter(ctx context.Context, room string, after eventlog.ID, limit int) ([]eventlog.Event, error) {
+// viewRoom checks a read of up to limit events of room, and runs fn on the room's bucket in a
+// read transaction, when the room exists.
+func (l *Log) viewRoom(ctx context.Context, room string, limit int, fn func(*bolt.Bucket) error) error {
 	if err := eventlog.CheckRead(room, limit); err != nil {
-		return nil, err
+		return err
 	}
 	if err := errCtx(ctx); err != nil {
-		return nil, err
+		return err
 	}
+	return l.view(ctx, func(tx *bolt.Tx) error {
+		if b := l.roomBucket(tx, room); b != nil {
+			return fn(b)
+		}
+		return nil
+	})
+}
+
+// seekAfter places c on the first entry after the id after.
+func seekAfter(c *bolt.Cursor, after eventlog.ID) ([]byte, []byte) {
+	k, v := c.Seek(after[:])
+	if k != nil && bytes.Equal(k, after[:]) {
+		k, v = c.Next()
+	}
+	return k, v
+}
+
+// ReadAfter implements eventlog.Log.
+func (l *Log) ReadAfter(ctx context.Context, room string, after eventlog.ID, limit int) ([]eventlog.Event, error) {
 	var out []eventlog.Event
-	err := l.view(ctx, func(tx *bolt.Tx) error {
-		b := l.roomBucket(tx, room)
-		if b == nil {
-			return nil
-		}
+	err := l.viewRoom(ctx, room, limit, func(b *bolt.Bucket) error {
 		c := b.Cursor()
-		first := func() ([]byte, []byte) {
-			k, v := c.Seek(after[:])
-			if k != nil && bytes.Equal(k, after[:]) {
-				k, v = c.Next()
-			}
-			return k, v
-		}
+		first := func() ([]byte, []byte) { return seekAfter(c, after) }
 		// Count first, then copy into one allocation of exactly the size needed.
 		n, size := 0, 0
 		for k, v := first(); len(k) == 16 && n < limit; k, v = c.Next() {
@@ -94,23 +104,10 @@ func (l *Log) ReadAfter(ctx context.Context, room string, after eventlog.ID, lim
 // ReadAfterFunc implements eventlog.Log. The events point into bbolt's memory map, valid during the read
 // transaction the calls run in; fn must not block for long (it holds that transaction).
 func (l *Log) ReadAfterFunc(ctx context.Context, room string, after eventlog.ID, limit int, fn func(*eventlog.Event) error) (int, error) {
-	if err := eventlog.CheckRead(room, limit); err != nil {
-		return 0, err
-	}
-	if err := errCtx(ctx); err != nil {
-		return 0, err
-	}
 	n := 0
-	err := l.view(ctx, func(tx *bolt.Tx) error {
-		b := l.roomBucket(tx, room)
-		if b == nil {
-			return nil
-		}
+	err := l.viewRoom(ctx, room, limit, func(b *bolt.Bucket) error {
 		c := b.Cursor()
-		k, v := c.Seek(after[:])
-		if k != nil && bytes.Equal(k, after[:]) {
-			k, v = c.Next()
-		}
+		k, v := seekAfter(c, after)
 		var ev eventlog.Event
 		for ; len(k) == 16 && n < limit; k, v = c.Next() {
 			ev = eventlog.Event{Room: room}
@@ -130,18 +127,8 @@ func (l *Log) ReadAfterFunc(ctx context.Context, room string, after eventlog.ID,
 
 // ReadBefore implements eventlog.Log.
 func (l *Log) ReadBefore(ctx context.Context, room string, before eventlog.ID, limit int) ([]eventlog.Event, error) {
-	if err := eventlog.CheckRead(room, limit); err != nil {
-		return nil, err
-	}
-	if err := errCtx(ctx); err != nil {
-		return nil, err
-	}
 	var out []eventlog.Event
-	err := l.view(ctx, func(tx *bolt.Tx) error {
-		b := l.roomBucket(tx, room)
-		if b == nil {
-			return nil
-		}
+	err := l.viewRoom(ctx, room, limit, func(b *bolt.Bucket) error {
 		var a arena
 		c := b.Cursor()
 		var k, v []byte
@@ -172,14 +159,9 @@ func (l *Log) ReadBefore(ctx context.Context, room string, before eventlog.ID, l
 
 // Contains implements eventlog.Log.
 func (l *Log) Contains(ctx context.Context, room string, id eventlog.ID) (bool, error) {
-	if err := eventlog.CheckRead(room, 1); err != nil {
-		return false, err
-	}
 	var found bool
-	err := l.view(ctx, func(tx *bolt.Tx) error {
-		if b := l.roomBucket(tx, room); b != nil {
-			found = b.Get(id[:]) != nil
-		}
+	err := l.viewRoom(ctx, room, 1, func(b *bolt.Bucket) error {
+		found = b.Get(id[:]) != nil
 		return nil
 	})
 	return found, err
@@ -187,15 +169,8 @@ func (l *Log) Contains(ctx context.Context, room string, id eventlog.ID) (bool, 
 
 // Head implements eventlog.Log.
 func (l *Log) Head(ctx context.Context, room string) (eventlog.Head, error) {
-	if err := eventlog.CheckRead(room, 1); err != nil {
-		return eventlog.Head{}, err
-	}
 	var h eventlog.Head
-	err := l.view(ctx, func(tx *bolt.Tx) error {
-		b := l.roomBucket(tx, room)
-		if b == nil {
-			return nil
-		}
+	err := l.viewRoom(ctx, room, 1, func(b *bolt.Bucket) error {
 		v := b.Get(keyHead)
 		if v == nil {
 			return nil

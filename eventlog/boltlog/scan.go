@@ -1,7 +1,6 @@
 package boltlog
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -55,41 +54,9 @@ func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.
 			return err
 		}
 		batch = batch[:0]
-		err := l.view(ctx, func(tx *bolt.Tx) error {
-			rooms := tx.Bucket(bucketRooms)
-			var a arena
-			deadline := time.Now().Add(50 * time.Millisecond)
-			for h.Len() > 0 && len(batch) < scanChunk && time.Now().Before(deadline) {
-				next, room := h.Top()
-				b := rooms.Bucket([]byte(room))
-				if b == nil {
-					return fmt.Errorf("eventlog: scan: %w: room %q vanished", eventlog.ErrCorrupt, room)
-				}
-				// Read this room's run of events up to the next room's next id with one cursor.
-				limit := h.Runner()
-				c := b.Cursor()
-				k, v := c.Seek(next[:])
-				for examined := 0; ; examined++ {
-					var id eventlog.ID
-					if len(k) != 16 || copy(id[:], k) != 16 || !f.InRange(id) {
-						h.Done() // this room is done
-						break
-					}
-					if (!limit.IsZero() && id.Compare(limit) > 0) || len(batch) == scanChunk || examined == 8*scanChunk {
-						h.Advance(id) // another room is next, or this chunk is full
-						break
-					}
-					ev, err := a.decode(room, k, v)
-					if err != nil {
-						return err
-					}
-					if f.Matches(&ev) {
-						batch = append(batch, ev)
-					}
-					k, v = c.Next()
-				}
-			}
-			return nil
+		err := l.view(ctx, func(tx *bolt.Tx) (err error) {
+			batch, err = scanRun(tx, &h, &f, batch)
+			return err
 		})
 		if err != nil {
 			return err
@@ -107,13 +74,49 @@ func (l *Log) Scan(ctx context.Context, f eventlog.ScanFilter, fn func(eventlog.
 	return nil
 }
 
+// scanRun appends to batch the matching events of the merge's next rooms, up to scanChunk of
+// them (or as many as 50 ms of reading gives), in id order, and moves the merge past them.
+func scanRun(tx *bolt.Tx, h *eventlog.RoomMerge[string], f *eventlog.ScanFilter, batch []eventlog.Event) ([]eventlog.Event, error) {
+	rooms := tx.Bucket(bucketRooms)
+	var a arena
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for h.Len() > 0 && len(batch) < scanChunk && time.Now().Before(deadline) {
+		next, room := h.Top()
+		b := rooms.Bucket([]byte(room))
+		if b == nil {
+			return batch, fmt.Errorf("eventlog: scan: %w: room %q vanished", eventlog.ErrCorrupt, room)
+		}
+		// Read this room's run of events up to the next room's next id with one cursor.
+		limit := h.Runner()
+		c := b.Cursor()
+		k, v := c.Seek(next[:])
+		for examined := 0; ; examined++ {
+			var id eventlog.ID
+			if len(k) != 16 || copy(id[:], k) != 16 || !f.InRange(id) {
+				h.Done() // this room is done
+				break
+			}
+			if (!limit.IsZero() && id.Compare(limit) > 0) || len(batch) == scanChunk || examined == 8*scanChunk {
+				h.Advance(id) // another room is next, or this chunk is full
+				break
+			}
+			ev, err := a.decode(room, k, v)
+			if err != nil {
+				return batch, err
+			}
+			if f.Matches(&ev) {
+				batch = append(batch, ev)
+			}
+			k, v = c.Next()
+		}
+	}
+	return batch, nil
+}
+
 // firstAfter returns the first event id of room bucket b greater than after.
 func firstAfter(b *bolt.Bucket, after eventlog.ID) (eventlog.ID, bool) {
 	c := b.Cursor()
-	k, _ := c.Seek(after[:])
-	if k != nil && bytes.Equal(k, after[:]) {
-		k, _ = c.Next()
-	}
+	k, _ := seekAfter(c, after)
 	for ; k != nil; k, _ = c.Next() {
 		if len(k) == 16 {
 			var id eventlog.ID

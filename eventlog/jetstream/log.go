@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/defaults"
 )
 
 // Defaults of Options.
@@ -77,44 +78,26 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Stream == "" {
-		o.Stream = DefaultStream
-	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix
-	}
-	if o.MaxBody <= 0 {
-		o.MaxBody = eventlog.DefaultMaxBody
-	}
-	if o.KeyRetention <= 0 {
-		o.KeyRetention = eventlog.DefaultKeyRetention
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = DefaultTimeout
-	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
-	if o.Backstop <= 0 {
-		o.Backstop = DefaultBackstop
-	}
+	defaults.Zero(&o.Stream, DefaultStream)
+	defaults.Zero(&o.Prefix, DefaultPrefix)
+	defaults.Positive(&o.MaxBody, eventlog.DefaultMaxBody)
+	defaults.Positive(&o.KeyRetention, eventlog.DefaultKeyRetention)
+	defaults.Positive(&o.Timeout, DefaultTimeout)
+	defaults.Positive(&o.MaxBatch, DefaultMaxBatch)
+	defaults.Positive(&o.Backstop, DefaultBackstop)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	if o.Node == "" {
 		o.Node = nuid.Next()
 	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = DefaultHeartbeat
-	}
+	defaults.Positive(&o.Heartbeat, DefaultHeartbeat)
 	if o.OrphanGrace == 0 {
 		o.OrphanGrace = DefaultOrphanGrace
 	} else if o.OrphanGrace < 0 {
 		o.OrphanGrace = 0
 	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	defaults.Zero(&o.Logger, slog.Default())
 	return o
 }
 

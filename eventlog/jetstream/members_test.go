@@ -11,27 +11,14 @@ import (
 	"time"
 
 	njs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/internal/natstest"
 )
 
 func system(kind, room, user, session string) eventlog.AppendRequest {
 	return eventlog.AppendRequest{Room: room, User: user, Session: session, Kind: kind, System: true}
-}
-
-func kinds(t *testing.T, l *jetstream.Log, room string) []string {
-	t.Helper()
-	evs, err := l.ReadAfter(context.Background(), room, eventlog.ID{}, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range evs {
-		out = append(out, e.Kind+":"+e.Session)
-	}
-	return out
 }
 
 // A session that moves to another node stays a member: no second join, and the leave the first
@@ -62,14 +49,14 @@ func TestSessionMovesToAnotherNode(t *testing.T) {
 	if _, err := a.Append(ctx, system(eventlog.KindLeave, "doc:m", "ann", "phone")); err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(t, a, "doc:m"); len(got) != 2 {
+	if got := strings.Fields(logtest.Trail(t, a, "doc:m")); len(got) != 2 {
 		t.Fatalf("events %v; want the two joins only", got)
 	}
 	if _, err := b.Append(ctx, system(eventlog.KindLeave, "doc:m", "ann", "phone")); err != nil {
 		t.Fatal(err)
 	}
-	got := kinds(t, a, "doc:m")
-	if len(got) != 3 || got[2] != "leave:phone" {
+	got := strings.Fields(logtest.Trail(t, a, "doc:m"))
+	if len(got) != 3 || got[2] != "ann/phone:leave" {
 		t.Fatalf("events %v; want the leave from b, the node serving the session", got)
 	}
 	if members, _ := a.RoomMembers(ctx, "doc:m"); len(members) != 1 || members[0].User != "bob" {
@@ -118,9 +105,10 @@ func TestDeadNodeSessionsLeave(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond) // a second sweep by the other node must write nothing
 	leaves := map[string]int{}
-	for _, k := range kinds(t, b, "doc:d") {
-		if k[:6] == "leave:" {
-			leaves[k[6:]]++
+	for _, k := range strings.Fields(logtest.Trail(t, b, "doc:d")) {
+		if who, ok := strings.CutSuffix(k, ":leave"); ok {
+			_, session, _ := strings.Cut(who, "/")
+			leaves[session]++
 		}
 	}
 	if leaves["s1"] != 1 || leaves["s2"] != 1 || leaves["s3"] != 0 || leaves["c1"] != 0 {
@@ -263,7 +251,7 @@ func TestLeftSessionsAreForgotten(t *testing.T) {
 	}
 	stream := rawStream(t, s)
 	waitSessionSubjects(t, stream, "doc:f", 0)
-	if got := kinds(t, a, "doc:f"); len(got) != 3*rounds {
+	if got := strings.Fields(logtest.Trail(t, a, "doc:f")); len(got) != 3*rounds {
 		t.Fatalf("%d events; want %d", len(got), 3*rounds)
 	}
 	if r, err := a.Append(ctx, system(eventlog.KindJoin, "doc:f", "ann", "phone")); err != nil || r.Duplicate {

@@ -1,5 +1,6 @@
 // Package logtest is the conformance suite of eventlog.Store: every backend runs Run and so keeps
-// every promise of the interface, tested the same way.
+// every promise of the interface, tested the same way. It also gives the tests of the packages
+// above the log their checks of what a log holds (trail.go).
 package logtest
 
 import (

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/defaults"
 )
 
 // Options configures a Log. The zero value is ready to use.
@@ -29,12 +30,8 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.MaxBody <= 0 {
-		o.MaxBody = eventlog.DefaultMaxBody
-	}
-	if o.KeyRetention <= 0 {
-		o.KeyRetention = eventlog.DefaultKeyRetention
-	}
+	defaults.Positive(&o.MaxBody, eventlog.DefaultMaxBody)
+	defaults.Positive(&o.KeyRetention, eventlog.DefaultKeyRetention)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -92,29 +89,31 @@ func New(opts Options) *Log {
 	}
 }
 
-// Append implements eventlog.Log.
+// Append implements eventlog.Log. The append is applied before it returns, so ctx is not
+// consulted.
 func (l *Log) Append(ctx context.Context, req eventlog.AppendRequest) (eventlog.AppendResult, error) {
-	return l.AppendAsync(req).Wait(ctx)
+	return l.append(req)
 }
 
 // AppendAsync implements eventlog.Log. The append is applied before it returns.
 func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
+	p := eventlog.NewPending()
+	p.Complete(l.append(req))
+	return p
+}
+
+func (l *Log) append(req eventlog.AppendRequest) (eventlog.AppendResult, error) {
 	req, err := eventlog.Normalize(req, l.opts.MaxBody)
 	if err != nil {
-		return eventlog.Failed(fmt.Errorf("eventlog: append: %w", err))
+		return eventlog.AppendResult{}, fmt.Errorf("eventlog: append: %w", err)
 	}
 	l.mu.Lock()
 	res, err := l.applyLocked(&req)
 	l.mu.Unlock()
-	if err != nil {
-		return eventlog.Failed(err)
-	}
-	if !res.Duplicate {
+	if err == nil && !res.Duplicate {
 		l.watches.Notify(req.Room)
 	}
-	p := eventlog.NewPending()
-	p.Complete(res, nil)
-	return p
+	return res, err
 }
 
 // applyLocked appends req, or finds its key or its conflict. l.mu is held.
@@ -206,21 +205,16 @@ func (r *room) after(after eventlog.ID) int {
 }
 
 // ReadAfter implements eventlog.Log.
-func (l *Log) ReadAfter(ctx context.Context, room string, after eventlog.ID, limit int) ([]eventlog.Event, error) {
-	var out []eventlog.Event
-	_, err := l.ReadAfterFunc(ctx, room, after, limit, func(e *eventlog.Event) error {
-		out = append(out, *e)
-		return nil
+func (l *Log) ReadAfter(ctx context.Context, name string, after eventlog.ID, limit int) ([]eventlog.Event, error) {
+	return l.slice(ctx, name, limit, func(r *room) (int, int) {
+		i := r.after(after)
+		return i, min(len(r.ids), i+limit)
 	})
-	return out, err
 }
 
 // ReadAfterFunc implements eventlog.Log. fn runs without the log's lock held.
 func (l *Log) ReadAfterFunc(ctx context.Context, name string, after eventlog.ID, limit int, fn func(*eventlog.Event) error) (int, error) {
-	evs, err := l.slice(ctx, name, limit, func(r *room) (int, int) {
-		i := r.after(after)
-		return i, min(len(r.ids), i+limit)
-	})
+	evs, err := l.ReadAfter(ctx, name, after, limit)
 	for n := range evs {
 		if err := fn(&evs[n]); err != nil {
 			return n, err
