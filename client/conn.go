@@ -95,8 +95,16 @@ func decodeFrame(mt int, b []byte) (frame, error) {
 }
 
 // ErrRefused is wrapped by connection errors that retrying with the same settings will not fix
-// (the server refused the token).
+// (the server refused the token). They also wrap an *Error with the bye's code and reason.
 var ErrRefused = errors.New("refused by the server")
+
+// refusal is the error of a bye refusing a hello: ErrRefused and the bye as an *Error.
+type refusal struct{ bye *Error }
+
+func (r refusal) Error() string {
+	return fmt.Sprintf("roomlog: %v: %s: %s", ErrRefused, r.bye.Code, r.bye.Message)
+}
+func (r refusal) Unwrap() []error { return []error{ErrRefused, r.bye} }
 
 // connect dials, says hello and waits for welcome.
 func (c *Client) connect(ctx context.Context) (*conn, error) {
@@ -133,7 +141,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	case wire.TypeWelcome:
 	case wire.TypeBye:
 		ws.Close()
-		return nil, fmt.Errorf("roomlog: %w: %s: %s", ErrRefused, f.Code, f.Reason)
+		return nil, refusal{&Error{Code: f.Code, Message: f.Reason}}
 	default:
 		ws.Close()
 		return nil, fmt.Errorf("roomlog: expected welcome, got a %q frame", f.Type)
