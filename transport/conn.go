@@ -14,9 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/roomlog/roomlog/auth"
-	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
-	"github.com/roomlog/roomlog/replay"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/wire"
 )
@@ -64,16 +62,12 @@ type conn struct {
 	// Under mu: the session.
 	grants        auth.Grants
 	welcomed      bool
-	holdsUserSlot bool        // counted in the server's connections of c.user
-	handshake     *time.Timer // until welcomed
-	expiry        *time.Timer // the token's exp
-	pinger        *time.Timer
+	holdsUserSlot bool // counted in the server's connections of c.user
+	timers        sessionTimers
 
 	// Under mu: the read side's hand-off to the handler.
-	readState  int8
-	inbox      [][]byte // frames read, waiting for the handler
-	inboxBytes int
-	handler    worker
+	readState int8
+	inbox     frameInbox
 
 	// Under mu: what the writer writes, and how the connection ends.
 	streams map[string]*roomStream // made at the first join
@@ -84,47 +78,10 @@ type conn struct {
 	closing *closeRequest
 	closed  bool // the network connection is closed
 
-	// Under mu: publishes in flight (acker) and receipt cursors to record (receiptRecorder).
-	inflight        []inflight
-	acker           worker
-	receipts        map[string]eventlog.ID // receipt cursors to record, made at the first
-	receiptRecorder worker
-}
-
-// worker starts a connection's goroutine on demand: at most one runs at a time. Its state is
-// under the conn's mu.
-//
-// Invariant: a loop run by a worker calls stopLocked in the same critical section in which it
-// finds no work left, so work queued after that finds the worker stopped and starts it again
-// (stopping later, after unlocking, would strand work queued in between).
-type worker struct{ running bool }
-
-// startLocked runs loop on a new goroutine, counted in wg, unless one runs already.
-func (w *worker) startLocked(wg *sync.WaitGroup, loop func()) {
-	if w.running {
-		return
-	}
-	w.running = true
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		loop()
-	}()
-}
-
-// stopLocked records that the loop is ending.
-func (w *worker) stopLocked() { w.running = false }
-
-type roomStream struct {
-	mu     sync.Mutex // held by the writer while it writes this room's events; by the reader to end it
-	stream *replay.Stream
-	ended  bool
-}
-
-type inflight struct {
-	ref, room string
-	pending   *eventlog.Pending
-	start     time.Time
+	// Under mu: publishes in flight, answered by their acker, and receipt cursors waiting for
+	// their recorder.
+	publishes publishQueue
+	receipts  receiptBook
 }
 
 type closeRequest struct {
@@ -176,31 +133,6 @@ func (c *conn) reply(v any) {
 	c.queueReplyLocked(b)
 }
 
-// replyQueue is the encoded replies (acks, errors, joined...) and signals waiting for the
-// writer, in order. It is part of a conn, under the conn's mu.
-type replyQueue struct {
-	frames [][]byte
-	bytes  int // in frames
-}
-
-// fullFor reports whether a frame of n more bytes must wait: the queue holds max frames or
-// maxReplyBytes bytes (one frame always fits an empty queue).
-func (q *replyQueue) fullFor(n, max int) bool {
-	return len(q.frames) > 0 && (len(q.frames) >= max || q.bytes+n > maxReplyBytes)
-}
-
-func (q *replyQueue) push(b []byte) {
-	q.frames = append(q.frames, b)
-	q.bytes += len(b)
-}
-
-// take empties the queue and returns what it held.
-func (q *replyQueue) take() [][]byte {
-	frames := q.frames
-	q.frames, q.bytes = nil, 0
-	return frames
-}
-
 // replyQueueFullLocked reports whether a reply of n more bytes must wait (see replyQueue.fullFor).
 func (c *conn) replyQueueFullLocked(n int) bool {
 	return c.replies.fullFor(n, c.s.cfg.SendQueue)
@@ -249,22 +181,14 @@ func (c *conn) shutdown(bye *wire.Bye, closeCode int) {
 // cleanup runs when the read side ends: the member sessions leave after the grace period.
 func (c *conn) cleanup() {
 	c.mu.Lock()
-	c.inbox, c.inboxBytes = nil, 0 // frames not handled yet are dropped with the connection
-	for c.handler.running {
+	c.inbox.dropLocked() // frames not handled yet are dropped with the connection
+	for c.inbox.handler.running {
 		c.cond.Wait()
 	}
 	streams := c.streams
 	c.streams = nil
 	c.order = nil
-	if c.expiry != nil {
-		c.expiry.Stop()
-	}
-	if c.pinger != nil {
-		c.pinger.Stop()
-	}
-	if c.handshake != nil {
-		c.handshake.Stop()
-	}
+	c.timers.stopLocked()
 	c.mu.Unlock()
 	for room, rs := range streams {
 		rs.end()

@@ -38,7 +38,7 @@ const (
 // startReading begins the read side. The handler has returned by then: between frames, an
 // idle connection is its socket, its state here and, with the poller, no goroutine at all.
 func (c *conn) startReading() {
-	c.handshake = time.AfterFunc(c.s.cfg.HandshakeTimeout, func() {
+	c.timers.handshake = time.AfterFunc(c.s.cfg.HandshakeTimeout, func() {
 		c.mu.Lock()
 		welcomed := c.welcomed
 		c.mu.Unlock()
@@ -233,10 +233,7 @@ func (c *conn) queueFrame(data []byte) frameOutcome {
 	if c.closing != nil || c.closed {
 		return frameStop
 	}
-	c.inbox = append(c.inbox, data)
-	c.inboxBytes += len(data)
-	c.handler.startLocked(&c.s.wg, c.handleLoop)
-	if len(c.inbox) >= inboxLimit || c.inboxBytes >= inboxMaxBytes {
+	if c.inbox.pushLocked(data, &c.s.wg, c.handleLoop) {
 		c.readState = readPaused
 		return framePaused
 	}
@@ -251,7 +248,7 @@ func (c *conn) handleLoop() {
 	defer func() {
 		if r := recover(); r != nil {
 			c.mu.Lock()
-			c.handler.stopLocked()
+			c.inbox.handler.stopLocked()
 			c.cond.Broadcast()
 			c.mu.Unlock()
 			c.panicked(r)
@@ -283,21 +280,19 @@ func (c *conn) handleLoop() {
 func (c *conn) nextInbound() (data []byte, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.inbox) == 0 || c.closing != nil || c.closed {
-		c.inbox, c.inboxBytes = nil, 0
-		c.handler.stopLocked()
-		c.cond.Broadcast()
+	if c.closing != nil || c.closed {
+		c.inbox.dropLocked()
+	}
+	data, ok = c.inbox.popLocked()
+	c.cond.Broadcast()
+	if !ok {
+		c.inbox.handler.stopLocked()
 		if c.readState == readPaused {
 			c.resumeReadingLocked() // to see the end, if that is why the loop stops
 		}
 		return nil, false
 	}
-	data = c.inbox[0]
-	c.inboxBytes -= len(data)
-	c.inbox[0] = nil
-	c.inbox = c.inbox[1:]
-	c.cond.Broadcast()
-	if c.readState == readPaused && len(c.inbox) < inboxLimit && c.inboxBytes < inboxMaxBytes {
+	if c.readState == readPaused && c.inbox.hasRoomLocked() {
 		c.resumeReadingLocked()
 	}
 	return data, true
@@ -355,9 +350,9 @@ func (c *conn) hello(f *wire.ClientFrame) {
 	}
 	c.grants = claims.Grants()
 	c.welcomed = true
-	if c.handshake != nil {
-		c.handshake.Stop()
-		c.handshake = nil
+	if c.timers.handshake != nil {
+		c.timers.handshake.Stop()
+		c.timers.handshake = nil
 	}
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
@@ -399,10 +394,10 @@ func containsNUL(s string) bool {
 func (c *conn) armExpiry(exp time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.expiry != nil {
-		c.expiry.Stop()
+	if c.timers.expiry != nil {
+		c.timers.expiry.Stop()
 	}
-	c.expiry = time.AfterFunc(time.Until(exp), func() {
+	c.timers.expiry = time.AfterFunc(time.Until(exp), func() {
 		c.shutdown(&wire.Bye{Type: "bye", Code: wire.CodeTokenExpired, Reason: "the token expired; reconnect with a fresh one"}, websocket.ClosePolicyViolation)
 	})
 }
@@ -416,7 +411,7 @@ func (c *conn) schedulePing() {
 		return
 	}
 	hb := c.s.cfg.Heartbeat
-	c.pinger = time.AfterFunc(hb, func() {
+	c.timers.pinger = time.AfterFunc(hb, func() {
 		if time.Since(time.Unix(0, c.lastHeard.Load())) > 2*hb {
 			c.closeSocket()
 			return

@@ -37,7 +37,7 @@ func (c *conn) writeLoop() {
 			streams = append(streams, c.streams[room])
 		}
 		var closing *closeRequest
-		if c.closing != nil && len(c.inflight) == 0 {
+		if c.closing != nil && c.publishes.emptyLocked() {
 			closing = c.closing
 		}
 		c.mu.Unlock()

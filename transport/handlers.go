@@ -291,8 +291,7 @@ func (c *conn) publish(f *wire.ClientFrame) {
 		return
 	}
 	c.mu.Lock()
-	c.inflight = append(c.inflight, inflight{ref: f.Ref, room: f.Room, pending: p, start: time.Now()})
-	c.acker.startLocked(&c.s.wg, c.ackLoop)
+	c.publishes.pushLocked(inflight{ref: f.Ref, room: f.Room, pending: p, start: time.Now()}, &c.s.wg, c.ackLoop)
 	c.mu.Unlock()
 }
 
@@ -300,15 +299,14 @@ func (c *conn) publish(f *wire.ClientFrame) {
 func (c *conn) ackLoop() {
 	for {
 		c.mu.Lock()
-		if len(c.inflight) == 0 {
-			c.acker.stopLocked()
+		in, ok := c.publishes.frontLocked()
+		if !ok {
 			if c.closing != nil {
 				c.wakeWriterLocked() // the close was waiting for these acks
 			}
 			c.mu.Unlock()
 			return
 		}
-		in := c.inflight[0]
 		c.mu.Unlock()
 
 		<-in.pending.Done()
@@ -325,7 +323,7 @@ func (c *conn) ackLoop() {
 			c.reply(&wire.Ack{Type: "ack", Ref: in.ref, Room: in.room, ID: res.Event.ID.String(), Duplicate: res.Duplicate})
 		}
 		c.mu.Lock()
-		c.inflight = c.inflight[1:]
+		c.publishes.popLocked()
 		c.mu.Unlock()
 	}
 }
@@ -358,27 +356,18 @@ func (c *conn) receipt(f *wire.ClientFrame) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.receipts == nil {
-		c.receipts = map[string]eventlog.ID{}
-	}
-	if cur, ok := c.receipts[f.Room]; !ok || id.Compare(cur) > 0 {
-		c.receipts[f.Room] = id
-	}
-	c.receiptRecorder.startLocked(&c.s.wg, c.recordReceipts)
+	c.receipts.noteLocked(f.Room, id, &c.s.wg, c.recordReceipts)
+	c.mu.Unlock()
 }
 
 func (c *conn) recordReceipts() {
 	for {
 		c.mu.Lock()
-		acks := c.receipts
-		if len(acks) == 0 {
-			c.receiptRecorder.stopLocked()
-			c.mu.Unlock()
+		acks := c.receipts.takeLocked()
+		c.mu.Unlock()
+		if acks == nil {
 			return
 		}
-		c.receipts = nil
-		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		for room, id := range acks {
 			if err := c.s.cfg.Cursors.SetCursor(ctx, c.user, c.session, room, id); err != nil && !errors.Is(err, eventlog.ErrClosed) {
