@@ -23,15 +23,20 @@ import (
 // demand by its worker (see worker):
 //
 //   - readReady runs while there are bytes to read (the poller starts it; see startReading);
-//   - handleLoop (handler) runs while read frames wait to be handled, one at a time, in order;
+//   - handleLoop (inbox.handler) runs while read frames wait to be handled, one at a time, in
+//     order;
 //   - writeLoop (writer) runs only while there is something to write: replies and room events;
-//   - ackLoop (acker) runs only while publishes are in flight, turning their outcomes into
-//     replies in the order the publishes were made;
-//   - recordReceipts (receiptRecorder) runs only while receipt cursors (from the client's ack
+//   - ackLoop (publishes.acker) runs only while publishes are in flight, turning their outcomes
+//     into replies in the order the publishes were made;
+//   - recordReceipts (receipts.recorder) runs only while receipt cursors (from the client's ack
 //     frames) wait to be recorded.
 //
+// The parts with methods of their own (the inbox, the reply queue, the publishes in flight, the
+// receipts, the timers) are in conn_parts.go.
+//
 // Lock contract: fields under mu are read and written with mu held; a method named ...Locked
-// expects it held. The other groups say who owns them.
+// expects it held. The other groups say who owns them. A conn's mu is never taken under a lock of
+// package rooms: a room's feed calls Wake after releasing its own.
 type conn struct {
 	// Fixed at creation.
 	s     *Server
