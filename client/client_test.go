@@ -248,9 +248,7 @@ func checkExactlyOnce(t *testing.T, l eventlog.Log, room string, msgs []client.E
 // TestServerKilledAndRestarted kills the server with SIGKILL (and once stops it gracefully)
 // repeatedly, mid-stream and mid-publish, restarting it on the same file each time.
 func TestServerKilledAndRestarted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test skipped in -short mode")
-	}
+	servertest.Long(t, "process test")
 	data := filepath.Join(t.TempDir(), "rooms.db")
 	srv := startProc(t, data)
 	px := startProxy(t, srv.addr)

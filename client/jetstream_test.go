@@ -25,9 +25,7 @@ import (
 // coming back through the load balancer to node B, resume exactly: every acked publish is in the
 // log once, and each subscriber got every message once, in log order.
 func TestNodesOnJetStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test skipped in -short mode")
-	}
+	servertest.Long(t, "process test")
 	ns := natstest.Start(t)
 	nodesUnderLoad(t, []*natstest.Server{ns}, nil)
 }
@@ -35,9 +33,7 @@ func TestNodesOnJetStream(t *testing.T) {
 // The same on a three-server JetStream cluster (the stream replicated three times) with three
 // roomlog nodes: the stream's leader is killed mid-load, then roomlog node A.
 func TestNodesOnJetStreamCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test skipped in -short mode")
-	}
+	servertest.Long(t, "process test")
 	c := natstest.StartCluster(t, 3)
 	nodesUnderLoad(t, c.Servers, func() {
 		js, _ := njs.New(natstest.Connect(t, c.Servers...))

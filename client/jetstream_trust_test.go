@@ -19,9 +19,7 @@ import (
 // a compaction through another node names the snapshot's author; a user's connections are
 // bounded per node (--max-conns-per-user), not across nodes.
 func TestTrustOnJetStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test skipped in -short mode")
-	}
+	servertest.Long(t, "process test")
 	ns := natstest.Start(t)
 	dir := t.TempDir()
 	a := startProc(t, filepath.Join(dir, "a.db"), "--nats", ns.ClientURL(), "--max-conns-per-user", "2")

@@ -114,7 +114,7 @@ func CheckOrigins(origins []string) error {
 	return nil
 }
 
-// Server speaks PROTOCOL.md over WebSocket and serves the HTTP API.
+// Server speaks roomlog's protocol (docs/protocol.md) over WebSocket and serves the HTTP API.
 type Server struct {
 	cfg      Config
 	hub      *rooms.Hub

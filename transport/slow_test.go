@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -73,9 +74,7 @@ func readEvents(t *testing.T, c *client, n int, delay time.Duration) {
 // disconnected after the stall time; a fast member receives everything meanwhile; and the
 // server's heap does not grow with the backlog.
 func TestSlowConsumer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow consumer test skipped in -short mode")
-	}
+	servertest.Long(t, "slow consumer test")
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit, StallTimeout: 3 * time.Second}, ring: 64})
 	tok := token(t, "sub", []string{"*"})
 	const room, n, size = "busy", 6000, 1000
@@ -143,9 +142,7 @@ func TestSlowConsumer(t *testing.T) {
 // TestQueuesAreBoundedInBytes: a client that asks for large history pages and reads none of the
 // answers costs the server a bounded amount of memory; it simply stops being read from.
 func TestQueuesAreBoundedInBytes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("memory test skipped in -short mode")
-	}
+	servertest.Long(t, "memory test")
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit}})
 	tok := token(t, "greedy", []string{"*"})
 	publishMany(t, ts, "big-history", 4, 1000, 400) // pages of 1,000 events of ~500 bytes
@@ -186,9 +183,7 @@ func TestQueuesAreBoundedInBytes(t *testing.T) {
 // stall made the test fail on a loaded CI machine, where the reader itself was not scheduled for
 // half a second.)
 func TestSteadySlowReaderIsNotCutOff(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow reader test skipped in -short mode")
-	}
+	servertest.Long(t, "slow reader test")
 	const stall = time.Second
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit, StallTimeout: stall, MaxFrame: 128 << 10}})
 	tok := token(t, "sub", []string{"*"})

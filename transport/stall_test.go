@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/internal/servertest"
 	"github.com/roomlog/roomlog/transport"
 )
 
@@ -16,9 +17,7 @@ import (
 // is sent bye slow_consumer and closed within about the stall time of its last read, not left
 // holding a backlog it may read later.
 func TestStalledReaderIsCutAtTheStallTime(t *testing.T) {
-	if testing.Short() {
-		t.Skip("stall test skipped in -short mode")
-	}
+	servertest.Long(t, "stall test")
 	const stall = 2 * time.Second
 	ts := startServer(t, serverOpts{cfg: transport.Config{PublishRate: transport.NoRateLimit, StallTimeout: stall}, ring: 256})
 	tok := token(t, "sub", []string{"*"})

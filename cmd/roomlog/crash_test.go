@@ -123,9 +123,7 @@ func pumpKeyed(ws *websocket.Conn, n, inFlight int, next func(i int) sent, answe
 // that resending every key appends nothing twice, and that the presence of the session that was
 // joined when the server died is closed with a leave event.
 func TestKillDashNine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test skipped in -short mode")
-	}
+	servertest.Long(t, "crash test")
 	data := filepath.Join(t.TempDir(), "crash.db")
 	for round := range 3 {
 		p := startProc(t, data)

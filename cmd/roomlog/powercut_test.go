@@ -23,9 +23,7 @@ import (
 // lost. After each cut the server starts again on what is left, and every acked event is there
 // once, with its id; every event the subscriber received is there; and the chain verifies.
 func TestPowerCutCycles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("power-cut test skipped in -short mode")
-	}
+	servertest.Long(t, "power-cut test")
 	f := faultfs.MountT(t)
 	data := filepath.Join(f.Dir(), "rooms.db")
 	acked := map[sent]string{}    // every ack of every cycle
@@ -312,9 +310,7 @@ func TestServeFullDisk(t *testing.T) {
 // serveOnFaultFS starts roomlog serve on a data file on the fault-injecting file system (not in
 // -short mode).
 func serveOnFaultFS(t *testing.T) (*faultfs.FS, *serverProc) {
-	if testing.Short() {
-		t.Skip("fault test skipped in -short mode")
-	}
+	servertest.Long(t, "fault test")
 	f := faultfs.MountT(t)
 	return f, startProc(t, filepath.Join(f.Dir(), "rooms.db"))
 }

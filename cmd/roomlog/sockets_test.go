@@ -86,9 +86,7 @@ func TestSocketsAreNotHeld(t *testing.T) {
 // answered throughout, and a new one is answered again once the flood's sockets time out. It
 // never runs out of file descriptors.
 func TestFullServerKeepsServing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("flood test skipped in -short mode")
-	}
+	servertest.Long(t, "flood test")
 	cmd := []string{"--data", filepath.Join(t.TempDir(), "full.db"), "--jwt-secret", servertest.Secret, "--publish-rate", "0",
 		"--http-read-timeout", "2s", "--http-idle-timeout", "2s"}
 	t.Setenv("ROOMLOG_TEST_NOFILE", "200")

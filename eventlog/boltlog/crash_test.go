@@ -17,6 +17,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/internal/faultfs"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // The crash test runs this test binary again as a child that appends from many goroutines and
@@ -72,9 +73,7 @@ func runCrashChild() bool {
 type sentKey struct{ room, key string }
 
 func TestCrashLosesNothingAcked(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test skipped in -short mode")
-	}
+	servertest.Long(t, "crash test")
 	path := filepath.Join(t.TempDir(), "crash.db")
 	rounds := 5
 	total := 0
@@ -256,18 +255,14 @@ func runCompactChild() bool {
 }
 
 func TestCrashDuringCompaction(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test skipped in -short mode")
-	}
+	servertest.Long(t, "crash test")
 	crashDuringCompaction(t, filepath.Join(t.TempDir(), "compact.db"), nil)
 }
 
 // TestPowerCutDuringCompaction is the crash test on the fault-injecting file system, with the
 // power cut after each kill: the disk keeps only what was fsynced.
 func TestPowerCutDuringCompaction(t *testing.T) {
-	if testing.Short() {
-		t.Skip("power-cut test skipped in -short mode")
-	}
+	servertest.Long(t, "power-cut test")
 	f := faultfs.MountT(t)
 	crashDuringCompaction(t, filepath.Join(f.Dir(), "compact.db"), func() {
 		f.PowerCut()

@@ -13,15 +13,14 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // On a three-server JetStream cluster the stream is replicated three times, and killing its
 // leader under load loses no acked event: writers retry with their keys until acked, and the
 // room then holds each key's event exactly once, in order, on a chain that verifies.
 func TestClusterLeaderKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a three-server cluster")
-	}
+	servertest.Long(t, "a three-server cluster")
 	c := natstest.StartCluster(t, 3)
 	a := openNode(t, c.Servers, jetstream.Options{})
 	b := openNode(t, c.Servers, jetstream.Options{})
@@ -138,9 +137,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 // appends. (A cluster still forming refuses placement on a server it has not heard from yet,
 // "peer offline", which Open waits out: see placementSettle.)
 func TestReplicasWhileAServerIsDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a three-server cluster")
-	}
+	servertest.Long(t, "a three-server cluster")
 	c := natstest.StartCluster(t, 3)
 	c.Servers[2].Shutdown()
 	l := openNode(t, c.Servers[:2], jetstream.Options{})
@@ -155,9 +152,7 @@ func TestReplicasWhileAServerIsDown(t *testing.T) {
 // On a cluster of two, three replicas cannot be placed: after asking for a while, the stream
 // gets one.
 func TestReplicasOnTwoServers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a two-server cluster")
-	}
+	servertest.Long(t, "a two-server cluster")
 	jetstream.SetPlacementSettle(t, time.Second)
 	c := natstest.StartCluster(t, 2)
 	openNode(t, c.Servers, jetstream.Options{})
@@ -180,9 +175,7 @@ func streamReplicas(t *testing.T, servers []*natstest.Server) int {
 // node's heartbeat is read back at once: reads that must see an acked write go to the bucket's
 // leader, since the replica answering a direct get may not have the write yet.
 func TestReadsAfterWritesOnCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a three-server cluster")
-	}
+	servertest.Long(t, "a three-server cluster")
 	c := natstest.StartCluster(t, 3)
 	a := openNode(t, c.Servers[:1], jetstream.Options{})
 	b := openNode(t, c.Servers[1:2], jetstream.Options{})

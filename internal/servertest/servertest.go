@@ -121,3 +121,12 @@ func (p *Proc) Kill() {
 	p.Cmd.Process.Kill()
 	<-p.done
 }
+
+// Long skips t in -short mode: a test that starts processes or clusters, kills them, or runs for
+// seconds (what says so, in the skip message).
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("%s skipped in -short mode", what)
+	}
+}
