@@ -26,6 +26,10 @@ func PersonalRoom(user string) string { return "user:" + user }
 // ErrForbidden is the error of every refused room action: Authorize returns it as a *Refusal.
 var ErrForbidden = errors.New("forbidden")
 
+// ErrUnavailable is the error of a room action that could not be decided (the application's
+// hook did not answer in time, or answered garbage): never an allow; the client may try again.
+var ErrUnavailable = errors.New("unavailable")
+
 // Refusal is a refused room action: it wraps ErrForbidden, and Reason is the sentence the
 // client is told.
 type Refusal struct{ Reason string }

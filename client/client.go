@@ -85,7 +85,7 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("roomlog: %s: %s", e.Code, e.Message) }
 
-// Temporary reports whether retrying may succeed (rate_limited, internal).
+// Temporary reports whether retrying may succeed (rate_limited, internal, unavailable).
 func (e *Error) Temporary() bool { return wire.Temporary(e.Code) }
 
 // ErrClosed is returned by calls on a closed Client.

@@ -49,6 +49,20 @@ type Authorizer interface {
 	Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error
 }
 
+// WithSession is ctx carrying the session that asks for a room action, for an Authorizer that
+// tells the application (transport sets it for a connection's actions; HTTP requests have none).
+func WithSession(ctx context.Context, session string) context.Context {
+	return context.WithValue(ctx, sessionKey{}, session)
+}
+
+// SessionOf is the session WithSession put in ctx, or "".
+func SessionOf(ctx context.Context) string {
+	s, _ := ctx.Value(sessionKey{}).(string)
+	return s
+}
+
+type sessionKey struct{}
+
 // ErrNotJoined is returned for presence updates by a session that is not a member.
 var ErrNotJoined = errors.New("not joined")
 

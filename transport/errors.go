@@ -37,6 +37,8 @@ func refusalOf(what string, err error) refusal {
 			message = why.Reason // the code says forbidden already
 		}
 		return refusal{code: wire.CodeForbidden, status: http.StatusForbidden, message: message, outcome: "refused"}
+	case errors.Is(err, auth.ErrUnavailable):
+		return refusal{code: wire.CodeUnavailable, status: http.StatusServiceUnavailable, message: what + " could not be decided now; try again", outcome: "refused"}
 	case errors.Is(err, rooms.ErrNotJoined):
 		return refusal{code: wire.CodeNotJoined, status: http.StatusConflict, message: err.Error()}
 	case errors.Is(err, eventlog.ErrBadRoom):
@@ -91,6 +93,9 @@ func (s *Server) httpFail(w http.ResponseWriter, what, room string, err error) {
 		} else {
 			s.logger.Error("HTTP request failed", "op", what, "room", room, "err", err)
 		}
+	}
+	if r.code == wire.CodeUnavailable {
+		w.Header().Set("Retry-After", "1")
 	}
 	if what == "publish" && r.outcome != "" {
 		s.metrics.appends.WithLabelValues(r.outcome).Inc()

@@ -57,6 +57,12 @@ func (c *conn) grantsNow() auth.Grants {
 	return c.grants
 }
 
+// actionContext is the context of the connection's room actions: it names the session, for an
+// authoriser that asks the application.
+func (c *conn) actionContext() context.Context {
+	return rooms.WithSession(context.Background(), c.session)
+}
+
 // checkRoom validates the room name; false means an error was sent.
 func (c *conn) checkRoom(f *wire.ClientFrame) bool {
 	if err := eventlog.ValidRoom(f.Room); err != nil {
@@ -73,7 +79,7 @@ func (c *conn) authorized(f *wire.ClientFrame, action auth.Action, what string) 
 	if !c.checkRoom(f) {
 		return false
 	}
-	if err := c.s.hub.Authorize(context.Background(), c.grantsNow(), action, f.Room); err != nil {
+	if err := c.s.hub.Authorize(c.actionContext(), c.grantsNow(), action, f.Room); err != nil {
 		c.fail(f.Ref, f.Room, what, err)
 		return false
 	}
@@ -267,7 +273,7 @@ func (c *conn) publish(f *wire.ClientFrame) {
 	if !c.checkRoom(f) {
 		return
 	}
-	permit, err := c.s.hub.AuthorizePublish(context.Background(), c.grantsNow(), f.Room, f.Kind)
+	permit, err := c.s.hub.AuthorizePublish(c.actionContext(), c.grantsNow(), f.Room, f.Kind)
 	if err != nil { // before the rate limit: a refused publish does not spend it
 		c.fail(f.Ref, f.Room, "publish", err)
 		return
@@ -452,9 +458,9 @@ func (c *conn) refresh(f *wire.ClientFrame) {
 	joined := slices.Clone(c.order)
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())
-	// Rooms the new token no longer allows are left.
+	// Rooms the new token no longer allows are left (not those that cannot be decided now).
 	for _, room := range joined {
-		if c.s.hub.Authorize(context.Background(), g, auth.Join, room) == nil {
+		if err := c.s.hub.Authorize(c.actionContext(), g, auth.Join, room); !errors.Is(err, auth.ErrForbidden) {
 			continue
 		}
 		if rs := c.dropStream(room); rs != nil {

@@ -26,6 +26,8 @@ type Metrics struct {
 	signals       *prometheus.CounterVec
 	jsRequests    prometheus.Histogram
 	jsConflicts   prometheus.Counter
+	hookCalls     *prometheus.CounterVec
+	hookLatency   prometheus.Histogram
 }
 
 // NewMetrics returns the server's collectors, registered in a registry of their own with the Go
@@ -64,6 +66,12 @@ func NewMetrics() *Metrics {
 		jsConflicts: counter("roomlog_jetstream_conflicts_total",
 			"JetStream appends refused because another node appended to the room first (each is retried), with --nats."),
 	}
+	m.hookCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "roomlog_hook_decisions_total", Help: "Decisions of the application's hook, by action, outcome (allow, deny, unavailable) and source (asked, reused).",
+	}, []string{"action", "outcome", "source"})
+	m.hookLatency = histogram("roomlog_hook_seconds",
+		"Hook request round trips (decisions reused are not counted).", prometheus.ExponentialBuckets(0.0005, 2, 14))
+	m.registry.MustRegister(m.hookCalls, m.hookLatency)
 	m.registry.MustRegister(m.connections, m.joins, m.appends, m.appendLatency, m.commitBatch,
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
 		m.signals, m.jsRequests, m.jsConflicts,
@@ -77,6 +85,17 @@ func (m *Metrics) ObserveJetStream(took time.Duration, conflict bool) {
 	if conflict {
 		m.jsConflicts.Inc()
 	}
+}
+
+// ObserveHook is a hooks.Config.Observe hook.
+func (m *Metrics) ObserveHook(action, outcome string, took time.Duration, cached bool) {
+	source := "asked"
+	if cached {
+		source = "reused"
+	} else {
+		m.hookLatency.Observe(took.Seconds())
+	}
+	m.hookCalls.WithLabelValues(action, outcome, source).Inc()
 }
 
 // ObserveCommit is a boltlog.Options.OnCommit hook.

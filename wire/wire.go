@@ -46,14 +46,17 @@ const (
 
 // Codes of error frames, bye frames and HTTP API errors.
 const (
-	CodeBadFrame        = "bad_frame"
-	CodeFrameTooLarge   = "frame_too_large"
-	CodeBadRoom         = "bad_room"
-	CodeForbidden       = "forbidden"
-	CodeNotJoined       = "not_joined"
-	CodeConflict        = "conflict"
-	CodeRateLimited     = "rate_limited"
-	CodeInternal        = "internal"
+	CodeBadFrame      = "bad_frame"
+	CodeFrameTooLarge = "frame_too_large"
+	CodeBadRoom       = "bad_room"
+	CodeForbidden     = "forbidden"
+	CodeNotJoined     = "not_joined"
+	CodeConflict      = "conflict"
+	CodeRateLimited   = "rate_limited"
+	CodeInternal      = "internal"
+	// CodeUnavailable: the action could not be decided now (the application's hook did not
+	// answer, or not usefully); nothing was done, and trying again later may succeed.
+	CodeUnavailable     = "unavailable"
 	CodeUnauthenticated = "unauthenticated"
 	CodeTokenExpired    = "token_expired"
 	CodeSlowConsumer    = "slow_consumer"
@@ -70,7 +73,9 @@ const (
 )
 
 // Temporary reports whether a request refused with code may succeed if sent again unchanged.
-func Temporary(code string) bool { return code == CodeRateLimited || code == CodeInternal }
+func Temporary(code string) bool {
+	return code == CodeRateLimited || code == CodeInternal || code == CodeUnavailable
+}
 
 // ClientFrame holds every field any client frame may carry; Type says which apply. Pointer fields
 // tell an omitted field from an empty one where the protocol gives them different meanings

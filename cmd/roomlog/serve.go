@@ -22,6 +22,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -40,6 +41,7 @@ type serveFlags struct {
 	publishRate, signalRate                                                              *float64
 	noPoller, dev, anyAudience                                                           *bool
 	maxTokenTTL                                                                          *time.Duration
+	hook                                                                                 *hookFlags
 }
 
 func newServeCommand() (*command, *serveFlags) {
@@ -84,6 +86,7 @@ func newServeCommand() (*command, *serveFlags) {
 		logLevel:         c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error"),
 		noPoller:         c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
 		debugAddr:        c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private"),
+		hook:             addHookFlags(c),
 	}
 }
 
@@ -258,6 +261,7 @@ type serveConfig struct {
 	LogLevel                                                                    slog.Level
 	NoPoller                                                                    bool
 	DebugAddr                                                                   string
+	Hook                                                                        *hooks.Config // --hook-url: joins decided by the application
 }
 
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
@@ -284,6 +288,9 @@ func (f *serveFlags) config() (serveConfig, error) {
 	}
 	if isURL(*f.jwks) {
 		cfg.JWKSURL = *f.jwks
+	}
+	if cfg.Hook, err = f.hook.config(); err != nil {
+		return cfg, err
 	}
 	if cfg.DevMode && !loopbackAddr(cfg.Addr) && !*f.dev {
 		return cfg, fmt.Errorf("no key is configured and --addr %s is not a loopback address: development mode serves this machine only. Give --jwt-secret, --jwt-public-key or --jwks (or --dev to run development mode there anyway)", cfg.Addr)

@@ -56,7 +56,11 @@ func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, 
 	} else if err != nil {
 		return nil, err
 	}
-	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger})
+	hub, err := newHub(log, cfg, metrics, logger, nil, 0)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
 	if n, err := hub.CloseOrphans(ctx); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("closing sessions left by the last run: %v", err)
@@ -64,6 +68,19 @@ func openFile(ctx context.Context, cfg serveConfig, metrics *transport.Metrics, 
 		logger.Info("closed sessions left by an unclean stop", "sessions", n)
 	}
 	return &storage{log: log, hub: hub, where: cfg.Data}, nil
+}
+
+// newHub makes the hub on log, with the application's hook deciding joins when cfg has one.
+func newHub(log eventlog.Store, cfg serveConfig, metrics *transport.Metrics, logger *slog.Logger, relay rooms.Relay, ringSize int) (*rooms.Hub, error) {
+	opts := rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger, Relay: relay, RingSize: ringSize}
+	a, err := hookAuthorizer(cfg, metrics)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil {
+		opts.Authorizer = a
+	}
+	return rooms.NewHub(log, opts), nil
 }
 
 // jetStreamRingSize is how many recent events each active room keeps in memory on JetStream.
@@ -110,7 +127,13 @@ func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metr
 	}
 	// A member that falls behind the room's memory reads the log, which on JetStream is a round
 	// trip to the servers: keep more of each busy room in memory than on one node.
-	hub := rooms.NewHub(log, rooms.Options{Grace: orOff(cfg.Grace, rooms.NoGrace), Logger: logger, Relay: relay, RingSize: jetStreamRingSize})
+	hub, err := newHub(log, cfg, metrics, logger, relay, jetStreamRingSize)
+	if err != nil {
+		relay.Close()
+		log.Close()
+		nc.Close()
+		return nil, err
+	}
 	hubOf.Store(hub)
 	stop := func() error { relay.Close(); nc.Close(); return nil }
 	return &storage{log: log, hub: hub, where: "jetstream " + cfg.NATSStream + " on " + nc.ConnectedUrlRedacted(), stop: stop}, nil

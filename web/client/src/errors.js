@@ -2,7 +2,7 @@
 // uncertain.
 
 /** Codes a request may succeed with if sent again unchanged. */
-const TEMPORARY = new Set(['rate_limited', 'internal']);
+const TEMPORARY = new Set(['rate_limited', 'internal', 'unavailable']);
 
 /** An error frame from the server. */
 export class RoomlogError extends Error {
