@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -78,6 +79,8 @@ type Room struct {
 	// the client asked (FromSnapshot) or because a compaction removed what followed its cursor.
 	cursorTooOld bool
 	snapshot     string
+	// joinRetries counts the joins refused in a row as not decided now: the next retry's backoff.
+	joinRetries int
 }
 
 // Join joins room and returns once the server has answered. Events after the client's cursor for
@@ -295,7 +298,7 @@ func (c *Client) joined(f frame) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.live = false
+	r.live, r.joinRetries = false, 0
 	clear(r.members)
 	for _, m := range f.Members {
 		r.members[[2]string{m.User, m.Session}] = json.RawMessage(m.Presence)
@@ -334,11 +337,16 @@ func (c *Client) joined(f frame) {
 	}
 }
 
-// joinFailed handles an error answering a join: the room is not joined.
+// joinFailed handles an error answering a join: the room is not joined, or, for a temporary
+// refusal (unavailable), not yet.
 func (c *Client) joinFailed(f frame) {
 	name := strings.TrimPrefix(f.Ref, "join:")
 	r := c.room(name)
 	if r == nil {
+		return
+	}
+	if errorOf(f).Temporary() {
+		c.retryJoin(r, f.Code)
 		return
 	}
 	c.dropRoom(name)
@@ -351,6 +359,26 @@ func (c *Client) joinFailed(f frame) {
 		r.joinedErr = errorOf(f)
 		close(r.joinedCh)
 	}
+}
+
+// retryJoin sends r's join again after a backoff, on whatever connection is current then: the
+// server could not decide it now (unavailable) or was busy. Join keeps waiting meanwhile.
+func (c *Client) retryJoin(r *Room, code string) {
+	r.mu.Lock()
+	r.joinRetries++
+	wait := c.backoff(r.joinRetries)
+	r.mu.Unlock()
+	c.logger.Info("roomlog join not decided; retrying", "room", r.name, "code", code, "after", wait)
+	time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		cn, current := c.conn, c.rooms[r.name] == r
+		c.mu.Unlock()
+		if cn != nil && current && c.ctx.Err() == nil {
+			c.sendMu.Lock()
+			cn.write(r.joinFrame())
+			c.sendMu.Unlock()
+		}
+	})
 }
 
 func (r *Room) setSynced() {

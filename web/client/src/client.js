@@ -500,6 +500,7 @@ export class RoomlogClient {
       this.opts.log('roomlog does not know this cursor: events may have been missed', { room: room.name, cursor: room.cursor });
       if (room.cursor > f.head) room.cursor = f.head;
     }
+    room.joinRetries = 0;
     room.joinWaiter?.resolve();
     room.joinWaiter = null;
   }
@@ -508,6 +509,15 @@ export class RoomlogClient {
     const name = f.ref.slice('join:'.length);
     const room = this.rooms.get(name);
     if (!room) return;
+    if (new RoomlogError(f.code, f.message).temporary) {
+      // Not decided now (unavailable), or the server is busy: the same join again after a
+      // backoff, on whatever connection is current then; the application keeps waiting.
+      this.opts.log('roomlog join not decided; retrying', { room: name, code: f.code });
+      setTimeout(() => {
+        if (this.rooms.get(name) === room && this.ws && this.welcomed) this.#send(room.joinFrame());
+      }, this.#backoff(++room.joinRetries));
+      return;
+    }
     this.rooms.delete(name);
     room.left = true;
     const err = new RoomlogError(f.code, f.message);

@@ -26,6 +26,8 @@ export class Room {
     /** The id of the last event delivered. */
     this.cursor = '';
     this.acked = '';
+    /** Joins refused as not decided now (unavailable) in a row: the next retry's backoff. */
+    this.joinRetries = 0;
     /** @type {Map<string, unknown>} */
     this.members = new Map();
     /** Whether the server did not know the cursor at the latest (re)join. */
