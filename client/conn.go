@@ -287,6 +287,8 @@ func (c *Client) readLoop(cn *conn) time.Duration {
 			return time.Duration(f.ReconnectMS) * time.Millisecond
 		case wire.TypeSignal:
 			c.signal(f)
+		case wire.TypeRemoved:
+			c.removed(f)
 		case wire.TypeLeft:
 			if f.Ref == "" { // the server left the room for us (token refresh)
 				c.dropRoom(f.Room)

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -81,6 +82,8 @@ type Room struct {
 	snapshot     string
 	// joinRetries counts the joins refused in a row as not decided now: the next retry's backoff.
 	joinRetries int
+	// removed is why the server removed this session from the room ("" while a member).
+	removed string
 }
 
 // Join joins room and returns once the server has answered. Events after the client's cursor for
@@ -288,6 +291,29 @@ func (c *Client) dropRoom(name string) {
 		r.left = true
 		r.mu.Unlock()
 	}
+}
+
+// removed handles the server taking this session out of a room (an administrator removed the
+// user): the room is dropped, never rejoined by the client, and Room.Removed says why.
+func (c *Client) removed(f frame) {
+	r := c.room(f.Room)
+	if r == nil {
+		return
+	}
+	c.dropRoom(f.Room)
+	r.mu.Lock()
+	r.removed = cmp.Or(f.Reason, "removed")
+	r.mu.Unlock()
+	c.logger.Warn("roomlog removed this session from the room; it is not rejoined", "room", f.Room, "reason", f.Reason)
+}
+
+// Removed is why the server took this session out of the room (an administrator removed the
+// user: the document was unshared), or "" while it is a member. A removed room is not rejoined:
+// Join it again when the application decides to.
+func (r *Room) Removed() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed
 }
 
 // joined handles a joined frame (first join or rejoin) or the error answering a join.

@@ -197,6 +197,6 @@ func (a *appView) state(room string) clientvectors.RoomState {
 	if r == nil {
 		return a.states[room]
 	}
-	s := clientvectors.RoomState{UnknownCursor: r.UnknownCursor(), CursorTooOld: r.CursorTooOld(), Snapshot: r.Snapshot(), Cursor: r.Cursor()}
+	s := clientvectors.RoomState{UnknownCursor: r.UnknownCursor(), CursorTooOld: r.CursorTooOld(), Snapshot: r.Snapshot(), Cursor: r.Cursor(), Removed: r.Removed()}
 	return s
 }

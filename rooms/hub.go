@@ -329,6 +329,55 @@ func (h *Hub) appendLeave(ctx context.Context, room, user, session string) error
 	return err
 }
 
+// Forgetter is an Authorizer that keeps decisions for reuse: Remove has it forget the removed
+// user's decision for the room, so that a rejoin is decided afresh.
+type Forgetter interface {
+	Forget(user, room string)
+}
+
+// Remove takes every session of user out of room at once, whatever connections hold it and
+// without a grace period, and appends a leave event per session whose body says who removed it
+// and why: {"removed_by":..,"reason":..}. It returns the sessions removed. The connections of
+// those sessions must stop delivering the room themselves (the transport does, telling each).
+func (h *Hub) Remove(ctx context.Context, room, user, removedBy, reason string) ([]string, error) {
+	r := h.lock(room)
+	var removed []memberKey
+	var logged []bool
+	for key, m := range r.members {
+		if key.user != user {
+			continue
+		}
+		if m.leave != nil {
+			m.leave.Stop()
+		}
+		delete(r.members, key)
+		removed = append(removed, key)
+		logged = append(logged, !m.unlogged)
+	}
+	h.forget(r)
+	r.mu.Unlock()
+	if f, ok := h.opts.Authorizer.(Forgetter); ok {
+		f.Forget(user, room)
+	}
+	body, err := json.Marshal(map[string]string{"removed_by": removedBy, "reason": reason})
+	if err != nil {
+		return nil, err
+	}
+	sessions := make([]string, 0, len(removed))
+	for i, key := range removed {
+		sessions = append(sessions, key.session)
+		if !logged[i] {
+			continue
+		}
+		if _, err := h.log.Append(ctx, eventlog.AppendRequest{
+			Room: room, User: user, Session: key.session, Kind: eventlog.KindLeave, Body: body, System: true,
+		}); err != nil {
+			return sessions, err
+		}
+	}
+	return sessions, nil
+}
+
 // SetPresence replaces the presence state of a member session and appends a presence event.
 func (h *Hub) SetPresence(ctx context.Context, room, user, session string, state json.RawMessage) (eventlog.Event, error) {
 	r, _, m := h.member(room, user, session)

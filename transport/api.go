@@ -32,6 +32,8 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("GET /v1/backup", s.apiBackup)
 	s.mux.HandleFunc("GET /v1/rooms/{room}/snapshot", s.apiSnapshot)
 	s.mux.HandleFunc("POST /v1/rooms/{room}/compact", s.apiCompact)
+	s.mux.HandleFunc("POST /v1/rooms/{room}/members/{user}/remove", s.apiRemove)
+	s.mux.HandleFunc("POST /v1/users/{user}/disconnect", s.apiDisconnect)
 }
 
 // apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.

@@ -42,6 +42,9 @@ const (
 	TypeError    = "error"
 	TypeBye      = "bye"
 	TypeSignal   = "signal"
+	// TypeRemoved: the server took the session out of a room (an administrator removed the
+	// user); the client must not rejoin it by itself. An extension.
+	TypeRemoved = "removed"
 )
 
 // Codes of error frames, bye frames and HTTP API errors.
@@ -66,6 +69,8 @@ const (
 	CodeLimitExceeded = "limit_exceeded"
 	// CodeTooManyConnections (bye): the user holds the most connections a node allows.
 	CodeTooManyConnections = "too_many_connections"
+	// CodeDisconnected (bye): an administrator disconnected the user; the client may reconnect.
+	CodeDisconnected = "disconnected"
 
 	// HTTP API only: no such endpoint, or not for this method.
 	CodeNotFound         = "not_found"
@@ -189,6 +194,13 @@ type Bye struct {
 	Code        string `json:"code" msgpack:"code"`
 	Reason      string `json:"reason,omitempty" msgpack:"reason,omitempty"`
 	ReconnectMS int64  `json:"reconnect_ms,omitempty" msgpack:"reconnect_ms,omitempty"`
+}
+
+// Removed tells a session it is no longer a member of Room, and why (an extension).
+type Removed struct {
+	Type   string `json:"type" msgpack:"type"`
+	Room   string `json:"room" msgpack:"room"`
+	Reason string `json:"reason,omitempty" msgpack:"reason,omitempty"`
 }
 
 // Signal is an ephemeral message from a member to the room's other members (an extension of

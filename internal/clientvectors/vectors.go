@@ -88,6 +88,7 @@ type RoomState struct {
 	CursorTooOld  bool   `json:"cursor_too_old,omitempty"`
 	Snapshot      string `json:"snapshot,omitempty"`
 	Cursor        string `json:"cursor,omitempty"`
+	Removed       string `json:"removed,omitempty"` // why the server removed the session
 }
 
 // Dir is the vectors' directory, relative to the repository's root.

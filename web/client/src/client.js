@@ -441,7 +441,23 @@ export class RoomlogClient {
       if (!f.ref) this.rooms.delete(f.room); // the server left it for us (token refresh)
       this.#answer(f);
     },
+    removed: (f) => this.#removed(f),
   };
+
+  /** The server took this session out of a room (an administrator removed the user): never rejoined by itself. */
+  #removed(f) {
+    const room = this.rooms.get(f.room);
+    if (!room) return;
+    this.rooms.delete(f.room);
+    room.left = true;
+    room.removed = f.reason || 'removed';
+    this.opts.log('roomlog removed this session from the room; it is not rejoined', { room: f.room, reason: f.reason });
+    try {
+      room.onRemoved(room.removed);
+    } catch (err) {
+      this.opts.log('roomlog removed handler threw', { err: String(err) });
+    }
+  }
 
   #frame(f) {
     this.lastHeard = Date.now();

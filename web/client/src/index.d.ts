@@ -137,6 +137,8 @@ export interface JoinOptions {
   onMembers?: (members: Member[]) => void;
   /** The replay is over (at each (re)join); cursor is the room's head then. */
   onSynced?: (cursor: string) => void;
+  /** The server removed this session from the room (the document was unshared): it is not rejoined. */
+  onRemoved?: (reason: string) => void;
   /** Replay the room from its first event when there is no cursor for it. */
   fromStart?: boolean;
   /** With no cursor, start at the room's latest snapshot, then every later event (from the start without one). */
@@ -166,6 +168,8 @@ export class Room {
   snapshot: string;
   /** The latest (re)join's cursor was older than a compaction left: the replay started at the snapshot. */
   cursorTooOld: boolean;
+  /** Why the server removed this session from the room ('' while a member); a removed room is not rejoined. */
+  removed: string;
   /** The room's latest snapshot event, or null. */
   latestSnapshot(): Promise<object | null>;
   /** Sends an ephemeral signal to the other members now; false when it cannot (never queued). */

@@ -13,6 +13,9 @@ export class Room {
     this.onSignal = opts.onSignal ?? (() => {});
     this.onMembers = opts.onMembers ?? (() => {});
     this.onSynced = opts.onSynced ?? (() => {});
+    this.onRemoved = opts.onRemoved ?? (() => {});
+    /** Why the server removed this session from the room ('' while a member). */
+    this.removed = '';
     this.fromStart = !!opts.fromStart;
     /** With no cursor, start at the room's latest snapshot (then every later event). */
     this.fromSnapshot = !!opts.fromSnapshot;

@@ -106,7 +106,7 @@ async function play(v) {
 function stateOf(seen, name) {
   const r = seen.rooms[name];
   if (!r) return seen.states[name] ?? {};
-  const s = { unknown_cursor: r.unknownCursor, cursor_too_old: r.cursorTooOld, snapshot: r.snapshot, cursor: r.cursor };
+  const s = { unknown_cursor: r.unknownCursor, cursor_too_old: r.cursorTooOld, snapshot: r.snapshot, cursor: r.cursor, removed: r.removed };
   return Object.fromEntries(Object.entries(s).filter(([, x]) => x));
 }
 

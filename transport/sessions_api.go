@@ -1,0 +1,131 @@
+package transport
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/wire"
+)
+
+// Acting on live sessions (admin): removing a user from a room, disconnecting a user. Both act on
+// this node's connections.
+
+// maxReasonBytes bounds the reason an administrator gives (it is logged in leave events and sent
+// to clients).
+const maxReasonBytes = 1024
+
+// userAndReason reads the user the path names and the body's reason; false means an error was
+// written.
+func userAndReason(w http.ResponseWriter, r *http.Request) (string, string, bool) {
+	user := r.PathValue("user")
+	if err := eventlog.CheckUser(user); err != nil {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
+		return "", "", false
+	}
+	reason, ok := readReason(w, r)
+	return user, reason, ok
+}
+
+// readReason reads the body {"reason":".."} of an action on sessions; false means an error was
+// written.
+func readReason(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var in struct {
+		Reason string `json:"reason"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxReasonBytes+256))
+	if err == nil && len(body) > 0 {
+		err = json.Unmarshal(body, &in)
+	}
+	switch {
+	case err != nil:
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "the body must be {\"reason\":\"...\"}: %v", err)
+		return "", false
+	case len(in.Reason) > maxReasonBytes:
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "the reason is over %d bytes", maxReasonBytes)
+		return "", false
+	}
+	return in.Reason, true
+}
+
+// apiRemove takes a user out of a room: each of the user's connections here stops receiving the
+// room and is sent removed, and the hub appends a leave per session saying who removed it and
+// why (and forgets a reusable hook decision, so that a rejoin is decided afresh).
+func (s *Server) apiRemove(w http.ResponseWriter, r *http.Request) {
+	claims, room := s.roomAction(w, r, auth.Operate, "remove")
+	if claims == nil {
+		return
+	}
+	user, reason, ok := userAndReason(w, r)
+	if !ok {
+		return
+	}
+	conns := 0
+	for _, c := range s.connsOf(user) {
+		if c.removeFrom(room, reason) {
+			conns++
+		}
+	}
+	sessions, err := s.hub.Remove(r.Context(), room, user, claims.Subject, reason)
+	if err != nil {
+		s.httpFail(w, "remove", room, err)
+		return
+	}
+	s.logger.Info("user removed from room", "room", room, "user", user, "by", claims.Subject, "sessions", len(sessions), "connections", conns)
+	writeJSON(w, http.StatusOK, map[string]any{"room": room, "user": user, "sessions": len(sessions), "connections": conns})
+}
+
+// apiDisconnect sends every connection of a user here bye disconnected and closes it.
+func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
+	claims := s.admin(w, r)
+	if claims == nil {
+		return
+	}
+	user, reason, ok := userAndReason(w, r)
+	if !ok {
+		return
+	}
+	conns := s.connsOf(user)
+	for _, c := range conns {
+		c.shutdown(&wire.Bye{Type: wire.TypeBye, Code: wire.CodeDisconnected, Reason: reason}, websocket.ClosePolicyViolation)
+	}
+	s.logger.Info("user disconnected", "user", user, "by", claims.Subject, "connections", len(conns))
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "connections": len(conns)})
+}
+
+// connsOf lists the open, welcomed connections of user.
+func (s *Server) connsOf(user string) []*conn {
+	s.mu.Lock()
+	all := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	var out []*conn
+	for _, c := range all {
+		c.mu.Lock()
+		mine := c.welcomed && c.user == user // user is written before welcomed is set, under mu
+		c.mu.Unlock()
+		if mine {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// removeFrom ends the connection's stream of room, if it has one, and tells the client it was
+// removed; it reports whether the connection was in the room. The hub's membership is the
+// caller's to end (Hub.Remove), once for every session.
+func (c *conn) removeFrom(room, reason string) bool {
+	rs := c.dropStream(room)
+	if rs == nil {
+		return false
+	}
+	rs.end()
+	c.reply(&wire.Removed{Type: wire.TypeRemoved, Room: room, Reason: reason})
+	return true
+}
