@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -355,3 +356,64 @@ func TestSignalReachesOtherSubscribersOnly(t *testing.T) {
 type nopWaker struct{}
 
 func (nopWaker) Wake() {}
+
+// forgetful is an Authorizer that records what Remove has it forget.
+type forgetful struct {
+	mu     sync.Mutex
+	forgot []string
+}
+
+func (f *forgetful) Authorize(_ context.Context, g auth.Grants, action auth.Action, room string) error {
+	return g.Authorize(action, room)
+}
+
+func (f *forgetful) Forget(user, room string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgot = append(f.forgot, user+"@"+room)
+}
+
+// TestRemove: Remove takes every session of the user out of the room at once (one held by two
+// connections, one in its grace period), appends a leave per session naming who removed it and
+// why, leaves other users and rooms alone, and has the Authorizer forget its decision.
+func TestRemove(t *testing.T) {
+	l := openLog(t)
+	a := &forgetful{}
+	h := rooms.NewHub(l, rooms.Options{Grace: time.Hour, Authorizer: a})
+	ctx := context.Background()
+	defer h.Close(ctx)
+	h.Join(ctx, "doc", "bob", "phone", nil)
+	h.Join(ctx, "doc", "bob", "phone", nil) // a second connection of the session
+	h.Join(ctx, "doc", "bob", "laptop", nil)
+	h.Leave(ctx, "doc", "bob", "laptop", false) // dropped: in its grace period
+	h.Join(ctx, "doc", "ann", "desk", nil)
+	h.Join(ctx, "other", "bob", "phone", nil)
+	sessions, err := h.Remove(ctx, "doc", "bob", "ops", "unshared")
+	if err != nil || len(sessions) != 2 {
+		t.Fatalf("removed %v, %v; want two sessions", sessions, err)
+	}
+	if m := h.Members("doc"); len(m) != 1 || m[0].User != "ann" {
+		t.Fatalf("members after the removal: %+v", m)
+	}
+	if m := h.Members("other"); len(m) != 1 {
+		t.Fatalf("the other room lost its member: %+v", m)
+	}
+	evs, _ := l.ReadAfter(ctx, "doc", eventlog.ID{}, 100)
+	var bodies []string
+	for _, e := range evs {
+		if e.Kind == eventlog.KindLeave {
+			bodies = append(bodies, e.Session+" "+string(e.Body))
+		}
+	}
+	slices.Sort(bodies)
+	want := []string{`laptop {"reason":"unshared","removed_by":"ops"}`, `phone {"reason":"unshared","removed_by":"ops"}`}
+	if !slices.Equal(bodies, want) {
+		t.Fatalf("leaves %q, want %q", bodies, want)
+	}
+	if !slices.Equal(a.forgot, []string{"bob@doc"}) {
+		t.Fatalf("forgot %v", a.forgot)
+	}
+	if err := h.Leave(ctx, "doc", "bob", "phone", true); !errors.Is(err, rooms.ErrNotJoined) {
+		t.Fatalf("leave after removal: %v, want ErrNotJoined", err)
+	}
+}
