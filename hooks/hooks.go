@@ -1,8 +1,9 @@
 // Package hooks puts the application's backend in the loop of room actions: for rooms it covers,
 // a join is decided by asking the application over HTTP (a signed JSON request, answered with
 // allow or deny, write or not, and how long the decision may be reused), not by the token's room
-// claims. An Authorizer plugs into rooms.Hub as its Authorizer, the one place room actions are
-// decided. It fails closed: no answer in time, a non-200 status or an answer that does not decode
+// claims; with Config.Publish, every event published there is checked by the application too
+// before it is appended. An Authorizer plugs into rooms.Hub as its Authorizer, the one place room
+// actions are decided. It fails closed: no answer in time, a non-200 status or an answer that does not decode
 // is auth.ErrUnavailable, never an allow.
 package hooks
 
@@ -52,6 +53,10 @@ type Config struct {
 	// Rooms are the patterns of the rooms the hook decides; others are decided by the token's
 	// claims alone. Empty: every room ("*").
 	Rooms []string
+	// Publish asks the hook about every event published in its rooms too, before it is
+	// appended (a per-event validation): action "publish" with the kind and body, answered
+	// allow or deny. Without it a publish needs only the join decision's write.
+	Publish bool
 	// CacheSize bounds the decisions kept for reuse (their ttl_ms); past it the oldest go first.
 	// Zero or less: 100,000.
 	CacheSize int
@@ -72,7 +77,11 @@ type Authorizer struct {
 	cache *cache
 }
 
-var _ rooms.Authorizer = (*Authorizer)(nil)
+var (
+	_ rooms.Authorizer     = (*Authorizer)(nil)
+	_ rooms.PublishChecker = (*Authorizer)(nil)
+	_ rooms.Forgetter      = (*Authorizer)(nil)
+)
 
 // New checks cfg and returns its Authorizer.
 func New(cfg Config) (*Authorizer, error) {
@@ -143,6 +152,39 @@ func (a *Authorizer) Authorize(ctx context.Context, g auth.Grants, action auth.A
 	return nil
 }
 
+// CheckPublish implements rooms.PublishChecker: with Config.Publish, an event published in the
+// hook's rooms is appended only when the application allows it.
+func (a *Authorizer) CheckPublish(ctx context.Context, g auth.Grants, room, kind string, body json.RawMessage) error {
+	if !a.cfg.Publish || !a.Covers(room) {
+		return nil
+	}
+	req := PublishRequest{Action: "publish", User: g.User, Session: rooms.SessionOf(ctx), Room: room, Kind: cmp.Or(kind, eventlog.KindMessage), Body: body}
+	start := time.Now()
+	d, err := a.ask(ctx, &req)
+	took := time.Since(start)
+	if err != nil {
+		if a.cfg.Observe != nil {
+			a.cfg.Observe("publish", "unavailable", took, false)
+		}
+		return err
+	}
+	a.observe("publish", d, took, false)
+	if !d.Allow {
+		return &auth.Refusal{Reason: cmp.Or(d.Reason, fmt.Sprintf("the application refused this event in %q", room))}
+	}
+	return nil
+}
+
+// PublishRequest is the body of a publish request (Config.Publish).
+type PublishRequest struct {
+	Action  string          `json:"action"` // "publish"
+	User    string          `json:"user"`
+	Session string          `json:"session"`
+	Room    string          `json:"room"`
+	Kind    string          `json:"kind"`
+	Body    json.RawMessage `json:"body,omitempty"`
+}
+
 // Forget drops the reusable decision for user in room, so that the next action is decided afresh.
 func (a *Authorizer) Forget(user, room string) { a.cache.forget(cacheKey{user, room}) }
 
@@ -199,8 +241,9 @@ func (a *Authorizer) observe(action string, d Decision, took time.Duration, cach
 	a.cfg.Observe(action, outcome, took, cached)
 }
 
-// ask sends req and decodes the answer; every failure wraps auth.ErrUnavailable.
-func (a *Authorizer) ask(ctx context.Context, req *JoinRequest) (Decision, error) {
+// ask sends req (a JoinRequest or a PublishRequest) and decodes the answer; every failure wraps
+// auth.ErrUnavailable.
+func (a *Authorizer) ask(ctx context.Context, req any) (Decision, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return Decision{}, unavailable("encoding the request: %v", err)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/rooms"
 )
@@ -260,4 +262,75 @@ func FuzzDecodeDecision(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", b, d)
 		}
 	})
+}
+
+// TestPublishHook: with Publish set, every event published in the hook's rooms through a real
+// hub is shown to the application (kind and body) and appended only when it allows it; a refusal
+// carries its reason, a failing hook is unavailable, and nothing is appended for either. Rooms
+// outside the hook are not asked.
+func TestPublishHook(t *testing.T) {
+	var published atomic.Int64
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if hooks.Verify(secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
+			http.Error(w, "bad signature", 401)
+			return
+		}
+		var req hooks.PublishRequest
+		json.Unmarshal(body, &req)
+		switch {
+		case req.Action == "join":
+			io.WriteString(w, `{"allow":true,"write":true,"ttl_ms":60000}`)
+		case req.Session != "phone" || req.Kind != "message":
+			io.WriteString(w, `{"allow":false,"reason":"who is this?"}`)
+		case strings.Contains(string(req.Body), "swear"):
+			published.Add(1)
+			io.WriteString(w, `{"allow":false,"reason":"mind your language"}`)
+		case strings.Contains(string(req.Body), "crash"):
+			w.WriteHeader(500)
+		default:
+			published.Add(1)
+			io.WriteString(w, `{"allow":true}`)
+		}
+	}))
+	defer b.Close()
+	a := newAuthorizer(t, b.URL, func(c *hooks.Config) { c.Publish = true })
+	l := memlog.New(memlog.Options{})
+	defer l.Close()
+	h := rooms.NewHub(l, rooms.Options{Authorizer: a})
+	defer h.Close(context.Background())
+	publish := func(room, body string) error {
+		t.Helper()
+		p, err := h.AuthorizePublish(ctx(), alice, room, "")
+		if err != nil {
+			return err
+		}
+		pending, err := h.Publish(p, eventlog.AppendRequest{Room: room, Body: json.RawMessage(body)})
+		if err != nil {
+			return err
+		}
+		_, err = pending.Wait(context.Background())
+		return err
+	}
+	if err := publish("doc:1", `{"text":"hello"}`); err != nil {
+		t.Fatal(err)
+	}
+	var refusal *auth.Refusal
+	if err := publish("doc:1", `{"text":"swear"}`); !errors.As(err, &refusal) || refusal.Reason != "mind your language" {
+		t.Errorf("a refused event: %v", err)
+	}
+	if err := publish("doc:1", `{"text":"crash"}`); !errors.Is(err, auth.ErrUnavailable) {
+		t.Errorf("a failing hook: %v, want unavailable", err)
+	}
+	if err := publish("chat:1", `{"text":"swear"}`); err != nil { // not the hook's room
+		t.Errorf("chat: %v", err)
+	}
+	if n := published.Load(); n != 2 {
+		t.Errorf("the application saw %d events, want 2 (not the other room's)", n)
+	}
+	for room, want := range map[string]int{"doc:1": 1, "chat:1": 1} {
+		if evs, _ := l.ReadAfter(context.Background(), room, eventlog.ID{}, 10); len(evs) != want {
+			t.Errorf("%s holds %d events, want %d", room, len(evs), want)
+		}
+	}
 }

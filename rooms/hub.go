@@ -229,6 +229,8 @@ func (h *Hub) Join(ctx context.Context, room, user, session string, presence jso
 // rate on it, and nothing is appended undecided. The zero Permit allows nothing.
 type Permit struct {
 	user, room, kind string
+	grants           auth.Grants // for a PublishChecker
+	session          string
 }
 
 // AuthorizePublish decides whether the holder of g may publish an event of kind to room
@@ -237,7 +239,7 @@ func (h *Hub) AuthorizePublish(ctx context.Context, g auth.Grants, room, kind st
 	if err := h.Authorize(ctx, g, auth.PublishAction(kind), room); err != nil {
 		return Permit{}, err
 	}
-	return Permit{user: g.User, room: room, kind: kind}, nil
+	return Permit{user: g.User, room: room, kind: kind, grants: g, session: SessionOf(ctx)}, nil
 }
 
 // Publish appends a client's event under p: the one way clients publish, over the WebSocket and
@@ -250,7 +252,20 @@ func (h *Hub) Publish(p Permit, req eventlog.AppendRequest) (*eventlog.Pending, 
 		return nil, &auth.Refusal{Reason: fmt.Sprintf("no permit to publish %q events to %q", req.Kind, req.Room)}
 	}
 	req.User, req.System = p.user, false
+	if c, ok := h.opts.Authorizer.(PublishChecker); ok {
+		ctx := WithSession(context.Background(), p.session) // the checker bounds its own time
+		if err := c.CheckPublish(ctx, p.grants, req.Room, req.Kind, req.Body); err != nil {
+			return nil, err
+		}
+	}
 	return h.log.AppendAsync(req), nil
+}
+
+// PublishChecker is an Authorizer that also checks each event before Publish appends it (the
+// application's per-event hook). CheckPublish returns nil, an error wrapping ErrForbidden, or
+// one wrapping auth.ErrUnavailable when it cannot decide; it bounds its own time.
+type PublishChecker interface {
+	CheckPublish(ctx context.Context, g auth.Grants, room, kind string, body json.RawMessage) error
 }
 
 // Authorize decides whether the holder of g may take action on room: the one place every room

@@ -13,6 +13,7 @@ import (
 type hookFlags struct {
 	url, secret, rooms *string
 	timeout            *time.Duration
+	publish            *bool
 }
 
 func addHookFlags(c *command) *hookFlags {
@@ -21,21 +22,22 @@ func addHookFlags(c *command) *hookFlags {
 		secret:  c.String("hook-secret", "ROOMLOG_HOOK_SECRET", "", "the secret that signs hook requests (at least 32 bytes); required with --hook-url"),
 		rooms:   c.String("hook-rooms", "ROOMLOG_HOOK_ROOMS", "*", "comma-separated room patterns the hook decides; the token's room claims decide the others"),
 		timeout: c.Duration("hook-timeout", "ROOMLOG_HOOK_TIMEOUT", hooks.DefaultTimeout, "how long a hook request may take; past it the action is refused as unavailable"),
+		publish: c.Bool("hook-publish", "ROOMLOG_HOOK_PUBLISH", false, "also ask the hook about every event published in --hook-rooms, before it is appended"),
 	}
 }
 
 // config is the hook's configuration, nil without --hook-url; its Observe is left to the server.
 func (f *hookFlags) config() (*hooks.Config, error) {
 	if *f.url == "" {
-		if *f.secret != "" {
-			return nil, errors.New("--hook-secret without --hook-url")
+		if *f.secret != "" || *f.publish {
+			return nil, errors.New("--hook-secret and --hook-publish need --hook-url")
 		}
 		return nil, nil
 	}
 	if *f.timeout <= 0 {
 		return nil, errors.New("--hook-timeout must be positive")
 	}
-	cfg := &hooks.Config{URL: *f.url, Secret: []byte(*f.secret), Timeout: *f.timeout, Rooms: splitList(*f.rooms)}
+	cfg := &hooks.Config{URL: *f.url, Secret: []byte(*f.secret), Timeout: *f.timeout, Rooms: splitList(*f.rooms), Publish: *f.publish}
 	if _, err := hooks.New(*cfg); err != nil { // checked here, so a bad flag is a usage error
 		return nil, fmt.Errorf("--hook-url, --hook-secret or --hook-rooms: %v", err)
 	}
