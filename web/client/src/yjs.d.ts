@@ -15,6 +15,8 @@ export interface ProviderOptions {
   presence?: unknown;
   onEvent?: (event: Event) => void;
   onMembers?: (members: Member[]) => void;
+  /** The server removed this session from the document's room (it was unshared): it is not rejoined. */
+  onRemoved?: (reason: string) => void;
   log?: (msg: string, fields?: object) => void;
 }
 
@@ -24,6 +26,8 @@ export class RoomlogProvider {
   readonly cursor: string;
   /** Events of the room the document has seen (all kinds). */
   readonly events: number;
+  /** Why the server removed this session from the document's room ('' while a member). */
+  readonly removed: string;
   readonly synced: boolean;
   /** Loads the saved document and its pending edits, then starts joining; resolves once loaded (offline too). */
   start(): Promise<this>;

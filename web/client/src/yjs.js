@@ -39,6 +39,7 @@ export class RoomlogProvider {
    * @param {number} [opts.snapshotIdle] or after this many ms without events, once 50 have come, default 5000
    * @param {(ev: import('./index.js').Event) => void} [opts.onEvent] after each event of the room is applied
    * @param {(members: {user: string, session: string, presence: unknown}[]) => void} [opts.onMembers]
+   * @param {(reason: string) => void} [opts.onRemoved] the server removed this session from the room (the document was unshared)
    * @param {(msg: string, fields?: object) => void} [opts.log]
    */
   constructor(client, room, doc, opts = {}) {
@@ -57,6 +58,9 @@ export class RoomlogProvider {
     this.idleTimer = null;
     this.onEvent = opts.onEvent ?? (() => {});
     this.onMembers = opts.onMembers ?? (() => {});
+    this.onRemoved = opts.onRemoved ?? (() => {});
+    /** Why the server removed this session from the document's room ('' while a member). */
+    this.removed = '';
     this.log = opts.log ?? ((msg, fields) => client.log(msg, fields));
     this.stateKey = `yjs:${room}`;
     /** The id of the last event applied to the document. */
@@ -121,6 +125,10 @@ export class RoomlogProvider {
       onSignal: (sig) => this.#signal(sig),
       onSynced: () => this.#synced(),
       onMembers: (members) => this.#members(members),
+      onRemoved: (reason) => {
+        this.removed = reason;
+        this.onRemoved(reason);
+      },
     });
     this.joining.then(
       (room) => (this.room = room),

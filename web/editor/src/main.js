@@ -2,7 +2,7 @@
 // by Yjs over roomlog. The document and unsent edits live in IndexedDB (one store per tab slot,
 // see claimTab), so the page works offline and across reloads. In development mode the page
 // gets its token from /dev/token; otherwise pass one as #token=<JWT>.
-import { EditorState } from '@codemirror/state';
+import { Compartment, EditorState } from '@codemirror/state';
 import { EditorView, keymap, drawSelection } from '@codemirror/view';
 import { defaultKeymap } from '@codemirror/commands';
 import * as Y from 'yjs';
@@ -133,11 +133,21 @@ async function main() {
   sanitizeAwareness(awareness); // first, so it runs before the cursors plugin's listener
   const { color, light } = colour(user);
   awareness.setLocalStateField('user', { name: user, color, colorLight: light });
+  const editable = new Compartment();
+  let view = null; // made once the document is loaded
+  // Removed from the document (it was unshared): say so plainly, and take no more edits.
+  const unshared = (reason) => {
+    showError(`This document is no longer shared with you${reason && reason !== 'removed' ? `: ${reason}` : ''}.`);
+    view?.dispatch({ effects: editable.reconfigure(EditorView.editable.of(false)) });
+    $('members').replaceChildren(); // no longer among them
+    document.body.setAttribute('data-removed', 'true');
+  };
   const provider = new RoomlogProvider(client, docName, doc, {
     awareness,
     presence: { name: user },
     onEvent: () => ($('events').textContent = `${provider.events} events`),
     onMembers: (members) => renderMembers(members, tab.session),
+    onRemoved: (reason) => unshared(reason),
   });
   window.roomlog.provider = provider;
   client.start().catch((err) => showError(String(err.message ?? err)));
@@ -146,7 +156,7 @@ async function main() {
 
   const ytext = doc.getText('text');
   const undoManager = new Y.UndoManager(ytext);
-  new EditorView({
+  view = new EditorView({
     parent: $('editor'),
     state: EditorState.create({
       doc: ytext.toString(),
@@ -155,9 +165,11 @@ async function main() {
         drawSelection(),
         EditorView.lineWrapping,
         yCollab(ytext, awareness, { undoManager }),
+        editable.of(EditorView.editable.of(true)),
       ],
     }),
   });
+  if (provider.removed) unshared(provider.removed);
   addEventListener('pagehide', () => provider.save());
   provider.whenSynced().then(() => document.body.setAttribute('data-synced', 'true'));
 }

@@ -65,11 +65,34 @@ async function typeAtEnd(page, s, delay = 0) {
 
 /** The room's Yjs updates as roomlog replay prints them, through the running server. */
 function replayUpdates(doc) {
-  const secret = readFileSync(`${data}.dev-secret`, 'utf8').trim();
-  const admin = execFileSync(bin, ['token', '--secret', secret, '--sub', 'auditor', '--admin'], { encoding: 'utf8' }).trim();
+  const admin = adminToken();
   const out = execFileSync(bin, ['replay', '--server', `http://127.0.0.1:${port}`, '--token', admin, '--room', doc, '--kind', 'yjs', '--format', 'jsonl'], { encoding: 'utf8' });
   return out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 }
+
+/** An admin token of the development server. */
+function adminToken() {
+  const secret = readFileSync(`${data}.dev-secret`, 'utf8').trim();
+  return execFileSync(bin, ['token', '--secret', secret, '--sub', 'ops', '--admin'], { encoding: 'utf8' }).trim();
+}
+
+test('a person removed from the document (unshared) is told so plainly, and the editor takes no more edits', { skip }, async () => {
+  const a = await person('doc:unshare');
+  try {
+    await typeAtEnd(a.page, 'before');
+    const user = await a.page.evaluate(() => sessionStorage.getItem('roomlog:user'));
+    const res = await fetch(`http://127.0.0.1:${port}/v1/rooms/doc:unshare/members/${encodeURIComponent(user)}/remove`, {
+      method: 'POST', headers: { authorization: `Bearer ${adminToken()}` }, body: JSON.stringify({ reason: 'the owner stopped sharing it' }),
+    });
+    assert.equal(res.status, 200, await res.text());
+    await a.page.waitForSelector('body[data-removed]', { timeout: 10000 });
+    assert.equal(await a.page.textContent('#error'), 'This document is no longer shared with you: the owner stopped sharing it.');
+    assert.equal(await a.page.getAttribute('.cm-content', 'contenteditable'), 'false');
+    await a.page.screenshot({ path: join(artifacts, 'editor-unshared.png') });
+  } finally {
+    await a.context.close();
+  }
+});
 
 test('the page shows the text, who is here and the connection state', { skip }, async () => {
   const a = await person('doc:look');
