@@ -60,8 +60,9 @@ type Options struct {
 	// than the server's key retention (welcome's key_retention_ms, 24 h by default): the server
 	// may have forgotten their keys, so a resend could append one a second time. Whether each
 	// reached the log is unknown; the application decides (look for it in the room's history,
-	// ask the user, publish it again). Their Publish or Wait, if still waiting, returns an error
-	// wrapping ErrDeliveryUncertain. When nil, each is logged as a warning and dropped.
+	// ask the user, publish it again). Their Publish or Wait, if still waiting, then returns an
+	// error wrapping ErrDeliveryUncertain (Uncertain is called first). When nil, each is logged
+	// as a warning and dropped.
 	Uncertain func(Outgoing)
 }
 

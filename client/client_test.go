@@ -519,10 +519,11 @@ func TestOutboxPastTheKeyRetention(t *testing.T) {
 		t.Fatalf("a publish older than the key retention: %v, want ErrDeliveryUncertain", err)
 	}
 	mu.Lock()
-	if len(handed) != 1 || handed[0].Key != stale.Key() || string(handed[0].Body) != `"stale"` {
-		t.Fatalf("handed back %+v", handed)
-	}
+	got := slices.Clone(handed)
 	mu.Unlock()
+	if len(got) != 1 || got[0].Key != stale.Key() || string(got[0].Body) != `"stale"` {
+		t.Fatalf("handed back %+v", got)
+	}
 	if c.Pending() != 0 {
 		t.Fatalf("%d publishes still pending", c.Pending())
 	}

@@ -207,14 +207,15 @@ func (c *Client) handBackUncertain(retention time.Duration) {
 		if err := c.store.RemoveOutgoing(p.o.Key); err != nil {
 			c.logger.Warn("roomlog cannot update the outbox", "err", err)
 		}
-		p.done <- result{err: fmt.Errorf("%w: publish %s to %q is older than the server's key retention (%s); it may be in the log or not",
-			ErrDeliveryUncertain, p.o.Key, p.o.Room, retention)}
+		// Uncertain first: the application has been told by the time the publish's Wait returns.
 		if c.opts.Uncertain != nil {
 			c.opts.Uncertain(p.o)
 		} else {
 			c.logger.Warn("roomlog dropped a publish older than the server's key retention: it may be in the log or not",
 				"room", p.o.Room, "key", p.o.Key, "body_bytes", len(p.o.Body), "retention", retention)
 		}
+		p.done <- result{err: fmt.Errorf("%w: publish %s to %q is older than the server's key retention (%s); it may be in the log or not",
+			ErrDeliveryUncertain, p.o.Key, p.o.Room, retention)}
 	}
 }
 
