@@ -159,16 +159,10 @@ func (a *Authorizer) CheckPublish(ctx context.Context, g auth.Grants, room, kind
 		return nil
 	}
 	req := PublishRequest{Action: "publish", User: g.User, Session: rooms.SessionOf(ctx), Room: room, Kind: cmp.Or(kind, eventlog.KindMessage), Body: body}
-	start := time.Now()
-	d, err := a.ask(ctx, &req)
-	took := time.Since(start)
+	d, err := a.askObserved(ctx, req.Action, &req)
 	if err != nil {
-		if a.cfg.Observe != nil {
-			a.cfg.Observe("publish", "unavailable", took, false)
-		}
 		return err
 	}
-	a.observe("publish", d, took, false)
 	if !d.Allow {
 		return &auth.Refusal{Reason: cmp.Or(d.Reason, fmt.Sprintf("the application refused this event in %q", room))}
 	}
@@ -214,20 +208,26 @@ func (a *Authorizer) decide(ctx context.Context, g auth.Grants, room string) (De
 		return d, nil
 	}
 	req := JoinRequest{Action: "join", User: g.User, Session: rooms.SessionOf(ctx), Room: room, Claims: claimsOf(g)}
-	start := time.Now()
-	d, err := a.ask(ctx, &req)
-	took := time.Since(start)
+	d, err := a.askObserved(ctx, req.Action, &req)
 	if err != nil {
-		if a.cfg.Observe != nil {
-			a.cfg.Observe("join", "unavailable", took, false)
-		}
 		return Decision{}, err
 	}
-	a.observe("join", d, took, false)
 	if ttl := min(time.Duration(d.TTLMS)*time.Millisecond, MaxTTL); ttl > 0 {
 		a.cache.put(key, d, now.Add(ttl))
 	}
 	return d, nil
+}
+
+// askObserved asks the application (ask) and tells Config.Observe the outcome.
+func (a *Authorizer) askObserved(ctx context.Context, action string, req any) (Decision, error) {
+	start := time.Now()
+	d, err := a.ask(ctx, req)
+	if err != nil && a.cfg.Observe != nil {
+		a.cfg.Observe(action, "unavailable", time.Since(start), false)
+	} else if err == nil {
+		a.observe(action, d, time.Since(start), false)
+	}
+	return d, err
 }
 
 func (a *Authorizer) observe(action string, d Decision, took time.Duration, cached bool) {
