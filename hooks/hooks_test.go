@@ -273,7 +273,7 @@ func TestPublishHook(t *testing.T) {
 	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if hooks.Verify(secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
-			http.Error(w, "bad signature", 401)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}
 		var req hooks.PublishRequest
