@@ -79,9 +79,25 @@ func (c *Claims) Expiry() time.Time {
 // Verifier checks tokens against the configured keys. Its JWKS keys can be replaced while it is
 // in use (SetJWKS), for identity providers that rotate their keys.
 type Verifier struct {
-	cfg   Config
-	pem   []verificationKey // from Config.PublicKeys, fixed
-	state atomic.Pointer[keyState]
+	cfg         Config
+	pem         []verificationKey // from Config.PublicKeys, fixed
+	state       atomic.Pointer[keyState]
+	revocations atomic.Pointer[Revocations] // nil: none
+}
+
+// Revocations says whether a verified token has been revoked since it was issued.
+type Revocations interface {
+	Revoked(c *Claims) bool
+}
+
+// SetRevocations makes Verify refuse the tokens r says are revoked (ErrTokenRevoked).
+func (v *Verifier) SetRevocations(r Revocations) { v.revocations.Store(&r) }
+
+// Revoked reports whether c, verified earlier, has been revoked since (a live connection's
+// token).
+func (v *Verifier) Revoked(c *Claims) bool {
+	r := v.revocations.Load()
+	return r != nil && (*r).Revoked(c)
 }
 
 // keyState is the key set and the parser accepting its algorithms, swapped as one.
@@ -98,6 +114,7 @@ type verificationKey struct {
 // Errors of Verify, for choosing the bye code.
 var (
 	ErrTokenExpired = errors.New("token expired")
+	ErrTokenRevoked = errors.New("token revoked")
 	ErrBadToken     = errors.New("token refused")
 )
 
@@ -207,7 +224,8 @@ func algorithmOf(k crypto.PublicKey) string {
 	return ""
 }
 
-// Verify parses and checks a token. The error wraps ErrTokenExpired or ErrBadToken.
+// Verify parses and checks a token. The error wraps ErrTokenExpired, ErrTokenRevoked or
+// ErrBadToken.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	st := v.state.Load()
 	var c Claims
@@ -222,6 +240,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if err := v.checkLifetime(&c); err != nil {
 		return nil, err
+	}
+	if v.Revoked(&c) {
+		return nil, fmt.Errorf("%w: the token of %q was revoked", ErrTokenRevoked, c.Subject)
 	}
 	return &c, nil
 }
@@ -347,6 +368,7 @@ type TokenSpec struct {
 	TTL           time.Duration
 	Issuer        string
 	Audience      string
+	ID            string // the jti claim, by which the token can be revoked alone
 }
 
 // NewToken signs an HS256 token with secret: what `roomlog token` prints and tests use.
@@ -360,7 +382,7 @@ func NewToken(secret []byte, s TokenSpec) (string, error) {
 	now := time.Now()
 	c := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
-			Subject: s.Subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.TTL)), Issuer: s.Issuer,
+			Subject: s.Subject, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.TTL)), Issuer: s.Issuer, ID: s.ID,
 		},
 		Rooms: s.Rooms, ReadRooms: s.ReadRooms, SnapshotRooms: s.SnapshotRooms, Admin: s.Admin,
 	}

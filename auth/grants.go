@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/roomlog/roomlog/eventlog"
 )
@@ -18,6 +19,14 @@ type Grants struct {
 	SnapshotRooms []string
 	Admin         bool // the history and audit HTTP API over every room, and compaction
 }
+
+// SystemRoomPrefix starts the rooms the server keeps for itself (the token revocations): no
+// client joins or publishes there, whatever its claims or the application's hook say; admins
+// may read them.
+const SystemRoomPrefix = "_roomlog/"
+
+// IsSystemRoom reports whether room is one of the server's own.
+func IsSystemRoom(room string) bool { return strings.HasPrefix(room, SystemRoomPrefix) }
 
 // PersonalRoom is the room every user may read without a claim: a backend publishes there to
 // reach all of that user's devices.

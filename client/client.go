@@ -121,7 +121,8 @@ type Client struct {
 	outbox    []*pending // in key order
 	calls     map[string]chan frame
 	refSeq    int
-	conns     int // connections made, the first included
+	conns     int   // connections made, the first included
+	stopErr   error // why the client stopped by itself (Err)
 }
 
 // Reconnects is the number of times the client has connected again after the first connection.
@@ -190,6 +191,15 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	return c, nil
 }
 
+// Err is why the client stopped by itself (a revoked token its Token callback gave again,
+// wrapping ErrRefused and an *Error with code token_revoked), or nil. Once it stopped, calls
+// fail with ErrClosed; Close it.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopErr
+}
+
 // User is the user id the server welcomed this client as.
 func (c *Client) User() string {
 	c.mu.Lock()
@@ -238,6 +248,17 @@ func (c *Client) run(first *conn) {
 		cn, err = c.connect(c.ctx)
 		if err != nil {
 			if c.ctx.Err() != nil {
+				return
+			}
+			var refusal *Error
+			if errors.As(err, &refusal) && refusal.Code == wire.CodeTokenRevoked {
+				// The token callback was asked for this connection's token, and it is revoked
+				// too: the application must sign the user in again. Stop, and say why.
+				c.logger.Error("roomlog stopped: the token is revoked", "err", err)
+				c.mu.Lock()
+				c.stopErr = err
+				c.mu.Unlock()
+				c.cancel()
 				return
 			}
 			attempt++

@@ -49,6 +49,7 @@ type appView struct {
 	rooms     map[string]*client.Room
 	states    map[string]clientvectors.RoomState
 	refused   string
+	stopped   string
 }
 
 func playVector(t *testing.T, url string, v *clientvectors.Vector, player *clientvectors.Player) *appView {
@@ -89,6 +90,10 @@ func playVector(t *testing.T, url string, v *clientvectors.Vector, player *clien
 	}
 	waitPlayed(t, player, v.Name)
 	seen.waitDelivered(v.Expect.Delivered)
+	var stop *client.Error
+	if errors.As(c.Err(), &stop) {
+		seen.stopped = stop.Code
+	}
 	return seen
 }
 
@@ -161,8 +166,8 @@ func (a *appView) waitDelivered(want map[string][]string) {
 func (a *appView) check(t *testing.T, v *clientvectors.Vector) {
 	t.Helper()
 	want := v.Expect
-	if a.refused != want.Refused {
-		t.Errorf("refused %q, want %q", a.refused, want.Refused)
+	if a.refused != want.Refused || a.stopped != want.Stopped {
+		t.Errorf("refused %q and stopped %q, want %q and %q", a.refused, a.stopped, want.Refused, want.Stopped)
 	}
 	a.mu.Lock()
 	for room, ids := range want.Delivered {

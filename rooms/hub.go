@@ -272,6 +272,9 @@ type PublishChecker interface {
 // action is decided, over the WebSocket and the HTTP API alike (Options.Authorizer, or the
 // grants alone). It returns nil, or an error wrapping ErrForbidden that says why not.
 func (h *Hub) Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error {
+	if auth.IsSystemRoom(room) && action != auth.Operate && (action != auth.Read || !g.Admin) {
+		return &auth.Refusal{Reason: fmt.Sprintf("%q is one of the server's own rooms", room)}
+	}
 	if h.opts.Authorizer != nil {
 		return h.opts.Authorizer.Authorize(ctx, g, action, room)
 	}

@@ -34,6 +34,10 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("POST /v1/rooms/{room}/compact", s.apiCompact)
 	s.mux.HandleFunc("POST /v1/rooms/{room}/members/{user}/remove", s.apiRemove)
 	s.mux.HandleFunc("POST /v1/users/{user}/disconnect", s.apiDisconnect)
+	if s.cfg.Revocations != nil {
+		s.mux.HandleFunc("POST /v1/tokens/revoke", s.apiRevoke)
+		s.mux.HandleFunc("GET /v1/tokens/revoked", s.apiRevoked)
+	}
 }
 
 // apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.
@@ -186,12 +190,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *auth.Clai
 	claims, err := s.auth.Verify(token)
 	if err != nil {
 		s.metrics.authFailures.Inc()
-		code := wire.CodeUnauthenticated
-		if errors.Is(err, auth.ErrTokenExpired) {
-			code = wire.CodeTokenExpired
-		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
-		writeAPIError(w, http.StatusUnauthorized, code, "%v", err)
+		writeAPIError(w, http.StatusUnauthorized, tokenCode(err), "%v", err)
 		return nil
 	}
 	return claims

@@ -66,6 +66,7 @@ type conn struct {
 
 	// Under mu: the session.
 	grants        auth.Grants
+	claims        *auth.Claims // the token's, for revocations; set with grants
 	welcomed      bool
 	holdsUserSlot bool // counted in the server's connections of c.user
 	timers        sessionTimers

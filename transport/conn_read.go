@@ -9,7 +9,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/wire"
@@ -322,11 +321,7 @@ func (c *conn) tooLarge(ref string) {
 func (c *conn) hello(f *wire.ClientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
-		code := wire.CodeUnauthenticated
-		if errors.Is(err, auth.ErrTokenExpired) {
-			code = wire.CodeTokenExpired
-		}
-		c.refuseHello(code, err.Error())
+		c.refuseHello(tokenCode(err), err.Error())
 		return
 	}
 	if reason := checkSession(f.Session); reason != "" {
@@ -348,7 +343,7 @@ func (c *conn) hello(f *wire.ClientFrame) {
 		c.mu.Unlock()
 		return // the handshake timed out meanwhile (a slow JWKS fetch)
 	}
-	c.grants = claims.Grants()
+	c.grants, c.claims = claims.Grants(), claims
 	c.welcomed = true
 	if c.timers.handshake != nil {
 		c.timers.handshake.Stop()

@@ -52,6 +52,17 @@ func refusalOf(what string, err error) refusal {
 	}
 }
 
+// tokenCode is the code refusing a token that failed verification with err.
+func tokenCode(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return wire.CodeTokenExpired
+	case errors.Is(err, auth.ErrTokenRevoked):
+		return wire.CodeTokenRevoked
+	}
+	return wire.CodeUnauthenticated
+}
+
 func isBadInput(err error) bool {
 	for _, e := range []error{eventlog.ErrBadKind, eventlog.ErrReservedKind, eventlog.ErrBadUser, eventlog.ErrBadSession,
 		eventlog.ErrBadKey, eventlog.ErrBadBody, eventlog.ErrBodyTooLarge, eventlog.ErrBadCursor, eventlog.ErrBadLimit} {

@@ -444,7 +444,11 @@ func (c *conn) refresh(f *wire.ClientFrame) {
 	claims, err := c.s.auth.Verify(f.Token)
 	if err != nil {
 		c.s.metrics.authFailures.Inc()
-		c.replyError(f.Ref, wire.CodeForbidden, "%v", err) // it says "token refused: ..." itself
+		code := wire.CodeForbidden
+		if errors.Is(err, auth.ErrTokenRevoked) {
+			code = wire.CodeTokenRevoked
+		}
+		c.replyError(f.Ref, code, "%v", err) // it says "token refused: ..." itself
 		return
 	}
 	if claims.Subject != c.user {
@@ -454,7 +458,7 @@ func (c *conn) refresh(f *wire.ClientFrame) {
 	}
 	g := claims.Grants()
 	c.mu.Lock()
-	c.grants = g
+	c.grants, c.claims = g, claims
 	joined := slices.Clone(c.order)
 	c.mu.Unlock()
 	c.armExpiry(claims.Expiry())

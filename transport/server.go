@@ -19,6 +19,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/defaults"
 	"github.com/roomlog/roomlog/internal/wsio"
+	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/wire"
 )
@@ -47,6 +48,10 @@ type Config struct {
 	Auth *auth.Verifier
 	// Cursors records the clients' receipt cursors (resume points). Default: the hub's log.
 	Cursors eventlog.Cursors
+	// Revocations, when set, are the token revocations the HTTP API adds to and lists
+	// (/v1/tokens/revoke, /v1/tokens/revoked); Auth should refuse what they revoke
+	// (auth.Verifier.SetRevocations), and RecheckTokens closes the live connections they cover.
+	Revocations *revocation.List
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
 	// allows any. A request from the server's own host is always allowed, and so is one without

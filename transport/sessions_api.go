@@ -2,6 +2,7 @@ package transport
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/wire"
 )
 
@@ -95,6 +97,69 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger.Info("user disconnected", "user", user, "by", claims.Subject, "connections", len(conns))
 	writeJSON(w, http.StatusOK, map[string]any{"user": user, "connections": len(conns)})
+}
+
+// apiRevoke revokes a token ({"jti":..}) or a user's tokens issued before a time
+// ({"user":..,"issued_before":"<RFC 3339>"}): durably, in the log; the live connections they
+// authenticated are closed with bye token_revoked, here at once and on other nodes as they read
+// it.
+func (s *Server) apiRevoke(w http.ResponseWriter, r *http.Request) {
+	claims := s.admin(w, r)
+	if claims == nil {
+		return
+	}
+	var in revocation.Revocation
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, `the body must be {"jti":".."} or {"user":"..","issued_before":"<RFC 3339>"}: %v`, err)
+		return
+	}
+	if !in.Expires.IsZero() || in.By != "" || !in.At.IsZero() {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "expires, by and at are the server's to set")
+		return
+	}
+	rev, err := s.cfg.Revocations.Revoke(r.Context(), in, claims.Subject)
+	if errors.Is(err, revocation.ErrBadRevocation) {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
+		return
+	} else if err != nil {
+		s.httpFail(w, "revoke", revocation.Room, err)
+		return
+	}
+	closed := s.RecheckTokens()
+	s.logger.Info("tokens revoked", "jti", rev.JTI, "user", rev.User, "issued_before", rev.IssuedBefore, "by", claims.Subject, "closed", closed)
+	writeJSON(w, http.StatusOK, map[string]any{"revocation": rev, "connections_closed": closed})
+}
+
+// apiRevoked lists the revocations in force.
+func (s *Server) apiRevoked(w http.ResponseWriter, r *http.Request) {
+	if s.admin(w, r) == nil {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revocations": s.cfg.Revocations.Active()})
+}
+
+// RecheckTokens closes, with bye token_revoked, every live connection whose token is revoked
+// now; it returns how many. The revocations' list calls it when it reads new ones.
+func (s *Server) RecheckTokens() int {
+	s.mu.Lock()
+	all := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range all {
+		c.mu.Lock()
+		claims, ending := c.claims, c.closing != nil || c.closed
+		c.mu.Unlock()
+		if claims != nil && !ending && s.auth.Revoked(claims) {
+			c.shutdown(&wire.Bye{Type: wire.TypeBye, Code: wire.CodeTokenRevoked, Reason: "the token was revoked; ask the application for a new one"}, websocket.ClosePolicyViolation)
+			n++
+		}
+	}
+	return n
 }
 
 // connsOf lists the open, welcomed connections of user.

@@ -62,8 +62,11 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeUnauthenticated = "unauthenticated"
 	CodeTokenExpired    = "token_expired"
-	CodeSlowConsumer    = "slow_consumer"
-	CodeShutdown        = "shutdown"
+	// CodeTokenRevoked: the token was revoked (bye at hello, error at refresh, bye to a live
+	// connection); ask the application for a new one.
+	CodeTokenRevoked = "token_revoked"
+	CodeSlowConsumer = "slow_consumer"
+	CodeShutdown     = "shutdown"
 	// CodeLimitExceeded: a bound of the server's was reached (rooms per connection); not
 	// retryable as it is.
 	CodeLimitExceeded = "limit_exceeded"

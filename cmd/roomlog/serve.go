@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/hooks"
+	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 )
@@ -348,10 +351,25 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	defer store.close()
-	srv, err := transport.New(cfg.transportConfig(store.hub, verifier, metrics, logger))
+	// Token revocations live in the log: read them before serving, and follow them (other nodes
+	// add to them too), closing the connections of revoked tokens.
+	var served0 atomic.Pointer[transport.Server]
+	store.revocations, err = revocation.Open(ctx, store.log, cmp.Or(cfg.Auth.MaxTTL, auth.DefaultMaxTTL), func() {
+		if s := served0.Load(); s != nil {
+			s.RecheckTokens()
+		}
+	})
 	if err != nil {
 		return err
 	}
+	verifier.SetRevocations(store.revocations)
+	tc := cfg.transportConfig(store.hub, verifier, metrics, logger)
+	tc.Revocations = store.revocations
+	srv, err := transport.New(tc)
+	if err != nil {
+		return err
+	}
+	served0.Store(srv)
 	served := cfg.boundListener(ln, srv, certs, logger)
 	if cfg.DevMode {
 		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, ln.Addr().String()); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/rooms/natsrelay"
 	"github.com/roomlog/roomlog/transport"
@@ -26,11 +27,16 @@ type storage struct {
 	once  sync.Once
 	err   error
 	stop  func() error // releases what the log ran on
+
+	revocations *revocation.List // set by runServe, closed before the log
 }
 
 // close closes the log and what it ran on, once.
 func (s *storage) close() error {
 	s.once.Do(func() {
+		if s.revocations != nil {
+			s.revocations.Close() // before the log it reads
+		}
 		s.err = s.log.Close()
 		if s.stop != nil {
 			s.err = errors.Join(s.err, s.stop())

@@ -79,6 +79,8 @@ type Expect struct {
 	// Refused is the code of a client that stopped for good at its first connection (the bye
 	// refusing its first hello); App then does not run.
 	Refused string `json:"refused,omitempty"`
+	// Stopped is the code of the refusal that stopped the client later (a revoked token).
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // RoomState is what a room's object tells the application.

@@ -51,6 +51,8 @@ export class RoomlogClient {
     this.storing = Promise.resolve();
     this.ws = null;
     this.closed = false;
+    /** Why the client stopped by itself (a refused first hello, a revoked token), or null. */
+    this.error = null;
     this.user = '';
     /** The claims of the token of the current connection (unverified; for what to attempt). */
     this.claims = {};
@@ -255,8 +257,10 @@ export class RoomlogClient {
         attempt = 0;
       } catch (err) {
         this.opts.log('roomlog connection failed', { err: String(err) });
-        if (err instanceof RoomlogError && this.reconnects < 0) {
-          // The server refused the first hello (a bad token): retrying will not help; say so.
+        if (err instanceof RoomlogError && (this.reconnects < 0 || err.code === 'token_revoked')) {
+          // The server refused the first hello (a bad token), or a hello whose token the token
+          // callback gave after a revocation: retrying will not help; stop and say so.
+          this.error = err;
           const waiters = this.connectedWaiters;
           this.connectedWaiters = [];
           waiters.forEach((w) => w.reject(err));
@@ -320,7 +324,7 @@ export class RoomlogClient {
         if (f.type === 'bye') {
           this.opts.log('roomlog server said bye', { code: f.code, reason: f.reason });
           reconnectAfter = f.reconnect_ms ?? 0;
-          if (!this.welcomed && (f.code === 'unauthenticated' || f.code === 'token_expired')) {
+          if (!this.welcomed && (f.code === 'unauthenticated' || f.code === 'token_expired' || f.code === 'token_revoked')) {
             reject(new RoomlogError(f.code, f.reason ?? ''));
           }
           return;

@@ -214,6 +214,8 @@ export class RoomlogClient {
   readonly maxFrame: number;
   /** Reconnects since the first connection. */
   readonly reconnects: number;
+  /** Why the client stopped by itself: the server refused its first hello, or a token the token callback gave after a revocation (code token_revoked); null while it runs. */
+  readonly error: RoomlogError | null;
 }
 
 /** Whether a room pattern (a name, or a prefix ending in *) matches room. */

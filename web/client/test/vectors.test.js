@@ -59,7 +59,7 @@ const codeOf = (err) => (err instanceof RoomlogError ? err.code : String(err));
 
 /** Plays vector v with a new client; returns what the application saw. */
 async function play(v) {
-  const seen = { delivered: {}, published: [], rooms: {}, states: {}, refused: '' };
+  const seen = { delivered: {}, published: [], rooms: {}, states: {}, refused: '', stopped: '' };
   const client = new RoomlogClient({
     url: `ws://${addr}/v/${v.name}`, token: () => 't', session: 's1', minBackoff: 10, maxBackoff: 50,
     log: process.env.ROOMLOG_JS_DEBUG ? (m, f) => console.error(v.name, m, f ?? '') : undefined,
@@ -96,6 +96,7 @@ async function play(v) {
     const want = v.expect.delivered ?? {};
     await until(() => Object.entries(want).every(([room, ids]) => (seen.delivered[room] ?? []).length >= ids.length), 'the deliveries', 2000)
       .catch(() => {}); // compared below
+    seen.stopped = client.error?.code ?? '';
     return seen;
   } finally {
     client.close();
@@ -114,6 +115,7 @@ for (const v of vectors) test(`vector ${v.name}: ${v.about}`, async () => {
   const seen = await play(v);
   const want = v.expect;
   assert.equal(seen.refused, want.refused ?? '', 'refused');
+  assert.equal(seen.stopped, want.stopped ?? '', 'stopped');
   for (const [room, ids] of Object.entries(want.delivered ?? {})) assert.deepEqual(seen.delivered[room] ?? [], ids, `delivered in ${room}`);
   assert.deepEqual(seen.published, want.published ?? [], 'publishes settled');
   for (const [room, members] of Object.entries(want.members ?? {})) {

@@ -1,0 +1,219 @@
+// Package revocation keeps the token revocations: each is an event in a system room of the
+// event log (Room), so it is as durable as the log, survives restarts, and reaches every node
+// that shares the log (each watches the room). A List answers auth.Revocations from them, and
+// drops a revocation once the tokens it covers could no longer be valid.
+package revocation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog"
+)
+
+// Room is the system room the revocations are logged in.
+const Room = auth.SystemRoomPrefix + "revocations"
+
+// Kind is the kind of a revocation event.
+const Kind = "revocation"
+
+// Revocation revokes the token with the id JTI, or every token of User issued before
+// IssuedBefore (a token without iat counts as issued before), until Expires.
+type Revocation struct {
+	JTI          string    `json:"jti,omitempty"`
+	User         string    `json:"user,omitempty"`
+	IssuedBefore time.Time `json:"issued_before,omitzero"`
+	Expires      time.Time `json:"expires"`
+	By           string    `json:"by,omitempty"` // who revoked
+	At           time.Time `json:"at"`           // when (the event's time)
+}
+
+// ErrBadRevocation is returned by Revoke for a request that names neither a jti nor a user and a
+// time, or both.
+var ErrBadRevocation = errors.New("a revocation names a jti, or a user and issued_before")
+
+// List is the revocations in force. Its zero value is not usable: Open it.
+type List struct {
+	log      eventlog.Log
+	maxTTL   time.Duration
+	now      func() time.Time
+	onChange func()
+
+	mu     sync.Mutex
+	cursor eventlog.ID // the last revocation event read
+	byJTI  map[string]Revocation
+	byUser map[string][]Revocation
+
+	watch *eventlog.Watch
+	stop  chan struct{} // closed by Close
+	done  chan struct{} // closed when follow has returned
+}
+
+// Open reads the revocations logged in log and keeps reading new ones (those other nodes append
+// too) until Close; onChange (may be nil) is called after new ones are read, so that live
+// connections are checked again. maxTokenTTL bounds how long a token is valid after it is
+// issued (auth.Config.MaxTTL): a revocation is kept that long.
+func Open(ctx context.Context, log eventlog.Log, maxTokenTTL time.Duration, onChange func()) (*List, error) {
+	if maxTokenTTL <= 0 {
+		return nil, errors.New("revocation: maxTokenTTL must be positive")
+	}
+	l := &List{log: log, maxTTL: maxTokenTTL, now: time.Now, onChange: onChange,
+		byJTI: map[string]Revocation{}, byUser: map[string][]Revocation{}, stop: make(chan struct{}), done: make(chan struct{})}
+	l.watch = log.Watch(Room) // before reading: nothing appended meanwhile is missed
+	if _, err := l.catchUp(ctx); err != nil {
+		l.watch.Close()
+		return nil, fmt.Errorf("revocation: reading %s: %w", Room, err)
+	}
+	go l.follow()
+	return l, nil
+}
+
+// follow reads new revocations as the room's watch says they come.
+func (l *List) follow() {
+	defer close(l.done)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.watch.C():
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		n, err := l.catchUp(ctx)
+		cancel()
+		if err == nil && n > 0 && l.onChange != nil {
+			l.onChange()
+		}
+	}
+}
+
+// catchUp reads the revocations after the cursor; n is how many it read.
+func (l *List) catchUp(ctx context.Context) (n int, err error) {
+	for {
+		l.mu.Lock()
+		after := l.cursor
+		l.mu.Unlock()
+		evs, err := l.log.ReadAfter(ctx, Room, after, 500)
+		if err != nil || len(evs) == 0 {
+			return n, err
+		}
+		l.mu.Lock()
+		for i := range evs {
+			l.applyLocked(&evs[i])
+			l.cursor = evs[i].ID
+		}
+		l.mu.Unlock()
+		n += len(evs)
+	}
+}
+
+func (l *List) applyLocked(ev *eventlog.Event) {
+	if ev.Kind != Kind {
+		return
+	}
+	var r Revocation
+	if json.Unmarshal(ev.Body, &r) != nil {
+		return
+	}
+	r.At = ev.Time()
+	switch {
+	case r.JTI != "":
+		l.byJTI[r.JTI] = r
+	case r.User != "":
+		l.byUser[r.User] = append(l.byUser[r.User], r)
+	}
+}
+
+// Close stops following the room. It must be called once, before the log is closed.
+func (l *List) Close() {
+	close(l.stop)
+	l.watch.Close()
+	<-l.done
+}
+
+// Revoked implements auth.Revocations.
+func (l *List) Revoked(c *auth.Claims) bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.byJTI[c.ID]; ok && c.ID != "" && now.Before(r.Expires) {
+		return true
+	}
+	for _, r := range l.byUser[c.Subject] {
+		if now.Before(r.Expires) && (c.IssuedAt == nil || c.IssuedAt.Time.Before(r.IssuedBefore)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Revoke logs r (JTI, or User and IssuedBefore) as revoked by by, until the tokens it covers
+// could no longer be valid: maxTokenTTL after now for a jti, after IssuedBefore for a user. It
+// returns once the revocation is durable; this List applies it at once, the others of the log
+// as they read it.
+func (l *List) Revoke(ctx context.Context, r Revocation, by string) (Revocation, error) {
+	switch {
+	case (r.JTI == "") == (r.User == ""), r.User != "" && r.IssuedBefore.IsZero(), r.JTI != "" && !r.IssuedBefore.IsZero():
+		return Revocation{}, ErrBadRevocation
+	case len(r.JTI) > 256:
+		return Revocation{}, fmt.Errorf("%w: the jti is over 256 bytes", ErrBadRevocation)
+	}
+	if r.User != "" {
+		if err := eventlog.CheckUser(r.User); err != nil {
+			return Revocation{}, fmt.Errorf("%w: %v", ErrBadRevocation, err)
+		}
+		r.Expires = r.IssuedBefore.Add(l.maxTTL)
+	} else {
+		r.Expires = l.now().Add(l.maxTTL)
+	}
+	r.By, r.At = by, time.Time{}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return Revocation{}, err
+	}
+	res, err := l.log.Append(ctx, eventlog.AppendRequest{Room: Room, User: by, Kind: Kind, Body: body, System: true})
+	if err != nil {
+		return Revocation{}, err
+	}
+	if _, err := l.catchUp(ctx); err != nil {
+		return Revocation{}, err
+	}
+	r.At = res.Event.Time()
+	return r, nil
+}
+
+// Active lists the revocations in force, oldest first.
+func (l *List) Active() []Revocation {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Revocation
+	for jti, r := range l.byJTI {
+		if now.Before(r.Expires) {
+			out = append(out, r)
+		} else {
+			delete(l.byJTI, jti)
+		}
+	}
+	for user, rs := range l.byUser {
+		kept := rs[:0]
+		for _, r := range rs {
+			if now.Before(r.Expires) {
+				kept = append(kept, r)
+			}
+		}
+		if len(kept) == 0 {
+			delete(l.byUser, user)
+		} else {
+			l.byUser[user] = kept
+		}
+		out = append(out, kept...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out
+}
