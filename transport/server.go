@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/defaults"
@@ -52,6 +53,9 @@ type Config struct {
 	// (/v1/tokens/revoke, /v1/tokens/revoked); Auth should refuse what they revoke
 	// (auth.Verifier.SetRevocations), and RecheckTokens closes the live connections they cover.
 	Revocations *revocation.List
+	// Actions, when set, carries the removals and disconnections taken here to the other nodes
+	// sharing the log; they apply them with ApplyAction.
+	Actions *actions.Log
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
 	// allows any. A request from the server's own host is always allowed, and so is one without

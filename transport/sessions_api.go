@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,14 +9,15 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/wire"
 )
 
-// Acting on live sessions (admin): removing a user from a room, disconnecting a user. Both act on
-// this node's connections.
+// Acting on live sessions (admin): removing a user from a room, disconnecting a user, revoking
+// tokens. Each acts on this node's connections, and reaches the other nodes' through the log.
 
 // maxReasonBytes bounds the reason an administrator gives (it is logged in leave events and sent
 // to clients).
@@ -54,9 +56,8 @@ func readReason(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return in.Reason, true
 }
 
-// apiRemove takes a user out of a room: each of the user's connections here stops receiving the
-// room and is sent removed, and the hub appends a leave per session saying who removed it and
-// why (and forgets a reusable hook decision, so that a rejoin is decided afresh).
+// apiRemove takes a user out of a room, on every node: the action is logged for the others
+// (Config.Actions) and applied here (removeUser).
 func (s *Server) apiRemove(w http.ResponseWriter, r *http.Request) {
 	claims, room := s.roomAction(w, r, auth.Operate, "remove")
 	if claims == nil {
@@ -66,22 +67,33 @@ func (s *Server) apiRemove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	conns := 0
+	if err := s.logAction(r.Context(), actions.Action{Kind: actions.KindRemove, Room: room, User: user, Reason: reason, By: claims.Subject}); err != nil {
+		s.httpFail(w, "remove", room, err)
+		return
+	}
+	sessions, conns, err := s.removeUser(r.Context(), room, user, claims.Subject, reason)
+	if err != nil {
+		s.httpFail(w, "remove", room, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room": room, "user": user, "sessions": sessions, "connections": conns})
+}
+
+// removeUser takes user out of room on this node: each of the user's connections here stops
+// receiving the room and is sent removed, and the hub appends a leave per session saying who
+// removed it and why (and forgets a reusable hook decision, so that a rejoin is decided afresh).
+func (s *Server) removeUser(ctx context.Context, room, user, by, reason string) (sessions, conns int, err error) {
 	for _, c := range s.connsOf(user) {
 		if c.removeFrom(room, reason) {
 			conns++
 		}
 	}
-	sessions, err := s.hub.Remove(r.Context(), room, user, claims.Subject, reason)
-	if err != nil {
-		s.httpFail(w, "remove", room, err)
-		return
-	}
-	s.logger.Info("user removed from room", "room", room, "user", user, "by", claims.Subject, "sessions", len(sessions), "connections", conns)
-	writeJSON(w, http.StatusOK, map[string]any{"room": room, "user": user, "sessions": len(sessions), "connections": conns})
+	removed, err := s.hub.Remove(ctx, room, user, by, reason)
+	s.logger.Info("user removed from room", "room", room, "user", user, "by", by, "sessions", len(removed), "connections", conns)
+	return len(removed), conns, err
 }
 
-// apiDisconnect sends every connection of a user here bye disconnected and closes it.
+// apiDisconnect closes every connection of a user, on every node (see apiRemove).
 func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	claims := s.admin(w, r)
 	if claims == nil {
@@ -91,12 +103,43 @@ func (s *Server) apiDisconnect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := s.logAction(r.Context(), actions.Action{Kind: actions.KindDisconnect, User: user, Reason: reason, By: claims.Subject}); err != nil {
+		s.httpFail(w, "disconnect", "", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "connections": s.disconnectUser(user, claims.Subject, reason)})
+}
+
+// disconnectUser sends every connection of user here bye disconnected and closes it.
+func (s *Server) disconnectUser(user, by, reason string) int {
 	conns := s.connsOf(user)
 	for _, c := range conns {
 		c.shutdown(&wire.Bye{Type: wire.TypeBye, Code: wire.CodeDisconnected, Reason: reason}, websocket.ClosePolicyViolation)
 	}
-	s.logger.Info("user disconnected", "user", user, "by", claims.Subject, "connections", len(conns))
-	writeJSON(w, http.StatusOK, map[string]any{"user": user, "connections": len(conns)})
+	s.logger.Info("user disconnected", "user", user, "by", by, "connections", len(conns))
+	return len(conns)
+}
+
+// logAction logs a for the other nodes, when the server has Config.Actions.
+func (s *Server) logAction(ctx context.Context, a actions.Action) error {
+	if s.cfg.Actions == nil {
+		return nil
+	}
+	return s.cfg.Actions.Take(ctx, a)
+}
+
+// ApplyAction applies an action on live sessions another node took (actions.Follow's apply).
+func (s *Server) ApplyAction(a actions.Action) {
+	switch a.Kind {
+	case actions.KindRemove:
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if _, _, err := s.removeUser(ctx, a.Room, a.User, a.By, a.Reason); err != nil {
+			s.logger.Warn("cannot apply a removal taken on another node", "room", a.Room, "user", a.User, "err", err)
+		}
+	case actions.KindDisconnect:
+		s.disconnectUser(a.User, a.By, a.Reason)
+	}
 }
 
 // apiRevoke revokes a token ({"jti":..}) or a user's tokens issued before a time

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
@@ -363,8 +364,17 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	verifier.SetRevocations(store.revocations)
+	// Removals and disconnections taken through another node reach this one's sessions.
+	store.actions, err = actions.Follow(ctx, store.log, func(a actions.Action) {
+		if s := served0.Load(); s != nil {
+			s.ApplyAction(a)
+		}
+	}, logger)
+	if err != nil {
+		return err
+	}
 	tc := cfg.transportConfig(store.hub, verifier, metrics, logger)
-	tc.Revocations = store.revocations
+	tc.Revocations, tc.Actions = store.revocations, store.actions
 	srv, err := transport.New(tc)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
+	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
@@ -29,6 +30,7 @@ type storage struct {
 	stop  func() error // releases what the log ran on
 
 	revocations *revocation.List // set by runServe, closed before the log
+	actions     *actions.Log     // set by runServe, closed before the log
 }
 
 // close closes the log and what it ran on, once.
@@ -36,6 +38,9 @@ func (s *storage) close() error {
 	s.once.Do(func() {
 		if s.revocations != nil {
 			s.revocations.Close() // before the log it reads
+		}
+		if s.actions != nil {
+			s.actions.Close()
 		}
 		s.err = s.log.Close()
 		if s.stop != nil {
