@@ -16,6 +16,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/adminapi"
 	"github.com/roomlog/roomlog/replay"
+	"github.com/roomlog/roomlog/webhooks"
 	"github.com/roomlog/roomlog/wire"
 )
 
@@ -34,6 +35,7 @@ func (s *Server) routeAPI() {
 	s.mux.HandleFunc("POST /v1/rooms/{room}/compact", s.apiCompact)
 	s.mux.HandleFunc("POST /v1/rooms/{room}/members/{user}/remove", s.apiRemove)
 	s.mux.HandleFunc("POST /v1/users/{user}/disconnect", s.apiDisconnect)
+	s.mux.HandleFunc("GET /v1/webhooks", s.apiWebhooks)
 	if s.cfg.Revocations != nil {
 		s.mux.HandleFunc("POST /v1/tokens/revoke", s.apiRevoke)
 		s.mux.HandleFunc("GET /v1/tokens/revoked", s.apiRevoked)
@@ -199,6 +201,18 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *auth.Clai
 
 // authenticateRoom authenticates the request and validates the {room} of its path; a nil claims
 // means an error was written.
+// apiWebhooks lists the webhooks this server delivers: cursor, events pending, last error.
+func (s *Server) apiWebhooks(w http.ResponseWriter, r *http.Request) {
+	if s.admin(w, r) == nil {
+		return
+	}
+	out := make([]webhooks.Status, 0, len(s.cfg.Webhooks))
+	for _, wh := range s.cfg.Webhooks {
+		out = append(out, wh.Status(r.Context()))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"webhooks": out})
+}
+
 // roomAction authenticates a request on the room its path names and asks the hub whether the
 // token may do action there; it answers the refusal and returns nil claims when not.
 func (s *Server) roomAction(w http.ResponseWriter, r *http.Request, action auth.Action, what string) (*auth.Claims, string) {

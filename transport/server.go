@@ -22,6 +22,7 @@ import (
 	"github.com/roomlog/roomlog/internal/wsio"
 	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
+	"github.com/roomlog/roomlog/webhooks"
 	"github.com/roomlog/roomlog/wire"
 )
 
@@ -56,6 +57,8 @@ type Config struct {
 	// Actions, when set, carries the removals and disconnections taken here to the other nodes
 	// sharing the log; they apply them with ApplyAction.
 	Actions *actions.Log
+	// Webhooks are the webhooks the server delivers, for GET /v1/webhooks.
+	Webhooks []*webhooks.Webhook
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that may connect; "*"
 	// allows any. A request from the server's own host is always allowed, and so is one without

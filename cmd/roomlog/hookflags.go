@@ -19,7 +19,7 @@ type hookFlags struct {
 func addHookFlags(c *command) *hookFlags {
 	return &hookFlags{
 		url:     c.String("hook-url", "ROOMLOG_HOOK_URL", "", "the application's URL that decides joins in --hook-rooms (a signed POST per decision); empty: off"),
-		secret:  c.String("hook-secret", "ROOMLOG_HOOK_SECRET", "", "the secret that signs hook requests (at least 32 bytes); required with --hook-url"),
+		secret:  c.String("hook-secret", "ROOMLOG_HOOK_SECRET", "", "the secret that signs hook requests and webhook batches (at least 32 bytes); required with --hook-url or --webhook"),
 		rooms:   c.String("hook-rooms", "ROOMLOG_HOOK_ROOMS", "*", "comma-separated room patterns the hook decides; the token's room claims decide the others"),
 		timeout: c.Duration("hook-timeout", "ROOMLOG_HOOK_TIMEOUT", hooks.DefaultTimeout, "how long a hook request may take; past it the action is refused as unavailable"),
 		publish: c.Bool("hook-publish", "ROOMLOG_HOOK_PUBLISH", false, "also ask the hook about every event published in --hook-rooms, before it is appended"),
@@ -27,10 +27,14 @@ func addHookFlags(c *command) *hookFlags {
 }
 
 // config is the hook's configuration, nil without --hook-url; its Observe is left to the server.
-func (f *hookFlags) config() (*hooks.Config, error) {
+// withWebhooks says whether --webhook was given (the secret signs their batches too).
+func (f *hookFlags) config(withWebhooks bool) (*hooks.Config, error) {
 	if *f.url == "" {
-		if *f.secret != "" || *f.publish {
-			return nil, errors.New("--hook-secret and --hook-publish need --hook-url")
+		switch {
+		case *f.publish:
+			return nil, errors.New("--hook-publish needs --hook-url")
+		case *f.secret != "" && !withWebhooks:
+			return nil, errors.New("--hook-secret needs --hook-url or --webhook")
 		}
 		return nil, nil
 	}

@@ -101,8 +101,8 @@ func TestServeHookFlagsRefused(t *testing.T) {
 	}{
 		{[]string{"--hook-url", "http://127.0.0.1:9/"}, "secret must be at least"},
 		{[]string{"--hook-url", "ftp://x/", "--hook-secret", hookSecret}, "want an http or https URL"},
-		{[]string{"--hook-secret", hookSecret}, "need --hook-url"},
-		{[]string{"--hook-publish"}, "need --hook-url"},
+		{[]string{"--hook-secret", hookSecret}, "--hook-secret needs --hook-url or --webhook"},
+		{[]string{"--hook-publish"}, "--hook-publish needs --hook-url"},
 		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-rooms", "d*c"}, "--hook-rooms"},
 		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-timeout", "0s"}, "--hook-timeout must be positive"},
 	} {

@@ -22,6 +22,7 @@ Usage:
   roomlog heads [flags]    print each room's head and chain hash: anchors for verify --heads
   roomlog backup [flags]   copy a live server's or an idle data file, and verify the copy
   roomlog compact [flags]  remove the events a room's latest snapshot covers
+  roomlog webhooks [flags] each webhook of a running server: cursor, pending events, last error
   roomlog bench SCENARIO   load-test a server: fanout, publish or resume
   roomlog version          print the version
 
@@ -54,6 +55,8 @@ func run(args []string) int {
 		return backupCmd(args[1:])
 	case "compact":
 		return compactCmd(args[1:])
+	case "webhooks":
+		return webhooksCmd(args[1:])
 	case "bench":
 		return benchCmd(args[1:])
 	case "version", "--version":
@@ -63,7 +66,7 @@ func run(args []string) int {
 		fmt.Print(usage)
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, heads, backup, compact, bench, version; see 'roomlog --help')\n", args[0])
+		fmt.Fprintf(os.Stderr, "roomlog: unknown command %q (commands: serve, token, replay, verify, rooms, heads, backup, compact, webhooks, bench, version; see 'roomlog --help')\n", args[0])
 		return 2
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
+	"github.com/roomlog/roomlog/webhooks"
 )
 
 // serveFlags are the settings of roomlog serve.
@@ -46,6 +47,7 @@ type serveFlags struct {
 	noPoller, dev, anyAudience                                                           *bool
 	maxTokenTTL                                                                          *time.Duration
 	hook                                                                                 *hookFlags
+	webhooks                                                                             *webhookFlags
 }
 
 func newServeCommand() (*command, *serveFlags) {
@@ -91,6 +93,7 @@ func newServeCommand() (*command, *serveFlags) {
 		noPoller:         c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
 		debugAddr:        c.String("debug-addr", "ROOMLOG_DEBUG_ADDR", "", "address for Go's pprof profiles (/debug/pprof/); empty: off. Keep it private"),
 		hook:             addHookFlags(c),
+		webhooks:         addWebhookFlags(c),
 	}
 }
 
@@ -266,6 +269,7 @@ type serveConfig struct {
 	NoPoller                                                                    bool
 	DebugAddr                                                                   string
 	Hook                                                                        *hooks.Config // --hook-url: joins decided by the application
+	Webhooks                                                                    []webhooks.Config
 }
 
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
@@ -293,8 +297,14 @@ func (f *serveFlags) config() (serveConfig, error) {
 	if isURL(*f.jwks) {
 		cfg.JWKSURL = *f.jwks
 	}
-	if cfg.Hook, err = f.hook.config(); err != nil {
+	if cfg.Webhooks, err = f.webhooks.configs(*f.hook.secret); err != nil {
 		return cfg, err
+	}
+	if cfg.Hook, err = f.hook.config(len(cfg.Webhooks) > 0); err != nil {
+		return cfg, err
+	}
+	if len(cfg.Webhooks) > 0 && len(cfg.NATS) > 0 {
+		return cfg, errors.New("--webhook needs --data for now: on JetStream exactly one node must deliver each webhook, which is not built yet")
 	}
 	if cfg.DevMode && !loopbackAddr(cfg.Addr) && !*f.dev {
 		return cfg, fmt.Errorf("no key is configured and --addr %s is not a loopback address: development mode serves this machine only. Give --jwt-secret, --jwt-public-key or --jwks (or --dev to run development mode there anyway)", cfg.Addr)
@@ -375,6 +385,9 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	}
 	tc := cfg.transportConfig(store.hub, verifier, metrics, logger)
 	tc.Revocations, tc.Actions = store.revocations, store.actions
+	if tc.Webhooks, err = startWebhooks(ctx, cfg.Webhooks, store, logger); err != nil {
+		return err
+	}
 	srv, err := transport.New(tc)
 	if err != nil {
 		return err
@@ -426,6 +439,29 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	}
 	logger.Info("stopped cleanly")
 	return nil
+}
+
+// startWebhooks starts delivering each webhook until ctx ends; the storage waits for them before
+// it closes the log.
+func startWebhooks(ctx context.Context, cfgs []webhooks.Config, store *storage, logger *slog.Logger) ([]*webhooks.Webhook, error) {
+	st, ok := store.log.(webhooks.Store)
+	if len(cfgs) > 0 && !ok {
+		return nil, errors.New("--webhook: this log cannot deliver webhooks")
+	}
+	var out []*webhooks.Webhook
+	wctx, cancel := context.WithCancel(ctx)
+	for _, c := range cfgs {
+		c.Logger = logger
+		w, err := webhooks.New(c, st)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		out = append(out, w)
+		store.webhooks.Go(func() { w.Run(wctx) })
+	}
+	store.stopWebhooks = cancel
+	return out, nil
 }
 
 // transportConfig is the server's configuration for the transport.

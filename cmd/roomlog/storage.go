@@ -31,11 +31,18 @@ type storage struct {
 
 	revocations *revocation.List // set by runServe, closed before the log
 	actions     *actions.Log     // set by runServe, closed before the log
+	// The webhooks' goroutines, stopped and waited for before the log closes.
+	webhooks     sync.WaitGroup
+	stopWebhooks context.CancelFunc
 }
 
 // close closes the log and what it ran on, once.
 func (s *storage) close() error {
 	s.once.Do(func() {
+		if s.stopWebhooks != nil {
+			s.stopWebhooks()
+		}
+		s.webhooks.Wait()
 		if s.revocations != nil {
 			s.revocations.Close() // before the log it reads
 		}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/roomlog/roomlog/webhooks"
+)
+
+// webhooksCmd prints where each webhook of a running server stands (GET /v1/webhooks).
+func webhooksCmd(args []string) int {
+	c := newCommand("webhooks", "Prints each webhook of a running server: its cursor, the events pending and the last error.")
+	src := addSource(c)
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	online, err := src.check()
+	if err == nil && !online {
+		err = errors.New("webhooks are delivered by a running server: give --server URL --token JWT")
+	}
+	if err != nil {
+		return usageError("webhooks", err)
+	}
+	body, err := src.get("/v1/webhooks", nil)
+	if err != nil {
+		return fail("webhooks", err)
+	}
+	defer body.Close()
+	var answer struct{ Webhooks []webhooks.Status }
+	if err := json.NewDecoder(body).Decode(&answer); err != nil {
+		return fail("webhooks", fmt.Errorf("the server's answer: %v", err))
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tPENDING\tDELIVERED\tCURSOR\tLAST DELIVERY\tLAST ERROR")
+	for _, s := range answer.Webhooks {
+		last := "-"
+		if !s.LastDelivery.IsZero() {
+			last = s.LastDelivery.Format("2006-01-02T15:04:05Z")
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Pending, s.Delivered, orDash(s.Cursor), last, orDash(s.LastError))
+	}
+	if err := w.Flush(); err != nil {
+		return fail("webhooks", err)
+	}
+	return 0
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
