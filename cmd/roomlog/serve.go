@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -17,16 +16,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/hooks"
-	"github.com/roomlog/roomlog/revocation"
 	"github.com/roomlog/roomlog/rooms"
 	"github.com/roomlog/roomlog/transport"
 	"github.com/roomlog/roomlog/webhooks"
@@ -362,37 +358,10 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	defer store.close()
-	// Token revocations live in the log: read them before serving, and follow them (other nodes
-	// add to them too), closing the connections of revoked tokens.
-	var served0 atomic.Pointer[transport.Server]
-	store.revocations, err = revocation.Open(ctx, store.log, cmp.Or(cfg.Auth.MaxTTL, auth.DefaultMaxTTL), func() {
-		if s := served0.Load(); s != nil {
-			s.RecheckTokens()
-		}
-	})
+	srv, err := newServer(ctx, cfg, store, verifier, metrics, logger)
 	if err != nil {
 		return err
 	}
-	verifier.SetRevocations(store.revocations)
-	// Removals and disconnections taken through another node reach this one's sessions.
-	store.actions, err = actions.Follow(ctx, store.log, func(a actions.Action) {
-		if s := served0.Load(); s != nil {
-			s.ApplyAction(a)
-		}
-	}, logger)
-	if err != nil {
-		return err
-	}
-	tc := cfg.transportConfig(store.hub, verifier, metrics, logger)
-	tc.Revocations, tc.Actions = store.revocations, store.actions
-	if tc.Webhooks, err = startWebhooks(ctx, cfg.Webhooks, store, logger); err != nil {
-		return err
-	}
-	srv, err := transport.New(tc)
-	if err != nil {
-		return err
-	}
-	served0.Store(srv)
 	served := cfg.boundListener(ln, srv, certs, logger)
 	if cfg.DevMode {
 		if err := announceDevMode(logger, cfg.Auth.Secret, cfg.Data, ln.Addr().String()); err != nil {
@@ -439,29 +408,6 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) error {
 	}
 	logger.Info("stopped cleanly")
 	return nil
-}
-
-// startWebhooks starts delivering each webhook until ctx ends; the storage waits for them before
-// it closes the log.
-func startWebhooks(ctx context.Context, cfgs []webhooks.Config, store *storage, logger *slog.Logger) ([]*webhooks.Webhook, error) {
-	st, ok := store.log.(webhooks.Store)
-	if len(cfgs) > 0 && !ok {
-		return nil, errors.New("--webhook: this log cannot deliver webhooks")
-	}
-	var out []*webhooks.Webhook
-	wctx, cancel := context.WithCancel(ctx)
-	for _, c := range cfgs {
-		c.Logger = logger
-		w, err := webhooks.New(c, st)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		out = append(out, w)
-		store.webhooks.Go(func() { w.Run(wctx) })
-	}
-	store.stopWebhooks = cancel
-	return out, nil
 }
 
 // transportConfig is the server's configuration for the transport.
