@@ -12,10 +12,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/follow"
 )
 
 // Room is the system room the actions are logged in.
@@ -38,32 +38,38 @@ type Action struct {
 
 // Log logs actions and follows those other nodes take. The zero value is not usable: Follow.
 type Log struct {
-	log    eventlog.Log
-	apply  func(Action)
-	logger *slog.Logger
+	log      eventlog.Log
+	apply    func(Action)
+	follower *follow.Follower
 
-	mu     sync.Mutex
-	cursor eventlog.ID
-	mine   map[eventlog.ID]bool // actions this node took and applied itself
-
-	watch *eventlog.Watch
-	stop  chan struct{}
-	done  chan struct{}
+	mu   sync.Mutex
+	mine map[eventlog.ID]bool // actions this node took and applied itself
 }
 
 // Follow starts following the actions logged in log after now (earlier ones concern sessions
 // long gone), calling apply with each action another node takes, in log order.
 func Follow(ctx context.Context, log eventlog.Log, apply func(Action), logger *slog.Logger) (*Log, error) {
-	l := &Log{log: log, apply: apply, logger: logger, mine: map[eventlog.ID]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
-	l.watch = log.Watch(Room)
 	head, err := log.Head(ctx, Room)
 	if err != nil {
-		l.watch.Close()
 		return nil, fmt.Errorf("actions: %w", err)
 	}
-	l.cursor = head.ID
-	go l.follow()
+	l := &Log{log: log, apply: apply, mine: map[eventlog.ID]bool{}}
+	if l.follower, err = follow.Start(ctx, log, Room, head.ID, l.applyEvent, nil, logger); err != nil {
+		return nil, fmt.Errorf("actions: %w", err)
+	}
 	return l, nil
+}
+
+// applyEvent applies an action event another node logged.
+func (l *Log) applyEvent(ev *eventlog.Event) {
+	l.mu.Lock() // waits for a Take of this node to mark its event
+	mine := l.mine[ev.ID]
+	delete(l.mine, ev.ID)
+	l.mu.Unlock()
+	var a Action
+	if !mine && json.Unmarshal(ev.Body, &a) == nil {
+		l.apply(a)
+	}
 }
 
 // Take logs a, which this node applies itself: the others apply it as they read it.
@@ -75,7 +81,8 @@ func (l *Log) Take(ctx context.Context, a Action) error {
 	if err != nil {
 		return err
 	}
-	// Held across the append, so that the follower cannot read the event before it is marked mine.
+	// Held across the append, so that the follower cannot apply the event before it is marked
+	// mine.
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	res, err := l.log.Append(ctx, eventlog.AppendRequest{Room: Room, User: a.By, Kind: a.Kind, Body: body, System: true})
@@ -86,51 +93,5 @@ func (l *Log) Take(ctx context.Context, a Action) error {
 	return nil
 }
 
-func (l *Log) follow() {
-	defer close(l.done)
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-l.watch.C():
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := l.catchUp(ctx)
-		cancel()
-		if err != nil && !errors.Is(err, eventlog.ErrClosed) {
-			l.logger.Warn("cannot read the actions on live sessions", "err", err)
-		}
-	}
-}
-
-// catchUp applies the actions after the cursor that other nodes took.
-func (l *Log) catchUp(ctx context.Context) error {
-	for {
-		l.mu.Lock()
-		after := l.cursor
-		l.mu.Unlock()
-		evs, err := l.log.ReadAfter(ctx, Room, after, 100)
-		if err != nil || len(evs) == 0 {
-			return err
-		}
-		for i := range evs {
-			l.mu.Lock()
-			mine := l.mine[evs[i].ID]
-			delete(l.mine, evs[i].ID)
-			l.cursor = evs[i].ID
-			l.mu.Unlock()
-			var a Action
-			if mine || json.Unmarshal(evs[i].Body, &a) != nil {
-				continue
-			}
-			l.apply(a)
-		}
-	}
-}
-
 // Close stops following. It must be called once, before the log is closed.
-func (l *Log) Close() {
-	close(l.stop)
-	l.watch.Close()
-	<-l.done
-}
+func (l *Log) Close() { l.follower.Close() }

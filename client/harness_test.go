@@ -24,17 +24,8 @@ import (
 var roomlogBin string // the roomlog binary, built once for the process tests
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "roomlog-client-test-")
-	if err != nil {
-		panic(err)
-	}
-	roomlogBin = filepath.Join(dir, "roomlog")
-	build := exec.Command("go", "build", "-o", roomlogBin, "github.com/roomlog/roomlog/cmd/roomlog")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building roomlog:", err)
-		os.Exit(1)
-	}
+	bin, remove := servertest.BuildForMain()
+	roomlogBin = bin
 	code := 0
 	func() {
 		defer func() {
@@ -45,7 +36,7 @@ func TestMain(m *testing.M) {
 		}()
 		code = m.Run()
 	}()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/internal/follow"
 )
 
 // Room is the system room the revocations are logged in.
@@ -43,16 +45,11 @@ type List struct {
 	log      eventlog.Log
 	maxTTL   time.Duration
 	now      func() time.Time
-	onChange func()
+	follower *follow.Follower
 
 	mu     sync.Mutex
-	cursor eventlog.ID // the last revocation event read
 	byJTI  map[string]Revocation
 	byUser map[string][]Revocation
-
-	watch *eventlog.Watch
-	stop  chan struct{} // closed by Close
-	done  chan struct{} // closed when follow has returned
 }
 
 // Open reads the revocations logged in log and keeps reading new ones (those other nodes append
@@ -63,53 +60,19 @@ func Open(ctx context.Context, log eventlog.Log, maxTokenTTL time.Duration, onCh
 	if maxTokenTTL <= 0 {
 		return nil, errors.New("revocation: maxTokenTTL must be positive")
 	}
-	l := &List{log: log, maxTTL: maxTokenTTL, now: time.Now, onChange: onChange,
-		byJTI: map[string]Revocation{}, byUser: map[string][]Revocation{}, stop: make(chan struct{}), done: make(chan struct{})}
-	l.watch = log.Watch(Room) // before reading: nothing appended meanwhile is missed
-	if _, err := l.catchUp(ctx); err != nil {
-		l.watch.Close()
+	l := &List{log: log, maxTTL: maxTokenTTL, now: time.Now, byJTI: map[string]Revocation{}, byUser: map[string][]Revocation{}}
+	f, err := follow.Start(ctx, log, Room, eventlog.ID{}, l.apply, onChange, slog.Default())
+	if err != nil {
 		return nil, fmt.Errorf("revocation: reading %s: %w", Room, err)
 	}
-	go l.follow()
+	l.follower = f
 	return l, nil
 }
 
-// follow reads new revocations as the room's watch says they come.
-func (l *List) follow() {
-	defer close(l.done)
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-l.watch.C():
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		n, err := l.catchUp(ctx)
-		cancel()
-		if err == nil && n > 0 && l.onChange != nil {
-			l.onChange()
-		}
-	}
-}
-
-// catchUp reads the revocations after the cursor; n is how many it read.
-func (l *List) catchUp(ctx context.Context) (n int, err error) {
-	for {
-		l.mu.Lock()
-		after := l.cursor
-		l.mu.Unlock()
-		evs, err := l.log.ReadAfter(ctx, Room, after, 500)
-		if err != nil || len(evs) == 0 {
-			return n, err
-		}
-		l.mu.Lock()
-		for i := range evs {
-			l.applyLocked(&evs[i])
-			l.cursor = evs[i].ID
-		}
-		l.mu.Unlock()
-		n += len(evs)
-	}
+func (l *List) apply(ev *eventlog.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.applyLocked(ev)
 }
 
 func (l *List) applyLocked(ev *eventlog.Event) {
@@ -130,11 +93,7 @@ func (l *List) applyLocked(ev *eventlog.Event) {
 }
 
 // Close stops following the room. It must be called once, before the log is closed.
-func (l *List) Close() {
-	close(l.stop)
-	l.watch.Close()
-	<-l.done
-}
+func (l *List) Close() { l.follower.Close() }
 
 // Revoked implements auth.Revocations.
 func (l *List) Revoked(c *auth.Claims) bool {
@@ -180,7 +139,7 @@ func (l *List) Revoke(ctx context.Context, r Revocation, by string) (Revocation,
 	if err != nil {
 		return Revocation{}, err
 	}
-	if _, err := l.catchUp(ctx); err != nil {
+	if _, err := l.follower.CatchUp(ctx); err != nil {
 		return Revocation{}, err
 	}
 	r.At = res.Event.Time()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,19 +24,10 @@ const hookSecret = "the-sharing-example-hook-secret-32b"
 var roomlogBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sharing-example-")
-	if err != nil {
-		panic(err)
-	}
-	roomlogBin = filepath.Join(dir, "roomlog")
-	build := exec.Command("go", "build", "-o", roomlogBin, "github.com/roomlog/roomlog/cmd/roomlog")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building roomlog:", err)
-		os.Exit(1)
-	}
+	bin, remove := servertest.BuildForMain()
+	roomlogBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 

@@ -1,0 +1,409 @@
+// The application in the loop, against real roomlog serve processes: its join hook, its actions
+// on live sessions (removal, disconnection, token revocation, across JetStream nodes too) and its
+// webhooks.
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/hooks"
+	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/internal/servertest"
+)
+
+const hookSecret = "hook-secret-of-the-application-32b!"
+
+// TestServeJoinHook runs a real roomlog serve with --hook-url pointing at an application on
+// loopback that verifies each request's signature and decides by room: a token without any room
+// claim joins and writes where the application says so, reads only where it says read-only, is
+// refused with the application's reason where it says no, and gets unavailable (nothing joined)
+// where the application fails; rooms outside --hook-rooms keep the token's claims; a decision with
+// a ttl is reused; /metrics counts the decisions.
+func TestServeJoinHook(t *testing.T) {
+	var calls, forged atomic.Int64
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		if hooks.Verify([]byte(hookSecret), r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
+			forged.Add(1)
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var req hooks.JoinRequest
+		json.Unmarshal(body, &req)
+		switch req.Room {
+		case "doc:shared":
+			io.WriteString(w, `{"allow":true,"write":true,"ttl_ms":60000}`)
+		case "doc:readonly":
+			io.WriteString(w, `{"allow":true}`)
+		case "doc:broken":
+			http.Error(w, "database down", http.StatusInternalServerError)
+		default:
+			io.WriteString(w, `{"allow":false,"reason":"not shared with you"}`)
+		}
+	}))
+	defer app.Close()
+	p := startProc(t, filepath.Join(t.TempDir(), "hooks.db"), "--hook-url", app.URL, "--hook-secret", hookSecret, "--hook-rooms", "doc:*", "--hook-timeout", "1s")
+	tok := servertest.Token(t, auth.TokenSpec{Subject: "alice", Rooms: []string{"chat:*"}})
+	ws := wsConnect(t, p.addr, tok, "phone")
+	defer ws.Close()
+	ask := func(frame map[string]any) map[string]any { t.Helper(); return roundTrip(t, ws, frame) }
+	expect := func(what string, fr map[string]any, typ, code string) {
+		t.Helper()
+		if fr["type"] != typ || (code != "" && fr["code"] != code) {
+			t.Fatalf("%s: %v, want %s %s", what, fr, typ, code)
+		}
+	}
+	expect("join shared", ask(map[string]any{"type": "join", "ref": "j1", "room": "doc:shared"}), "joined", "")
+	expect("publish shared", publishKeyed(t, ws, "doc:shared", "k1"), "ack", "")
+	expect("publish shared again", publishKeyed(t, ws, "doc:shared", "k2"), "ack", "")
+	expect("join read-only", ask(map[string]any{"type": "join", "ref": "j2", "room": "doc:readonly"}), "joined", "")
+	expect("publish read-only", publishKeyed(t, ws, "doc:readonly", "k3"), "error", "forbidden")
+	refused := ask(map[string]any{"type": "join", "ref": "j3", "room": "doc:secret"})
+	expect("join secret", refused, "error", "forbidden")
+	if refused["message"] != "not shared with you" {
+		t.Errorf("the refusal says %q, want the application's reason", refused["message"])
+	}
+	expect("join broken", ask(map[string]any{"type": "join", "ref": "j4", "room": "doc:broken"}), "error", "unavailable")
+	expect("join chat (claims)", ask(map[string]any{"type": "join", "ref": "j5", "room": "chat:1"}), "joined", "")
+	expect("join other (claims)", ask(map[string]any{"type": "join", "ref": "j6", "room": "other"}), "error", "forbidden")
+	// doc:shared was asked once (its ttl covers both publishes), doc:readonly twice (no ttl: join
+	// and publish), the others once each.
+	if n := calls.Load(); n != 5 || forged.Load() != 0 {
+		t.Errorf("%d hook calls (%d forged), want 5 (0)", n, forged.Load())
+	}
+	metrics := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	_, body := servertest.Request(t, "GET", "http://"+p.addr+"/metrics", metrics, "")
+	for _, want := range []string{
+		`roomlog_hook_decisions_total{action="join",outcome="allow",source="asked"} 3`,
+		`roomlog_hook_decisions_total{action="join",outcome="allow",source="reused"} 2`,
+		`roomlog_hook_decisions_total{action="join",outcome="deny",source="asked"} 1`,
+		`roomlog_hook_decisions_total{action="join",outcome="unavailable",source="asked"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestServeHookFlagsRefused: hook flags that cannot work are a usage error, not a server that
+// lets everyone in.
+func TestServeHookFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--hook-url", "http://127.0.0.1:9/"}, "secret must be at least"},
+		{[]string{"--hook-url", "ftp://x/", "--hook-secret", hookSecret}, "want an http or https URL"},
+		{[]string{"--hook-secret", hookSecret}, "--hook-secret needs --hook-url or --webhook"},
+		{[]string{"--hook-publish"}, "--hook-publish needs --hook-url"},
+		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-rooms", "d*c"}, "--hook-rooms"},
+		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-timeout", "0s"}, "--hook-timeout must be positive"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "x.db"), "--jwt-secret", servertest.Secret}, c.args...)
+		code, _, stderr := roomlog(t, nil, args...)
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, %q; want 2 and one line saying %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// TestServeWebhookAcrossKill: a real server delivers a webhook to a receiver on loopback that
+// answers slowly, so batches are in flight; the server is killed (kill -9) part way and started
+// again: the receiver ends with every event of the webhook's rooms exactly in log order, with at
+// most the batch in flight at the kill repeated; GET /v1/webhooks and roomlog webhooks say it
+// has caught up.
+func TestServeWebhookAcrossKill(t *testing.T) {
+	servertest.Long(t, "webhook crash test")
+	var mu sync.Mutex
+	var got []string
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if hooks.Verify([]byte(hookSecret), r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // a batch stays in flight a while
+		var batch struct{ Events []struct{ ID, Room string } }
+		json.Unmarshal(body, &batch)
+		mu.Lock()
+		for _, e := range batch.Events {
+			got = append(got, e.ID)
+		}
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+	received := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
+	data := filepath.Join(t.TempDir(), "wh.db")
+	flags := []string{"--hook-secret", hookSecret, "--webhook", "app=" + receiver.URL, "--webhook-rooms", "app=doc:*"}
+	p := startProc(t, data, flags...)
+	writer := servertest.Token(t, auth.TokenSpec{Subject: "w", Rooms: []string{"*"}})
+	publish := func(room string, n int) {
+		for i := range n {
+			if status, body := servertest.Request(t, "POST", "http://"+p.addr+"/v1/rooms/"+room+"/events", writer, fmt.Sprintf(`{"body":%d}`, i)); status != 201 {
+				t.Fatalf("publish: %d %s", status, body)
+			}
+		}
+	}
+	publish("doc:1", 300)
+	publish("chat:1", 20) // not the webhook's
+	for deadline := time.Now().Add(20 * time.Second); len(received()) < 100; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d events delivered", len(received()))
+		}
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+	p = startProc(t, data, flags...)
+	publish("doc:2", 50)
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	_, lines := servertest.Request(t, "GET", "http://"+p.addr+"/v1/events?room=doc:*", admin, "")
+	var want []string
+	for _, l := range strings.Split(strings.TrimSpace(lines), "\n") {
+		var e struct{ ID string }
+		json.Unmarshal([]byte(l), &e)
+		want = append(want, e.ID)
+	}
+	if len(want) != 350 {
+		t.Fatalf("the log holds %d events of doc:*, want 350", len(want))
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if dedup(received()) >= len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events delivered after the restart", dedup(received()), len(want))
+		}
+	}
+	all := received()
+	seen, once := map[string]bool{}, []string{}
+	for _, id := range all {
+		if !seen[id] {
+			seen[id] = true
+			once = append(once, id)
+		}
+	}
+	if strings.Join(once, " ") != strings.Join(want, " ") {
+		t.Fatalf("delivered %d distinct events, not the log's %d in order", len(once), len(want))
+	}
+	if repeats := len(all) - len(want); repeats > 100 {
+		t.Errorf("%d events repeated, want at most the batch in flight (100)", repeats)
+	}
+	status, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/webhooks", admin, "")
+	if status != 200 || !strings.Contains(body, `"pending":0`) || !strings.Contains(body, `"cursor":"`+want[len(want)-1]+`"`) {
+		t.Errorf("GET /v1/webhooks: %d %s", status, body)
+	}
+	code, out, errOut := roomlog(t, nil, "webhooks", "--server", "http://"+p.addr, "--token", admin)
+	if code != 0 || !strings.Contains(out, "app") || !strings.Contains(out, want[len(want)-1]) {
+		t.Errorf("roomlog webhooks: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("%d events delivered across a kill -9, %d repeated", len(want), len(all)-len(want))
+}
+
+func dedup(ids []string) int {
+	seen := map[string]bool{}
+	for _, id := range ids {
+		seen[id] = true
+	}
+	return len(seen)
+}
+
+// TestServeWebhookFlagsRefused: webhook flags that cannot work are a one-line usage error.
+func TestServeWebhookFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--webhook", "app=http://127.0.0.1:9/"}, "needs --hook-secret"},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "noequals"}, "want NAME=VALUE"},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "app=ftp://x/"}, "want an http or https URL"},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook", "app=http://b/"}, "named twice"},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook-rooms", "other=doc:*"}, `no --webhook named "other"`},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook-kinds", "app=Bad Kind"}, "kinds"},
+		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--nats", "nats://127.0.0.1:4222"}, "needs --data for now"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "x.db"), "--jwt-secret", servertest.Secret}, c.args...)
+		code, _, stderr := roomlog(t, nil, args...)
+		if code != 2 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, %q; want 2 and one line saying %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// helloAnswer says hello with tok on a new connection and returns the first frame answering it.
+func helloAnswer(t *testing.T, addr, tok string) map[string]any {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteJSON(map[string]any{"type": "hello", "token": tok, "session": "s"})
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var f map[string]any
+	if err := ws.ReadJSON(&f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestServeRevokeTokens: an administrator revokes one token by its jti and a user's tokens
+// issued before now: the live connections they authenticated get bye token_revoked and close, a
+// hello with them is refused with token_revoked, other tokens go on, and GET /v1/tokens/revoked
+// lists both. After a restart the revocations still hold (they are in the data file). Clients
+// cannot reach the system room they are kept in; bad requests change nothing.
+func TestServeRevokeTokens(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "revoke.db")
+	p := startProc(t, data)
+	leaked := servertest.Token(t, auth.TokenSpec{Subject: "alice", Rooms: []string{"*"}, ID: "leaked-1"})
+	fine := servertest.Token(t, auth.TokenSpec{Subject: "alice", Rooms: []string{"*"}, ID: "fine-1"})
+	bobOld := servertest.Token(t, auth.TokenSpec{Subject: "bob", Rooms: []string{"*"}})
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	base := "http://" + p.addr
+
+	live := wsConnect(t, p.addr, leaked, "phone")
+	defer live.Close()
+	other := wsConnect(t, p.addr, fine, "laptop")
+	defer other.Close()
+	if fr := roundTrip(t, live, map[string]any{"type": "join", "ref": "j", "room": "_roomlog/revocations"}); fr["code"] != "forbidden" {
+		t.Errorf("a client joined the system room: %v", fr)
+	}
+	for _, bad := range []struct{ tok, body string }{
+		{fine, `{"jti":"x"}`},
+		{admin, `{}`},
+		{admin, `{"jti":"x","user":"bob"}`},
+		{admin, `{"user":"bob"}`},
+		{admin, `{"jti":"x","expires":"2030-01-01T00:00:00Z"}`},
+		{admin, `{"jti":`},
+	} {
+		if status, body := servertest.Request(t, "POST", base+"/v1/tokens/revoke", bad.tok, bad.body); status == 200 {
+			t.Errorf("%s was accepted: %s", bad.body, body)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // iat has one-second steps: bob's token is issued before
+	if status, body := servertest.Request(t, "POST", base+"/v1/tokens/revoke", admin, `{"jti":"leaked-1"}`); status != 200 || !strings.Contains(body, `"connections_closed":1`) {
+		t.Fatalf("revoke the jti: %d %s", status, body)
+	}
+	live.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var f map[string]any
+		if err := live.ReadJSON(&f); err != nil {
+			t.Fatalf("no bye token_revoked before the close: %v", err)
+		}
+		if f["type"] == "bye" {
+			if f["code"] != "token_revoked" {
+				t.Fatalf("bye %v", f)
+			}
+			break
+		}
+	}
+	if fr := roundTrip(t, other, map[string]any{"type": "ping", "ref": "still"}); fr["type"] != "pong" {
+		t.Errorf("another token's connection: %v", fr)
+	}
+	issuedBefore := time.Now().UTC().Format(time.RFC3339)
+	if status, body := servertest.Request(t, "POST", base+"/v1/tokens/revoke", admin, `{"user":"bob","issued_before":"`+issuedBefore+`"}`); status != 200 || !strings.Contains(body, `"connections_closed":0`) {
+		t.Fatalf("revoke bob's tokens: %d %s", status, body)
+	}
+	check := func(when string) {
+		t.Helper()
+		for name, c := range map[string]struct{ tok, code string }{
+			"leaked": {leaked, "token_revoked"}, "bob's old": {bobOld, "token_revoked"},
+		} {
+			if f := helloAnswer(t, p.addr, c.tok); f["type"] != "bye" || f["code"] != c.code {
+				t.Errorf("%s: hello with the %s token: %v", when, name, f)
+			}
+		}
+		if f := helloAnswer(t, p.addr, fine); f["type"] != "welcome" {
+			t.Errorf("%s: hello with another token: %v", when, f)
+		}
+		status, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/tokens/revoked", admin, "")
+		if status != 200 || !strings.Contains(body, `"jti":"leaked-1"`) || !strings.Contains(body, `"user":"bob"`) {
+			t.Errorf("%s: revoked list %d %s", when, status, body)
+		}
+	}
+	check("before the restart")
+	other.Close()
+	p.cmd.Process.Kill()
+	<-p.done
+	p = startProc(t, data)
+	check("after a kill -9 and restart")
+}
+
+// nextOf reads ws's frames up to the first of type typ (within 10 s) and returns it.
+func nextOf(t *testing.T, ws *websocket.Conn, typ string) map[string]any {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer ws.SetReadDeadline(time.Time{})
+	for {
+		var f map[string]any
+		if err := ws.ReadJSON(&f); err != nil {
+			t.Fatalf("waiting for a %s frame: %v", typ, err)
+		}
+		if f["type"] == typ {
+			return f
+		}
+	}
+}
+
+// TestServeActionsAcrossNodes: two roomlog nodes on one JetStream. An administrator's removal,
+// disconnection and revocation taken through node A reach the sessions on node B: B's member
+// is sent removed, B's connections of the disconnected user bye disconnected, and those of the
+// revoked token bye token_revoked.
+func TestServeActionsAcrossNodes(t *testing.T) {
+	servertest.Long(t, "two-node test")
+	ns := natstest.Start(t)
+	dir := t.TempDir()
+	a := startProc(t, filepath.Join(dir, "a.db"), "--nats", ns.ClientURL())
+	b := startProc(t, filepath.Join(dir, "b.db"), "--nats", ns.ClientURL())
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	everywhere := []string{"*"}
+
+	bob := wsConnect(t, b.addr, servertest.Token(t, auth.TokenSpec{Subject: "bob", Rooms: everywhere}), "bob-phone")
+	defer bob.Close()
+	if fr := roundTrip(t, bob, map[string]any{"type": "join", "ref": "j", "room": "doc:1"}); fr["type"] != "joined" {
+		t.Fatalf("join on b: %v", fr)
+	}
+	status, body := servertest.Request(t, "POST", "http://"+a.addr+"/v1/rooms/doc:1/members/bob/remove", admin, `{"reason":"unshared"}`)
+	if status != 200 {
+		t.Fatalf("remove through a: %d %s", status, body)
+	}
+	if f := nextOf(t, bob, "removed"); f["room"] != "doc:1" || f["reason"] != "unshared" {
+		t.Errorf("removed on b: %v", f)
+	}
+
+	carol := wsConnect(t, b.addr, servertest.Token(t, auth.TokenSpec{Subject: "carol", Rooms: everywhere}), "carol-desk")
+	defer carol.Close()
+	if status, body := servertest.Request(t, "POST", "http://"+a.addr+"/v1/users/carol/disconnect", admin, `{"reason":"suspended"}`); status != 200 {
+		t.Fatalf("disconnect through a: %d %s", status, body)
+	}
+	if f := nextOf(t, carol, "bye"); f["code"] != "disconnected" || f["reason"] != "suspended" {
+		t.Errorf("bye on b: %v", f)
+	}
+
+	dave := wsConnect(t, b.addr, servertest.Token(t, auth.TokenSpec{Subject: "dave", Rooms: everywhere, ID: "dave-1"}), "dave-laptop")
+	defer dave.Close()
+	if status, body := servertest.Request(t, "POST", "http://"+a.addr+"/v1/tokens/revoke", admin, `{"jti":"dave-1"}`); status != 200 {
+		t.Fatalf("revoke through a: %d %s", status, body)
+	}
+	if f := nextOf(t, dave, "bye"); f["code"] != "token_revoked" {
+		t.Errorf("bye on b: %v", f)
+	}
+	if !strings.Contains(b.log(), "user removed from room") {
+		t.Errorf("b did not log the removal:\n%s", b.log())
+	}
+}
