@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -290,6 +292,52 @@ func BenchmarkServerResume(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
+		})
+	}
+}
+
+// BenchmarkServerJoinHook: a connection joins and leaves a room over and over, on a server
+// without a hook, with a hook on loopback that answers at once (every join asked), and with one
+// whose answer carries a ttl (joins after the first reuse it); p50 and p99 of join to joined.
+//
+//	go test -run '^$' -bench BenchmarkServerJoinHook -benchtime 2000x ./cmd/roomlog/
+func BenchmarkServerJoinHook(b *testing.B) {
+	for _, c := range []struct{ name, answer string }{
+		{"no-hook", ""}, {"hook", `{"allow":true,"write":true}`}, {"hook-ttl", `{"allow":true,"write":true,"ttl_ms":600000}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var flags []string
+			if c.answer != "" {
+				hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					io.WriteString(w, c.answer)
+				}))
+				defer hook.Close()
+				flags = []string{"--hook-url", hook.URL, "--hook-secret", hookSecret, "--hook-rooms", "doc:*"}
+			}
+			p := startProc(b, b.TempDir()+"/join.db", flags...)
+			defer func() { p.cmd.Process.Kill(); <-p.done }()
+			cl := dialLean(b, p.addr, crashToken(b, "u", false), "joiner")
+			lat := make([]time.Duration, 0, b.N)
+			for i := 0; b.Loop(); i++ {
+				start := time.Now()
+				cl.write(fmt.Sprintf(`{"type":"join","ref":"j%d","room":"doc:1"}`, i))
+				for f := cl.read(); !bytes.HasPrefix(f, []byte(`{"type":"joined"`)); f = cl.read() {
+					if f == nil || bytes.HasPrefix(f, []byte(`{"type":"error"`)) {
+						b.Fatalf("join: %s", f)
+					}
+				}
+				lat = append(lat, time.Since(start))
+				cl.write(fmt.Sprintf(`{"type":"leave","ref":"l%d","room":"doc:1"}`, i))
+				for f := cl.read(); !bytes.HasPrefix(f, []byte(`{"type":"left"`)); f = cl.read() {
+					if f == nil {
+						b.Fatal("connection lost")
+					}
+				}
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
 }
