@@ -32,6 +32,8 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("POST /hook", a.hook)
 	mux.HandleFunc("POST /share", a.share)
 	mux.HandleFunc("POST /unshare", a.unshare)
+	mux.HandleFunc("POST /webhook", a.webhook)
+	mux.HandleFunc("GET /activity", a.activity)
 	return mux
 }
 
@@ -67,6 +69,45 @@ func (a *App) hook(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(answer)
+}
+
+// webhook takes roomlog's webhook batches (--webhook sharing=http://.../webhook) and projects
+// them into the application's own table: the last activity of each document, by whom. A batch
+// may come twice (delivery is at least once): the projection keeps the latest event id, so a
+// repeat changes nothing.
+func (a *App) webhook(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if err != nil {
+		http.Error(w, "cannot read the batch", http.StatusBadRequest)
+		return
+	}
+	if err := hooks.Verify(a.Secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var batch struct {
+		Events []Activity `json:"events"`
+	}
+	if err := json.Unmarshal(body, &batch); err != nil {
+		http.Error(w, "not a webhook batch", http.StatusBadRequest)
+		return
+	}
+	if err := a.Table.Project(batch.Events); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError) // roomlog retries the batch
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// activity answers the projection: each document's last event and who made it.
+func (a *App) activity(w http.ResponseWriter, r *http.Request) {
+	all, err := a.Table.Activity()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(all)
 }
 
 type shareRequest struct {
@@ -144,7 +185,10 @@ func decode(w http.ResponseWriter, r *http.Request, v *shareRequest) bool {
 // Table is the sharing table: who may open which room, and how.
 type Table struct{ db *bolt.DB }
 
-var bucketShares = []byte("shares")
+var (
+	bucketShares   = []byte("shares")
+	bucketActivity = []byte("activity")
+)
 
 func openTable(path string) (*Table, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
@@ -152,7 +196,10 @@ func openTable(path string) (*Table, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketShares)
+		if _, err := tx.CreateBucketIfNotExists(bucketShares); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketActivity)
 		return err
 	})
 	if err != nil {
@@ -199,6 +246,52 @@ func (t *Table) Unshare(room, user string) error {
 		return err
 	}
 	return t.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketShares).Delete(k) })
+}
+
+// Activity is a document's last event, as the webhook delivered it.
+type Activity struct {
+	Room string `json:"room"`
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	User string `json:"user"`
+}
+
+// Project records each event as its room's last activity, unless a later one is recorded
+// already (ids grow in log order, so a repeated batch changes nothing).
+func (t *Table) Project(events []Activity) error {
+	return t.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketActivity)
+		for _, e := range events {
+			var cur Activity
+			if v := b.Get([]byte(e.Room)); v != nil && json.Unmarshal(v, &cur) == nil && cur.ID >= e.ID {
+				continue
+			}
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(e.Room), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Activity lists every document's last activity, by room.
+func (t *Table) Activity() ([]Activity, error) {
+	var out []Activity
+	err := t.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketActivity).ForEach(func(_, v []byte) error {
+			var a Activity
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Close closes the table's file.

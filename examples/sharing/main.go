@@ -1,11 +1,13 @@
 // Command sharing is a small application backend beside roomlog: it owns who may open which
 // document (a sharing table in a bbolt file), answers roomlog's join hook from it, and when a
 // document is unshared, removes the person from the document's room through roomlog's admin API,
-// so that their open editor is told at once.
+// so that their open editor is told at once. It also takes roomlog's webhook and projects the
+// events into its own table (each document's last activity, GET /activity).
 //
 // Run roomlog with the hook pointing here, then this:
 //
-//	roomlog serve --jwt-secret $JWT --hook-url http://127.0.0.1:8080/hook --hook-secret $HOOK --hook-rooms 'doc:*'
+//	roomlog serve --jwt-secret $JWT --hook-url http://127.0.0.1:8080/hook --hook-secret $HOOK --hook-rooms 'doc:*' \
+//	  --webhook sharing=http://127.0.0.1:8080/webhook --webhook-rooms 'sharing=doc:*'
 //	go run ./examples/sharing --hook-secret $HOOK --admin-token "$(roomlog token --secret $JWT --sub sharing --admin)"
 //
 // and share with curl:

@@ -34,8 +34,9 @@ func TestMain(m *testing.M) {
 // TestSharing runs the example as its README walks through it: a real roomlog serve asks the
 // application (this package, on loopback) who may open each document. Shared people join and,
 // with write access, edit; others are refused with the application's reason; unsharing removes
-// a person from the open document at once, and their rejoin is refused. A hook request that is
-// not signed with the secret is refused by the application.
+// a person from the open document at once, and their rejoin is refused. The webhook projects the
+// document's events into the application's table. A hook request that is not signed with the
+// secret is refused by the application.
 func TestSharing(t *testing.T) {
 	servertest.Long(t, "example test")
 	table, err := openTable(filepath.Join(t.TempDir(), "sharing.db"))
@@ -54,7 +55,8 @@ func TestSharing(t *testing.T) {
 	appURL := "http://" + ln.Addr().String()
 
 	p := servertest.Start(t, exec.Command(roomlogBin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "rooms.db"),
-		"--jwt-secret", servertest.Secret, "--hook-url", appURL+"/hook", "--hook-secret", hookSecret, "--hook-rooms", "doc:*"))
+		"--jwt-secret", servertest.Secret, "--hook-url", appURL+"/hook", "--hook-secret", hookSecret, "--hook-rooms", "doc:*",
+		"--webhook", "sharing="+appURL+"/webhook", "--webhook-rooms", "sharing=doc:*"))
 	app.Roomlog = "http://" + p.Addr
 
 	post := func(path, body string) int {
@@ -118,6 +120,21 @@ func TestSharing(t *testing.T) {
 	}
 	if _, err := alice.Join(ctx, "doc:1", client.JoinOptions{}); !errors.As(err, &refusal) || refusal.Code != "forbidden" {
 		t.Errorf("alice rejoined an unshared document: %v", err)
+	}
+
+	// The webhook projected the document's events into the application's table: its last
+	// activity is alice's removal (the leave the unshare wrote).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		all, err := table.Activity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) == 1 && all[0].Room == "doc:1" && all[0].Kind == "leave" && all[0].User == "alice" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the projection holds %+v, want doc:1's last event, alice's leave", all)
+		}
 	}
 
 	// The application refuses hook requests not signed with the secret.
