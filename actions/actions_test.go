@@ -9,7 +9,10 @@ import (
 
 	"github.com/roomlog/roomlog/actions"
 	"github.com/roomlog/roomlog/eventlog/memlog"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestFollow: two nodes on one log: an action one takes reaches the other once, in order, and
 // not the one that took it (it applied it itself); actions logged before a node started are

@@ -19,7 +19,10 @@ import (
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/rooms"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var secret = []byte("hook-test-secret-of-32-bytes-or-more")
 

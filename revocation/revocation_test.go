@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/revocation"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func claims(user, jti string, issued time.Time) *auth.Claims {
 	c := &auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: user, ID: jti}}

@@ -20,7 +20,10 @@ import (
 	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/webhooks"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var secret = []byte("webhook-test-secret-of-32-bytes-or-more")
 

@@ -5,7 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestLoadRefusesBadVectors: a vector with an unknown field, a step that says two things or an
 // app step that says nothing is refused with the file's name, not played half-understood.

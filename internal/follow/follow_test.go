@@ -11,7 +11,10 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/internal/follow"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestFollow: a follower started after an id applies the room's later events once each, in
 // order, then each new one as it is appended (calling wake), and nothing of other rooms.
