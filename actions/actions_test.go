@@ -12,8 +12,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 // TestFollow: two nodes on one log: an action one takes reaches the other once, in order, and
 // not the one that took it (it applied it itself); actions logged before a node started are
 // not applied by it.
@@ -70,3 +68,6 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("applied %v; want b to apply both, in order, and a neither", got)
 	}
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

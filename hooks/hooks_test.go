@@ -22,8 +22,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 var secret = []byte("hook-test-secret-of-32-bytes-or-more")
 
 // backend is a real HTTP server on loopback playing the application: it checks each request's
@@ -373,3 +371,6 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

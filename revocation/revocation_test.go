@@ -16,8 +16,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 func claims(user, jti string, issued time.Time) *auth.Claims {
 	c := &auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: user, ID: jti}}
 	if !issued.IsZero() {
@@ -138,3 +136,6 @@ func TestDurable(t *testing.T) {
 		t.Fatal("a revocation did not survive the restart")
 	}
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

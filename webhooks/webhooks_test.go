@@ -23,8 +23,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 var secret = []byte("webhook-test-secret-of-32-bytes-or-more")
 
 // receiver is an application's webhook endpoint on loopback: it checks signatures, fails the
@@ -259,3 +257,6 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "events/s")
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

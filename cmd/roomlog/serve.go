@@ -11,7 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	_ "net/http/pprof" // the profiles, on the default mux
 	"net/url"
 	"os"
 	"os/signal"
@@ -490,13 +490,9 @@ func startDebugListener(addr string, logger *slog.Logger) (func() error, error) 
 	if err != nil {
 		return nil, err
 	}
-	dmux := http.NewServeMux()
-	dmux.HandleFunc("/debug/pprof/", pprof.Index)
-	dmux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	dmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	dmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	dmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	dsrv := &http.Server{Handler: dmux, ReadHeaderTimeout: 10 * time.Second}
+	// net/http/pprof registers its handlers on the default mux (nothing else in roomlog does);
+	// it is served on this listener only, never on --addr.
+	dsrv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
 	go dsrv.Serve(dln)
 	logger.Info("profiling listener", "debug", "http://"+dln.Addr().String()+"/debug/pprof/")
 	return dsrv.Close, nil

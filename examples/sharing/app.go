@@ -41,16 +41,10 @@ func (a *App) Handler() http.Handler {
 // room at once (and roomlog forgets the decision then), so it can be long.
 const decisionTTL = 5 * time.Minute
 
-// hook answers roomlog's join (and publish) requests from the sharing table. A request whose
-// signature does not verify is refused: anyone could otherwise ask.
+// hook answers roomlog's join (and publish) requests from the sharing table.
 func (a *App) hook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		http.Error(w, "cannot read the request", http.StatusBadRequest)
-		return
-	}
-	if err := hooks.Verify(a.Secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute); err != nil {
-		http.Error(w, err.Error(), http.StatusUnauthorized)
+	body, ok := a.readSigned(w, r, 1<<20)
+	if !ok {
 		return
 	}
 	var req struct{ Action, User, Room string }
@@ -76,13 +70,8 @@ func (a *App) hook(w http.ResponseWriter, r *http.Request) {
 // may come twice (delivery is at least once): the projection keeps the latest event id, so a
 // repeat changes nothing.
 func (a *App) webhook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if err != nil {
-		http.Error(w, "cannot read the batch", http.StatusBadRequest)
-		return
-	}
-	if err := hooks.Verify(a.Secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute); err != nil {
-		http.Error(w, err.Error(), http.StatusUnauthorized)
+	body, ok := a.readSigned(w, r, 8<<20)
+	if !ok {
 		return
 	}
 	var batch struct {
@@ -97,6 +86,21 @@ func (a *App) webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// readSigned reads a request from roomlog (up to max bytes) and checks its signature: a request
+// not signed with the secret, or signed long ago, is refused (anyone could otherwise send it).
+func (a *App) readSigned(w http.ResponseWriter, r *http.Request, max int64) ([]byte, bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, max))
+	if err != nil {
+		http.Error(w, "cannot read the request", http.StatusBadRequest)
+		return nil, false
+	}
+	if err := hooks.Verify(a.Secret, r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return nil, false
+	}
+	return body, true
 }
 
 // activity answers the projection: each document's last event and who made it.

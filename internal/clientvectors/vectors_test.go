@@ -9,8 +9,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 // TestLoadRefusesBadVectors: a vector with an unknown field, a step that says two things or an
 // app step that says nothing is refused with the file's name, not played half-understood.
 func TestLoadRefusesBadVectors(t *testing.T) {
@@ -59,3 +57,6 @@ func TestMatchAndSubstitute(t *testing.T) {
 		}
 	}
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -14,8 +14,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 // TestFollow: a follower started after an id applies the room's later events once each, in
 // order, then each new one as it is appended (calling wake), and nothing of other rooms.
 func TestFollow(t *testing.T) {
@@ -67,3 +65,6 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("applied %d events, want %d", len(got), len(want))
 	}
 }
+
+// TestMain fails the package when a test leaves a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
