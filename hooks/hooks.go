@@ -127,7 +127,8 @@ func (a *Authorizer) Covers(room string) bool {
 
 // Authorize implements rooms.Authorizer. In the hook's rooms, joining, reading (history,
 // receipts, the HTTP reads) need the application's allow; publishing needs its write, and a
-// snapshot also the token's snapshot_rooms claim (a snapshot decides what compaction removes).
+// snapshot also the token's snapshot_rooms claim or, with Config.Publish, the application's
+// consent to the event (a snapshot decides what compaction removes).
 // Operations on the log (admin) are decided by the token alone, as everywhere.
 func (a *Authorizer) Authorize(ctx context.Context, g auth.Grants, action auth.Action, room string) error {
 	if action == auth.Operate || !a.Covers(room) || (action == auth.Read && g.Admin) {
@@ -145,7 +146,9 @@ func (a *Authorizer) Authorize(ctx context.Context, g auth.Grants, action auth.A
 		if !d.Write {
 			return &auth.Refusal{Reason: fmt.Sprintf("the application lets you read %q, not write to it", room)}
 		}
-		if action == auth.Snapshot && !g.CanSnapshot(room) {
+		// A snapshot decides what compaction removes: it needs the token's snapshot_rooms claim,
+		// or, with Config.Publish, the application's consent to the event itself (CheckPublish).
+		if action == auth.Snapshot && !g.CanSnapshot(room) && !a.cfg.Publish {
 			return &auth.Refusal{Reason: fmt.Sprintf("publishing a snapshot to %q needs the token claim snapshot_rooms (snapshots decide what compaction removes)", room)}
 		}
 	}

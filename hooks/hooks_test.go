@@ -283,6 +283,12 @@ func TestPublishHook(t *testing.T) {
 		switch {
 		case req.Action == "join":
 			io.WriteString(w, `{"allow":true,"write":true,"ttl_ms":60000}`)
+		case req.Kind == "snapshot": // the application's consent to a snapshot, by its content
+			if strings.Contains(string(req.Body), "trusted") {
+				io.WriteString(w, `{"allow":true}`)
+			} else {
+				io.WriteString(w, `{"allow":false,"reason":"not a snapshot of ours"}`)
+			}
 		case req.Session != "phone" || req.Kind != "message":
 			io.WriteString(w, `{"allow":false,"reason":"who is this?"}`)
 		case strings.Contains(string(req.Body), "swear"):
@@ -326,6 +332,17 @@ func TestPublishHook(t *testing.T) {
 	}
 	if err := publish("chat:1", `{"text":"swear"}`); err != nil { // not the hook's room
 		t.Errorf("chat: %v", err)
+	}
+	// A snapshot without the token's snapshot_rooms claim: the application's consent decides.
+	snapshotPermit, err := h.AuthorizePublish(ctx(), alice, "doc:1", "snapshot")
+	if err != nil {
+		t.Fatalf("a snapshot was refused before the application was asked: %v", err)
+	}
+	if _, err := h.Publish(snapshotPermit, eventlog.AppendRequest{Room: "doc:1", Kind: "snapshot", Body: json.RawMessage(`{"state":"forged"}`)}); !errors.As(err, &refusal) || refusal.Reason != "not a snapshot of ours" {
+		t.Errorf("a snapshot the application refused: %v", err)
+	}
+	if err := a.CheckPublish(ctx(), alice, "doc:1", "snapshot", json.RawMessage(`{"state":"trusted"}`)); err != nil {
+		t.Errorf("a snapshot the application allowed: %v", err)
 	}
 	if n := published.Load(); n != 2 {
 		t.Errorf("the application saw %d events, want 2 (not the other room's)", n)

@@ -31,7 +31,7 @@ type Revocation struct {
 	JTI          string    `json:"jti,omitempty"`
 	User         string    `json:"user,omitempty"`
 	IssuedBefore time.Time `json:"issued_before,omitzero"`
-	Expires      time.Time `json:"expires"`
+	Expires      time.Time `json:"expires,omitzero"` // derived from At when read (expiresLocked), never stored
 	By           string    `json:"by,omitempty"` // who revoked
 	At           time.Time `json:"at"`           // when (the event's time)
 }
@@ -84,6 +84,7 @@ func (l *List) applyLocked(ev *eventlog.Event) {
 		return
 	}
 	r.At = ev.Time()
+	l.bound(&r)
 	switch {
 	case r.JTI != "":
 		l.byJTI[r.JTI] = r
@@ -111,8 +112,9 @@ func (l *List) Revoked(c *auth.Claims) bool {
 	return false
 }
 
-// Revoke logs r (JTI, or User and IssuedBefore) as revoked by by, until the tokens it covers
-// could no longer be valid: maxTokenTTL after now for a jti, after IssuedBefore for a user. It
+// Revoke logs r (JTI, or User and IssuedBefore, not in the future) as revoked by by, until the
+// tokens it covers could no longer be valid: maxTokenTTL after now for a jti, after
+// IssuedBefore for a user. It
 // returns once the revocation is durable; this List applies it at once, the others of the log
 // as they read it.
 func (l *List) Revoke(ctx context.Context, r Revocation, by string) (Revocation, error) {
@@ -126,11 +128,11 @@ func (l *List) Revoke(ctx context.Context, r Revocation, by string) (Revocation,
 		if err := eventlog.CheckUser(r.User); err != nil {
 			return Revocation{}, fmt.Errorf("%w: %v", ErrBadRevocation, err)
 		}
-		r.Expires = r.IssuedBefore.Add(l.maxTTL)
-	} else {
-		r.Expires = l.now().Add(l.maxTTL)
+		if r.IssuedBefore.After(l.now().Add(time.Minute)) {
+			return Revocation{}, fmt.Errorf("%w: issued_before is in the future", ErrBadRevocation)
+		}
 	}
-	r.By, r.At = by, time.Time{}
+	r.By, r.At, r.Expires = by, time.Time{}, time.Time{}
 	body, err := json.Marshal(r)
 	if err != nil {
 		return Revocation{}, err
@@ -143,7 +145,22 @@ func (l *List) Revoke(ctx context.Context, r Revocation, by string) (Revocation,
 		return Revocation{}, err
 	}
 	r.At = res.Event.Time()
+	l.bound(&r)
 	return r, nil
+}
+
+// bound sets r's lifetime from when it was made (r.At), not from what its event's body says
+// (the room held client events before it was the server's own): a user revocation covers tokens
+// issued before it was made at the latest, and every revocation ends once the tokens it covers
+// could no longer be valid.
+func (l *List) bound(r *Revocation) {
+	if r.User != "" && (r.IssuedBefore.IsZero() || r.IssuedBefore.After(r.At)) {
+		r.IssuedBefore = r.At
+	}
+	r.Expires = r.At.Add(l.maxTTL)
+	if r.User != "" {
+		r.Expires = r.IssuedBefore.Add(l.maxTTL)
+	}
 }
 
 // Active lists the revocations in force, oldest first.

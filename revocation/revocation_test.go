@@ -2,6 +2,7 @@ package revocation_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/memlog"
 	"github.com/roomlog/roomlog/revocation"
@@ -72,7 +74,7 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("active %+v", active)
 	}
 	for _, r := range active {
-		if r.User == "bob" && !r.Expires.Equal(now.Add(time.Hour)) {
+		if r.User == "bob" && (!r.Expires.Equal(r.IssuedBefore.Add(time.Hour)) || now.Sub(r.IssuedBefore).Abs() > time.Second) {
 			t.Errorf("a user revocation expires at %v, want issued_before + the token lifetime", r.Expires)
 		}
 	}
@@ -139,3 +141,42 @@ func TestDurable(t *testing.T) {
 
 // TestMain fails the package when a test leaves a goroutine behind.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestForgedBodiesBounded: a revocation event whose body claims a far expiry or tokens issued in
+// the future (as a client could have written in the room before it was the server's own) is
+// bounded by when it was made: it covers tokens issued before then, for at most the token
+// lifetime. Revoke refuses issued_before in the future.
+func TestForgedBodiesBounded(t *testing.T) {
+	l := memlog.New(memlog.Options{})
+	defer l.Close()
+	ctx := context.Background()
+	far := time.Now().Add(100 * 365 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	for _, body := range []string{
+		`{"user":"bob","issued_before":"` + far + `","expires":"` + far + `"}`,
+		`{"jti":"x","expires":"` + far + `"}`,
+	} {
+		if _, err := l.Append(ctx, eventlog.AppendRequest{Room: revocation.Room, User: "mallory", Kind: revocation.Kind, Body: json.RawMessage(body), System: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := revocation.Open(ctx, l, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer list.Close()
+	now := time.Now()
+	if list.Revoked(claims("bob", "", now.Add(time.Minute))) {
+		t.Error("a token issued after the revocation was made is revoked")
+	}
+	if !list.Revoked(claims("bob", "", now.Add(-time.Minute))) {
+		t.Error("a token issued before the revocation is not revoked")
+	}
+	for _, r := range list.Active() {
+		if r.Expires.After(now.Add(time.Hour + time.Minute)) {
+			t.Errorf("%+v lives past the token lifetime", r)
+		}
+	}
+	if _, err := list.Revoke(ctx, revocation.Revocation{User: "bob", IssuedBefore: now.Add(time.Hour)}, "ops"); !errors.Is(err, revocation.ErrBadRevocation) {
+		t.Errorf("issued_before in the future: %v", err)
+	}
+}

@@ -283,6 +283,12 @@ func TestServeRevokeTokens(t *testing.T) {
 	if fr := roundTrip(t, live, map[string]any{"type": "join", "ref": "j", "room": "_roomlog/revocations"}); fr["code"] != "forbidden" {
 		t.Errorf("a client joined the system room: %v", fr)
 	}
+	if fr := publishKeyed(t, live, "_roomlog/revocations", "forged"); fr["code"] != "forbidden" {
+		t.Errorf("a client published to the system room: %v", fr)
+	}
+	if status, body := servertest.Request(t, "POST", base+"/v1/rooms/_roomlog%2Frevocations/events", fine, `{"kind":"revocation","body":{"jti":"fine-1"}}`); status != 403 {
+		t.Errorf("an HTTP publish to the system room: %d %s", status, body)
+	}
 	for _, bad := range []struct{ tok, body string }{
 		{fine, `{"jti":"x"}`},
 		{admin, `{}`},
