@@ -3,62 +3,67 @@ package hooks
 import (
 	"container/list"
 	"sync"
-	"time"
 )
 
-// cache keeps the decisions an answer's ttl_ms lets roomlog reuse, by user and room, bounded in
-// entries: a user who joins many rooms evicts the oldest decisions, never grows the cache past
-// its bound.
-type cache struct {
+// lru is a map bounded in entries: past max, the entry put longest ago goes first. The hooks
+// keep per-user state in them (reusable decisions, request rates), so that a stranger who joins
+// many rooms, or many users, cannot grow them without bound.
+type lru[K comparable, V any] struct {
 	max int
 
 	mu    sync.Mutex
-	byKey map[cacheKey]*list.Element // of order, holding *cached
-	order *list.List                 // oldest put first
+	byKey map[K]*list.Element // of order, holding *lruEntry
+	order *list.List          // oldest put first
 }
 
-type cacheKey struct{ user, room string }
-
-type cached struct {
-	key     cacheKey
-	d       Decision
-	expires time.Time
+type lruEntry[K comparable, V any] struct {
+	key K
+	val V
 }
 
-func newCache(max int) *cache {
-	return &cache{max: max, byKey: map[cacheKey]*list.Element{}, order: list.New()}
+func newLRU[K comparable, V any](max int) *lru[K, V] {
+	return &lru[K, V]{max: max, byKey: map[K]*list.Element{}, order: list.New()}
 }
 
-// get returns the decision for key while it may be reused at now.
-func (c *cache) get(key cacheKey, now time.Time) (Decision, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e := c.byKey[key]
-	if e == nil {
-		return Decision{}, false
-	}
-	v := e.Value.(*cached)
-	if !now.Before(v.expires) {
-		c.removeLocked(e)
-		return Decision{}, false
-	}
-	return v.d, true
-}
-
-// put keeps d for key until expires, evicting the oldest decision past the bound.
-func (c *cache) put(key cacheKey, d Decision, expires time.Time) {
+func (c *lru[K, V]) get(key K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byKey[key]; e != nil {
+		return e.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
+// getOrPut returns key's value, putting make() first when there is none.
+func (c *lru[K, V]) getOrPut(key K, make func() V) V {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.byKey[key]; e != nil {
+		return e.Value.(*lruEntry[K, V]).val
+	}
+	v := make()
+	c.putLocked(key, v)
+	return v
+}
+
+func (c *lru[K, V]) put(key K, val V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(key, val)
+}
+
+func (c *lru[K, V]) putLocked(key K, val V) {
+	if e := c.byKey[key]; e != nil {
 		c.removeLocked(e)
 	}
-	c.byKey[key] = c.order.PushBack(&cached{key, d, expires})
+	c.byKey[key] = c.order.PushBack(&lruEntry[K, V]{key, val})
 	for c.order.Len() > c.max {
 		c.removeLocked(c.order.Front())
 	}
 }
 
-func (c *cache) forget(key cacheKey) {
+func (c *lru[K, V]) forget(key K) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byKey[key]; e != nil {
@@ -66,13 +71,12 @@ func (c *cache) forget(key cacheKey) {
 	}
 }
 
-func (c *cache) removeLocked(e *list.Element) {
-	delete(c.byKey, e.Value.(*cached).key)
+func (c *lru[K, V]) removeLocked(e *list.Element) {
+	delete(c.byKey, e.Value.(*lruEntry[K, V]).key)
 	c.order.Remove(e)
 }
 
-// len is how many decisions are kept.
-func (c *cache) len() int {
+func (c *lru[K, V]) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()

@@ -1,4 +1,4 @@
 package hooks
 
 // CacheLen is how many decisions a keeps for reuse.
-func CacheLen(a *Authorizer) int { return a.cache.len() }
+func CacheLen(a *Authorizer) int { return a.decisions.len() }

@@ -27,6 +27,7 @@ import (
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/rooms"
+	"golang.org/x/time/rate"
 )
 
 // Defaults and bounds of Config.
@@ -36,6 +37,9 @@ const (
 	MaxAnswer = 64 << 10
 	// MaxTTL bounds how long an answer's ttl_ms lets a decision be reused.
 	MaxTTL = time.Hour
+	// DefaultUserRate is Config.UserRate's default: requests per second for one user, with
+	// bursts of twice as many.
+	DefaultUserRate = 10
 	// MinSecretLength is the shortest hook secret accepted, as for the JWT secret.
 	MinSecretLength = auth.MinSecretLength
 	// SignatureHeader carries a request's signature (see Sign).
@@ -57,7 +61,12 @@ type Config struct {
 	// appended (a per-event validation): action "publish" with the kind and body, answered
 	// allow or deny. Without it a publish needs only the join decision's write.
 	Publish bool
-	// CacheSize bounds the decisions kept for reuse (their ttl_ms); past it the oldest go first.
+	// UserRate bounds the requests asked for one user, per second (decisions reused are not
+	// asked); past it an action is unavailable, so that a client joining and leaving in a loop
+	// cannot flood the application. Zero or less: DefaultUserRate.
+	UserRate float64
+	// CacheSize bounds the decisions kept for reuse (their ttl_ms), and the users whose request
+	// rate is tracked; past it the oldest go first.
 	// Zero or less: 100,000.
 	CacheSize int
 	// Client sends the requests. Nil: a client of its own (no cookies, no redirects followed).
@@ -73,8 +82,17 @@ type Config struct {
 // Authorizer decides room actions in the hook's rooms by asking the application, and the others
 // by the token's grants. It implements rooms.Authorizer.
 type Authorizer struct {
-	cfg   Config
-	cache *cache
+	cfg       Config
+	decisions *lru[cacheKey, reusable]    // decisions an answer's ttl_ms lets roomlog reuse
+	rates     *lru[string, *rate.Limiter] // requests asked, by user
+}
+
+type cacheKey struct{ user, room string }
+
+// reusable is a decision and when it may no longer be reused.
+type reusable struct {
+	d       Decision
+	expires time.Time
 }
 
 var (
@@ -106,13 +124,16 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 100_000
 	}
+	if cfg.UserRate <= 0 {
+		cfg.UserRate = DefaultUserRate
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Authorizer{cfg: cfg, cache: newCache(cfg.CacheSize)}, nil
+	return &Authorizer{cfg: cfg, decisions: newLRU[cacheKey, reusable](cfg.CacheSize), rates: newLRU[string, *rate.Limiter](cfg.CacheSize)}, nil
 }
 
 // Covers reports whether the hook decides actions in room.
@@ -162,7 +183,7 @@ func (a *Authorizer) CheckPublish(ctx context.Context, g auth.Grants, room, kind
 		return nil
 	}
 	req := PublishRequest{Action: "publish", User: g.User, Session: rooms.SessionOf(ctx), Room: room, Kind: cmp.Or(kind, eventlog.KindMessage), Body: body}
-	d, err := a.askObserved(ctx, req.Action, &req)
+	d, err := a.askObserved(ctx, g.User, req.Action, &req)
 	if err != nil {
 		return err
 	}
@@ -183,7 +204,7 @@ type PublishRequest struct {
 }
 
 // Forget drops the reusable decision for user in room, so that the next action is decided afresh.
-func (a *Authorizer) Forget(user, room string) { a.cache.forget(cacheKey{user, room}) }
+func (a *Authorizer) Forget(user, room string) { a.decisions.forget(cacheKey{user, room}) }
 
 // Decision is the application's answer to a join request.
 type Decision struct {
@@ -206,23 +227,36 @@ type JoinRequest struct {
 func (a *Authorizer) decide(ctx context.Context, g auth.Grants, room string) (Decision, error) {
 	key := cacheKey{g.User, room}
 	now := a.cfg.Now()
-	if d, ok := a.cache.get(key, now); ok {
-		a.observe("join", d, 0, true)
-		return d, nil
+	if r, ok := a.decisions.get(key); ok {
+		if now.Before(r.expires) {
+			a.observe("join", r.d, 0, true)
+			return r.d, nil
+		}
+		a.decisions.forget(key)
 	}
 	req := JoinRequest{Action: "join", User: g.User, Session: rooms.SessionOf(ctx), Room: room, Claims: claimsOf(g)}
-	d, err := a.askObserved(ctx, req.Action, &req)
+	d, err := a.askObserved(ctx, g.User, req.Action, &req)
 	if err != nil {
 		return Decision{}, err
 	}
 	if ttl := min(time.Duration(d.TTLMS)*time.Millisecond, MaxTTL); ttl > 0 {
-		a.cache.put(key, d, now.Add(ttl))
+		a.decisions.put(key, reusable{d, now.Add(ttl)})
 	}
 	return d, nil
 }
 
-// askObserved asks the application (ask) and tells Config.Observe the outcome.
-func (a *Authorizer) askObserved(ctx context.Context, action string, req any) (Decision, error) {
+// askObserved asks the application (ask) for user, within the user's request rate, and tells
+// Config.Observe the outcome.
+func (a *Authorizer) askObserved(ctx context.Context, user, action string, req any) (Decision, error) {
+	limit := a.rates.getOrPut(user, func() *rate.Limiter {
+		return rate.NewLimiter(rate.Limit(a.cfg.UserRate), max(1, int(2*a.cfg.UserRate)))
+	})
+	if !limit.Allow() {
+		if a.cfg.Observe != nil {
+			a.cfg.Observe(action, "unavailable", 0, false)
+		}
+		return Decision{}, unavailable("%q asked more than %g decisions a second", user, a.cfg.UserRate)
+	}
 	start := time.Now()
 	d, err := a.ask(ctx, req)
 	if err != nil && a.cfg.Observe != nil {

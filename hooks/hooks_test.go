@@ -206,6 +206,33 @@ func TestReuse(t *testing.T) {
 	}
 }
 
+// TestUserRate: the requests one user causes are bounded (a client joining a refused room in a
+// loop): past the rate the action is unavailable without asking the application; another user is
+// not held back, and reused decisions do not count.
+func TestUserRate(t *testing.T) {
+	b := newBackend(t, func(r hooks.JoinRequest) (int, string) {
+		if r.Room == "doc:shared" {
+			return 200, `{"allow":true,"ttl_ms":60000}`
+		}
+		return 200, `{"allow":false,"reason":"no"}`
+	})
+	a := newAuthorizer(t, b.URL, func(c *hooks.Config) { c.UserRate = 1 }) // bursts of 2
+	for range 5 {
+		a.Authorize(ctx(), alice, auth.Join, "doc:shared") // asked once, then reused
+	}
+	err1 := a.Authorize(ctx(), alice, auth.Join, "doc:secret")
+	err2 := a.Authorize(ctx(), alice, auth.Join, "doc:secret")
+	if !errors.Is(err1, auth.ErrForbidden) || !errors.Is(err2, auth.ErrUnavailable) {
+		t.Errorf("past the rate: %v, then %v; want forbidden, then unavailable", err1, err2)
+	}
+	if err := a.Authorize(ctx(), auth.Grants{User: "bob"}, auth.Join, "doc:secret"); !errors.Is(err, auth.ErrForbidden) {
+		t.Errorf("another user: %v, want the application's refusal", err)
+	}
+	if n := b.calls.Load(); n != 3 {
+		t.Errorf("the application was asked %d times, want 3", n)
+	}
+}
+
 // TestSignatures: Verify accepts what Sign made with the secret, and refuses another secret, a
 // changed body, an old signature and garbage.
 func TestSignatures(t *testing.T) {

@@ -112,7 +112,8 @@ func TestServeHookFlagsRefused(t *testing.T) {
 		{[]string{"--hook-secret", hookSecret}, "--hook-secret needs --hook-url or --webhook"},
 		{[]string{"--hook-publish"}, "--hook-publish needs --hook-url"},
 		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-rooms", "d*c"}, "--hook-rooms"},
-		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-timeout", "0s"}, "--hook-timeout must be positive"},
+		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-timeout", "0s"}, "--hook-timeout and --hook-user-rate must be positive"},
+		{[]string{"--hook-url", "http://127.0.0.1:9/", "--hook-secret", hookSecret, "--hook-user-rate", "-1"}, "--hook-user-rate must be positive"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "x.db"), "--jwt-secret", servertest.Secret}, c.args...)
 		code, _, stderr := roomlog(t, nil, args...)

@@ -313,7 +313,7 @@ func BenchmarkServerJoinHook(b *testing.B) {
 					io.WriteString(w, c.answer)
 				}))
 				defer hook.Close()
-				flags = []string{"--hook-url", hook.URL, "--hook-secret", hookSecret, "--hook-rooms", "doc:*"}
+				flags = []string{"--hook-url", hook.URL, "--hook-secret", hookSecret, "--hook-rooms", "doc:*", "--hook-user-rate", "1000000"}
 			}
 			p := startProc(b, b.TempDir()+"/join.db", flags...)
 			defer func() { p.cmd.Process.Kill(); <-p.done }()
