@@ -31,9 +31,9 @@ type Revocation struct {
 	JTI          string    `json:"jti,omitempty"`
 	User         string    `json:"user,omitempty"`
 	IssuedBefore time.Time `json:"issued_before,omitzero"`
-	Expires      time.Time `json:"expires,omitzero"` // derived from At when read (expiresLocked), never stored
-	By           string    `json:"by,omitempty"` // who revoked
-	At           time.Time `json:"at"`           // when (the event's time)
+	Expires      time.Time `json:"expires,omitzero"` // derived from At when read (bound), never stored
+	By           string    `json:"by,omitempty"`     // who revoked
+	At           time.Time `json:"at"`               // when (the event's time)
 }
 
 // ErrBadRevocation is returned by Revoke for a request that names neither a jti nor a user and a
