@@ -33,6 +33,8 @@ var (
 	// fail with ErrFailed too; appends stay refused for a short backoff after that. See
 	// boltlog.Log.Health.
 	ErrFailed = errors.New("event log failed")
+	// ErrLeaseLost: a Lease is no longer this node's (Lease.Store).
+	ErrLeaseLost = errors.New("lease lost")
 )
 
 // ErrCorrupt: stored data does not decode, or contradicts itself (a record, a head entry, a

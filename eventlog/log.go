@@ -103,6 +103,51 @@ type Membership interface {
 	RoomMembers(ctx context.Context, room string) ([]Member, error)
 }
 
+// Feeder is implemented by logs that several nodes share (eventlog/jetstream), whose ids do
+// not order events across rooms (each node's clock makes them): it reads every event in the
+// one order the log stored them, from a position a reader keeps, as a webhook does. On a log of
+// one process, Auditor.Scan's order of ids is that order.
+type Feeder interface {
+	// Feed calls fn with the events stored after position after (0: from the start), in the
+	// order they were stored, up to limit of them, until fn returns an error (which Feed
+	// returns). It returns the position it reached: the position of the last event fn took
+	// (after, when none). Positions grow in the feed's order, and a Feed from the position
+	// another returned misses nothing.
+	Feed(ctx context.Context, after uint64, limit int, fn func(*Event) error) (reached uint64, err error)
+}
+
+// Leaser is implemented by logs that several nodes share: named leases for work exactly one node
+// must do at a time (delivering a webhook). A lease carries a small value that only its holder
+// changes and that outlives the lease, such as how far the work has gone.
+type Leaser interface {
+	// Acquire waits until this node holds the lease name (1-64 of A-Z a-z 0-9 _ -), or ctx
+	// ends.
+	Acquire(ctx context.Context, name string) (Lease, error)
+
+	// LeaseState reads the lease name without taking it: its value, and the node holding it
+	// ("" when none does).
+	LeaseState(ctx context.Context, name string) (value []byte, holder string, err error)
+}
+
+// Lease is a lease a node holds. Its holder keeps it alive until Release, or until it cannot:
+// a node that dies, or is cut off from the others for longer than the lease's time, loses it,
+// and another may take it.
+type Lease interface {
+	// Value is the lease's value as this holder last read or stored it (nil when there is none).
+	Value() []byte
+
+	// Store replaces the value. When the lease is lost, or another holder stored a value since
+	// this one read or stored it, it stores nothing and returns ErrLeaseLost: a holder that
+	// lost its lease can never move the value behind the new holder's back.
+	Store(ctx context.Context, value []byte) error
+
+	// Lost is closed once the lease is lost.
+	Lost() <-chan struct{}
+
+	// Release gives the lease up at once, for another node to take.
+	Release()
+}
+
 // Auditor reads the whole log for auditors: listings, scans across rooms, chain verification.
 type Auditor interface {
 	// Rooms calls fn for every room with at least one event, in name order, until fn returns

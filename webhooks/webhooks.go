@@ -4,13 +4,18 @@
 // an event is never skipped or reordered, and a batch in flight when the server stops is sent
 // again (delivery is at least once: receivers deduplicate by event id).
 //
-// The cursor is kept with the log's Cursors, so a webhook goes on where it stopped after a
-// restart or a kill -9. The order is the order of ids, which is the log order of one node's data
-// file.
+// The cursor is durable, so a webhook goes on where it stopped after a restart or a kill -9. On
+// one node's data file the order is the order of ids and the cursor is kept with the log's
+// Cursors. On a log several nodes share (eventlog.Feeder and eventlog.Leaser: JetStream), the
+// order is the log's feed, and exactly one node delivers each webhook at a time: the one
+// holding the webhook's lease, whose value is the cursor. When that node dies, another takes
+// the lease over and goes on from the cursor; a node that lost its lease cannot move the cursor
+// (see reader.go).
 package webhooks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,7 +68,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Store is what a webhook reads and records in the log.
+// Store is what a webhook reads and records in the log. A Store that is also an
+// eventlog.Feeder and an eventlog.Leaser is a log several nodes share, read by its feed.
 type Store interface {
 	eventlog.Auditor
 	eventlog.Cursors
@@ -72,11 +78,18 @@ type Store interface {
 
 // Status is where a webhook stands (GET /v1/webhooks).
 type Status struct {
-	Name         string    `json:"name"`
-	URL          string    `json:"url"`
-	Cursor       string    `json:"cursor"`                 // the last event delivered, "" before any
-	Pending      int       `json:"pending"`                // events after the cursor, counted up to 10,000
-	Delivered    int64     `json:"delivered"`              // events delivered since the server started
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	// Cursor is where delivery stands: the id of the last event read (on one node) or the
+	// log's feed position (on JetStream); "" before any.
+	Cursor string `json:"cursor"`
+	// Pending counts the events after the cursor the webhook delivers, among the next 10,000.
+	Pending int `json:"pending"`
+	// Node is the node delivering the webhook, on a log several nodes share ("" while none
+	// holds its lease, and on one node).
+	Node string `json:"node,omitempty"`
+	// What this node did since it started:
+	Delivered    int64     `json:"delivered"`              // events delivered
 	LastDelivery time.Time `json:"last_delivery,omitzero"` // the last 2xx
 	LastError    string    `json:"last_error,omitempty"`   // the last failure, until a 2xx
 	LastErrorAt  time.Time `json:"last_error_at,omitzero"` // when
@@ -143,25 +156,49 @@ func validName(s string) bool {
 }
 
 // Run delivers until ctx ends: from the durable cursor, a batch at a time, waiting for new
-// events when it has caught up and retrying a failing batch with a capped backoff.
+// events when it has caught up and retrying a failing batch with a capped backoff. On a log
+// several nodes share, it first waits for the webhook's lease, and delivers while it holds it.
 func (w *Webhook) Run(ctx context.Context) {
 	watch := w.store.Watch("")
 	defer watch.Close()
-	cursor, err := w.store.Cursor(ctx, CursorUser, w.cfg.Name, CursorRoom)
-	for err != nil && ctx.Err() == nil { // the log is recovering: try again
-		w.failed(fmt.Errorf("reading the cursor: %w", err))
-		sleep(ctx, time.Second)
-		cursor, err = w.store.Cursor(ctx, CursorUser, w.cfg.Name, CursorRoom)
+	for ctx.Err() == nil {
+		r, err := w.openReader(ctx)
+		if errors.Is(err, eventlog.ErrClosed) {
+			return
+		}
+		if err != nil {
+			if ctx.Err() == nil { // the log is recovering: try again
+				w.failed(err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		w.mu.Lock()
+		w.status.Cursor = r.cursor()
+		w.mu.Unlock()
+		w.deliverFrom(ctx, r, watch)
+		r.close()
 	}
-	w.mu.Lock()
-	if !cursor.IsZero() {
-		w.status.Cursor = cursor.String()
+}
+
+// deliverFrom delivers from r's cursor until ctx ends or r is lost.
+func (w *Webhook) deliverFrom(ctx context.Context, r reader, watch *eventlog.Watch) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if lost := r.lost(); lost != nil {
+		go func() {
+			select {
+			case <-lost:
+				w.cfg.Logger.Warn("webhook lease lost: this node stops delivering it", "webhook", w.cfg.Name)
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 	}
-	w.mu.Unlock()
 	failures := 0
 	for ctx.Err() == nil {
-		batch, scanned, err := w.next(ctx, cursor)
-		if err == nil && scanned.IsZero() {
+		batch, next, err := r.read(ctx, w.cfg.Batch)
+		if err == nil && next == r.cursor() {
 			select { // caught up: wait for an append (or a minute, as a backstop)
 			case <-watch.C():
 			case <-ctx.Done():
@@ -174,16 +211,19 @@ func (w *Webhook) Run(ctx context.Context) {
 		}
 		if err == nil {
 			// Recorded even when ctx ends meanwhile: the receiver has the batch.
-			setCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			err = w.store.SetCursor(setCtx, CursorUser, w.cfg.Name, CursorRoom, scanned)
-			cancel()
+			setCtx, cancelSet := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err = r.commit(setCtx, next)
+			cancelSet()
 			if err == nil {
-				cursor, failures = scanned, 0
-				w.delivered(scanned, len(batch))
+				failures = 0
+				w.delivered(next, len(batch))
 				continue
 			}
+			if errors.Is(err, eventlog.ErrLeaseLost) {
+				return
+			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, eventlog.ErrClosed) {
 			return
 		}
 		failures++
@@ -192,27 +232,15 @@ func (w *Webhook) Run(ctx context.Context) {
 	}
 }
 
-// next reads the batch after cursor: up to Batch events, of which those of the webhook's rooms
-// and kinds are the batch; scanned is the last id read (the cursor moves past it once the batch
-// is delivered, or at once when the batch is empty).
-func (w *Webhook) next(ctx context.Context, cursor eventlog.ID) (batch []eventlog.Event, scanned eventlog.ID, err error) {
-	f := eventlog.ScanFilter{Rooms: w.cfg.Rooms, After: cursor, Limit: w.cfg.Batch}
-	if len(w.cfg.Kinds) == 1 {
-		f.Kind = w.cfg.Kinds[0]
-	}
-	err = w.store.Scan(ctx, f, func(e eventlog.Event) error {
-		scanned = e.ID
-		if w.wants(&e) {
-			batch = append(batch, e)
-		}
-		return nil
-	})
-	return batch, scanned, err
-}
-
-// wants reports whether the webhook delivers e: not the server's own rooms, and its kinds.
+// wants reports whether the webhook delivers e, whose room it already matched: not the
+// server's own rooms, and its kinds.
 func (w *Webhook) wants(e *eventlog.Event) bool {
 	return !auth.IsSystemRoom(e.Room) && w.wantsKind(e.Kind)
+}
+
+// wantsRoom reports whether room matches the webhook's room patterns.
+func (w *Webhook) wantsRoom(room string) bool {
+	return (&eventlog.ScanFilter{Rooms: w.cfg.Rooms}).MatchesRoom(room)
 }
 
 func (w *Webhook) wantsKind(kind string) bool {
@@ -270,10 +298,10 @@ func appendQuoted(b []byte, s string) []byte {
 	return append(append(append(b, '"'), s...), '"') // names are validated: nothing to escape
 }
 
-func (w *Webhook) delivered(last eventlog.ID, n int) {
+func (w *Webhook) delivered(cursor string, n int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.status.Cursor = last.String()
+	w.status.Cursor = cursor
 	if n > 0 {
 		w.status.Delivered += int64(n)
 		w.status.LastDelivery = time.Now().UTC()
@@ -289,16 +317,34 @@ func (w *Webhook) failed(err error) {
 	w.status.LastErrorAt = time.Now().UTC()
 }
 
-// Status reports where the webhook stands, counting the events after its cursor (up to 10,000).
+// maxPending bounds the events Status reads to count those pending.
+const maxPending = 10000
+
+// Status reports where the webhook stands, counting the events after its cursor (up to
+// maxPending read). On a shared log the cursor and the delivering node are read from the
+// webhook's lease, so every node reports them alike.
 func (w *Webhook) Status(ctx context.Context) Status {
 	w.mu.Lock()
 	s := w.status
 	w.mu.Unlock()
-	var after eventlog.ID
-	if s.Cursor != "" {
-		after, _ = eventlog.ParseID(s.Cursor)
+	if shared, ok := w.store.(sharedStore); ok {
+		value, holder, err := shared.LeaseState(ctx, w.cfg.Name)
+		pos, perr := parsePosition(value)
+		if err != nil || perr != nil {
+			s.LastError = fmt.Sprintf("reading the webhook's lease: %v", cmp.Or(err, perr))
+			return s
+		}
+		s.Cursor, s.Node = positionText(pos), holder
+		shared.Feed(ctx, pos, maxPending, func(e *eventlog.Event) error {
+			if w.wantsRoom(e.Room) && w.wants(e) {
+				s.Pending++
+			}
+			return nil
+		})
+		return s
 	}
-	f := eventlog.ScanFilter{Rooms: w.cfg.Rooms, After: after, Limit: 10000}
+	after, _ := eventlog.ParseID(s.Cursor)
+	f := eventlog.ScanFilter{Rooms: w.cfg.Rooms, After: after, Limit: maxPending}
 	w.store.Scan(ctx, f, func(e eventlog.Event) error {
 		if w.wants(&e) {
 			s.Pending++

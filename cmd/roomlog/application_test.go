@@ -22,6 +22,7 @@ import (
 	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/internal/natstest"
 	"github.com/roomlog/roomlog/internal/servertest"
+	"github.com/roomlog/roomlog/webhooks"
 )
 
 const hookSecret = "hook-secret-of-the-application-32b!"
@@ -130,6 +131,87 @@ func TestServeHookFlagsRefused(t *testing.T) {
 // has caught up.
 func TestServeWebhookAcrossKill(t *testing.T) {
 	servertest.Long(t, "webhook crash test")
+	receiver, received := webhookReceiver(t)
+	data := filepath.Join(t.TempDir(), "wh.db")
+	flags := []string{"--hook-secret", hookSecret, "--webhook", "app=" + receiver, "--webhook-rooms", "app=doc:*"}
+	p := startProc(t, data, flags...)
+	writer := servertest.Token(t, auth.TokenSpec{Subject: "w", Rooms: []string{"*"}})
+	var want []string
+	publish := func(p *serverProc, room string, n int) {
+		for i := range n {
+			id := publishOne(t, p.addr, writer, room, i)
+			if strings.HasPrefix(room, "doc:") {
+				want = append(want, id)
+			}
+		}
+	}
+	publish(p, "doc:1", 300)
+	publish(p, "chat:1", 20) // not the webhook's
+	waitDelivered(t, received, 100)
+	p.cmd.Process.Kill()
+	<-p.done
+	p = startProc(t, data, flags...)
+	publish(p, "doc:2", 50)
+	waitDelivered(t, received, len(want))
+	checkDelivered(t, received(), want, 100)
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	status, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/webhooks", admin, "")
+	if status != 200 || !strings.Contains(body, `"pending":0`) || !strings.Contains(body, `"cursor":"`+want[len(want)-1]+`"`) {
+		t.Errorf("GET /v1/webhooks: %d %s", status, body)
+	}
+	code, out, errOut := roomlog(t, nil, "webhooks", "--server", "http://"+p.addr, "--token", admin)
+	if code != 0 || !strings.Contains(out, "app") || !strings.Contains(out, want[len(want)-1]) {
+		t.Errorf("roomlog webhooks: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestServeWebhookAcrossNodes: two nodes on one JetStream are given the same webhook, and one
+// delivers it. Killed with kill -9, the other takes its lease over and goes on from the durable
+// cursor: every event arrives, first arrivals in the order the log stored them, and only what
+// was in flight comes twice.
+func TestServeWebhookAcrossNodes(t *testing.T) {
+	servertest.Long(t, "two-node webhook test")
+	ns := natstest.Start(t)
+	receiver, received := webhookReceiver(t)
+	dir := t.TempDir()
+	node := func(name string) *serverProc {
+		return startProc(t, filepath.Join(dir, name+".db"), "--nats", ns.ClientURL(), "--nats-node", name, "--nats-lease", "1s",
+			"--hook-secret", hookSecret, "--webhook", "app="+receiver)
+	}
+	nodes := map[string]*serverProc{"a": node("a"), "b": node("b")}
+	writer := servertest.Token(t, auth.TokenSpec{Subject: "w", Rooms: []string{"*"}})
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	var want []string
+	for i := range 200 { // through both nodes, into three rooms
+		want = append(want, publishOne(t, nodes[[]string{"a", "b"}[i%2]].addr, writer, fmt.Sprintf("doc:%d", i%3), i))
+	}
+	waitDelivered(t, received, 60)
+	var holder struct{ Webhooks []webhooks.Status }
+	_, body := servertest.Request(t, "GET", "http://"+nodes["a"].addr+"/v1/webhooks", admin, "")
+	json.Unmarshal([]byte(body), &holder)
+	if len(holder.Webhooks) != 1 || nodes[holder.Webhooks[0].Node] == nil {
+		t.Fatalf("GET /v1/webhooks names no delivering node: %s", body)
+	}
+	dead := holder.Webhooks[0].Node
+	survivor := map[string]string{"a": "b", "b": "a"}[dead]
+	nodes[dead].cmd.Process.Kill()
+	<-nodes[dead].done
+	killed := time.Now()
+	for i := range 100 {
+		want = append(want, publishOne(t, nodes[survivor].addr, writer, fmt.Sprintf("doc:%d", i%3), i))
+	}
+	waitDelivered(t, received, len(want))
+	t.Logf("delivering node killed: all %d events delivered %v later (lease 1s)", len(want), time.Since(killed))
+	checkDelivered(t, received(), want, 100)
+	status, body := servertest.Request(t, "GET", "http://"+nodes[survivor].addr+"/v1/webhooks", admin, "")
+	if status != 200 || !strings.Contains(body, `"pending":0`) || !strings.Contains(body, `"node":"`+survivor+`"`) {
+		t.Errorf("GET /v1/webhooks on the survivor: %d %s", status, body)
+	}
+}
+
+// webhookReceiver is an application's webhook endpoint on loopback that checks signatures and
+// keeps a batch in flight a while; received lists the ids it accepted, repeats included.
+func webhookReceiver(t *testing.T) (url string, received func() []string) {
 	var mu sync.Mutex
 	var got []string
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -147,80 +229,55 @@ func TestServeWebhookAcrossKill(t *testing.T) {
 		}
 		mu.Unlock()
 	}))
-	defer receiver.Close()
-	received := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
-	data := filepath.Join(t.TempDir(), "wh.db")
-	flags := []string{"--hook-secret", hookSecret, "--webhook", "app=" + receiver.URL, "--webhook-rooms", "app=doc:*"}
-	p := startProc(t, data, flags...)
-	writer := servertest.Token(t, auth.TokenSpec{Subject: "w", Rooms: []string{"*"}})
-	publish := func(room string, n int) {
-		for i := range n {
-			if status, body := servertest.Request(t, "POST", "http://"+p.addr+"/v1/rooms/"+room+"/events", writer, fmt.Sprintf(`{"body":%d}`, i)); status != 201 {
-				t.Fatalf("publish: %d %s", status, body)
-			}
-		}
-	}
-	publish("doc:1", 300)
-	publish("chat:1", 20) // not the webhook's
-	for deadline := time.Now().Add(20 * time.Second); len(received()) < 100; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d events delivered", len(received()))
-		}
-	}
-	p.cmd.Process.Kill()
-	<-p.done
-	p = startProc(t, data, flags...)
-	publish("doc:2", 50)
-	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
-	_, lines := servertest.Request(t, "GET", "http://"+p.addr+"/v1/events?room=doc:*", admin, "")
-	var want []string
-	for _, l := range strings.Split(strings.TrimSpace(lines), "\n") {
-		var e struct{ ID string }
-		json.Unmarshal([]byte(l), &e)
-		want = append(want, e.ID)
-	}
-	if len(want) != 350 {
-		t.Fatalf("the log holds %d events of doc:*, want 350", len(want))
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if dedup(received()) >= len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events delivered after the restart", dedup(received()), len(want))
-		}
-	}
-	all := received()
-	seen, once := map[string]bool{}, []string{}
-	for _, id := range all {
-		if !seen[id] {
-			seen[id] = true
-			once = append(once, id)
-		}
-	}
-	if strings.Join(once, " ") != strings.Join(want, " ") {
-		t.Fatalf("delivered %d distinct events, not the log's %d in order", len(once), len(want))
-	}
-	if repeats := len(all) - len(want); repeats > 100 {
-		t.Errorf("%d events repeated, want at most the batch in flight (100)", repeats)
-	}
-	status, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/webhooks", admin, "")
-	if status != 200 || !strings.Contains(body, `"pending":0`) || !strings.Contains(body, `"cursor":"`+want[len(want)-1]+`"`) {
-		t.Errorf("GET /v1/webhooks: %d %s", status, body)
-	}
-	code, out, errOut := roomlog(t, nil, "webhooks", "--server", "http://"+p.addr, "--token", admin)
-	if code != 0 || !strings.Contains(out, "app") || !strings.Contains(out, want[len(want)-1]) {
-		t.Errorf("roomlog webhooks: exit %d\n%s%s", code, out, errOut)
-	}
-	t.Logf("%d events delivered across a kill -9, %d repeated", len(want), len(all)-len(want))
+	t.Cleanup(receiver.Close)
+	return receiver.URL, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
 }
 
-func dedup(ids []string) int {
-	seen := map[string]bool{}
-	for _, id := range ids {
-		seen[id] = true
+// publishOne publishes the body i to room over HTTP and returns the event's id.
+func publishOne(t *testing.T, addr, tok, room string, i int) string {
+	t.Helper()
+	status, body := servertest.Request(t, "POST", "http://"+addr+"/v1/rooms/"+room+"/events", tok, fmt.Sprintf(`{"body":%d}`, i))
+	var e struct{ ID string }
+	if json.Unmarshal([]byte(body), &e); status != 201 || e.ID == "" {
+		t.Fatalf("publish: %d %s", status, body)
 	}
-	return len(seen)
+	return e.ID
+}
+
+// waitDelivered waits until n distinct events were received.
+func waitDelivered(t *testing.T, received func() []string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); len(firstArrivals(received())) < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events delivered", len(firstArrivals(received())), n)
+		}
+	}
+}
+
+// checkDelivered checks that got, without its repeats, is want in order, and that at most
+// maxRepeats came twice.
+func checkDelivered(t *testing.T, got, want []string, maxRepeats int) {
+	t.Helper()
+	if once := firstArrivals(got); strings.Join(once, " ") != strings.Join(want, " ") {
+		t.Fatalf("delivered %d distinct events, not the log's %d in order", len(once), len(want))
+	}
+	if repeats := len(got) - len(want); repeats > maxRepeats {
+		t.Errorf("%d events repeated, want at most the batch in flight (%d)", repeats, maxRepeats)
+	}
+	t.Logf("%d events delivered, %d repeated", len(want), len(got)-len(want))
+}
+
+// firstArrivals is ids without their repeats.
+func firstArrivals(ids []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // TestServeWebhookFlagsRefused: webhook flags that cannot work are a one-line usage error.
@@ -236,7 +293,7 @@ func TestServeWebhookFlagsRefused(t *testing.T) {
 		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook", "app=http://b/"}, "named twice"},
 		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook-rooms", "other=doc:*"}, `no --webhook named "other"`},
 		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--webhook-kinds", "app=Bad Kind"}, "kinds"},
-		{[]string{"--hook-secret", hookSecret, "--webhook", "app=http://a/", "--nats", "nats://127.0.0.1:4222"}, "needs --data for now"},
+		{[]string{"--nats", "nats://127.0.0.1:4222", "--nats-lease", "10ms"}, "--nats-lease 10ms: want at least 100ms"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "x.db"), "--jwt-secret", servertest.Secret}, c.args...)
 		code, _, stderr := roomlog(t, nil, args...)

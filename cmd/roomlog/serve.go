@@ -38,7 +38,7 @@ type serveFlags struct {
 	maxFrame, sendQueue, natsReplicas                                                    *int
 	maxRoomsPerConn, maxConnsPerUser, maxMembersListed, maxConns, maxConnsPerIP          *int
 	httpRead, httpWrite, httpIdle                                                        *time.Duration
-	jwksRefresh, grace, heartbeat, stall, keyRetention                                   *time.Duration
+	jwksRefresh, grace, heartbeat, stall, keyRetention, natsLease                        *time.Duration
 	publishRate, signalRate                                                              *float64
 	noPoller, dev, anyAudience                                                           *bool
 	maxTokenTTL                                                                          *time.Duration
@@ -70,6 +70,7 @@ func newServeCommand() (*command, *serveFlags) {
 		natsReplicas:     c.Int("nats-replicas", "ROOMLOG_NATS_REPLICAS", 0, "with --nats: replicas of a stream roomlog creates (0: 3 where JetStream has 3 or more servers, else 1)"),
 		natsCreds:        c.String("nats-creds", "ROOMLOG_NATS_CREDS", "", "with --nats: a NATS credentials file"),
 		natsNode:         c.String("nats-node", "ROOMLOG_NATS_NODE", "", "with --nats: this node's name in heartbeats and logs (1-64 of A-Z a-z 0-9 _ -; default: random at each start)"),
+		natsLease:        c.Duration("nats-lease", "ROOMLOG_NATS_LEASE", jetstream.DefaultLeaseTTL, "with --nats: how long the node delivering a webhook may be silent before another takes it over"),
 		secret:           c.String("jwt-secret", "ROOMLOG_JWT_SECRET", "", "HS256 secret for tokens"),
 		publicKeys:       c.String("jwt-public-key", "ROOMLOG_JWT_PUBLIC_KEY", "", "comma-separated PEM public key files (RS256, ES256, EdDSA)"),
 		jwks:             c.String("jwks", "ROOMLOG_JWKS", "", "JWKS file, or https URL (http on loopback only) fetched at start-up and then every --jwks-refresh; needs --jwt-audience"),
@@ -243,6 +244,7 @@ type serveConfig struct {
 	NATSReplicas int
 	NATSCreds    string
 	NATSNode     string
+	NATSLease    time.Duration
 	Auth         auth.Config
 	DevMode      bool   // no key given: Auth.Secret is the development secret, read once listening
 	JWKSURL      string // a --jwks URL, fetched again every JWKSRefresh
@@ -271,7 +273,7 @@ type serveConfig struct {
 // config checks the flags and reads them, with the key files they name, into a serveConfig.
 func (f *serveFlags) config() (serveConfig, error) {
 	cfg := serveConfig{
-		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds, NATSNode: *f.natsNode,
+		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds, NATSNode: *f.natsNode, NATSLease: *f.natsLease,
 		JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
 		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
 		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
@@ -299,8 +301,8 @@ func (f *serveFlags) config() (serveConfig, error) {
 	if cfg.Hook, err = f.hook.config(len(cfg.Webhooks) > 0); err != nil {
 		return cfg, err
 	}
-	if len(cfg.Webhooks) > 0 && len(cfg.NATS) > 0 {
-		return cfg, errors.New("--webhook needs --data for now: on JetStream exactly one node must deliver each webhook, which is not built yet")
+	if cfg.NATSLease < 100*time.Millisecond {
+		return cfg, fmt.Errorf("--nats-lease %v: want at least 100ms", cfg.NATSLease)
 	}
 	if cfg.DevMode && !loopbackAddr(cfg.Addr) && !*f.dev {
 		return cfg, fmt.Errorf("no key is configured and --addr %s is not a loopback address: development mode serves this machine only. Give --jwt-secret, --jwt-public-key or --jwks (or --dev to run development mode there anyway)", cfg.Addr)

@@ -123,7 +123,7 @@ func openJetStream(ctx context.Context, cfg serveConfig, metrics *transport.Metr
 	}
 	log, err := jetstream.Open(ctx, nc, jetstream.Options{
 		Stream: cfg.NATSStream, Replicas: cfg.NATSReplicas, MaxBody: cfg.MaxFrame, KeyRetention: cfg.KeyRetention,
-		Node: cfg.NATSNode, OrphanGrace: orOff(cfg.Grace, -1), Logger: logger, OnRequest: metrics.ObserveJetStream,
+		Node: cfg.NATSNode, LeaseTTL: cfg.NATSLease, OrphanGrace: orOff(cfg.Grace, -1), Logger: logger, OnRequest: metrics.ObserveJetStream,
 	})
 	if err != nil {
 		nc.Close()

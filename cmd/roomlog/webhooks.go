@@ -34,13 +34,13 @@ func webhooksCmd(args []string) int {
 		return fail("webhooks", fmt.Errorf("the server's answer: %v", err))
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tPENDING\tDELIVERED\tCURSOR\tLAST DELIVERY\tLAST ERROR")
+	fmt.Fprintln(w, "NAME\tNODE\tPENDING\tDELIVERED\tCURSOR\tLAST DELIVERY\tLAST ERROR")
 	for _, s := range answer.Webhooks {
 		last := "-"
 		if !s.LastDelivery.IsZero() {
 			last = s.LastDelivery.Format("2006-01-02T15:04:05Z")
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Pending, s.Delivered, orDash(s.Cursor), last, orDash(s.LastError))
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, orDash(s.Node), s.Pending, s.Delivered, orDash(s.Cursor), last, orDash(s.LastError))
 	}
 	if err := w.Flush(); err != nil {
 		return fail("webhooks", err)

@@ -1,7 +1,8 @@
 // Package jetstream is the event log on NATS JetStream: the backend of roomlog past one machine.
 // Every roomlog node opens the same stream, so any node serves any room, and a cursor taken on
 // one node resumes exactly on another. It implements the storage roles of package eventlog (Log,
-// Cursors, SessionIndex, Auditor, Compactor) and passes the conformance suite in eventlog/logtest.
+// Cursors, SessionIndex, Auditor, Compactor) and those of a log several nodes share
+// (Membership, Feeder, Leaser), and passes the conformance suite in eventlog/logtest.
 //
 // # Layout
 //
@@ -26,7 +27,8 @@
 // belong to, so no crash separates them. Client cursors (Cursors) live in the key-value bucket
 // <Stream>_ACKS: they change often, and apart from the events. Nodes tell each other they are
 // alive in <Stream>_NODES, and the survivors write the leaves of a dead node's sessions
-// (nodes.go). Event headers also carry Rl-Hash, so that the republished headers alone tell a
+// (nodes.go). Leases (eventlog.Leaser: which node delivers a webhook, and its cursor) live in
+// <Stream>_LEASES (lease.go), and Feed reads P.ev.> in stream order (feed.go). Event headers also carry Rl-Hash, so that the republished headers alone tell a
 // node a room's new head.
 //
 // # Order across nodes

@@ -63,6 +63,9 @@ type Options struct {
 	// (they may reconnect to another node meanwhile) before a surviving node writes their leave
 	// events: the server's grace period. Default 30 s; a negative value means none.
 	OrphanGrace time.Duration
+	// LeaseTTL is how long a node holding a lease (Acquire) may stay silent before another
+	// takes it over; it renews every LeaseTTL/3. Default DefaultLeaseTTL.
+	LeaseTTL time.Duration
 	// ReadOnly opens an existing stream for reading only, as auditors do: Open creates and
 	// changes nothing, the node sends no heartbeat and sweeps nothing, and appends, acks and
 	// compactions fail with ErrReadOnly.
@@ -92,6 +95,7 @@ func (o Options) withDefaults() Options {
 		o.Node = nuid.Next()
 	}
 	defaults.Positive(&o.Heartbeat, DefaultHeartbeat)
+	defaults.Positive(&o.LeaseTTL, DefaultLeaseTTL)
 	if o.OrphanGrace == 0 {
 		o.OrphanGrace = DefaultOrphanGrace
 	} else if o.OrphanGrace < 0 {
@@ -139,6 +143,9 @@ type Log struct {
 
 	cursorsMu sync.Mutex
 	cursors   map[string]cursor // the cursors this node wrote last (cursors.go)
+
+	leasesMu sync.Mutex
+	leases   jetstream.KeyValue // the bucket of leases, once opened (lease.go)
 }
 
 // The roles of eventlog the JetStream backend has: all of them, and Membership.

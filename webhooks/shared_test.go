@@ -1,0 +1,89 @@
+package webhooks_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
+	"github.com/roomlog/roomlog/eventlog/logtest"
+	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/webhooks"
+)
+
+// TestSharedLogOneNodeDelivers: two nodes on one JetStream run the same webhook. One delivers,
+// in the order the log stored the events (not the order of ids, which the nodes' clocks make);
+// when it dies, the other takes its lease over and goes on from the durable cursor: every event
+// arrives, first arrivals in log order, and only the batch in flight comes twice.
+func TestSharedLogOneNodeDelivers(t *testing.T) {
+	s := natstest.Start(t)
+	open := func(name string, now func() time.Time) *jetstream.Log {
+		l, err := jetstream.Open(context.Background(), natstest.Connect(t, s), jetstream.Options{Node: name, LeaseTTL: 600 * time.Millisecond, Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	nodes := map[string]*jetstream.Log{
+		"a": open("a", nil),
+		"b": open("b", func() time.Time { return time.Now().Add(-time.Hour) }), // an hour slow
+	}
+	r := newReceiver(t, 0)
+	hooks := map[string]*webhooks.Webhook{}
+	stops := map[string]func(){}
+	for name, l := range nodes {
+		w, cancel, done := start(t, l, webhooks.Config{URL: r.URL, Batch: 10})
+		hooks[name], stops[name] = w, func() { cancel(); <-done }
+		defer stops[name]()
+	}
+
+	var want []string
+	appendSome := func(via []*jetstream.Log, n int) {
+		for i := range n {
+			l := via[i%len(via)]
+			res, err := l.Append(context.Background(), eventlog.AppendRequest{Room: fmt.Sprintf("doc:%d", i%3), User: "u", Body: []byte(fmt.Sprint(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, res.Event.ID.String())
+		}
+	}
+	appendSome([]*jetstream.Log{nodes["a"], nodes["b"]}, 60)
+	waitFor(t, "the first events", func() bool { return len(r.got()) >= len(want) })
+	time.Sleep(100 * time.Millisecond)
+	logtest.SameIDs(t, r.got(), want) // one node delivers: nothing twice
+
+	ctx := context.Background()
+	holder := hooks["a"].Status(ctx).Node
+	if holder == "" || hooks["b"].Status(ctx).Node != holder {
+		t.Fatalf("the nodes disagree on who delivers: %q and %q", holder, hooks["b"].Status(ctx).Node)
+	}
+	other := map[string]string{"a": "b", "b": "a"}[holder]
+	nodes[holder].Close() // the delivering node dies
+	appendSome([]*jetstream.Log{nodes[other]}, 40)
+	waitFor(t, "the survivor to deliver", func() bool { return len(firstArrivals(r.got())) >= len(want) })
+	logtest.SameIDs(t, firstArrivals(r.got()), want)
+	if repeats := len(r.got()) - len(want); repeats > 10 {
+		t.Errorf("%d events repeated, want at most a batch", repeats)
+	}
+	st := hooks[other].Status(ctx)
+	if st.Node != other || st.Pending != 0 || st.Cursor == "" {
+		t.Errorf("the survivor's status: %+v", st)
+	}
+}
+
+// firstArrivals is ids without their repeats.
+func firstArrivals(ids []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
