@@ -3,10 +3,12 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
+	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/internal/natstest"
@@ -86,4 +88,47 @@ func firstArrivals(ids []string) []string {
 		}
 	}
 	return out
+}
+
+// TestHasDelivered: a compaction asks whether a webhook has gone past an event; on both kinds
+// of log the answer follows the durable cursor, and rooms the webhook does not deliver are
+// always past.
+func TestHasDelivered(t *testing.T) {
+	bolt, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	js, err := jetstream.Open(context.Background(), natstest.Connect(t, natstest.Start(t)), jetstream.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js.Close()
+	for name, l := range map[string]eventlog.Store{"boltlog": bolt, "jetstream": js} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ids := appendN(t, l, "doc:1", "message", 5)
+			other := appendN(t, l, "chat:1", "message", 1)
+			last, _ := eventlog.ParseID(ids[4])
+			chat, _ := eventlog.ParseID(other[0])
+			r := newReceiver(t, 0)
+			cfg := webhooks.Config{Name: "app", URL: r.URL, Secret: secret, Rooms: []string{"doc:*"}}
+			idle, err := webhooks.New(cfg, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if past, err := idle.HasDelivered(ctx, "doc:1", last); past || err != nil {
+				t.Fatalf("before any delivery: past %v, %v", past, err)
+			}
+			if past, err := idle.HasDelivered(ctx, "chat:1", chat); !past || err != nil {
+				t.Fatalf("a room the webhook does not deliver: past %v, %v", past, err)
+			}
+			w, cancel, done := start(t, l, webhooks.Config{URL: r.URL, Rooms: []string{"doc:*"}})
+			defer func() { cancel(); <-done }()
+			waitFor(t, "delivery", func() bool { return w.Status(ctx).Pending == 0 && len(r.got()) == 5 })
+			if past, err := idle.HasDelivered(ctx, "doc:1", last); !past || err != nil {
+				t.Fatalf("after delivery: past %v, %v", past, err)
+			}
+		})
+	}
 }

@@ -354,6 +354,46 @@ func (w *Webhook) Status(ctx context.Context) Status {
 	return s
 }
 
+// Name is the webhook's name.
+func (w *Webhook) Name() string { return w.cfg.Name }
+
+// HasDelivered reports whether the webhook has gone past the event id of room: a compaction
+// that would remove it asks first (never a skipped event). A room the webhook does not
+// deliver is past. On a shared log the answer is read from the feed after the cursor, up to
+// maxPending events: further behind than that counts as not past.
+func (w *Webhook) HasDelivered(ctx context.Context, room string, id eventlog.ID) (bool, error) {
+	if !w.wantsRoom(room) || auth.IsSystemRoom(room) {
+		return true, nil
+	}
+	if shared, ok := w.store.(sharedStore); ok {
+		value, _, err := shared.LeaseState(ctx, w.cfg.Name)
+		if err != nil {
+			return false, err
+		}
+		pos, err := parsePosition(value)
+		if err != nil {
+			return false, err
+		}
+		found, read := false, 0
+		_, err = shared.Feed(ctx, pos, maxPending, func(e *eventlog.Event) error {
+			read++
+			if e.Room == room && e.ID == id {
+				found = true
+				return errFound
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return false, err
+		}
+		return !found && read < maxPending, nil
+	}
+	cursor, err := w.store.Cursor(ctx, CursorUser, w.cfg.Name, CursorRoom)
+	return err == nil && cursor.Compare(id) >= 0, err
+}
+
+var errFound = errors.New("found")
+
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

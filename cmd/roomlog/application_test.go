@@ -209,15 +209,55 @@ func TestServeWebhookAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestServeCompactionWaitsForWebhooks: a compaction would remove events a webhook whose receiver
+// is down has not delivered yet, so it is refused (409, naming the webhook) until the webhook
+// has gone past the room's snapshot.
+func TestServeCompactionWaitsForWebhooks(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	receiver, received := webhookReceiver(t, &down)
+	p := startProc(t, filepath.Join(t.TempDir(), "wh.db"), "--hook-secret", hookSecret, "--webhook", "app="+receiver)
+	writer := servertest.Token(t, auth.TokenSpec{Subject: "w", Rooms: []string{"*"}, SnapshotRooms: []string{"*"}})
+	admin := servertest.Token(t, auth.TokenSpec{Subject: "ops", Admin: true})
+	var head string
+	for i := range 5 {
+		head = publishOne(t, p.addr, writer, "doc:1", i)
+	}
+	snapshot := `{"kind":"snapshot","expect":"` + head + `","body":{"covers":"` + head + `","state":""}}`
+	if status, body := servertest.Request(t, "POST", "http://"+p.addr+"/v1/rooms/doc:1/events", writer, snapshot); status != 201 {
+		t.Fatalf("snapshot: %d %s", status, body)
+	}
+	compact := "http://" + p.addr + "/v1/rooms/doc:1/compact"
+	if status, body := servertest.Request(t, "POST", compact, admin, ""); status != 409 || !strings.Contains(body, `webhook \"app\" has not delivered`) {
+		t.Fatalf("compaction under an undelivered webhook: %d %s", status, body)
+	}
+	down.Store(false)
+	waitDelivered(t, received, 6)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		status, body := servertest.Request(t, "POST", compact, admin, "")
+		if status == 200 && strings.Contains(body, `"removed":5`) {
+			break
+		}
+		if status != 409 || time.Now().After(deadline) {
+			t.Fatalf("compaction once the webhook delivered: %d %s", status, body)
+		}
+	}
+}
+
 // webhookReceiver is an application's webhook endpoint on loopback that checks signatures and
-// keeps a batch in flight a while; received lists the ids it accepted, repeats included.
-func webhookReceiver(t *testing.T) (url string, received func() []string) {
+// keeps a batch in flight a while, answering 503 while down is set (when given); received lists
+// the ids it accepted, repeats included.
+func webhookReceiver(t *testing.T, down ...*atomic.Bool) (url string, received func() []string) {
 	var mu sync.Mutex
 	var got []string
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if hooks.Verify([]byte(hookSecret), r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		if len(down) > 0 && down[0].Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 			return
 		}
 		time.Sleep(20 * time.Millisecond) // a batch stays in flight a while
