@@ -182,8 +182,31 @@ func (s *Server) apiRevoked(w http.ResponseWriter, r *http.Request) {
 	if s.admin(w, r) == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revocations": s.cfg.Revocations.Active()})
+	q := r.URL.Query()
+	limit, err := queryLimit(q.Get("limit"), defaultRevokedListed, maxRevokedListed)
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
+		return
+	}
+	var listed []revocation.Revocation
+	count := 0
+	for _, rev := range s.cfg.Revocations.Active() {
+		if user := q.Get("user"); user != "" && rev.User != user {
+			continue
+		}
+		count++
+		if len(listed) < limit {
+			listed = append(listed, rev)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revocations": listed, "count": count, "truncated": count > len(listed)})
 }
+
+// Bounds of GET /v1/tokens/revoked's answer (?limit=).
+const (
+	defaultRevokedListed = 1000
+	maxRevokedListed     = 10000
+)
 
 // RecheckTokens closes, with bye token_revoked, every live connection whose token is revoked
 // now; it returns how many. The revocations' list calls it when it reads new ones.

@@ -182,6 +182,56 @@ func TestResumesFromTheDurableCursor(t *testing.T) {
 	logtest.SameIDs(t, firstArrivals(got), want)
 }
 
+// TestReceiverBounds: a receiver that holds a request past the timeout, or answers with a
+// redirect, has not taken the batch: it is not followed elsewhere, and it is sent again.
+func TestReceiverBounds(t *testing.T) {
+	l, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendN(t, l, "doc:1", "message", 3)
+	elsewhere := newReceiver(t, 0) // where the redirect points: it would accept
+	var slow, redirected atomic.Int64
+	release := make(chan struct{})
+	defer close(release)
+	for name, handler := range map[string]http.HandlerFunc{
+		"slow": func(w http.ResponseWriter, r *http.Request) {
+			slow.Add(1)
+			io.ReadAll(r.Body) // then the server notices the client hanging up
+			select {           // held past the webhook's timeout
+			case <-release:
+			case <-r.Context().Done():
+			}
+		},
+		"redirect": func(w http.ResponseWriter, r *http.Request) {
+			redirected.Add(1)
+			http.Redirect(w, r, elsewhere.URL, http.StatusTemporaryRedirect)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(handler)
+			defer srv.Close()
+			w, cancel, done := start(t, l, webhooks.Config{URL: srv.URL, Timeout: 100 * time.Millisecond})
+			defer func() { cancel(); <-done }()
+			var st webhooks.Status
+			waitFor(t, "two failed attempts", func() bool {
+				st = w.Status(context.Background())
+				return slow.Load()+redirected.Load() >= 2 && st.LastError != ""
+			})
+			want := map[string]string{"slow": "deadline exceeded", "redirect": "307 Temporary Redirect"}[name]
+			if !strings.Contains(st.LastError, want) || st.Cursor != "" || st.Pending != 3 || st.Delivered != 0 {
+				t.Errorf("status %+v; want the batch pending and an error saying %q", st, want)
+			}
+			slow.Store(0)
+			redirected.Store(0)
+		})
+	}
+	if got := elsewhere.got(); len(got) != 0 {
+		t.Errorf("the redirect was followed: %d events delivered elsewhere", len(got))
+	}
+}
+
 func TestConfigRefused(t *testing.T) {
 	for name, cfg := range map[string]webhooks.Config{
 		"bad name":  {Name: "a b", URL: "http://127.0.0.1/", Secret: secret},

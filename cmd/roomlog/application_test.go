@@ -438,8 +438,18 @@ func TestServeRevokeTokens(t *testing.T) {
 			t.Errorf("%s: hello with another token: %v", when, f)
 		}
 		status, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/tokens/revoked", admin, "")
-		if status != 200 || !strings.Contains(body, `"jti":"leaked-1"`) || !strings.Contains(body, `"user":"bob"`) {
+		if status != 200 || !strings.Contains(body, `"jti":"leaked-1"`) || !strings.Contains(body, `"user":"bob"`) || !strings.Contains(body, `"count":2,`) || !strings.Contains(body, `"truncated":false`) {
 			t.Errorf("%s: revoked list %d %s", when, status, body)
+		}
+		for query, want := range map[string][2]string{ // the answer is bounded, and can be narrowed
+			"?limit=1":  {`"count":2,`, `"truncated":true`},
+			"?user=bob": {`"count":1,`, `"truncated":false`},
+			"?limit=0":  {`bad_frame`, `limit must be a positive integer`},
+		} {
+			_, body := servertest.Request(t, "GET", "http://"+p.addr+"/v1/tokens/revoked"+query, admin, "")
+			if !strings.Contains(body, want[0]) || !strings.Contains(body, want[1]) || query == "?limit=1" && strings.Count(body, `"at"`) != 1 {
+				t.Errorf("%s: revoked list%s: %s", when, query, body)
+			}
 		}
 	}
 	check("before the restart")
