@@ -14,14 +14,15 @@ import (
 // cursor is kept with the log's Cursors; on a log several nodes share (JetStream), the order is
 // the log's feed and the cursor is the value of a lease only one node holds at a time.
 type reader interface {
-	// read returns the events after the cursor that the webhook delivers, among up to limit
-	// read, and the cursor to record once they are delivered (next == cursor: caught up).
-	read(ctx context.Context, limit int) (batch []eventlog.Event, next string, err error)
-	// commit records next as the cursor; eventlog.ErrLeaseLost when this node no longer
-	// delivers the webhook.
-	commit(ctx context.Context, next string) error
-	// cursor is the cursor, as text: an id, or a feed position.
+	// cursor is the durable cursor as the reader was opened, as text: an id, or a feed
+	// position ("" for the start).
 	cursor() string
+	// read returns the events after position after that the webhook delivers, among up to
+	// limit read, and the position past them (next == after: caught up).
+	read(ctx context.Context, after string, limit int) (batch []eventlog.Event, next string, err error)
+	// commit records next as the durable cursor; eventlog.ErrLeaseLost when this node no
+	// longer delivers the webhook.
+	commit(ctx context.Context, next string) error
 	// lost is closed when this node must stop delivering (never, on one node).
 	lost() <-chan struct{}
 	close()
@@ -40,13 +41,13 @@ func (w *Webhook) openReader(ctx context.Context) (reader, error) {
 			lease.Release()
 			return nil, fmt.Errorf("the cursor in lease %q: %w", w.cfg.Name, err)
 		}
-		return &feedReader{w: w, feed: shared, lease: lease, pos: pos}, nil
+		return &feedReader{w: w, feed: shared, lease: lease, start: pos}, nil
 	}
 	id, err := w.store.Cursor(ctx, CursorUser, w.cfg.Name, CursorRoom)
 	if err != nil {
 		return nil, fmt.Errorf("reading the cursor: %w", err)
 	}
-	return &idReader{w: w, after: id}, nil
+	return &idReader{w: w, start: id}, nil
 }
 
 // sharedStore is a log several nodes share.
@@ -58,17 +59,21 @@ type sharedStore interface {
 // idReader reads a log of one process in the order of ids (Auditor.Scan).
 type idReader struct {
 	w     *Webhook
-	after eventlog.ID
+	start eventlog.ID
 }
 
-func (r *idReader) read(ctx context.Context, limit int) ([]eventlog.Event, string, error) {
+func (r *idReader) read(ctx context.Context, after string, limit int) ([]eventlog.Event, string, error) {
+	from, err := parseIDText(after)
+	if err != nil {
+		return nil, after, err
+	}
 	var batch []eventlog.Event
-	scanned := r.after
-	f := eventlog.ScanFilter{Rooms: r.w.cfg.Rooms, After: r.after, Limit: limit}
+	scanned := from
+	f := eventlog.ScanFilter{Rooms: r.w.cfg.Rooms, After: from, Limit: limit}
 	if len(r.w.cfg.Kinds) == 1 {
 		f.Kind = r.w.cfg.Kinds[0]
 	}
-	err := r.w.store.Scan(ctx, f, func(e eventlog.Event) error {
+	err = r.w.store.Scan(ctx, f, func(e eventlog.Event) error {
 		scanned = e.ID
 		if r.w.wants(&e) {
 			batch = append(batch, e)
@@ -79,20 +84,24 @@ func (r *idReader) read(ctx context.Context, limit int) ([]eventlog.Event, strin
 }
 
 func (r *idReader) commit(ctx context.Context, next string) error {
-	id, err := eventlog.ParseID(next)
+	id, err := parseIDText(next)
 	if err != nil {
 		return err
 	}
-	if err := r.w.store.SetCursor(ctx, CursorUser, r.w.cfg.Name, CursorRoom, id); err != nil {
-		return err
-	}
-	r.after = id
-	return nil
+	return r.w.store.SetCursor(ctx, CursorUser, r.w.cfg.Name, CursorRoom, id)
 }
 
-func (r *idReader) cursor() string        { return idText(r.after) }
+func (r *idReader) cursor() string        { return idText(r.start) }
 func (r *idReader) lost() <-chan struct{} { return nil }
 func (r *idReader) close()                {}
+
+// parseIDText reads idText.
+func parseIDText(s string) (eventlog.ID, error) {
+	if s == "" {
+		return eventlog.ID{}, nil
+	}
+	return eventlog.ParseID(s)
+}
 
 func idText(id eventlog.ID) string {
 	if id.IsZero() {
@@ -107,12 +116,16 @@ type feedReader struct {
 	w     *Webhook
 	feed  eventlog.Feeder
 	lease eventlog.Lease
-	pos   uint64
+	start uint64
 }
 
-func (r *feedReader) read(ctx context.Context, limit int) ([]eventlog.Event, string, error) {
+func (r *feedReader) read(ctx context.Context, after string, limit int) ([]eventlog.Event, string, error) {
+	from, err := parsePosition([]byte(after))
+	if err != nil {
+		return nil, after, err
+	}
 	var batch []eventlog.Event
-	reached, err := r.feed.Feed(ctx, r.pos, limit, func(e *eventlog.Event) error {
+	reached, err := r.feed.Feed(ctx, from, limit, func(e *eventlog.Event) error {
 		if r.w.wantsRoom(e.Room) && r.w.wants(e) {
 			batch = append(batch, *e)
 		}
@@ -122,18 +135,13 @@ func (r *feedReader) read(ctx context.Context, limit int) ([]eventlog.Event, str
 }
 
 func (r *feedReader) commit(ctx context.Context, next string) error {
-	pos, err := parsePosition([]byte(next))
-	if err != nil {
+	if _, err := parsePosition([]byte(next)); err != nil {
 		return err
 	}
-	if err := r.lease.Store(ctx, []byte(next)); err != nil {
-		return err
-	}
-	r.pos = pos
-	return nil
+	return r.lease.Store(ctx, []byte(next))
 }
 
-func (r *feedReader) cursor() string        { return positionText(r.pos) }
+func (r *feedReader) cursor() string        { return positionText(r.start) }
 func (r *feedReader) lost() <-chan struct{} { return r.lease.Lost() }
 func (r *feedReader) close()                { r.lease.Release() }
 

@@ -18,7 +18,8 @@ import (
 // TestSharedLogOneNodeDelivers: two nodes on one JetStream run the same webhook. One delivers,
 // in the order the log stored the events (not the order of ids, which the nodes' clocks make);
 // when it dies, the other takes its lease over and goes on from the durable cursor: every event
-// arrives, first arrivals in log order, and only the batch in flight comes twice.
+// arrives, first arrivals in log order, and at most the two batches after the durable cursor
+// come twice.
 func TestSharedLogOneNodeDelivers(t *testing.T) {
 	s := natstest.Start(t)
 	open := func(name string, now func() time.Time) *jetstream.Log {
@@ -68,8 +69,8 @@ func TestSharedLogOneNodeDelivers(t *testing.T) {
 	appendSome([]*jetstream.Log{nodes[other]}, 40)
 	waitFor(t, "the survivor to deliver", func() bool { return len(firstArrivals(r.got())) >= len(want) })
 	logtest.SameIDs(t, firstArrivals(r.got()), want)
-	if repeats := len(r.got()) - len(want); repeats > 10 {
-		t.Errorf("%d events repeated, want at most a batch", repeats)
+	if repeats := len(r.got()) - len(want); repeats > 20 {
+		t.Errorf("%d events repeated, want at most the two batches after the durable cursor", repeats)
 	}
 	st := hooks[other].Status(ctx)
 	if st.Node != other || st.Pending != 0 || st.Cursor == "" {

@@ -1,8 +1,9 @@
 // Package webhooks delivers the log's events to the application's URLs: for each webhook, the
 // events of its rooms and kinds in log order, in signed batches, moving a durable cursor past a
 // batch only when the receiver answered 2xx. A failing receiver is retried with a capped backoff;
-// an event is never skipped or reordered, and a batch in flight when the server stops is sent
-// again (delivery is at least once: receivers deduplicate by event id).
+// an event is never skipped or reordered. The cursor is written behind the deliveries, one
+// batch deep (deliverFrom), so a crash sends again at most the two batches after the durable
+// cursor (delivery is at least once: receivers deduplicate by event id).
 //
 // The cursor is durable, so a webhook goes on where it stopped after a restart or a kill -9. On
 // one node's data file the order is the order of ids and the cursor is kept with the log's
@@ -182,6 +183,12 @@ func (w *Webhook) Run(ctx context.Context) {
 }
 
 // deliverFrom delivers from r's cursor until ctx ends or r is lost.
+//
+// The cursor is recorded behind the deliveries, one batch deep: batch k+1 is sent while the
+// cursor past batch k is being written (a commit waits for a disk or for JetStream), and batch
+// k+2 only once that write is done. A crash then sends again at most the two batches after the
+// durable cursor; the order never changes, since a batch is sent only after the one before it
+// was taken.
 func (w *Webhook) deliverFrom(ctx context.Context, r reader, watch *eventlog.Watch) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -195,11 +202,20 @@ func (w *Webhook) deliverFrom(ctx context.Context, r reader, watch *eventlog.Wat
 			}
 		}()
 	}
-	failures := 0
+	c := &committer{r: r, recorded: r.cursor()}
+	defer c.wait()
+	pos, failures := r.cursor(), 0
 	for ctx.Err() == nil {
-		batch, next, err := r.read(ctx, w.cfg.Batch)
-		if err == nil && next == r.cursor() {
-			select { // caught up: wait for an append (or a minute, as a backstop)
+		batch, next, err := r.read(ctx, pos, w.cfg.Batch)
+		if err == nil && next == pos {
+			if err := c.catchUp(pos); errors.Is(err, eventlog.ErrLeaseLost) {
+				return
+			} else if err != nil {
+				w.failed(fmt.Errorf("recording the cursor: %w", err))
+				sleep(ctx, time.Second)
+				continue
+			}
+			select { // caught up and recorded: wait for an append (or a minute, as a backstop)
 			case <-watch.C():
 			case <-ctx.Done():
 			case <-time.After(time.Minute):
@@ -210,18 +226,15 @@ func (w *Webhook) deliverFrom(ctx context.Context, r reader, watch *eventlog.Wat
 			err = w.deliver(ctx, batch)
 		}
 		if err == nil {
-			// Recorded even when ctx ends meanwhile: the receiver has the batch.
-			setCtx, cancelSet := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			err = r.commit(setCtx, next)
-			cancelSet()
-			if err == nil {
-				failures = 0
-				w.delivered(next, len(batch))
-				continue
-			}
-			if errors.Is(err, eventlog.ErrLeaseLost) {
+			if cerr := c.wait(); errors.Is(cerr, eventlog.ErrLeaseLost) {
 				return
+			} else if cerr != nil {
+				w.cfg.Logger.Warn("webhook cursor not recorded; the next one covers it", "webhook", w.cfg.Name, "err", cerr)
 			}
+			pos, failures = next, 0
+			c.start(pos)
+			w.delivered(pos, len(batch))
+			continue
 		}
 		if ctx.Err() != nil || errors.Is(err, eventlog.ErrClosed) {
 			return
@@ -230,6 +243,48 @@ func (w *Webhook) deliverFrom(ctx context.Context, r reader, watch *eventlog.Wat
 		w.failed(err)
 		sleep(ctx, min(w.cfg.MaxBackoff, minBackoff<<min(failures, 16)))
 	}
+}
+
+// committer records a webhook's cursor in the background, one write at a time. Its writes
+// outlive the delivery's context: a receiver that took a batch should not get it again.
+type committer struct {
+	r        reader
+	recorded string     // the cursor last recorded
+	inFlight chan error // the write under way, nil when none
+	pending  string     // what it writes
+}
+
+// start begins recording pos; the caller has waited for the write before.
+func (c *committer) start(pos string) {
+	c.inFlight, c.pending = make(chan error, 1), pos
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.inFlight <- c.r.commit(ctx, pos)
+	}()
+}
+
+// wait waits for the write under way, if any, and returns its error.
+func (c *committer) wait() error {
+	if c.inFlight == nil {
+		return nil
+	}
+	err := <-c.inFlight
+	c.inFlight = nil
+	if err == nil {
+		c.recorded = c.pending
+	}
+	return err
+}
+
+// catchUp makes sure pos is recorded (a write may have failed): done once delivery has caught
+// up, so that an idle webhook's durable cursor is where it stands.
+func (c *committer) catchUp(pos string) error {
+	if err := c.wait(); err != nil || c.recorded == pos {
+		return err
+	}
+	c.start(pos)
+	return c.wait()
 }
 
 // wants reports whether the webhook delivers e, whose room it already matched: not the

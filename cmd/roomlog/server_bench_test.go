@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/hooks"
 )
 
 // Benchmarks of a real roomlog serve process with the load generated here, as two processes:
@@ -29,7 +31,7 @@ import (
 
 // startBenchProc starts roomlog serve on a fresh data file, pinned when ROOMLOG_BENCH_SERVER_CPU
 // is set.
-func startBenchProc(b *testing.B, data string) *serverProc {
+func startBenchProc(b *testing.B, data string, extra ...string) *serverProc {
 	if cpu := os.Getenv("ROOMLOG_BENCH_SERVER_CPU"); cpu != "" {
 		if _, err := exec.LookPath("taskset"); err != nil {
 			b.Fatalf("ROOMLOG_BENCH_SERVER_CPU needs taskset: %v", err)
@@ -37,7 +39,7 @@ func startBenchProc(b *testing.B, data string) *serverProc {
 		os.Setenv("ROOMLOG_PIN_PREFIX", "taskset -c "+cpu)
 		defer os.Unsetenv("ROOMLOG_PIN_PREFIX")
 	}
-	return startProc(b, data, "--send-queue", "4096", "--max-conns-per-user", "0") // one user, a thousand connections
+	return startProc(b, data, append([]string{"--send-queue", "4096", "--max-conns-per-user", "0"}, extra...)...) // one user, a thousand connections
 }
 
 var body200 = `{"t":%d,"pad":"` + strings.Repeat("x", 170) + `"}`
@@ -137,9 +139,23 @@ func BenchmarkServerFanout(b *testing.B) {
 	}
 }
 
-func runFanout(b *testing.B, rooms, members, rate, seconds int) {
-	p := startBenchProc(b, b.TempDir()+"/fan.db")
+// fanoutExtra is what a variant of the fan-out benchmark adds: flags for the server, and what
+// to do once the members have every event, before the server stops.
+type fanoutExtra struct {
+	serverFlags []string
+	beforeStop  func()
+}
+
+func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutExtra) {
+	var x fanoutExtra
+	if len(extra) > 0 {
+		x = extra[0]
+	}
+	p := startBenchProc(b, b.TempDir()+"/fan.db", x.serverFlags...)
 	defer func() { p.cmd.Process.Kill(); <-p.done }()
+	if x.beforeStop != nil {
+		defer x.beforeStop()
+	}
 	tok := crashToken(b, "u", false)
 	perRoom := rate * seconds / rooms
 	var delivered atomic.Int64
@@ -227,6 +243,66 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int) {
 	}
 	if want := int64(rooms * members * perRoom); delivered.Load() != want {
 		b.Errorf("delivered %d of %d", delivered.Load(), want)
+	}
+}
+
+// BenchmarkServerFanoutWebhook: the fan-out benchmark's load with a webhook delivering every
+// event to a receiver in this process (signatures checked): the webhook's lag, from publish to
+// the receiver, beside the fan-out's own figures. That every event arrives is checked. The
+// receiver shares this process's core with the thousand members: past 4,000 publishes/s they
+// leave it too little of the core for the figure to be the webhook's.
+func BenchmarkServerFanoutWebhook(b *testing.B) {
+	const rooms, members, seconds = 10, 100, 5
+	for _, rate := range []int{1000, 2000, 4000, 8000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			for b.Loop() {
+				var mu sync.Mutex
+				var lags []int64 // microseconds
+				receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					body, _ := io.ReadAll(r.Body)
+					if hooks.Verify([]byte(hookSecret), r.Header.Get(hooks.SignatureHeader), body, time.Now(), time.Minute) != nil {
+						http.Error(w, "bad signature", http.StatusUnauthorized)
+						return
+					}
+					var batch struct {
+						Events []struct {
+							Kind string
+							Body struct{ T int64 }
+						}
+					}
+					json.Unmarshal(body, &batch)
+					now := time.Now().UnixNano()
+					mu.Lock()
+					for _, e := range batch.Events {
+						if e.Kind == "message" && e.Body.T > 0 {
+							lags = append(lags, (now-e.Body.T)/1000)
+						}
+					}
+					mu.Unlock()
+				}))
+				want := rate * seconds
+				waitDelivered := func() {
+					for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+						mu.Lock()
+						n := len(lags)
+						mu.Unlock()
+						if n >= want || time.Now().After(deadline) {
+							return
+						}
+					}
+				}
+				flags := append([]string{"--hook-secret", hookSecret, "--webhook", "app=" + receiver.URL}, strings.Fields(os.Getenv("ROOMLOG_BENCH_SERVER_FLAGS"))...)
+				runFanout(b, rooms, members, rate, seconds, fanoutExtra{serverFlags: flags, beforeStop: waitDelivered})
+				receiver.Close()
+				slices.Sort(lags)
+				if len(lags) < want {
+					b.Fatalf("the webhook delivered %d of %d events", len(lags), want)
+				}
+				b.ReportMetric(float64(lags[len(lags)/2])/1000, "webhook-p50-ms")
+				b.ReportMetric(float64(lags[len(lags)*99/100])/1000, "webhook-p99-ms")
+				b.ReportMetric(float64(lags[len(lags)-1])/1000, "webhook-max-ms")
+			}
+		})
 	}
 }
 
