@@ -17,8 +17,10 @@ import (
 
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/boltlog"
+	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/hooks"
+	"github.com/roomlog/roomlog/internal/natstest"
 	"github.com/roomlog/roomlog/webhooks"
 	"go.uber.org/goleak"
 )
@@ -251,15 +253,36 @@ func TestConfigRefused(t *testing.T) {
 // accepts every batch at once: 20,000 events of 200 bytes, batches of 100.
 //
 //	go test -run '^$' -bench BenchmarkDeliver -benchtime 3x ./webhooks/
+// BenchmarkDeliver: one webhook delivering 20,000 events of 200 bytes, already stored, to a
+// receiver on loopback, from a data file and from a JetStream stream (one server, in this
+// process).
 func BenchmarkDeliver(b *testing.B) {
+	b.Run("log=boltlog", func(b *testing.B) {
+		benchDeliver(b, func() eventlog.Store {
+			l, err := boltlog.Open(filepath.Join(b.TempDir(), "wh.db"), boltlog.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return l
+		})
+	})
+	b.Run("log=jetstream", func(b *testing.B) {
+		benchDeliver(b, func() eventlog.Store {
+			l, err := jetstream.Open(context.Background(), natstest.Connect(b, natstest.Start(b)), jetstream.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return l
+		})
+	})
+}
+
+func benchDeliver(b *testing.B, open func() eventlog.Store) {
 	const n = 20000
 	var total time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		l, err := boltlog.Open(filepath.Join(b.TempDir(), "wh.db"), boltlog.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		l := open()
 		body := json.RawMessage(`{"pad":"` + strings.Repeat("x", 190) + `"}`)
 		pending := make([]*eventlog.Pending, 0, n)
 		for range n {
