@@ -86,6 +86,9 @@ type Status struct {
 	Cursor string `json:"cursor"`
 	// Pending counts the events after the cursor the webhook delivers, among the next 10,000.
 	Pending int `json:"pending"`
+	// LagMS is how long ago the oldest pending event was appended, in milliseconds (by its id's
+	// time, so on JetStream by the clock of the node that appended it); 0 when none is.
+	LagMS int64 `json:"lag_ms"`
 	// Node is the node delivering the webhook, on a log several nodes share ("" while none
 	// holds its lease, and on one node).
 	Node string `json:"node,omitempty"`
@@ -392,7 +395,7 @@ func (w *Webhook) Status(ctx context.Context) Status {
 		s.Cursor, s.Node = positionText(pos), holder
 		shared.Feed(ctx, pos, maxPending, func(e *eventlog.Event) error {
 			if w.wantsRoom(e.Room) && w.wants(e) {
-				s.Pending++
+				s.pending(e)
 			}
 			return nil
 		})
@@ -402,11 +405,19 @@ func (w *Webhook) Status(ctx context.Context) Status {
 	f := eventlog.ScanFilter{Rooms: w.cfg.Rooms, After: after, Limit: maxPending}
 	w.store.Scan(ctx, f, func(e eventlog.Event) error {
 		if w.wants(&e) {
-			s.Pending++
+			s.pending(&e)
 		}
 		return nil
 	})
 	return s
+}
+
+// pending counts e, an event after the cursor, among those pending.
+func (s *Status) pending(e *eventlog.Event) {
+	if s.Pending == 0 {
+		s.LagMS = max(time.Since(e.ID.Time()).Milliseconds(), 1)
+	}
+	s.Pending++
 }
 
 // Name is the webhook's name.

@@ -142,7 +142,7 @@ func TestDeliversInOrderThroughFailures(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	logtest.SameIDs(t, r.got(), want)
 	st := w.Status(context.Background())
-	if st.Cursor != want[len(want)-1] || st.Pending != 0 || st.Delivered != int64(len(want)) || st.LastError != "" {
+	if st.Cursor != want[len(want)-1] || st.Pending != 0 || st.LagMS != 0 || st.Delivered != int64(len(want)) || st.LastError != "" {
 		t.Errorf("status %+v", st)
 	}
 	if r.forged != 0 {
@@ -223,7 +223,7 @@ func TestReceiverBounds(t *testing.T) {
 				return slow.Load()+redirected.Load() >= 2 && st.LastError != ""
 			})
 			want := map[string]string{"slow": "deadline exceeded", "redirect": "307 Temporary Redirect"}[name]
-			if !strings.Contains(st.LastError, want) || st.Cursor != "" || st.Pending != 3 || st.Delivered != 0 {
+			if !strings.Contains(st.LastError, want) || st.Cursor != "" || st.Pending != 3 || st.LagMS <= 0 || st.Delivered != 0 {
 				t.Errorf("status %+v; want the batch pending and an error saying %q", st, want)
 			}
 			slow.Store(0)

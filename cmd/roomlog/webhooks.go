@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/roomlog/roomlog/webhooks"
 )
@@ -34,13 +35,14 @@ func webhooksCmd(args []string) int {
 		return fail("webhooks", fmt.Errorf("the server's answer: %v", err))
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tNODE\tPENDING\tDELIVERED\tCURSOR\tLAST DELIVERY\tLAST ERROR")
+	fmt.Fprintln(w, "NAME\tNODE\tPENDING\tLAG\tDELIVERED\tCURSOR\tLAST DELIVERY\tLAST ERROR")
 	for _, s := range answer.Webhooks {
 		last := "-"
 		if !s.LastDelivery.IsZero() {
 			last = s.LastDelivery.Format("2006-01-02T15:04:05Z")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, orDash(s.Node), s.Pending, s.Delivered, orDash(s.Cursor), last, orDash(s.LastError))
+		lag := (time.Duration(s.LagMS) * time.Millisecond).Round(time.Millisecond).String()
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", s.Name, orDash(s.Node), s.Pending, lag, s.Delivered, orDash(s.Cursor), last, orDash(s.LastError))
 	}
 	if err := w.Flush(); err != nil {
 		return fail("webhooks", err)
