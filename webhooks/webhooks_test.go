@@ -249,13 +249,11 @@ func TestConfigRefused(t *testing.T) {
 	}
 }
 
-// BenchmarkDeliver is a webhook's throughput from a data file to a receiver on loopback that
-// accepts every batch at once: 20,000 events of 200 bytes, batches of 100.
+// BenchmarkDeliver is a webhook's throughput to a receiver on loopback that accepts every batch
+// at once: 20,000 stored events of 200 bytes, batches of 100, from a data file and from a
+// JetStream stream (one server, in this process).
 //
 //	go test -run '^$' -bench BenchmarkDeliver -benchtime 3x ./webhooks/
-// BenchmarkDeliver: one webhook delivering 20,000 events of 200 bytes, already stored, to a
-// receiver on loopback, from a data file and from a JetStream stream (one server, in this
-// process).
 func BenchmarkDeliver(b *testing.B) {
 	b.Run("log=boltlog", func(b *testing.B) {
 		benchDeliver(b, func() eventlog.Store {
