@@ -42,25 +42,6 @@ func (s *Server) routeAPI() {
 	}
 }
 
-// apiSnapshot answers the room's latest snapshot event (read permission or admin), or 404.
-func (s *Server) apiSnapshot(w http.ResponseWriter, r *http.Request) {
-	claims, room := s.roomAction(w, r, auth.Read, "snapshot")
-	if claims == nil {
-		return
-	}
-	snap, found, err := s.log.LatestSnapshot(r.Context(), room)
-	if err != nil {
-		s.httpFail(w, "snapshot", room, err)
-		return
-	}
-	if !found {
-		writeAPIError(w, http.StatusNotFound, wire.CodeNotFound, "room %q has no snapshot", room)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(jsonCodec.appendEvent(nil, &snap), '\n'))
-}
-
 // apiCompact removes the events the room's latest snapshot covers (admin), recording the
 // compaction in the room under the admin's name.
 func (s *Server) apiCompact(w http.ResponseWriter, r *http.Request) {
@@ -335,54 +316,6 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(append(ev, '\n'))
-}
-
-func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
-	claims, room := s.roomAction(w, r, auth.Read, "read")
-	if claims == nil {
-		return
-	}
-	q := r.URL.Query()
-	after, err := eventlog.ParseID(q.Get("after"))
-	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "after: %v", err)
-		return
-	}
-	limit, err := queryLimit(q.Get("limit"), defaultHistoryLimit, maxHistoryLimit)
-	if err != nil {
-		writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%v", err)
-		return
-	}
-	// One more than asked says whether more follow.
-	evs, err := s.log.ReadAfter(r.Context(), room, after, limit+1)
-	if err != nil {
-		s.httpFail(w, "read", room, err)
-		return
-	}
-	more := len(evs) > limit
-	evs = evs[:min(len(evs), limit)]
-	// A page is bounded in bytes as a history frame is (max_frame, at least one event): the
-	// oldest events are kept, so the client pages on after the last one it got.
-	out := make([]json.RawMessage, 0, len(evs))
-	size := 0
-	for i := range evs {
-		b := jsonCodec.appendEvent(nil, &evs[i])
-		if size += len(b); size > s.cfg.MaxFrame && len(out) > 0 {
-			more = true
-			break
-		}
-		out = append(out, b)
-	}
-	writeJSON(w, http.StatusOK, roomPage{Room: room, Events: out, More: more})
-}
-
-// roomPage is the answer of GET /v1/rooms/{room}/events.
-type roomPage struct {
-	Room   string            `json:"room"`
-	Events []json.RawMessage `json:"events"`
-	// More: events after the last of Events were left out (by limit or by the page's byte
-	// bound); ask again with after set to its id.
-	More bool `json:"more"`
 }
 
 // longAnswer frees a request that may run long (a stream, a backup, a whole-log verification)

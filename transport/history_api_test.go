@@ -1,0 +1,172 @@
+package transport_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/internal/servertest"
+)
+
+// historyPage is GET /v1/rooms/{room}/events's answer.
+type historyPage struct {
+	Events []struct {
+		ID, Kind string
+	}
+	More         bool
+	CursorTooOld bool `json:"cursor_too_old"`
+	Floor        string
+}
+
+func (p historyPage) ids() []string {
+	var out []string
+	for _, e := range p.Events {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+// TestRoomHistoryAPI: a room's readers page through a range of its events, and find the
+// snapshot a version at any event is built from; bad ranges and ids are refused in one line,
+// and a compacted stretch says what it is.
+func TestRoomHistoryAPI(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	writer := token(t, "editor", []string{"doc:*"}, func(s *auth.TokenSpec) { s.SnapshotRooms = []string{"doc:*"} })
+	reader := token(t, "reader", nil, func(s *auth.TokenSpec) { s.ReadRooms = []string{"doc:*"} })
+	stranger := token(t, "stranger", []string{"chat:*"})
+	admin := token(t, "ops", nil, func(s *auth.TokenSpec) { s.Admin = true })
+	publish := func(body string) string {
+		t.Helper()
+		status, resp := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:h/events", writer, body)
+		var e struct{ ID string }
+		if json.Unmarshal([]byte(resp), &e); status != 201 {
+			t.Fatalf("publish: %d %s", status, resp)
+		}
+		return e.ID
+	}
+	var ids []string // e1..e5, s1 (covers e5), e6..e8, s2 (covers e8), e9, e10
+	edit := func(n int) {
+		for range n {
+			ids = append(ids, publish(fmt.Sprintf(`{"body":{"n":%d}}`, len(ids))))
+		}
+	}
+	snapshot := func() {
+		head := ids[len(ids)-1]
+		ids = append(ids, publish(`{"kind":"snapshot","expect":"`+head+`","body":{"covers":"`+head+`","state":""}}`))
+	}
+	edit(5)
+	snapshot()
+	edit(3)
+	snapshot()
+	edit(2)
+	s1, s2 := ids[5], ids[9]
+
+	get := func(tok, query string) (int, historyPage, string) {
+		t.Helper()
+		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:h/events"+query, tok, "")
+		var p historyPage
+		json.Unmarshal([]byte(body), &p)
+		return status, p, body
+	}
+	for query, want := range map[string][]string{
+		"?after=" + ids[1] + "&until=" + ids[6]: ids[2:6], // after and until are exclusive
+		"?until=" + ids[3]:                       ids[:3],
+		"?after=" + ids[9]:                       ids[10:],
+		"?after=" + ids[11]:                      nil,
+	} {
+		status, p, body := get(reader, query)
+		if status != 200 || strings.Join(p.ids(), " ") != strings.Join(want, " ") || p.More || p.CursorTooOld {
+			t.Errorf("%s: %d %s", query, status, body)
+		}
+	}
+	if _, p, body := get(reader, "?limit=4"); strings.Join(p.ids(), " ") != strings.Join(ids[:4], " ") || !p.More {
+		t.Errorf("?limit=4: %s", body)
+	}
+	for query, want := range map[string]string{
+		"?after=nope":   "after:",
+		"?until=01ZZZ":  "until:",
+		"?limit=-1":     "limit",
+		"?limit=banana": "limit",
+	} {
+		if status, _, body := get(reader, query); status != 400 || !strings.Contains(body, want) || strings.Count(body, "\n") > 1 {
+			t.Errorf("%s: %d %s, want a one-line 400 naming %q", query, status, body, want)
+		}
+	}
+	if status, _, _ := get(stranger, ""); status != 403 {
+		t.Errorf("a stranger read the room: %d", status)
+	}
+
+	snapAt := func(at string) (int, string) {
+		t.Helper()
+		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:h/snapshot?at="+at, reader, "")
+		var e struct{ ID string }
+		json.Unmarshal([]byte(body), &e)
+		if status == 200 {
+			return status, e.ID
+		}
+		return status, body
+	}
+	for at, want := range map[string]string{
+		ids[11]: s2, ids[9]: s2, ids[8]: s1, ids[6]: s1, ids[5]: s1,
+	} {
+		if status, got := snapAt(at); status != 200 || got != want {
+			t.Errorf("snapshot at %s: %d %s, want %s", at, status, got, want)
+		}
+	}
+	for at, want := range map[string]string{
+		ids[2]:                       "no snapshot at or before",
+		"01JZZZZZZZZZZZZZZZZZZZZZZZ": "has no event",
+		"garbage":                    "at:",
+	} {
+		if status, body := snapAt(at); status == 200 || !strings.Contains(body, want) {
+			t.Errorf("snapshot at %s: %d %s, want an error saying %q", at, status, body, want)
+		}
+	}
+
+	if status, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/doc:h/compact", admin, ""); status != 200 {
+		t.Fatalf("compact: %d %s", status, body)
+	}
+	status, p, body := get(reader, "")
+	if status != 200 || !p.CursorTooOld || p.Floor != ids[8] || len(p.Events) == 0 || p.Events[0].ID != s2 {
+		t.Errorf("after a compaction, from the start: %d %s; want cursor_too_old, the floor %s, and events from %s", status, body, ids[8], s2)
+	}
+	if _, p, body := get(reader, "?after="+s2); p.CursorTooOld {
+		t.Errorf("after a compaction, from the snapshot: %s", body)
+	}
+	if status, body := snapAt(ids[2]); status != 404 || !strings.Contains(body, "compacted away") {
+		t.Errorf("a snapshot at a compacted event: %d %s", status, body)
+	}
+}
+
+// TestRoomHistoryPageBound: a page stops at its byte bound (at least one event), and says more
+// follow.
+func TestRoomHistoryPageBound(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	writer := token(t, "editor", []string{"big:*"})
+	pad := strings.Repeat("x", 60000)
+	for i := range 80 {
+		if status, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/big:1/events", writer, fmt.Sprintf(`{"body":{"n":%d,"pad":%q}}`, i, pad)); status != 201 {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+	}
+	var all []string
+	after, pages := "", 0
+	for {
+		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/big:1/events?limit=10000&after="+after, writer, "")
+		var p historyPage
+		if json.Unmarshal([]byte(body), &p); status != 200 || len(body) > 4<<20+4096 {
+			t.Fatalf("page: %d, %d bytes", status, len(body))
+		}
+		pages++
+		all = append(all, p.ids()...)
+		if !p.More {
+			break
+		}
+		after = p.Events[len(p.Events)-1].ID
+	}
+	if len(all) != 80 || pages != 2 {
+		t.Errorf("read %d events in %d pages; want 80 in 2 (4 MiB each at most)", len(all), pages)
+	}
+}
