@@ -6,6 +6,9 @@ import type { Event, Member, Room, RoomlogClient } from './index.js';
 /** The kind of the events that carry Yjs updates; body {"u": "<base64 update>"}. */
 export const YJS_KIND: 'yjs';
 
+/** The kind of snapshot events; body {"covers": "<id>", "state": "<base64 update>", "events": n}. */
+export const SNAPSHOT_KIND: 'snapshot';
+
 export interface ProviderOptions {
   /** Shared with the room's other members by signals (not logged). */
   awareness?: Awareness;

@@ -20,7 +20,7 @@ const REPLAY_FLUSH_MS = 50;
 const SNAPSHOT_RETRY_MS = 250;
 
 /** The kind of snapshot events: body {"covers":"<id>","state":"<base64 Y.encodeStateAsUpdate>","events":<n>}. */
-const SNAPSHOT_KIND = 'snapshot';
+export const SNAPSHOT_KIND = 'snapshot';
 
 /** The kind of the events that carry Yjs updates. */
 export const YJS_KIND = 'yjs';
@@ -80,7 +80,8 @@ export class RoomlogProvider {
     this.flushTimer = null;
     this.onDocUpdate = (update, origin) => {
       if (origin === this) return; // applied from the room or the store: not ours to publish
-      this.#publish(update);
+      // A restore (history.js restoreText) says which version it restored, in the event's body.
+      this.#publish(update, typeof origin?.restored === 'string' ? { restored: origin.restored } : {});
       this.#scheduleSave();
     };
     this.onAwarenessUpdate = ({ added, updated, removed }, origin) => {
@@ -191,11 +192,11 @@ export class RoomlogProvider {
     if (this.saveTimer === null) this.saveTimer = setTimeout(() => this.save(), this.saveDelay);
   }
 
-  #publish(update) {
+  #publish(update, extra = {}) {
     // Over MessagePack the bytes go as bin; the log keeps every body as JSON, so they come back
     // (to every member, on either codec) as the base64 text JSON gives them.
     const u = this.client.codecName === 'msgpack' ? update : toBase64(update);
-    this.client.publish(this.roomName, { u }, { kind: YJS_KIND }).catch((err) => {
+    this.client.publish(this.roomName, { u, ...extra }, { kind: YJS_KIND }).catch((err) => {
       if (err?.name !== 'DeliveryUncertainError') this.log('roomlog refused a Yjs update', { room: this.roomName, err: String(err) });
     });
   }

@@ -8,6 +8,12 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import * as Y from 'yjs';
+import { Awareness } from 'y-protocols/awareness';
+
+import { RoomlogClient } from '../src/index.js';
+import { RoomlogProvider } from '../src/yjs.js';
+
 export const SECRET = 'js-client-test-secret-of-32-bytes-or-more';
 export const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 let bin = '';
@@ -76,4 +82,27 @@ export async function until(cond, what, ms = 20000) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * An editor: a client, a document, its awareness and the provider, over store; the document's
+ * text is "t". claims are added to the user's token (snapshot_rooms, to publish snapshots).
+ */
+export async function yjsEditor(port, user, store, { offline = false, codec = 'json', room = 'doc:y', snapshotEvery, claims = {} } = {}) {
+  const client = new RoomlogClient({
+    url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user, ['*'], 3600, claims), session: `${user}-tab`, store, codec,
+    minBackoff: 20, maxBackoff: 300, ackInterval: 50,
+  });
+  if (offline) client.pause();
+  const doc = new Y.Doc();
+  const awareness = new Awareness(doc);
+  const provider = new RoomlogProvider(client, room, doc, { awareness, saveDelay: 20, snapshotEvery });
+  await client.start();
+  await provider.start();
+  const text = doc.getText('t');
+  return { client, doc, awareness, provider, text, async close() {
+    await provider.destroy();
+    awareness.destroy();
+    client.close();
+  } };
 }

@@ -7,35 +7,14 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as Y from 'yjs';
-import { Awareness } from 'y-protocols/awareness';
 
 import { RoomlogClient, MemoryStore } from '../src/index.js';
 import { RoomlogProvider, YJS_KIND } from '../src/yjs.js';
-import { buildRoomlog, token, freePort, serve, stop, until } from './helpers.js';
+import { buildRoomlog, token, freePort, serve, stop, until, yjsEditor } from './helpers.js';
 
 let dir;
 before(() => ({ dir } = buildRoomlog()));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** An editor: a client, a document, its awareness and the provider, over store. */
-async function editor(port, user, store, { offline = false, codec = 'json' } = {}) {
-  const client = new RoomlogClient({
-    url: `ws://127.0.0.1:${port}/v1/ws`, token: () => token(user), session: `${user}-tab`, store, codec,
-    minBackoff: 20, maxBackoff: 300, ackInterval: 50,
-  });
-  if (offline) client.pause();
-  const doc = new Y.Doc();
-  const awareness = new Awareness(doc);
-  const provider = new RoomlogProvider(client, 'doc:y', doc, { awareness, saveDelay: 20 });
-  await client.start();
-  await provider.start();
-  const text = doc.getText('t');
-  return { client, doc, awareness, provider, text, async close() {
-    await provider.destroy();
-    awareness.destroy();
-    client.close();
-  } };
-}
 
 /** The room's events, read from the start by a client of its own. */
 async function roomEvents(port) {
@@ -55,8 +34,8 @@ test('two editors (one on JSON, one on MessagePack) converge; offline edits surv
   const port = await freePort();
   const proc = await serve(join(dir, 'yjs.db'), port);
   const storeB = new MemoryStore(); // B's "IndexedDB": it outlives B's page
-  const a = await editor(port, 'alice', new MemoryStore());
-  let b = await editor(port, 'bob', storeB, { codec: 'msgpack' });
+  const a = await yjsEditor(port, 'alice', new MemoryStore());
+  let b = await yjsEditor(port, 'bob', storeB, { codec: 'msgpack' });
   try {
     await a.provider.whenSynced();
     await b.provider.whenSynced();
@@ -76,7 +55,7 @@ test('two editors (one on JSON, one on MessagePack) converge; offline edits surv
     await until(async () => (await storeB.outgoing()).length === 2, "bob's two edits in his outbox");
     await b.provider.save();
     await b.close();
-    b = await editor(port, 'bob', storeB, { offline: true, codec: 'msgpack' });
+    b = await yjsEditor(port, 'bob', storeB, { offline: true, codec: 'msgpack' });
     assert.equal(b.text.toString(), '> hello world!', 'the reloaded page shows the offline edits, offline');
     b.client.resume();
     await b.provider.whenSynced();
@@ -103,7 +82,7 @@ test('two editors (one on JSON, one on MessagePack) converge; offline edits surv
 test('a long replay is applied in a few transactions, and the saved cursor is never ahead of the document', async () => {
   const port = await freePort();
   const proc = await serve(join(dir, 'yjs-long.db'), port);
-  const w = await editor(port, 'writer', new MemoryStore());
+  const w = await yjsEditor(port, 'writer', new MemoryStore());
   try {
     await w.provider.whenSynced();
     for (let i = 0; i < 3000; i++) w.text.insert(i, 'x');
