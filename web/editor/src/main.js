@@ -12,6 +12,8 @@ import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next';
 import { RoomlogClient, IndexedDBStore, claimTab, adoptOrphanOutboxes } from '@roomlog/client';
 import { RoomlogProvider } from '@roomlog/client/yjs';
 
+import { HistoryPanel } from './history-panel.js';
+
 const APP = 'roomlog-editor';
 const $ = (id) => document.getElementById(id);
 
@@ -142,10 +144,14 @@ async function main() {
     $('members').replaceChildren(); // no longer among them
     document.body.setAttribute('data-removed', 'true');
   };
+  let history = null; // the history panel, once the document is loaded
   const provider = new RoomlogProvider(client, docName, doc, {
     awareness,
     presence: { name: user },
-    onEvent: () => ($('events').textContent = `${provider.events} events`),
+    onEvent: (ev) => {
+      $('events').textContent = `${provider.events} events`;
+      history?.add(ev);
+    },
     onMembers: (members) => renderMembers(members, tab.session),
     onRemoved: (reason) => unshared(reason),
   });
@@ -169,6 +175,8 @@ async function main() {
       ],
     }),
   });
+  history = new HistoryPanel({ room: docName, token, text: ytext, colour });
+  window.roomlog.history = history;
   if (provider.removed) unshared(provider.removed);
   addEventListener('pagehide', () => provider.save());
   provider.whenSynced().then(() => document.body.setAttribute('data-synced', 'true'));

@@ -15,6 +15,7 @@ import { Awareness } from 'y-protocols/awareness';
 
 import { RoomlogClient, MemoryStore } from '../../client/src/index.js';
 import { RoomlogProvider } from '../../client/src/yjs.js';
+import { docAt } from '../../client/src/history.js';
 
 import { buildRoomlog, freePort, serve, stop, until } from '../../client/test/helpers.js';
 
@@ -307,5 +308,81 @@ test('#token is taken out of the address; other members\' awareness cannot style
     awareness.destroy();
     client.close();
     await context.close();
+  }
+});
+
+test('history: both people\'s versions, any version as it was with who wrote what, compare, restore and undo it, across a reload and a kill -9', { skip }, async () => {
+  const doc = 'doc:history';
+  const a = await person(doc);
+  const b = await person(doc);
+  const userOf = (p) => p.evaluate(() => sessionStorage.getItem('roomlog:user'));
+  const openHistory = async (p) => {
+    if ((await p.getAttribute('#history-toggle', 'aria-pressed')) !== 'true') await p.click('#history-toggle');
+    await p.waitForSelector('body[data-history="loaded"]', { timeout: 20000 });
+  };
+  try {
+    const [ua, ub] = [await userOf(a.page), await userOf(b.page)];
+    await typeAtEnd(a.page, 'Hello ');
+    await until(async () => (await text(b.page)) === 'Hello ', 'b sees a');
+    await typeAtEnd(b.page, 'world');
+    await until(async () => (await text(a.page)) === 'Hello world', 'a sees b');
+
+    await openHistory(a.page);
+    await until(async () => (await a.page.locator('#versions li').count()) === 2, 'two versions, newest first');
+    assert.deepEqual(await a.page.locator('#versions li').evaluateAll((lis) => lis.map((li) => li.dataset.user)), [ub, ua]);
+
+    // Each version shown equals the document built in Node from the log.
+    const events = replayUpdates(doc);
+    for (const li of await a.page.locator('#versions li').all()) {
+      await li.click();
+      const id = await li.getAttribute('data-version');
+      await a.page.waitForSelector(`#version-view[data-version="${id}"]`);
+      assert.equal(await a.page.textContent('#version-text'), docAt(events, id).getText('text').toString(), `the version ${id}`);
+    }
+    // Who wrote what, in the newest version.
+    await a.page.locator('#versions li').first().click();
+    const spans = await a.page.locator('#version-text span.by').evaluateAll((ss) => ss.map((s) => [s.dataset.user, s.textContent]));
+    const by = {};
+    for (const [u, t] of spans) by[u] = (by[u] ?? '') + t;
+    assert.deepEqual(by, { [ua]: 'Hello ', [ub]: 'world' });
+    assert.deepEqual((await a.page.locator('#legend li').allTextContents()).sort(), [ua, ub].sort());
+    await a.page.screenshot({ path: join(artifacts, 'editor-history.png') });
+
+    // Compared with the oldest: what is kept and added is the newest, what is kept and removed the oldest.
+    const oldest = await a.page.locator('#versions li').last().getAttribute('data-version');
+    await a.page.selectOption('#compare-with', oldest);
+    await a.page.waitForSelector('#version-view[data-mode="compare"]');
+    const parts = await a.page.locator('#version-text').evaluate((pre) => [...pre.childNodes].map((n) => [n.nodeName, n.textContent]));
+    assert.equal(parts.filter(([n]) => n !== 'DEL').map(([, t]) => t).join(''), 'Hello world');
+    assert.equal(parts.filter(([n]) => n !== 'INS').map(([, t]) => t).join(''), 'Hello ');
+    await a.page.screenshot({ path: join(artifacts, 'editor-history-compare.png') });
+    await a.page.selectOption('#compare-with', '');
+
+    // Restore the oldest: both converge to it, and the log holds one restore naming it.
+    await a.page.locator('#versions li').last().click();
+    await a.page.click('#restore');
+    await until(async () => (await text(a.page)) === 'Hello ' && (await text(b.page)) === 'Hello ', 'both restored');
+    await until(() => replayUpdates(doc).some((e) => e.body.restored === oldest), 'the restore logged');
+    assert.equal(replayUpdates(doc).filter((e) => e.body.restored).length, 1, 'logged once');
+
+    // It survives a reload and a kill -9 of the server.
+    await open(a.page, doc);
+    assert.equal(await text(a.page), 'Hello ');
+    await stop(server);
+    server = await serve(data, port, { dev: true });
+    await until(async () => (await a.page.textContent('#status')) === 'online' && (await b.page.textContent('#status')) === 'online', 'both back online', 30000);
+    assert.equal(await text(a.page), 'Hello ');
+    assert.equal(await text(b.page), 'Hello ');
+
+    // Undo it: restore the version before the restore.
+    await openHistory(b.page);
+    await until(async () => (await b.page.locator('#versions li').count()) === 3, 'the restore is a version');
+    assert.match(await b.page.locator('#versions li').first().textContent(), /restored the version of/);
+    await b.page.locator('#versions li').nth(1).click();
+    await b.page.click('#restore');
+    await until(async () => (await text(a.page)) === 'Hello world' && (await text(b.page)) === 'Hello world', 'the restore undone');
+  } finally {
+    await a.context.close();
+    await b.context.close();
   }
 });
