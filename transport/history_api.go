@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/roomlog/roomlog/auth"
 	"github.com/roomlog/roomlog/eventlog"
@@ -50,9 +51,10 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	after, err1 := eventlog.ParseID(q.Get("after"))
 	until, err2 := eventlog.ParseID(q.Get("until"))
 	limit, err3 := queryLimit(q.Get("limit"), defaultPageEvents, maxPageEvents)
-	for i, err := range []error{err1, err2, err3} {
+	maxBody, err4 := queryMaxBody(q.Get("max_body"))
+	for i, err := range []error{err1, err2, err3, err4} {
 		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%s: %v", []string{"after", "until", "limit"}[i], err)
+			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%s: %v", []string{"after", "until", "limit", "max_body"}[i], err)
 			return
 		}
 	}
@@ -79,7 +81,7 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 			page.More = false // the range ends here
 			break
 		}
-		b := jsonCodec.appendEvent(nil, &evs[i])
+		b := appendPageEvent(evs[i], maxBody)
 		if size += len(b); size > maxPageBytes && len(page.Events) > 0 {
 			page.More = true
 			break
@@ -90,6 +92,34 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 		page.Events = []json.RawMessage{}
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// queryMaxBody reads max_body: bodies larger than it (in bytes) are left out of a page; -1
+// when not given.
+func queryMaxBody(s string) (int, error) {
+	if s == "" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("want a number of bytes, got %q", s)
+	}
+	return n, nil
+}
+
+// appendPageEvent is e as a page holds it: its body left out, and its size said as
+// "body_size", when it is larger than maxBody (-1: never). A history view reads the many small
+// edits of a document without its snapshots' states, and fetches the one it needs.
+func appendPageEvent(e eventlog.Event, maxBody int) []byte {
+	if maxBody < 0 || len(e.Body) <= maxBody {
+		return jsonCodec.appendEvent(nil, &e)
+	}
+	size := len(e.Body)
+	e.Body = nil
+	b := jsonCodec.appendEvent(nil, &e)
+	b = append(b[:len(b)-1], `,"body_size":`...)
+	b = strconv.AppendInt(b, int64(size), 10)
+	return append(b, '}')
 }
 
 // apiSnapshot answers a snapshot event of the room (read permission or admin): its latest, or

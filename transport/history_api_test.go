@@ -84,11 +84,17 @@ func TestRoomHistoryAPI(t *testing.T) {
 	if _, p, body := get(reader, "?limit=4"); strings.Join(p.ids(), " ") != strings.Join(ids[:4], " ") || !p.More {
 		t.Errorf("?limit=4: %s", body)
 	}
+	// max_body leaves the larger bodies (the snapshots' states) out, saying their size.
+	if _, p, body := get(reader, "?max_body=12&after="+ids[4]+"&until="+ids[7]); len(p.Events) != 2 ||
+		!strings.Contains(body, `"id":"`+s1+`","kind":"snapshot"`) || strings.Contains(body, `"covers"`) || !strings.Contains(body, `"body_size":`) || !strings.Contains(body, `"body":{"n":6}`) {
+		t.Errorf("?max_body=12: %s", body)
+	}
 	for query, want := range map[string]string{
 		"?after=nope":   "after:",
 		"?until=01ZZZ":  "until:",
 		"?limit=-1":     "limit",
 		"?limit=banana": "limit",
+		"?max_body=-2":  "max_body",
 	} {
 		if status, _, body := get(reader, query); status != 400 || !strings.Contains(body, want) || strings.Count(body, "\n") > 1 {
 			t.Errorf("%s: %d %s, want a one-line 400 naming %q", query, status, body, want)

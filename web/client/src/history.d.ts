@@ -10,6 +10,8 @@ export interface HistoryEvent {
   session?: string;
   key?: string;
   body: any;
+  /** The body's size when it was left out (maxBody). */
+  body_size?: number;
 }
 
 /** The longest pause within one version, in ms (5 minutes). */
@@ -26,6 +28,8 @@ export interface ReadOptions {
   /** Read before this id (exclusive); default to the end. */
   until?: string;
   signal?: AbortSignal;
+  /** Leave bodies larger than this many bytes out (snapshots' states; edits are read whole). */
+  maxBody?: number;
   /** Called with each page as it arrives. */
   onPage?: (events: HistoryEvent[]) => void;
   fetch?: typeof fetch;
@@ -33,6 +37,9 @@ export interface ReadOptions {
 
 /** Reads a room's events over HTTP, oldest first; floor and cursorTooOld say where a compaction cut it. */
 export function readEvents(opts: ReadOptions): Promise<{ events: HistoryEvent[]; floor: string; cursorTooOld: boolean }>;
+
+/** Fetches the state of the snapshot docAt(events, id) starts from, when maxBody left it out. */
+export function loadSnapshotFor(events: HistoryEvent[], id: string, opts: { base: string; room: string; token: string; signal?: AbortSignal; fetch?: typeof fetch }): Promise<void>;
 
 /** The latest snapshot at or before the event at, or null. */
 export function snapshotAt(opts: { base: string; room: string; token: string; at: string; signal?: AbortSignal; fetch?: typeof fetch }): Promise<HistoryEvent | null>;

@@ -20,28 +20,60 @@ const PAGE = 10000;
 /**
  * Reads a room's events over HTTP, oldest first, page by page: those after `after` and before
  * `until` (ids, both optional). The answer says where a compaction cut the room (`floor`, with
- * `cursorTooOld` when part of the range is gone).
+ * `cursorTooOld` when part of the range is gone). With maxBody (bytes), larger bodies are left
+ * out of the pages (`body_size` says theirs): a document's snapshots, whose states a timeline
+ * does not need (loadSnapshotFor fetches the one a version needs); edits are always read whole.
  * @param {{base: string, room: string, token: string, after?: string, until?: string,
  *   signal?: AbortSignal, onPage?: (events: object[]) => void, fetch?: typeof fetch}} opts
  * @returns {Promise<{events: object[], floor: string, cursorTooOld: boolean}>}
  */
-export async function readEvents({ base, room, token, after = '', until = '', signal, onPage, fetch: get = fetch }) {
+export async function readEvents({ base, room, token, after = '', until = '', maxBody, signal, onPage, fetch: get = fetch }) {
   const events = [];
   let floor = '';
   let cursorTooOld = false;
+  const url = (q) => `${base}/v1/rooms/${encodeURIComponent(room)}/events?${q}`;
   for (let cursor = after; ;) {
     const q = new URLSearchParams({ limit: String(PAGE) });
     if (cursor) q.set('after', cursor);
     if (until) q.set('until', until);
-    const page = await getJSON(get, `${base}/v1/rooms/${encodeURIComponent(room)}/events?${q}`, token, signal);
+    if (maxBody !== undefined) q.set('max_body', String(maxBody));
+    const page = await getJSON(get, url(q), token, signal);
     if (page.cursor_too_old && cursor === after) {
       cursorTooOld = true;
       floor = page.floor;
+    }
+    // The edits whose bodies were left out (a large paste) are needed whole: one by one.
+    for (const [i, ev] of page.events.entries()) {
+      if (ev.kind !== YJS_KIND || ev.body_size === undefined) continue;
+      const prev = i > 0 ? page.events[i - 1].id : cursor;
+      const q1 = new URLSearchParams({ limit: '1' });
+      if (prev) q1.set('after', prev);
+      const one = await getJSON(get, url(q1), token, signal);
+      if (one.events[0]?.id === ev.id) page.events[i] = one.events[0];
     }
     events.push(...page.events);
     onPage?.(page.events);
     if (!page.more || page.events.length === 0) return { events, floor, cursorTooOld };
     cursor = page.events[page.events.length - 1].id;
+  }
+}
+
+/**
+ * Makes sure the snapshot docAt(events, id) starts from has its state: read with maxBody, a
+ * snapshot's state was left out; this fetches the one needed (GET .../snapshot?at=).
+ * @param {object[]} events as readEvents read them
+ * @param {string} id the event whose version is wanted
+ * @param {{base: string, room: string, token: string, signal?: AbortSignal, fetch?: typeof fetch}} opts
+ */
+export async function loadSnapshotFor(events, id, opts) {
+  const end = events.findIndex((ev) => ev.id === id);
+  for (let i = end; i >= 0; i--) {
+    const ev = events[i];
+    if (ev.kind !== SNAPSHOT_KIND) continue;
+    if (typeof ev.body?.state === 'string') return;
+    const snap = await snapshotAt({ ...opts, at: ev.id });
+    if (snap?.id === ev.id) events[i] = snap;
+    return;
   }
 }
 
@@ -78,6 +110,15 @@ async function getJSON(get, url, token, signal) {
  */
 export function editOf(ev) {
   if (ev.kind !== YJS_KIND || typeof ev.body?.u !== 'string') return null;
+  let edit = edits.get(ev);
+  if (edit === undefined) edits.set(ev, (edit = decodeEdit(ev)));
+  return edit;
+}
+
+/** editOf's answers, kept with the events: a history view asks for each many times. */
+const edits = new WeakMap();
+
+function decodeEdit(ev) {
   let decoded;
   try {
     decoded = Y.decodeUpdate(fromBase64(ev.body.u));

@@ -9,7 +9,7 @@ import * as Y from 'yjs';
 
 import { MemoryStore } from '../src/index.js';
 import { fromBase64, SNAPSHOT_KIND, YJS_KIND } from '../src/yjs.js';
-import { readEvents, snapshotAt, versions, docAt, clientUsers, authorship, restoreText, editOf } from '../src/history.js';
+import { readEvents, snapshotAt, loadSnapshotFor, versions, docAt, clientUsers, authorship, restoreText, editOf } from '../src/history.js';
 import { buildRoomlog, token, freePort, serve, stop, until, yjsEditor } from './helpers.js';
 
 let dir;
@@ -120,6 +120,17 @@ test('bad input: ids not in the room, ranges past the head, a compacted room', a
       for (const c of chunk) a.text.insert(a.text.length, c);
       await until(async () => (events = (await readEvents({ base, room: ROOM, token: tok })).events).filter((e) => e.kind === SNAPSHOT_KIND).length > i, 'a snapshot');
     }
+    // Read without the snapshots' states (max_body): a large edit still comes whole, and the
+    // one snapshot a version needs is fetched.
+    a.text.insert(0, 'p'.repeat(500));
+    await until(async () => (await readEvents({ base, room: ROOM, token: tok })).events.some((e) => e.body?.u?.length > 500), 'the paste');
+    const lean = await readEvents({ base, room: ROOM, token: tok, maxBody: 50 });
+    assert.ok(lean.events.filter((e) => e.kind === SNAPSHOT_KIND).every((e) => e.body === undefined && e.body_size > 50), 'snapshot states left out');
+    assert.ok(lean.events.filter((e) => e.kind === YJS_KIND).every((e) => typeof e.body.u === 'string'), 'edits whole');
+    const leanLast = lean.events.filter((e) => e.kind === YJS_KIND).at(-1).id;
+    await loadSnapshotFor(lean.events, leanLast, { base, room: ROOM, token: tok });
+    assert.equal(docAt(lean.events, leanLast).getText('t').toString(), a.text.toString());
+    events = (await readEvents({ base, room: ROOM, token: tok })).events;
     const head = events.at(-1).id;
     assert.throws(() => docAt(events, '01JZZZZZZZZZZZZZZZZZZZZZZZ'), /no event/);
     assert.equal(await snapshotAt({ base, room: ROOM, token: tok, at: '01JZZZZZZZZZZZZZZZZZZZZZZZ' }), null);

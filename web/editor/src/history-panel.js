@@ -4,7 +4,7 @@
 // (@roomlog/client/history); nothing here writes but the restore, which goes through the
 // document like any edit.
 import { diffChars } from 'diff';
-import { readEvents, versions, docAt, clientUsers, authorship, restoreText } from '@roomlog/client/history';
+import { readEvents, loadSnapshotFor, versions, docAt, clientUsers, authorship, restoreText } from '@roomlog/client/history';
 import { ulidTime } from '@roomlog/client';
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +19,9 @@ function el(tag, props = {}, ...children) {
   e.append(...children);
   return e;
 }
+
+/** Bodies larger than this are left out of the pages read (snapshots' states, mostly). */
+const SNAPSHOT_BODIES_OVER = 4096;
 
 const when = (ms) => new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 
@@ -67,7 +70,9 @@ export class HistoryPanel {
   async #load() {
     $('history-note').textContent = 'Reading the history…';
     try {
-      const { events, floor, cursorTooOld } = await readEvents({ base: location.origin, room: this.room, token: await this.token() });
+      // Without the snapshots' states: the timeline needs the edits; a version shown fetches
+      // the one snapshot it starts from.
+      const { events, floor, cursorTooOld } = await readEvents({ base: location.origin, room: this.room, token: await this.token(), maxBody: SNAPSHOT_BODIES_OVER });
       // Live events that came while reading are kept, after what was read.
       const last = events.at(-1)?.id ?? '';
       this.events = [...events, ...this.events.filter((e) => e.id > last)];
@@ -126,17 +131,19 @@ export class HistoryPanel {
   }
 
   /** Shows the version id read-only: with who wrote what, or compared with the version chosen. */
-  show(id) {
+  async show(id) {
     if (!id) return;
     this.selected = id;
     for (const li of $('versions').children) li.classList.toggle('selected', li.dataset.version === id);
+    const other = $('compare-with').value;
+    await this.#loadSnapshots(id, other);
+    if (this.selected !== id) return; // another was chosen meanwhile
     const doc = docAt(this.events, id);
     const text = doc.getText('text');
     const version = this.versions.find((v) => v.id === id);
     $('version-title').textContent = version ? `${version.user}, ${when(version.end)}` : id;
     $('version-view').hidden = false;
     $('version-view').dataset.version = id;
-    const other = $('compare-with').value;
     if (other && other !== id) this.#showDiff(docAt(this.events, other).getText('text').toString(), text.toString());
     else this.#showAuthors(text, clientUsers(this.events, id));
     doc.destroy();
@@ -164,9 +171,16 @@ export class HistoryPanel {
     $('version-view').dataset.mode = 'compare';
   }
 
+  /** Fetches the snapshots the versions ids start from (their states were not read). */
+  async #loadSnapshots(...ids) {
+    const opts = { base: location.origin, room: this.room, token: await this.token() };
+    for (const id of ids) if (id) await loadSnapshotFor(this.events, id, opts);
+  }
+
   /** Makes the document equal to the version id: one new edit, which every open editor gets. */
-  restore(id) {
+  async restore(id) {
     if (!id) return false;
+    await this.#loadSnapshots(id);
     const doc = docAt(this.events, id);
     const target = doc.getText('text').toString();
     doc.destroy();
