@@ -72,9 +72,9 @@ func TestRoomHistoryAPI(t *testing.T) {
 	}
 	for query, want := range map[string][]string{
 		"?after=" + ids[1] + "&until=" + ids[6]: ids[2:6], // after and until are exclusive
-		"?until=" + ids[3]:                       ids[:3],
-		"?after=" + ids[9]:                       ids[10:],
-		"?after=" + ids[11]:                      nil,
+		"?until=" + ids[3]:                      ids[:3],
+		"?after=" + ids[9]:                      ids[10:],
+		"?after=" + ids[11]:                     nil,
 	} {
 		status, p, body := get(reader, query)
 		if status != 200 || strings.Join(p.ids(), " ") != strings.Join(want, " ") || p.More || p.CursorTooOld {
