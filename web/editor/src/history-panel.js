@@ -143,9 +143,9 @@ export class HistoryPanel {
     const version = this.versions.find((v) => v.id === id);
     $('version-title').textContent = version ? `${version.user}, ${when(version.end)}` : id;
     $('version-view').hidden = false;
-    $('version-view').dataset.version = id;
     if (other && other !== id) this.#showDiff(docAt(this.events, other).getText('text').toString(), text.toString());
     else this.#showAuthors(text, clientUsers(this.events, id));
+    $('version-view').dataset.version = id; // shown
     doc.destroy();
   }
 
