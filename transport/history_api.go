@@ -32,16 +32,19 @@ type roomPage struct {
 	Room   string            `json:"room"`
 	Events []json.RawMessage `json:"events"`
 	// More: events of the range after the last of Events were left out (by limit or by the
-	// page's byte bound); ask again with after set to its id.
+	// page's byte bound); ask again with after set to its id. Reading from the end: events
+	// before the first were; ask again with until set to its id.
 	More bool `json:"more"`
 	// CursorTooOld: a compaction removed events after the page's after (the room's events
-	// before and at Floor are gone by design); Events starts after Floor.
+	// before and at Floor are gone by design); Events starts after Floor. Reading from the end,
+	// it is said by the page that reaches the start of what remains.
 	CursorTooOld bool   `json:"cursor_too_old,omitempty"`
 	Floor        string `json:"floor,omitempty"`
 }
 
 // apiRoomEvents answers a page of a room's events (read permission or admin): those after the
-// id after and before the id until (both optional), oldest first.
+// id after and before the id until (both optional), oldest first; the first of the range, or
+// with from=end its last (a history view reads newest first).
 func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	claims, room := s.roomAction(w, r, auth.Read, "read")
 	if claims == nil {
@@ -52,46 +55,99 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 	until, err2 := eventlog.ParseID(q.Get("until"))
 	limit, err3 := queryLimit(q.Get("limit"), defaultPageEvents, maxPageEvents)
 	maxBody, err4 := queryMaxBody(q.Get("max_body"))
-	for i, err := range []error{err1, err2, err3, err4} {
+	var err5 error
+	fromEnd := q.Get("from") == "end"
+	if v := q.Get("from"); v != "" && !fromEnd {
+		err5 = fmt.Errorf(`want "end", or nothing (from the start), got %q`, v)
+	}
+	for i, err := range []error{err1, err2, err3, err4, err5} {
 		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%s: %v", []string{"after", "until", "limit", "max_body"}[i], err)
+			writeAPIError(w, http.StatusBadRequest, wire.CodeBadFrame, "%s: %v", []string{"after", "until", "limit", "max_body", "from"}[i], err)
 			return
 		}
 	}
-	page := roomPage{Room: room}
-	floor, err := s.log.Floor(r.Context(), room)
+	read := s.pageForward
+	if fromEnd {
+		read = s.pageBackward
+	}
+	page := roomPage{Room: room, Events: []json.RawMessage{}}
+	evs, more, err := read(r, room, after, until, limit)
+	if err == nil && (!fromEnd || !more) { // the page starts the range
+		err = s.markFloor(r, &page, room, after)
+	}
 	if err != nil {
 		s.httpFail(w, "read", room, err)
 		return
 	}
-	if !floor.ID.IsZero() && after.Compare(floor.ID) < 0 {
-		page.CursorTooOld, page.Floor = true, floor.ID.String()
-	}
-	// One more than asked says whether more follow.
-	evs, err := s.log.ReadAfter(r.Context(), room, after, limit+1)
-	if err != nil {
-		s.httpFail(w, "read", room, err)
-		return
-	}
-	page.More = len(evs) > limit
-	evs = evs[:min(len(evs), limit)]
-	size := 0
-	for i := range evs {
-		if !until.IsZero() && evs[i].ID.Compare(until) >= 0 {
-			page.More = false // the range ends here
-			break
+	page.More = more
+	// The page's byte bound keeps the end it reads from (at least one event); more then says
+	// the rest of the range follows.
+	encoded := make([][]byte, len(evs))
+	size, keep := 0, 0
+	for keep < len(evs) {
+		i := keep
+		if fromEnd {
+			i = len(evs) - 1 - keep
 		}
-		b := appendPageEvent(evs[i], maxBody)
-		if size += len(b); size > maxPageBytes && len(page.Events) > 0 {
+		encoded[i] = appendPageEvent(evs[i], maxBody)
+		if size += len(encoded[i]); size > maxPageBytes && keep > 0 {
 			page.More = true
 			break
 		}
+		keep++
+	}
+	kept := encoded[:keep]
+	if fromEnd {
+		kept = encoded[len(evs)-keep:]
+	}
+	for _, b := range kept {
 		page.Events = append(page.Events, b)
 	}
-	if page.Events == nil {
-		page.Events = []json.RawMessage{}
-	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// pageForward reads the first limit events after after and before until; more: others of the
+// range follow.
+func (s *Server) pageForward(r *http.Request, room string, after, until eventlog.ID, limit int) ([]eventlog.Event, bool, error) {
+	evs, err := s.log.ReadAfter(r.Context(), room, after, limit+1) // one more says whether more follow
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(evs) > limit
+	evs = evs[:min(len(evs), limit)]
+	for i := range evs {
+		if !until.IsZero() && evs[i].ID.Compare(until) >= 0 {
+			return evs[:i], false, nil // the range ends here
+		}
+	}
+	return evs, more, nil
+}
+
+// pageBackward reads the last limit events before until (the room's last without it) and after
+// after; more: others of the range precede them.
+func (s *Server) pageBackward(r *http.Request, room string, after, until eventlog.ID, limit int) ([]eventlog.Event, bool, error) {
+	evs, err := s.log.ReadBefore(r.Context(), room, until, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(evs) > limit
+	evs = evs[max(0, len(evs)-limit):]
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].ID.Compare(after) <= 0 {
+			return evs[i+1:], false, nil // the range starts here
+		}
+	}
+	return evs, more, nil
+}
+
+// markFloor adds cursor_too_old and the floor to page, which starts the range after after, when
+// a compaction removed events of that range.
+func (s *Server) markFloor(r *http.Request, page *roomPage, room string, after eventlog.ID) error {
+	floor, err := s.log.Floor(r.Context(), room)
+	if err == nil && !floor.ID.IsZero() && after.Compare(floor.ID) < 0 {
+		page.CursorTooOld, page.Floor = true, floor.ID.String()
+	}
+	return err
 }
 
 // queryMaxBody reads max_body: bodies larger than it (in bytes) are left out of a page; -1

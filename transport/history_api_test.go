@@ -75,6 +75,9 @@ func TestRoomHistoryAPI(t *testing.T) {
 		"?until=" + ids[3]:                      ids[:3],
 		"?after=" + ids[9]:                      ids[10:],
 		"?after=" + ids[11]:                     nil,
+		// from=end: the last of the range, still oldest first.
+		"?from=end&until=" + ids[3]:                       ids[:3],
+		"?from=end&after=" + ids[8] + "&until=" + ids[11]: ids[9:11],
 	} {
 		status, p, body := get(reader, query)
 		if status != 200 || strings.Join(p.ids(), " ") != strings.Join(want, " ") || p.More || p.CursorTooOld {
@@ -83,6 +86,14 @@ func TestRoomHistoryAPI(t *testing.T) {
 	}
 	if _, p, body := get(reader, "?limit=4"); strings.Join(p.ids(), " ") != strings.Join(ids[:4], " ") || !p.More {
 		t.Errorf("?limit=4: %s", body)
+	}
+	for query, want := range map[string][]string{
+		"?from=end&limit=3":                      ids[9:],
+		"?from=end&after=" + ids[8] + "&limit=2": ids[10:],
+	} {
+		if _, p, body := get(reader, query); strings.Join(p.ids(), " ") != strings.Join(want, " ") || !p.More {
+			t.Errorf("%s: %s; want the last events and more before them", query, body)
+		}
 	}
 	// max_body leaves the larger bodies (the snapshots' states) out, saying their size.
 	if _, p, body := get(reader, "?max_body=12&after="+ids[4]+"&until="+ids[7]); len(p.Events) != 2 ||
@@ -95,6 +106,7 @@ func TestRoomHistoryAPI(t *testing.T) {
 		"?limit=-1":     "limit",
 		"?limit=banana": "limit",
 		"?max_body=-2":  "max_body",
+		"?from=start":   "from:",
 	} {
 		if status, _, body := get(reader, query); status != 400 || !strings.Contains(body, want) || strings.Count(body, "\n") > 1 {
 			t.Errorf("%s: %d %s, want a one-line 400 naming %q", query, status, body, want)
@@ -141,6 +153,12 @@ func TestRoomHistoryAPI(t *testing.T) {
 	if _, p, body := get(reader, "?after="+s2); p.CursorTooOld {
 		t.Errorf("after a compaction, from the snapshot: %s", body)
 	}
+	if _, p, body := get(reader, "?from=end&limit=2"); p.CursorTooOld || !p.More {
+		t.Errorf("after a compaction, the last page: %s; the start is not reached yet", body)
+	}
+	if _, p, body := get(reader, "?from=end"); !p.CursorTooOld || p.Floor != ids[8] || p.More || p.Events[0].ID != s2 {
+		t.Errorf("after a compaction, from the end to the start: %s", body)
+	}
 	if status, body := snapAt(ids[2]); status != 404 || !strings.Contains(body, "compacted away") {
 		t.Errorf("a snapshot at a compacted event: %d %s", status, body)
 	}
@@ -174,5 +192,20 @@ func TestRoomHistoryPageBound(t *testing.T) {
 	}
 	if len(all) != 80 || pages != 2 {
 		t.Errorf("read %d events in %d pages; want 80 in 2 (4 MiB each at most)", len(all), pages)
+	}
+	var back []string // newest first, page by page
+	until := ""
+	for pages = 0; ; pages++ {
+		_, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/big:1/events?from=end&limit=10000&until="+until, writer, "")
+		var p historyPage
+		json.Unmarshal([]byte(body), &p)
+		back = append(p.ids(), back...)
+		if !p.More {
+			break
+		}
+		until = p.Events[0].ID
+	}
+	if strings.Join(back, " ") != strings.Join(all, " ") || pages != 1 {
+		t.Errorf("read back from the end: %d events in %d more pages; want the same 80, in 2 pages", len(back), pages)
 	}
 }
