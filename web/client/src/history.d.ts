@@ -30,8 +30,12 @@ export interface ReadOptions {
   signal?: AbortSignal;
   /** Leave bodies larger than this many bytes out (snapshots' states; edits are read whole). */
   maxBody?: number;
-  /** Called with each page as it arrives. */
-  onPage?: (events: HistoryEvent[]) => void;
+  /** Events per page, at most 10,000 (the default). */
+  pageSize?: number;
+  /** Read the pages from the end of the range back (each page still oldest first). */
+  newestFirst?: boolean;
+  /** Called with each page as it arrives, and what is known of a compaction so far. */
+  onPage?: (events: HistoryEvent[], cut: { floor: string; cursorTooOld: boolean }) => void;
   fetch?: typeof fetch;
 }
 

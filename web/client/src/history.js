@@ -14,8 +14,9 @@ import { ulidTime } from './ids.js';
 /** The longest pause within one version: a person's edits further apart start a new one. */
 export const DEFAULT_PAUSE_MS = 5 * 60 * 1000;
 
-/** The events asked for per page (the server's maximum). */
+/** The events asked for per page (the server's maximum), and in the first page. */
 const PAGE = 10000;
+const FIRST_PAGE = 1000;
 
 /**
  * Reads a room's events over HTTP, oldest first, page by page: those after `after` and before
@@ -23,39 +24,65 @@ const PAGE = 10000;
  * `cursorTooOld` when part of the range is gone). With maxBody (bytes), larger bodies are left
  * out of the pages (`body_size` says theirs): a document's snapshots, whose states a timeline
  * does not need (loadSnapshotFor fetches the one a version needs); edits are always read whole.
+ * With newestFirst, pages are read from the end of the range back (each page oldest first, given
+ * to onPage as it comes), so a history view shows its newest versions first; the answer is still
+ * oldest first.
  * @param {{base: string, room: string, token: string, after?: string, until?: string,
- *   signal?: AbortSignal, onPage?: (events: object[]) => void, fetch?: typeof fetch}} opts
+ *   maxBody?: number, newestFirst?: boolean, pageSize?: number, signal?: AbortSignal,
+ *   onPage?: (events: object[], cut: object) => void, fetch?: typeof fetch}} opts
  * @returns {Promise<{events: object[], floor: string, cursorTooOld: boolean}>}
  */
-export async function readEvents({ base, room, token, after = '', until = '', maxBody, signal, onPage, fetch: get = fetch }) {
-  const events = [];
+export async function readEvents({ base, room, token, after = '', until = '', maxBody, newestFirst = false, pageSize = PAGE, signal, onPage, fetch: get = fetch }) {
+  const pages = [];
   let floor = '';
   let cursorTooOld = false;
   const url = (q) => `${base}/v1/rooms/${encodeURIComponent(room)}/events?${q}`;
-  for (let cursor = after; ;) {
-    const q = new URLSearchParams({ limit: String(PAGE) });
-    if (cursor) q.set('after', cursor);
-    if (until) q.set('until', until);
+  const done = () => ({ events: (newestFirst ? pages.reverse() : pages).flat(), floor, cursorTooOld });
+  // Pages grow from a small first one, so the first comes soon, to pageSize.
+  let size = Math.min(pageSize, FIRST_PAGE);
+  for (let cursor = newestFirst ? until : after; ; size = Math.min(pageSize, size * 4)) {
+    const q = new URLSearchParams({ limit: String(size) });
+    if (newestFirst) {
+      q.set('from', 'end');
+      if (after) q.set('after', after);
+      if (cursor) q.set('until', cursor);
+    } else {
+      if (cursor) q.set('after', cursor);
+      if (until) q.set('until', until);
+    }
     if (maxBody !== undefined) q.set('max_body', String(maxBody));
     const page = await getJSON(get, url(q), token, signal);
-    if (page.cursor_too_old && cursor === after) {
+    if (page.cursor_too_old) {
       cursorTooOld = true;
       floor = page.floor;
     }
     // The edits whose bodies were left out (a large paste) are needed whole: one by one.
     for (const [i, ev] of page.events.entries()) {
       if (ev.kind !== YJS_KIND || ev.body_size === undefined) continue;
-      const prev = i > 0 ? page.events[i - 1].id : cursor;
-      const q1 = new URLSearchParams({ limit: '1' });
-      if (prev) q1.set('after', prev);
-      const one = await getJSON(get, url(q1), token, signal);
+      const one = await getJSON(get, url(new URLSearchParams({ limit: '1', after: idBefore(ev.id) })), token, signal);
       if (one.events[0]?.id === ev.id) page.events[i] = one.events[0];
     }
-    events.push(...page.events);
-    onPage?.(page.events);
-    if (!page.more || page.events.length === 0) return { events, floor, cursorTooOld };
-    cursor = page.events[page.events.length - 1].id;
+    pages.push(page.events);
+    onPage?.(page.events, { floor, cursorTooOld });
+    if (!page.more || page.events.length === 0) return done();
+    cursor = newestFirst ? page.events[0].id : page.events[page.events.length - 1].id;
   }
+}
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/** The id just before id (as a 128-bit number): reading after it reads id first. */
+function idBefore(id) {
+  const chars = [...id];
+  for (let i = chars.length - 1; i >= 0; i--) {
+    const v = CROCKFORD.indexOf(chars[i]);
+    if (v > 0) {
+      chars[i] = CROCKFORD[v - 1];
+      return chars.join('');
+    }
+    chars[i] = 'Z';
+  }
+  return id; // the zero id has none before it
 }
 
 /**
@@ -182,11 +209,13 @@ export function docAt(events, id) {
       break;
     }
   }
-  const updates = [];
-  for (let i = start; i <= end; i++) {
-    if (events[i].kind === YJS_KIND && typeof events[i].body?.u === 'string') updates.push(fromBase64(events[i].body.u));
-  }
-  if (updates.length > 0) Y.applyUpdate(doc, Y.mergeUpdates(updates));
+  // One by one in one transaction: Y.mergeUpdates of them all costs far more (7 s against
+  // 0.16 s for 20,000 keystrokes, in Node).
+  doc.transact(() => {
+    for (let i = start; i <= end; i++) {
+      if (events[i].kind === YJS_KIND && typeof events[i].body?.u === 'string') Y.applyUpdate(doc, fromBase64(events[i].body.u));
+    }
+  });
   return doc;
 }
 

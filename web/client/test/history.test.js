@@ -132,6 +132,12 @@ test('bad input: ids not in the room, ranges past the head, a compacted room', a
     assert.equal(docAt(lean.events, leanLast).getText('t').toString(), a.text.toString());
     events = (await readEvents({ base, room: ROOM, token: tok })).events;
     const head = events.at(-1).id;
+    // Newest first, in small pages: each page as it comes, the same events in the end.
+    const pages = [];
+    const back = await readEvents({ base, room: ROOM, token: tok, maxBody: 50, newestFirst: true, pageSize: 3, onPage: (p) => pages.push(p.map((e) => e.id)) });
+    assert.deepEqual(back.events.map((e) => e.id), events.map((e) => e.id));
+    assert.deepEqual(pages[0], events.slice(-3).map((e) => e.id), 'the newest page first');
+    assert.ok(back.events.filter((e) => e.kind === YJS_KIND).every((e) => typeof e.body.u === 'string'), 'edits whole, read back');
     assert.throws(() => docAt(events, '01JZZZZZZZZZZZZZZZZZZZZZZZ'), /no event/);
     assert.equal(await snapshotAt({ base, room: ROOM, token: tok, at: '01JZZZZZZZZZZZZZZZZZZZZZZZ' }), null);
     await assert.rejects(snapshotAt({ base, room: ROOM, token: tok, at: 'garbage' }), (err) => err.status === 400);

@@ -42,6 +42,8 @@ export class HistoryPanel {
     this.loaded = false;
     this.selected = '';
     this.renderQueued = false;
+    this.pages = 0; // pages of the past read so far
+    this.waiting = []; // versions to show once more of the past is read
     $('history-toggle').addEventListener('click', () => (this.isOpen() ? this.close() : this.open()));
     $('compare-with').addEventListener('change', () => this.show(this.selected));
     $('restore').addEventListener('click', () => this.restore(this.selected));
@@ -70,18 +72,21 @@ export class HistoryPanel {
   async #load() {
     $('history-note').textContent = 'Reading the history…';
     try {
-      // Without the snapshots' states: the timeline needs the edits; a version shown fetches
-      // the one snapshot it starts from.
-      const { events, floor, cursorTooOld } = await readEvents({ base: location.origin, room: this.room, token: await this.token(), maxBody: SNAPSHOT_BODIES_OVER });
-      // Live events that came while reading are kept, after what was read.
-      const last = events.at(-1)?.id ?? '';
-      this.events = [...events, ...this.events.filter((e) => e.id > last)];
+      // Newest first, so the latest versions show at once while older pages come; without the
+      // snapshots' states: the timeline needs the edits, and a version shown fetches the one
+      // snapshot it starts from.
+      const { floor, cursorTooOld } = await readEvents({
+        base: location.origin, room: this.room, token: await this.token(), maxBody: SNAPSHOT_BODIES_OVER, newestFirst: true,
+        onPage: (page) => this.#older(page),
+      });
       this.loaded = true;
+      this.#wake();
       $('history-note').textContent = cursorTooOld
         ? `Versions before ${when(ulidTime(floor))} were compacted away, by design: the history starts at the snapshot they were folded into.`
         : '';
       $('history').dataset.compacted = String(cursorTooOld);
       this.#render();
+      if (this.selected) this.show(this.selected); // who wrote what, now that every edit is known
       document.body.setAttribute('data-history', 'loaded');
     } catch (err) {
       $('history-note').textContent = `The history could not be read: ${err.message ?? err}`;
@@ -89,11 +94,40 @@ export class HistoryPanel {
     }
   }
 
-  /** An event of the room, as it arrives live. */
+  /** A page of older events, read back from the end. */
+  #older(page) {
+    if (page.length === 0) return;
+    const first = this.pages === 0;
+    this.pages = (this.pages ?? 0) + 1;
+    // Live events already kept that the newest page holds too are the page's.
+    const last = page.at(-1).id;
+    this.events = first ? [...page, ...this.events.filter((e) => e.id > last)] : [...page, ...this.events];
+    this.#render();
+    this.#wake();
+    if (first) document.body.setAttribute('data-history', 'shown');
+  }
+
+  /** Resolves once the events a version at id is built from are read: back to a snapshot at or before it, or all. */
+  #readBackTo(id) {
+    const ready = () => this.loaded || this.events.some((e) => e.kind === 'snapshot' && e.id <= id);
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => (ready() ? resolve() : this.waiting.push(check));
+      this.waiting.push(check);
+    });
+  }
+
+  #wake() {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const check of waiting) check();
+  }
+
+  /** An event of the room, as it arrives live (kept once the history is being read). */
   add(ev) {
-    if (this.events.length > 0 && ev.id <= this.events.at(-1).id) return;
+    if (!this.loading || (this.events.length > 0 && ev.id <= this.events.at(-1).id)) return;
     this.events.push(ev);
-    if (this.loaded && this.isOpen() && !this.renderQueued) {
+    if (this.pages > 0 && this.isOpen() && !this.renderQueued) {
       this.renderQueued = true;
       requestAnimationFrame(() => {
         this.renderQueued = false;
@@ -136,6 +170,7 @@ export class HistoryPanel {
     this.selected = id;
     for (const li of $('versions').children) li.classList.toggle('selected', li.dataset.version === id);
     const other = $('compare-with').value;
+    for (const v of [id, other]) if (v) await this.#readBackTo(v);
     await this.#loadSnapshots(id, other);
     if (this.selected !== id) return; // another was chosen meanwhile
     const doc = docAt(this.events, id);
@@ -151,13 +186,15 @@ export class HistoryPanel {
 
   #showAuthors(text, users) {
     const s = text.toString();
+    // Edits not among those read: before a compaction's floor, or older pages still coming.
+    const unknown = this.loaded ? 'before the compaction' : 'still reading the history';
     const spans = authorship(text, users);
     $('version-text').replaceChildren(
-      ...spans.map((sp) => el('span', { className: 'by', dataset: { user: sp.user }, style: `background:${this.colour(sp.user || 'unknown').light}`, title: sp.user || 'before the compaction' }, s.slice(sp.from, sp.to))),
+      ...spans.map((sp) => el('span', { className: 'by', dataset: { user: sp.user }, style: `background:${this.colour(sp.user || 'unknown').light}`, title: sp.user || unknown }, s.slice(sp.from, sp.to))),
     );
     const who = [...new Set(spans.map((sp) => sp.user))];
     $('legend').replaceChildren(
-      ...who.map((u) => el('li', { dataset: { user: u } }, el('span', { className: 'dot', style: `background:${this.colour(u || 'unknown').color}` }), u || 'before the compaction')),
+      ...who.map((u) => el('li', { dataset: { user: u } }, el('span', { className: 'dot', style: `background:${this.colour(u || 'unknown').color}` }), u || unknown)),
     );
     $('version-view').dataset.mode = 'authors';
   }
@@ -180,6 +217,7 @@ export class HistoryPanel {
   /** Makes the document equal to the version id: one new edit, which every open editor gets. */
   async restore(id) {
     if (!id) return false;
+    await this.#readBackTo(id);
     await this.#loadSnapshots(id);
     const doc = docAt(this.events, id);
     const target = doc.getText('text').toString();

@@ -341,6 +341,7 @@ test('history: both people\'s versions, any version as it was with who wrote wha
     }
     // Who wrote what, in the newest version.
     await a.page.locator('#versions li').first().click();
+    await a.page.waitForSelector(`#version-view[data-version="${await a.page.locator('#versions li').first().getAttribute('data-version')}"]`);
     const spans = await a.page.locator('#version-text span.by').evaluateAll((ss) => ss.map((s) => [s.dataset.user, s.textContent]));
     const by = {};
     for (const [u, t] of spans) by[u] = (by[u] ?? '') + t;
@@ -357,6 +358,7 @@ test('history: both people\'s versions, any version as it was with who wrote wha
     assert.equal(parts.filter(([n]) => n !== 'INS').map(([, t]) => t).join(''), 'Hello ');
     await a.page.screenshot({ path: join(artifacts, 'editor-history-compare.png') });
     await a.page.selectOption('#compare-with', '');
+    await a.page.waitForSelector('#version-view[data-mode="authors"]');
 
     // Restore the oldest: both converge to it, and the log holds one restore naming it.
     await a.page.locator('#versions li').last().click();
