@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"errors"
@@ -381,6 +382,7 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow, _ := strconv.ParseBool(q.Get("follow"))
+	hashes, _ := strconv.ParseBool(q.Get("hashes"))
 	w = s.longAnswer(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
@@ -388,6 +390,11 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 	flusher := http.NewResponseController(w)
 	err = replay.Audit(r.Context(), s.log, f, follow, func(e *eventlog.Event) error {
 		b := jsonCodec.appendEvent(bw.AvailableBuffer(), e)
+		if hashes { // the event's chain hash, for an auditor's page
+			b = append(b[:len(b)-1], `,"hash":"`...)
+			b = hex.AppendEncode(b, e.Hash[:])
+			b = append(b, `"}`...)
+		}
 		_, err := bw.Write(append(b, '\n'))
 		return err
 	}, func() error {

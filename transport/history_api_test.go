@@ -116,6 +116,16 @@ func TestRoomHistoryAPI(t *testing.T) {
 		t.Errorf("a stranger read the room: %d", status)
 	}
 
+	// An auditor's trail carries each event's chain hash (hashes=true); the last is the room's.
+	_, trail := servertest.Request(t, "GET", ts.url+"/v1/events?room=doc:h&hashes=true", admin, "")
+	lines := strings.Split(strings.TrimSpace(trail), "\n")
+	var last struct{ ID, Hash string }
+	json.Unmarshal([]byte(lines[len(lines)-1]), &last)
+	_, roomsList := servertest.Request(t, "GET", ts.url+"/v1/rooms", admin, "")
+	if len(lines) != len(ids) || len(last.Hash) != 64 || !strings.Contains(roomsList, `"hash":"`+last.Hash+`"`) {
+		t.Errorf("the trail with hashes: %d lines, last %+v; rooms: %s", len(lines), last, roomsList)
+	}
+
 	snapAt := func(at string) (int, string) {
 		t.Helper()
 		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/doc:h/snapshot?at="+at, reader, "")
