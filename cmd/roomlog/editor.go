@@ -24,8 +24,8 @@ const devTokenTTL = time.Hour
 // devUserPattern is what a user name asked of /dev/token may be.
 var devUserPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
-// withEditor serves the editor page at / (its files under /assets/, its service worker at /sw.js)
-// and, in development mode
+// withEditor serves the editor page at / (its files under /assets/, its service worker at /sw.js),
+// the audit page at /audit, and, in development mode
 // only (devSecret set), tokens for it at /dev/token. Every other path goes to api.
 func withEditor(api http.Handler, devSecret []byte) http.Handler {
 	files := http.FileServerFS(web.Editor())
@@ -39,17 +39,19 @@ func withEditor(api http.Handler, devSecret []byte) http.Handler {
 		switch {
 		case r.URL.Path == "/dev/token":
 			serveDevToken(w, r, devSecret)
-		case r.URL.Path == "/" || r.URL.Path == "/index.html" || r.URL.Path == "/sw.js":
+		case r.URL.Path == "/" || r.URL.Path == "/index.html" || r.URL.Path == "/sw.js" || r.URL.Path == "/audit":
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				api.ServeHTTP(w, r) // the API's 405 in its JSON shape
 				return
 			}
 			w.Header().Set("Cache-Control", "no-cache")
 			setPageHeaders(w.Header())
-			if r.URL.Path == "/index.html" {
+			// The file server answers /index.html with a redirect to /; both pages are asked for
+			// by the names the file server serves them under.
+			if file := map[string]string{"/index.html": "/", "/audit": "/audit.html"}[r.URL.Path]; file != "" {
 				r2 := *r
 				u := *r.URL
-				u.Path = "/"
+				u.Path = file
 				r2.URL = &u
 				r = &r2
 			}

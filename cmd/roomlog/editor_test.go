@@ -33,7 +33,10 @@ func TestEditorRoutes(t *testing.T) {
 	if code, body, _ := get(prod.URL + "/"); code != 200 || !strings.Contains(body, "<title>roomlog editor</title>") || !strings.Contains(body, "/assets/editor.js") {
 		t.Fatalf("GET /: %d %.200s", code, body)
 	}
-	for _, path := range []string{"/", "/assets/editor.js", "/assets/style.css", "/sw.js", "/index.html"} {
+	if code, body, _ := get(prod.URL + "/audit"); code != 200 || !strings.Contains(body, "<title>roomlog audit</title>") || !strings.Contains(body, "/assets/audit.js") {
+		t.Fatalf("GET /audit: %d %.200s", code, body)
+	}
+	for _, path := range []string{"/", "/assets/editor.js", "/assets/style.css", "/sw.js", "/index.html", "/audit", "/assets/audit.js"} {
 		code, _, h := get(prod.URL + path)
 		if code != 200 {
 			t.Errorf("GET %s: %d", path, code)
@@ -42,7 +45,7 @@ func TestEditorRoutes(t *testing.T) {
 			t.Errorf("GET %s: CSP %q, X-Frame-Options %q", path, csp, h.Get("X-Frame-Options"))
 		}
 	}
-	for _, path := range []string{"/assets/missing.js", "/v1/ws", "/healthz", "/elsewhere"} {
+	for _, path := range []string{"/assets/missing.js", "/v1/ws", "/healthz", "/elsewhere", "/audit.html", "/audit/x"} {
 		if code, _, _ := get(prod.URL + path); code != http.StatusTeapot {
 			t.Errorf("GET %s answered %d, not by the API", path, code)
 		}

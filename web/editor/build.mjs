@@ -1,4 +1,4 @@
-// Builds the editor page into dist/ (committed, embedded in roomlog by web/embed.go). The output
+// Builds the editor page and the audit page into dist/ (committed, embedded in roomlog by web/embed.go). The output
 // depends only on the sources and the locked versions: .ci/run rebuilds it and fails on a diff.
 import * as esbuild from 'esbuild';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,16 +9,18 @@ const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, 'dist');
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(join(dist, 'assets'), { recursive: true });
-await esbuild.build({
-  entryPoints: [join(here, 'src', 'main.js')],
-  outfile: join(dist, 'assets', 'editor.js'),
-  bundle: true,
-  minify: true,
-  format: 'esm',
-  target: 'es2020',
-  legalComments: 'none',
-  logLevel: 'warning',
-});
+for (const [entry, out] of [['main.js', 'editor.js'], ['audit.js', 'audit.js']]) {
+  await esbuild.build({
+    entryPoints: [join(here, 'src', entry)],
+    outfile: join(dist, 'assets', out),
+    bundle: true,
+    minify: true,
+    format: 'esm',
+    target: 'es2020',
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+}
 // The stylesheet and the service worker minified too (the worker stays a classic script); the
 // page's line breaks and indentation collapsed to the one space HTML renders them as.
 await esbuild.build({
@@ -35,5 +37,7 @@ await esbuild.build({
   legalComments: 'none',
   logLevel: 'warning',
 });
-const page = readFileSync(join(here, 'src', 'index.html'), 'utf8');
-writeFileSync(join(dist, 'index.html'), page.replace(/\n\s*/g, ' ').trim() + '\n');
+for (const page of ['index.html', 'audit.html']) {
+  const html = readFileSync(join(here, 'src', page), 'utf8');
+  writeFileSync(join(dist, page), html.replace(/\n\s*/g, ' ').trim() + '\n');
+}
