@@ -2,8 +2,8 @@ package transport
 
 import (
 	"bufio"
-	"encoding/hex"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
