@@ -67,8 +67,8 @@ func TestSharedLogOneNodeDelivers(t *testing.T) {
 	other := map[string]string{"a": "b", "b": "a"}[holder]
 	nodes[holder].Close() // the delivering node dies
 	appendSome([]*jetstream.Log{nodes[other]}, 40)
-	waitFor(t, "the survivor to deliver", func() bool { return len(firstArrivals(r.got())) >= len(want) })
-	logtest.SameIDs(t, firstArrivals(r.got()), want)
+	waitFor(t, "the survivor to deliver", func() bool { return len(logtest.FirstArrivals(r.got())) >= len(want) })
+	logtest.SameIDs(t, logtest.FirstArrivals(r.got()), want)
 	if repeats := len(r.got()) - len(want); repeats > 20 {
 		t.Errorf("%d events repeated, want at most the two batches after the durable cursor", repeats)
 	}
@@ -80,19 +80,6 @@ func TestSharedLogOneNodeDelivers(t *testing.T) {
 	if st.Node != other || st.Cursor == "" || st.LagMS != 0 {
 		t.Errorf("the survivor's status: %+v", st)
 	}
-}
-
-// firstArrivals is ids without their repeats.
-func firstArrivals(ids []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // TestHasDelivered: a compaction asks whether a webhook has gone past an event; on both kinds

@@ -182,7 +182,7 @@ func TestResumesFromTheDurableCursor(t *testing.T) {
 	if repeats := len(got) - len(want); repeats < 0 || repeats > 10 {
 		t.Errorf("%d events repeated, want at most the one batch in flight (10)", repeats)
 	}
-	logtest.SameIDs(t, firstArrivals(got), want)
+	logtest.SameIDs(t, logtest.FirstArrivals(got), want)
 }
 
 // TestReceiverBounds: a receiver that holds a request past the timeout, or answers with a

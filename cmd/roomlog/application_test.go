@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/hooks"
 	"github.com/roomlog/roomlog/internal/natstest"
 	"github.com/roomlog/roomlog/internal/servertest"
@@ -300,9 +301,9 @@ func publishOne(t *testing.T, addr, tok, room string, i int) string {
 // waitDelivered waits until n distinct events were received.
 func waitDelivered(t *testing.T, received func() []string, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); len(firstArrivals(received())) < n; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(logtest.FirstArrivals(received())) < n; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events delivered", len(firstArrivals(received())), n)
+			t.Fatalf("%d of %d events delivered", len(logtest.FirstArrivals(received())), n)
 		}
 	}
 }
@@ -311,26 +312,13 @@ func waitDelivered(t *testing.T, received func() []string, n int) {
 // maxRepeats came twice.
 func checkDelivered(t *testing.T, got, want []string, maxRepeats int) {
 	t.Helper()
-	if once := firstArrivals(got); strings.Join(once, " ") != strings.Join(want, " ") {
+	if once := logtest.FirstArrivals(got); strings.Join(once, " ") != strings.Join(want, " ") {
 		t.Fatalf("delivered %d distinct events, not the log's %d in order", len(once), len(want))
 	}
 	if repeats := len(got) - len(want); repeats > maxRepeats {
 		t.Errorf("%d events repeated, want at most the batches after the durable cursor (%d)", repeats, maxRepeats)
 	}
 	t.Logf("%d events delivered, %d repeated", len(want), len(got)-len(want))
-}
-
-// firstArrivals is ids without their repeats.
-func firstArrivals(ids []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, id := range ids {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // TestServeWebhookFlagsRefused: webhook flags that cannot work are a one-line usage error.

@@ -95,19 +95,23 @@ func slicesEqual(a, b []eventlog.ID) bool {
 
 const leaseTTL = 600 * time.Millisecond
 
-// One node at a time holds a lease; the value its holder stored goes to the next holder, who
-// takes it at once when the lease is released.
-func TestLeaseOneHolder(t *testing.T) {
-	s := natstest.Start(t)
-	servers := []*natstest.Server{s}
-	a := openNode(t, servers, jetstream.Options{Node: "a", LeaseTTL: leaseTTL})
-	b := openNode(t, servers, jetstream.Options{Node: "b", LeaseTTL: leaseTTL})
-	ctx := context.Background()
-
-	la, err := a.Acquire(ctx, "hook")
+// leaseHeld opens nodes a and b on one server, and has a take the lease "hook".
+func leaseHeld(t *testing.T) (a, b *jetstream.Log, la eventlog.Lease) {
+	servers := []*natstest.Server{natstest.Start(t)}
+	a = openNode(t, servers, jetstream.Options{Node: "a", LeaseTTL: leaseTTL})
+	b = openNode(t, servers, jetstream.Options{Node: "b", LeaseTTL: leaseTTL})
+	la, err := a.Acquire(context.Background(), "hook")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, b, la
+}
+
+// One node at a time holds a lease; the value its holder stored goes to the next holder, who
+// takes it at once when the lease is released.
+func TestLeaseOneHolder(t *testing.T) {
+	a, b, la := leaseHeld(t)
+	ctx := context.Background()
 	if la.Value() != nil {
 		t.Fatalf("a new lease has the value %q", la.Value())
 	}
@@ -115,7 +119,7 @@ func TestLeaseOneHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait, cancel := context.WithTimeout(ctx, 4*leaseTTL) // several renewals
-	_, err = b.Acquire(wait, "hook")
+	_, err := b.Acquire(wait, "hook")
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("b acquired a lease a holds and renews: %v", err)
@@ -149,16 +153,8 @@ func TestLeaseOneHolder(t *testing.T) {
 // A node that dies holding a lease loses it: another takes it over once the lease's time has
 // passed without a renewal, with the value the dead node last stored.
 func TestLeaseTakenOverFromADeadNode(t *testing.T) {
-	s := natstest.Start(t)
-	servers := []*natstest.Server{s}
-	a := openNode(t, servers, jetstream.Options{Node: "a", LeaseTTL: leaseTTL})
-	b := openNode(t, servers, jetstream.Options{Node: "b", LeaseTTL: leaseTTL})
+	a, b, la := leaseHeld(t)
 	ctx := context.Background()
-
-	la, err := a.Acquire(ctx, "hook")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := la.Store(ctx, []byte("7")); err != nil {
 		t.Fatal(err)
 	}

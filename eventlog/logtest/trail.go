@@ -24,6 +24,20 @@ func Trail(t testing.TB, l eventlog.Log, room string) string {
 	return strings.Join(out, " ")
 }
 
+// FirstArrivals is ids without their repeats, in the order each first came: what an at-least-once
+// reader (a webhook's receiver) makes of what it was sent.
+func FirstArrivals(ids []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // SameIDs fails the test unless got, the ids of the events a reader was delivered, are want, the
 // ids in the log, in the same order: it says how many each has and where they first differ.
 func SameIDs(t testing.TB, got, want []string) {
