@@ -367,9 +367,14 @@ test('history: both people\'s versions, any version as it was with who wrote wha
     await until(() => replayUpdates(doc).some((e) => e.body.restored === oldest), 'the restore logged');
     assert.equal(replayUpdates(doc).filter((e) => e.body.restored).length, 1, 'logged once');
 
-    // It survives a reload and a kill -9 of the server.
+    // It survives a reload and a kill -9 of the server; after the reload (a new Yjs client for
+    // a), the restore's text is still a's.
     await open(a.page, doc);
     assert.equal(await text(a.page), 'Hello ');
+    await openHistory(a.page);
+    await a.page.locator('#versions li').first().click();
+    await a.page.waitForSelector(`#version-view[data-version="${await a.page.locator('#versions li').first().getAttribute('data-version')}"]`);
+    assert.deepEqual(await a.page.locator('#version-text span.by').evaluateAll((ss) => ss.map((sp) => [sp.dataset.user, sp.textContent])), [[ua, 'Hello ']]);
     await stop(server);
     server = await serve(data, port, { dev: true });
     await until(async () => (await a.page.textContent('#status')) === 'online' && (await b.page.textContent('#status')) === 'online', 'both back online', 30000);
