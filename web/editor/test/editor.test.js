@@ -366,6 +366,7 @@ test('history: both people\'s versions, any version as it was with who wrote wha
     await until(async () => (await text(a.page)) === 'Hello ' && (await text(b.page)) === 'Hello ', 'both restored');
     await until(() => replayUpdates(doc).some((e) => e.body.restored === oldest), 'the restore logged');
     assert.equal(replayUpdates(doc).filter((e) => e.body.restored).length, 1, 'logged once');
+    await until(async () => (await a.page.locator('#versions li').count()) === 3, 'the open timeline shows the restore, live');
 
     // It survives a reload and a kill -9 of the server; after the reload (a new Yjs client for
     // a), the restore's text is still a's.
