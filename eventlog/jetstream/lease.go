@@ -126,6 +126,12 @@ func (l *Log) Acquire(ctx context.Context, name string) (eventlog.Lease, error) 
 		}
 		sent := time.Now()
 		rec, rev, err := l.readLease(ctx, kv, name)
+		if errors.Is(err, eventlog.ErrCorrupt) && rev > 0 {
+			// Not a record this code wrote: held by no node that can renew it, so it is taken
+			// once it has stayed so for a lease's time.
+			l.opts.Logger.Warn("lease record unreadable; taking it over once it stays so", "lease", name, "err", err)
+			rec, err = leaseRecord{Node: "?", TTLms: l.opts.LeaseTTL.Milliseconds()}, nil
+		}
 		free := err == nil && (rev == 0 || rec.Node == "" || rec.Node == l.node)
 		if err == nil && !free && rev != seenRev {
 			seenRev, seenAt = rev, sent // the holder is alive as of this revision

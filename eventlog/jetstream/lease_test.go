@@ -221,4 +221,18 @@ func TestLeaseFencesAStaleHolder(t *testing.T) {
 	if _, holder, _ := a.LeaseState(ctx, "hook"); holder != "z" {
 		t.Fatalf("a lost lease's Release wrote the record: holder %q", holder)
 	}
+
+	// A record that is not one is taken over once it has stayed so for a lease's time.
+	entry, _ = kv.Get(ctx, "hook")
+	if _, err := kv.Update(ctx, "hook", []byte("not a lease"), entry.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	short := openNode(t, []*natstest.Server{s}, jetstream.Options{Node: "c", LeaseTTL: 300 * time.Millisecond})
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lc, err := short.Acquire(wait, "hook")
+	if err != nil {
+		t.Fatalf("an unreadable record was never taken over: %v", err)
+	}
+	lc.Release()
 }
