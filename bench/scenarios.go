@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,18 @@ type FanoutConfig struct {
 	Rooms, Subscribers, Publishers int
 	Rate                           int
 	Duration                       time.Duration
+	// Every and OnWindow, when both are set, report the deliveries of each window of Every
+	// while the scenario runs (the soak scenario); delivery latencies are then kept for one
+	// window at a time, so a long run's memory stays flat.
+	Every    time.Duration
+	OnWindow func(Window)
+}
+
+// Window is what the subscribers received in one window of FanoutConfig.Every.
+type Window struct {
+	End       time.Duration // since publishing began
+	Delivered int           // in the window
+	P50, P99  time.Duration // from publish to delivery, in the window (sampled)
 }
 
 // subscriber checks what one member receives: per publisher, sequence numbers in order, each once.
@@ -80,7 +93,10 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 	}
 	pubs := &fanoutPublishers{cfg: cfg, acked: make([]atomic.Int64, cfg.Publishers)}
 	start := time.Now()
-	if err := pubs.run(ctx, t, start.Add(cfg.Duration), &clients); err != nil {
+	stopWindows := reportWindows(cfg, subsOf, start)
+	err = pubs.run(ctx, t, start.Add(cfg.Duration), &clients)
+	stopWindows()
+	if err != nil {
 		return nil, err
 	}
 	publishedAt := time.Since(start)
@@ -100,6 +116,49 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 	lat.report(res.Figures, "delivery_")
 	pubs.lat.report(res.Figures, "ack_")
 	return res, nil
+}
+
+// reportWindows calls cfg.OnWindow every cfg.Every until the returned stop is called.
+func reportWindows(cfg FanoutConfig, subsOf [][]*subscriber, start time.Time) (stop func()) {
+	if cfg.Every <= 0 || cfg.OnWindow == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(cfg.Every)
+		defer tick.Stop()
+		before := 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			var window latencies
+			received := 0
+			for _, subs := range subsOf {
+				for _, s := range subs {
+					s.mu.Lock()
+					window = append(window, s.lat...)
+					s.lat = s.lat[:0]
+					received += s.received
+					s.mu.Unlock()
+				}
+			}
+			w := Window{End: time.Since(start), Delivered: received - before}
+			before = received
+			if len(window) > 0 {
+				slices.Sort(window)
+				w.P50, w.P99 = window[len(window)/2], window[min(len(window)-1, len(window)*99/100)]
+			}
+			cfg.OnWindow(w)
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }
 
 // subscribeAll connects cfg.Subscribers readers to each room and returns once each has synced;

@@ -11,11 +11,15 @@ import (
 	"github.com/roomlog/roomlog/bench"
 )
 
-const benchUsage = `Usage: roomlog bench fanout|publish|resume [flags]
+const benchUsage = `Usage: roomlog bench fanout|soak|publish|resume [flags]
 
 Drives a server through the Go client and prints what it measured, checking that nothing was
 lost or duplicated (exit 1 if something was). Without --server it starts a server in this
 process on a temporary data file. Run 'roomlog bench SCENARIO --help' for the flags.
+
+soak is fanout for a long time (--duration 1h at half the maximum --rate), sampling each
+server's resident memory, goroutines and open files (its /metrics) and the delivery p99 every
+--every, and comparing the first samples after --warmup with the last.
 `
 
 func benchCmd(args []string) int {
@@ -35,15 +39,28 @@ func benchCmd(args []string) int {
 	var run func(ctx context.Context, t *bench.Target) (*bench.Result, error)
 	switch scenario {
 	case "fanout":
-		rooms := c.Int("rooms", "ROOMLOG_BENCH_ROOMS", 10, "rooms")
-		subs := c.Int("subscribers", "ROOMLOG_BENCH_SUBSCRIBERS", 100, "subscribers per room")
-		pubs := c.Int("publishers", "ROOMLOG_BENCH_PUBLISHERS", 10, "publishers, spread over the rooms")
-		rate := c.Int("rate", "ROOMLOG_BENCH_RATE", 4000, "publishes per second, in total")
+		fanout := addFanoutFlags(c, duration, 4000)
 		run = func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
-			if *rooms <= 0 || *subs <= 0 || *pubs <= 0 || *rate <= 0 {
-				return nil, fmt.Errorf("--rooms, --subscribers, --publishers and --rate must be positive")
+			cfg, err := fanout()
+			if err != nil {
+				return nil, err
 			}
-			return bench.Fanout(ctx, t, bench.FanoutConfig{Rooms: *rooms, Subscribers: *subs, Publishers: *pubs, Rate: *rate, Duration: *duration})
+			return bench.Fanout(ctx, t, cfg)
+		}
+	case "soak":
+		fanout := addFanoutFlags(c, duration, 2000)
+		every := c.Duration("every", "ROOMLOG_BENCH_EVERY", 10*time.Second, "how often to sample the servers' /metrics and the delivery p99")
+		warmup := c.Duration("warmup", "ROOMLOG_BENCH_WARMUP", 0, "left out of the comparison (default: a fifth of --duration)")
+		run = func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+			cfg, err := fanout()
+			if err != nil {
+				return nil, err
+			}
+			if *every <= 0 || *warmup < 0 {
+				return nil, fmt.Errorf("--every must be positive and --warmup not negative")
+			}
+			cfg.Every = *every
+			return bench.Soak(ctx, t, bench.SoakConfig{Fanout: cfg, Warmup: *warmup, Log: os.Stderr})
 		}
 	case "publish":
 		inFlight := c.Int("in-flight", "ROOMLOG_BENCH_IN_FLIGHT", 64, "publishes kept in flight")
@@ -63,7 +80,7 @@ func benchCmd(args []string) int {
 			return bench.Resume(ctx, t, bench.ResumeConfig{Clients: *clients, Missed: *missed})
 		}
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, publish or resume)\n", scenario)
+		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, soak, publish or resume)\n", scenario)
 		return 2
 	}
 	if code, ok := c.parse(args[1:]); !ok {
@@ -106,4 +123,19 @@ func benchCmd(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// addFanoutFlags adds the fan-out scenario's flags (rate defaulting to rate); the returned
+// function reads them into a configuration.
+func addFanoutFlags(c *command, duration *time.Duration, rate int) func() (bench.FanoutConfig, error) {
+	rooms := c.Int("rooms", "ROOMLOG_BENCH_ROOMS", 10, "rooms")
+	subs := c.Int("subscribers", "ROOMLOG_BENCH_SUBSCRIBERS", 100, "subscribers per room")
+	pubs := c.Int("publishers", "ROOMLOG_BENCH_PUBLISHERS", 10, "publishers, spread over the rooms")
+	perSecond := c.Int("rate", "ROOMLOG_BENCH_RATE", rate, "publishes per second, in total")
+	return func() (bench.FanoutConfig, error) {
+		if *rooms <= 0 || *subs <= 0 || *pubs <= 0 || *perSecond <= 0 {
+			return bench.FanoutConfig{}, fmt.Errorf("--rooms, --subscribers, --publishers and --rate must be positive")
+		}
+		return bench.FanoutConfig{Rooms: *rooms, Subscribers: *subs, Publishers: *pubs, Rate: *perSecond, Duration: *duration}, nil
+	}
 }

@@ -159,7 +159,19 @@ func TestBenchCommand(t *testing.T) {
 			t.Fatalf("%v: exit %d\n%s\n%s", args, code, stdout, stderr)
 		}
 	}
-	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"},
+	// The soak scenario samples the server's /metrics each window and compares the stretch after
+	// the warmup: figures at its start and end, and a line per sample.
+	code, stdout, stderr := roomlog(t, nil, "bench", "soak", "--duration", "3s", "--every", "500ms", "--warmup", "500ms",
+		"--rooms", "2", "--subscribers", "2", "--publishers", "2", "--rate", "100", "--json")
+	var soak struct {
+		Lost, Duplicated int
+		Figures          map[string]float64
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &soak) != nil || soak.Figures["node0_rss_mib_end"] <= 0 || soak.Figures["node0_goroutines_start"] <= 0 ||
+		soak.Figures["node0_open_files_end"] <= 0 || strings.Count(stderr, " rss ") < 4 {
+		t.Fatalf("bench soak: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "soak", "--every", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"},
 		{"bench", "publish", "--server", "http://10.0.0.1:7070", "--secret", "s"}} {
 		if code, _, _ := roomlog(t, nil, bad...); code == 0 {
 			t.Fatalf("%v succeeded", bad)
