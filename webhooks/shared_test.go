@@ -3,12 +3,10 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/roomlog/roomlog/eventlog"
-	"github.com/roomlog/roomlog/eventlog/boltlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/eventlog/logtest"
 	"github.com/roomlog/roomlog/internal/natstest"
@@ -23,12 +21,7 @@ import (
 func TestSharedLogOneNodeDelivers(t *testing.T) {
 	s := natstest.Start(t)
 	open := func(name string, now func() time.Time) *jetstream.Log {
-		l, err := jetstream.Open(context.Background(), natstest.Connect(t, s), jetstream.Options{Node: name, LeaseTTL: 600 * time.Millisecond, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		return l
+		return openJetStream(t, jetstream.Options{Node: name, LeaseTTL: 600 * time.Millisecond, Now: now}, s)
 	}
 	nodes := map[string]*jetstream.Log{
 		"a": open("a", nil),
@@ -86,17 +79,7 @@ func TestSharedLogOneNodeDelivers(t *testing.T) {
 // of log the answer follows the durable cursor, and rooms the webhook does not deliver are
 // always past.
 func TestHasDelivered(t *testing.T) {
-	bolt, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bolt.Close()
-	js, err := jetstream.Open(context.Background(), natstest.Connect(t, natstest.Start(t)), jetstream.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer js.Close()
-	for name, l := range map[string]eventlog.Store{"boltlog": bolt, "jetstream": js} {
+	for name, l := range map[string]eventlog.Store{"boltlog": openBolt(t), "jetstream": openJetStream(t, jetstream.Options{})} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			ids := appendN(t, l, "doc:1", "message", 5)

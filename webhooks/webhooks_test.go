@@ -111,6 +111,29 @@ func start(t *testing.T, l webhooks.Store, cfg webhooks.Config) (*webhooks.Webho
 	return w, cancel, done
 }
 
+// openBolt opens a data file in a temporary directory, closed when the test ends.
+func openBolt(t testing.TB) *boltlog.Log {
+	l, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// openJetStream opens a log on a JetStream server of its own, closed when the test ends.
+func openJetStream(t testing.TB, opts jetstream.Options, servers ...*natstest.Server) *jetstream.Log {
+	if len(servers) == 0 {
+		servers = []*natstest.Server{natstest.Start(t)}
+	}
+	l, err := jetstream.Open(context.Background(), natstest.Connect(t, servers...), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
@@ -125,11 +148,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // not accepted, so nothing repeats), including events appended while it was failing; the status
 // says so; other rooms, other kinds and the server's own rooms are not sent.
 func TestDeliversInOrderThroughFailures(t *testing.T) {
-	l, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openBolt(t)
 	r := newReceiver(t, 3)
 	want := appendN(t, l, "doc:1", "message", 250)
 	appendN(t, l, "chat:1", "message", 5)
@@ -188,11 +207,7 @@ func TestResumesFromTheDurableCursor(t *testing.T) {
 // TestReceiverBounds: a receiver that holds a request past the timeout, or answers with a
 // redirect, has not taken the batch: it is not followed elsewhere, and it is sent again.
 func TestReceiverBounds(t *testing.T) {
-	l, err := boltlog.Open(filepath.Join(t.TempDir(), "wh.db"), boltlog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := openBolt(t)
 	appendN(t, l, "doc:1", "message", 3)
 	elsewhere := newReceiver(t, 0) // where the redirect points: it would accept
 	var slow, redirected atomic.Int64
@@ -256,22 +271,10 @@ func TestConfigRefused(t *testing.T) {
 //	go test -run '^$' -bench BenchmarkDeliver -benchtime 3x ./webhooks/
 func BenchmarkDeliver(b *testing.B) {
 	b.Run("log=boltlog", func(b *testing.B) {
-		benchDeliver(b, func() eventlog.Store {
-			l, err := boltlog.Open(filepath.Join(b.TempDir(), "wh.db"), boltlog.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		})
+		benchDeliver(b, func() eventlog.Store { return openBolt(b) })
 	})
 	b.Run("log=jetstream", func(b *testing.B) {
-		benchDeliver(b, func() eventlog.Store {
-			l, err := jetstream.Open(context.Background(), natstest.Connect(b, natstest.Start(b)), jetstream.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			return l
-		})
+		benchDeliver(b, func() eventlog.Store { return openJetStream(b, jetstream.Options{}) })
 	})
 }
 
