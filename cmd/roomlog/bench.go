@@ -18,8 +18,8 @@ lost or duplicated (exit 1 if something was). Without --server it starts a serve
 process on a temporary data file. Run 'roomlog bench SCENARIO --help' for the flags.
 
 soak is fanout for a long time (--duration 1h at half the maximum --rate), sampling each
-server's resident memory, goroutines and open files (its /metrics) and the delivery p99 every
---every, and comparing the first samples after --warmup with the last.
+server's resident memory, Go heap in use, goroutines and open files (its /metrics) and the
+delivery p99 every --every, and comparing the first samples after --warmup with the last.
 `
 
 func benchCmd(args []string) int {

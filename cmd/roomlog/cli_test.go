@@ -167,7 +167,7 @@ func TestBenchCommand(t *testing.T) {
 		Lost, Duplicated int
 		Figures          map[string]float64
 	}
-	if code != 0 || json.Unmarshal([]byte(stdout), &soak) != nil || soak.Figures["node0_rss_mib_end"] <= 0 || soak.Figures["node0_goroutines_start"] <= 0 ||
+	if code != 0 || json.Unmarshal([]byte(stdout), &soak) != nil || soak.Figures["node0_rss_mib_end"] <= 0 || soak.Figures["node0_heap_mib_end"] <= 0 || soak.Figures["node0_goroutines_start"] <= 0 ||
 		soak.Figures["node0_open_files_end"] <= 0 || strings.Count(stderr, " rss ") < 4 {
 		t.Fatalf("bench soak: exit %d\n%s\n%s", code, stdout, stderr)
 	}
