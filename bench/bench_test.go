@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +81,22 @@ func TestScenarios(t *testing.T) {
 			t.Fatalf("JSON result %s: %v", res.JSON(), err)
 		}
 		t.Logf("%s", res.Text())
+	}
+}
+
+// TestFanoutStopsWhenInterrupted: a fan-out interrupted (SIGTERM: its context ends) stops
+// publishing at once and says so, instead of publishing on to the end of its duration.
+func TestFanoutStopsWhenInterrupted(t *testing.T) {
+	target, err := InProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(time.Second, cancel)
+	start := time.Now()
+	_, err = Fanout(ctx, target, FanoutConfig{Rooms: 1, Subscribers: 2, Publishers: 1, Rate: 100, Duration: 10 * time.Minute})
+	if !errors.Is(err, context.Canceled) || time.Since(start) > 5*time.Minute {
+		t.Fatalf("interrupted after a second: %v after %v", err, time.Since(start))
 	}
 }

@@ -100,6 +100,9 @@ func Fanout(ctx context.Context, t *Target, cfg FanoutConfig) (*Result, error) {
 		return nil, err
 	}
 	publishedAt := time.Since(start)
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("interrupted after %v: %w", publishedAt.Round(time.Second), ctx.Err())
+	}
 	waitDelivered(subsOf, pubs.wantIn, time.Now().Add(30*time.Second))
 	elapsed := time.Since(start)
 	delivered, lat := tallyDeliveries(res, subsOf, pubs.wantIn)
@@ -212,7 +215,7 @@ func (f *fanoutPublishers) run(ctx context.Context, t *Target, deadline time.Tim
 		}
 		*clients = append(*clients, c)
 		inflight := make(chan sending, 1024)
-		wg.Go(func() { f.send(c, p, deadline, inflight) })
+		wg.Go(func() { f.send(ctx, c, p, deadline, inflight) })
 		wg.Go(func() { f.awaitAcks(ctx, p, inflight) })
 	}
 	return nil
@@ -224,13 +227,17 @@ type sending struct {
 }
 
 // send is publisher p's paced sends, each handed to inflight.
-func (f *fanoutPublishers) send(c *client.Client, p int, deadline time.Time, inflight chan<- sending) {
+func (f *fanoutPublishers) send(ctx context.Context, c *client.Client, p int, deadline time.Time, inflight chan<- sending) {
 	defer close(inflight)
 	interval := time.Duration(float64(time.Second) * float64(f.cfg.Publishers) / float64(f.cfg.Rate))
 	next := time.Now()
 	for seq := 0; time.Now().Before(deadline); seq++ {
 		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
+			select {
+			case <-time.After(d):
+			case <-ctx.Done(): // interrupted: stop publishing at once
+				return
+			}
 		}
 		next = next.Add(interval)
 		s, err := c.Send(roomName(p%f.cfg.Rooms), "", newPayload(p, seq))
