@@ -14,13 +14,12 @@ import (
 // The past of a room over HTTP, for its readers (the editor's history panel, the audit page):
 // pages of its events in a range, and the snapshot a version at some event is built from.
 
-// Bounds of GET /v1/rooms/{room}/events: a page holds at most maxPageEvents events and
-// maxPageBytes bytes of them (at least one event), so a reader fetching a long history asks a
-// few large pages instead of many frames' worth.
+// Bounds of GET /v1/rooms/{room}/events: a page holds at most maxPageEvents events, and at most
+// the server's MaxFrame bytes of them (at least one event), as a WebSocket history frame does
+// (PROTOCOL.md, "Trust and limits").
 const (
 	defaultPageEvents = 100
 	maxPageEvents     = 10000
-	maxPageBytes      = 4 << 20
 )
 
 // maxSnapshotSearch bounds the events GET /v1/rooms/{room}/snapshot?at= reads back from at to
@@ -90,7 +89,7 @@ func (s *Server) apiRoomEvents(w http.ResponseWriter, r *http.Request) {
 			i = len(evs) - 1 - keep
 		}
 		encoded[i] = appendPageEvent(evs[i], maxBody)
-		if size += len(encoded[i]); size > maxPageBytes && keep > 0 {
+		if size += len(encoded[i]); size > s.cfg.MaxFrame && keep > 0 {
 			page.More = true
 			break
 		}

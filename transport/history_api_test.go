@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/roomlog/roomlog/auth"
+	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/internal/servertest"
+	"github.com/roomlog/roomlog/transport"
 )
 
 // historyPage is GET /v1/rooms/{room}/events's answer.
@@ -174,48 +176,59 @@ func TestRoomHistoryAPI(t *testing.T) {
 	}
 }
 
-// TestRoomHistoryPageBound: a page stops at its byte bound (at least one event), and says more
-// follow.
+// TestRoomHistoryPageBound: a page stops at the frame bound (at least one event), and says more
+// follow, read forward or from the end; limit is at most 10,000 events.
 func TestRoomHistoryPageBound(t *testing.T) {
-	ts := startServer(t, serverOpts{})
+	ts := startServer(t, serverOpts{cfg: transport.Config{MaxFrame: 2 << 20}})
 	writer := token(t, "editor", []string{"big:*"})
-	pad := strings.Repeat("x", 60000)
-	for i := range 80 {
-		if status, body := servertest.Request(t, "POST", ts.url+"/v1/rooms/big:1/events", writer, fmt.Sprintf(`{"body":{"n":%d,"pad":%q}}`, i, pad)); status != 201 {
-			t.Fatalf("publish: %d %s", status, body)
+	appendN := func(room string, n int, body func(i int) string) {
+		var pending []*eventlog.Pending
+		for i := range n {
+			pending = append(pending, ts.log.AppendAsync(eventlog.AppendRequest{Room: room, User: "editor", Body: json.RawMessage(body(i))}))
+		}
+		for _, p := range pending {
+			if _, err := p.Wait(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	var all []string
-	after, pages := "", 0
-	for {
-		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/big:1/events?limit=10000&after="+after, writer, "")
+	pad := strings.Repeat("x", 60000)
+	appendN("big:1", 100, func(i int) string { return fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad) })
+	appendN("big:2", 10050, func(i int) string { return fmt.Sprint(i) })
+	read := func(room, query string) historyPage {
+		t.Helper()
+		status, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/"+room+"/events?"+query, writer, "")
 		var p historyPage
-		if json.Unmarshal([]byte(body), &p); status != 200 || len(body) > 4<<20+4096 {
-			t.Fatalf("page: %d, %d bytes", status, len(body))
+		if json.Unmarshal([]byte(body), &p); status != 200 || len(body) > 2<<20+70000 {
+			t.Fatalf("page %s: %d, %d bytes", query, status, len(body))
 		}
-		pages++
+		return p
+	}
+	var all []string
+	for after := ""; ; {
+		p := read("big:1", "limit=10000&after="+after)
+		if len(p.Events) > 35 {
+			t.Fatalf("a page of %d events of 60 KB: past the frame bound", len(p.Events))
+		}
 		all = append(all, p.ids()...)
 		if !p.More {
 			break
 		}
 		after = p.Events[len(p.Events)-1].ID
 	}
-	if len(all) != 80 || pages != 2 {
-		t.Errorf("read %d events in %d pages; want 80 in 2 (4 MiB each at most)", len(all), pages)
-	}
 	var back []string // newest first, page by page
-	until := ""
-	for pages = 0; ; pages++ {
-		_, body := servertest.Request(t, "GET", ts.url+"/v1/rooms/big:1/events?from=end&limit=10000&until="+until, writer, "")
-		var p historyPage
-		json.Unmarshal([]byte(body), &p)
+	for until := ""; ; {
+		p := read("big:1", "from=end&limit=10000&until="+until)
 		back = append(p.ids(), back...)
 		if !p.More {
 			break
 		}
 		until = p.Events[0].ID
 	}
-	if strings.Join(back, " ") != strings.Join(all, " ") || pages != 1 {
-		t.Errorf("read back from the end: %d events in %d more pages; want the same 80, in 2 pages", len(back), pages)
+	if len(all) != 100 || strings.Join(back, " ") != strings.Join(all, " ") {
+		t.Errorf("read %d events forward, %d back; want the same 100", len(all), len(back))
+	}
+	if p := read("big:2", "limit=1000000"); len(p.Events) != 10000 || !p.More {
+		t.Errorf("limit past 10,000: %d events, more %v; want 10,000 and more", len(p.Events), p.More)
 	}
 }
