@@ -9,7 +9,7 @@
 import * as Y from 'yjs';
 
 import { fromBase64, YJS_KIND, SNAPSHOT_KIND } from './yjs.js';
-import { ulidTime } from './ids.js';
+import { idBefore, ulidTime } from './ids.js';
 
 /** The longest pause within one version: a person's edits further apart start a new one. */
 export const DEFAULT_PAUSE_MS = 5 * 60 * 1000;
@@ -67,22 +67,6 @@ export async function readEvents({ base, room, token, after = '', until = '', ma
     if (!page.more || page.events.length === 0) return done();
     cursor = newestFirst ? page.events[0].id : page.events[page.events.length - 1].id;
   }
-}
-
-const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-
-/** The id just before id (as a 128-bit number): reading after it reads id first. */
-function idBefore(id) {
-  const chars = [...id];
-  for (let i = chars.length - 1; i >= 0; i--) {
-    const v = CROCKFORD.indexOf(chars[i]);
-    if (v > 0) {
-      chars[i] = CROCKFORD[v - 1];
-      return chars.join('');
-    }
-    chars[i] = 'Z';
-  }
-  return id; // the zero id has none before it
 }
 
 /**
@@ -200,20 +184,30 @@ export function versions(events, { pauseMs = DEFAULT_PAUSE_MS } = {}) {
 export function docAt(events, id) {
   const end = events.findIndex((ev) => ev.id === id);
   if (end < 0) throw new Error(`no event ${id} in the history read`);
+  // Bodies are any writer's: one that is not an update is passed over, as the provider does.
+  const apply = (doc, text) => {
+    try {
+      Y.applyUpdate(doc, fromBase64(text));
+      return true;
+    } catch {
+      return false;
+    }
+  };
   let start = 0;
-  const doc = new Y.Doc();
+  let doc = new Y.Doc();
   for (let i = end; i >= 0; i--) {
-    if (events[i].kind === SNAPSHOT_KIND && typeof events[i].body?.state === 'string') {
-      Y.applyUpdate(doc, fromBase64(events[i].body.state));
+    if (events[i].kind !== SNAPSHOT_KIND || typeof events[i].body?.state !== 'string') continue;
+    if (apply(doc, events[i].body.state)) {
       start = i + 1;
       break;
     }
+    doc = new Y.Doc(); // a state that does not decode: an earlier snapshot, or the start
   }
   // One by one in one transaction: Y.mergeUpdates of them all costs far more (7 s against
   // 0.16 s for 20,000 keystrokes, in Node).
   doc.transact(() => {
     for (let i = start; i <= end; i++) {
-      if (events[i].kind === YJS_KIND && typeof events[i].body?.u === 'string') Y.applyUpdate(doc, fromBase64(events[i].body.u));
+      if (events[i].kind === YJS_KIND && typeof events[i].body?.u === 'string') apply(doc, events[i].body.u);
     }
   });
   return doc;

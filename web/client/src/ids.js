@@ -47,3 +47,17 @@ export function ulidTime(id) {
   return t;
 }
 
+
+/** The id just before id (as a 128-bit number): reading after it reads id first. */
+export function idBefore(id) {
+  const chars = [...id];
+  for (let i = chars.length - 1; i >= 0; i--) {
+    const v = CROCKFORD.indexOf(chars[i]);
+    if (v > 0) {
+      chars[i] = CROCKFORD[v - 1];
+      return chars.join('');
+    }
+    chars[i] = 'Z';
+  }
+  return id; // the zero id has none before it
+}

@@ -130,7 +130,15 @@ test('bad input: ids not in the room, ranges past the head, a compacted room', a
     const leanLast = lean.events.filter((e) => e.kind === YJS_KIND).at(-1).id;
     await loadSnapshotFor(lean.events, leanLast, { base, room: ROOM, token: tok });
     assert.equal(docAt(lean.events, leanLast).getText('t').toString(), a.text.toString());
+    // A writer's body that is no Yjs update is passed over, by the versions as by the editors.
+    const bad = await fetch(`${base}/v1/rooms/${ROOM}/events`, {
+      method: 'POST', headers: { Authorization: `Bearer ${token('mallory')}` }, body: JSON.stringify({ kind: YJS_KIND, body: { u: 'AQIDBAUG' } }),
+    });
+    assert.equal(bad.status, 201);
     events = (await readEvents({ base, room: ROOM, token: tok })).events;
+    assert.equal(editOf(events.at(-1)), null);
+    assert.equal(docAt(events, events.at(-1).id).getText('t').toString(), a.text.toString(), 'the garbage passed over');
+    assert.ok(versions(events).every((v) => v.user !== 'mallory'));
     const head = events.at(-1).id;
     // Newest first, in small pages: each page as it comes, the same events in the end.
     const pages = [];
