@@ -3,7 +3,6 @@ package jetstream
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -44,11 +43,15 @@ type compaction struct {
 }
 
 // roomWriter appends one room's queued requests, a batch at a time, in queue order. At most one
-// runs per room on a node (Log.writers); it ends when the queue is empty.
+// runs per room on a node (Log.writers); it stops when the queue is empty, and the node keeps
+// what it knows of the room (its head, its keys) for the next append while it has room for it
+// (maxIdleWriters).
 type roomWriter struct {
-	room  string
-	queue []*appendOp // guarded by Log.mu
-	head  *roomHead   // the room's head as of this writer's last append; nil: read it again
+	room    string
+	queue   []*appendOp // guarded by Log.mu
+	running bool        // guarded by Log.mu
+	head    *roomHead   // the room's head as of this writer's last append; nil: read it again
+	keys    roomKeys
 }
 
 // roomHead is the end of a room: its last event and that event's stream sequence (0 for an
@@ -75,7 +78,7 @@ func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
 	return l.enqueue(&appendOp{req: req, p: eventlog.NewPending()})
 }
 
-// enqueue queues op in its room's writer, starting one if none runs.
+// enqueue queues op in its room's writer, starting it if it is not running.
 func (l *Log) enqueue(op *appendOp) *eventlog.Pending {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,13 +87,30 @@ func (l *Log) enqueue(op *appendOp) *eventlog.Pending {
 	}
 	w := l.writers[op.req.Room]
 	if w == nil {
+		l.forgetIdleLocked()
 		w = &roomWriter{room: op.req.Room}
 		l.writers[op.req.Room] = w
+	}
+	w.queue = append(w.queue, op)
+	if !w.running {
+		w.running = true
 		l.wg.Add(1)
 		go l.runWriter(w)
 	}
-	w.queue = append(w.queue, op)
 	return op.p
+}
+
+// forgetIdleLocked forgets idle rooms whose keys all have their markers once the node keeps
+// more than maxIdleWriters rooms. l.mu is held.
+func (l *Log) forgetIdleLocked() {
+	if len(l.writers) < maxIdleWriters {
+		return
+	}
+	for room, w := range l.writers {
+		if !w.running && w.keys.settled() {
+			delete(l.writers, room)
+		}
+	}
 }
 
 // runWriter appends w's queue until it is empty, a batch at a time: up to MaxBatch requests and
@@ -105,7 +125,7 @@ func (l *Log) runWriter(w *roomWriter) {
 			n++
 		}
 		if n == 0 {
-			delete(l.writers, w.room)
+			w.running = false
 			l.mu.Unlock()
 			return
 		}
@@ -141,11 +161,21 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 				break
 			}
 		}
+		if err = l.catchUpKeys(ctx, w); err != nil {
+			break
+		}
+		if compacting(ops) {
+			// No event the compaction purges may take its key along: every marker first.
+			if err = l.waitSettled(ctx, w); err != nil {
+				break
+			}
+		}
 		var plan []*planned
 		var msgs []*nats.Msg
-		// The first attempt assumes its keys are new (their markers expect no message before
-		// them), which saves a lookup per key; a refused batch looks them up when it tries again.
-		if plan, msgs, err = l.plan(ctx, w, ops, attempt > 0); err != nil {
+		// With markers in the batch, the first attempt takes keys not unmarked here to be new
+		// (their markers expect no message before them), which saves a lookup per key; a
+		// refused batch looks them up when it tries again.
+		if plan, msgs, err = l.plan(ctx, w, ops, !l.markersInBatch() || attempt > 0); err != nil {
 			break
 		}
 		if len(msgs) == 0 {
@@ -184,11 +214,14 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 }
 
 // plan decides each op's outcome against the room's head as w knows it: a duplicate of a key
-// seen, a conflict with Expect, or a new event; it returns the messages of the batch. Unless
-// lookup is set, keys not seen in the batch are taken to be new: their markers are published
-// expecting no earlier message, so a key used before makes JetStream refuse the batch.
+// used before, a conflict with Expect, or a new event; it returns the messages of the batch.
+// Unless lookup is set, key markers are not looked up (see appendBatch).
 func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup bool) ([]*planned, []*nats.Msg, error) {
 	head := *w.head
+	used, err := l.usedKeys(ctx, w, ops, lookup)
+	if err != nil {
+		return nil, nil, err
+	}
 	byKey := map[string]*planned{}
 	members := map[string]*memberState{} // membership markers read or written by this batch
 	plan := make([]*planned, 0, len(ops))
@@ -198,23 +231,15 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		p := &planned{op: op, msg: -1}
 		plan = append(plan, p)
 		req := &op.req
-		var keySeq uint64 // the key subject's last sequence, expected by the new marker
 		if req.Key != "" {
 			subj := l.subj.key(req.Room, req.User, req.Key)
 			if first := byKey[subj]; first != nil {
 				p.dupOf = first
 				continue
 			}
-			if lookup {
-				dup, seq, err := l.findKey(ctx, req.Room, subj)
-				if err != nil {
-					return nil, nil, err
-				}
-				if dup != nil {
-					p.result = eventlog.AppendResult{Event: *dup, Duplicate: true}
-					continue
-				}
-				keySeq = seq
+			if u := used[subj]; u.event != nil {
+				p.result = eventlog.AppendResult{Event: *u.event, Duplicate: true}
+				continue
 			}
 			byKey[subj] = p
 		}
@@ -251,7 +276,10 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 			}
 			msgs = append(msgs, member.marker(id))
 		}
-		msgs = append(msgs, l.markers(op, id, keySeq)...)
+		msgs = append(msgs, l.markers(op, id)...)
+		if req.Key != "" && l.markersInBatch() {
+			msgs = append(msgs, l.keyMarkerExpecting(keyedEvent{ev: p.ev, seq: 0}, used[l.subj.key(req.Room, req.User, req.Key)].expired))
+		}
 		ev := nats.NewMsg(l.subj.events(req.Room))
 		ev.Header.Set(hdrID, id.String())
 		ev.Header.Set(hdrCount, strconv.FormatUint(next.Count, 10))
@@ -269,10 +297,10 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 	return plan, msgs, nil
 }
 
-// markers are the messages published with an event, just before it (see the package comment):
-// its floor or snapshot pointer, and its key marker last, so that the event is the message right
-// after its key marker. (Membership markers come from planMembership.)
-func (l *Log) markers(op *appendOp, id eventlog.ID, keySeq uint64) []*nats.Msg {
+// markers are the messages published with an event in one atomic batch, just before it (see the
+// package comment): its floor or snapshot pointer. (Membership markers come from
+// planMembership; key markers are written after the event, keys.go.)
+func (l *Log) markers(op *appendOp, id eventlog.ID) []*nats.Msg {
 	req := &op.req
 	var out []*nats.Msg
 	if c := op.compaction; c != nil {
@@ -281,47 +309,53 @@ func (l *Log) markers(op *appendOp, id eventlog.ID, keySeq uint64) []*nats.Msg {
 		m.Data = encodeFloor(c.floor)
 		out = append(out, m)
 	}
-	switch req.Kind {
-	case eventlog.KindSnapshot:
+	if req.Kind == eventlog.KindSnapshot {
 		m := nats.NewMsg(l.subj.snapshot(req.Room))
 		m.Data = id[:]
-		out = append(out, m)
-	}
-	if req.Key != "" {
-		m := nats.NewMsg(l.subj.key(req.Room, req.User, req.Key))
-		m.Header.Set("Nats-TTL", (l.opts.KeyRetention + time.Hour).Round(time.Second).String())
-		m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(keySeq, 10))
-		m.Data = binary.BigEndian.AppendUint64(nil, uint64(l.opts.Now().UnixMilli()))
-		m.Data = append(m.Data, id[:]...)
 		out = append(out, m)
 	}
 	return out
 }
 
-// findKey looks up an idempotency key marker: the first event appended with the key when the key
-// is within its retention; otherwise nil, and the marker's sequence when an expired one is
-// still stored (a new marker replaces it).
-func (l *Log) findKey(ctx context.Context, room, subj string) (*eventlog.Event, uint64, error) {
-	m, err := l.leader(ctx, getRequest{LastFor: subj})
-	if err != nil || m == nil {
-		return nil, 0, err
+// usedKeys looks up the keys of ops, by key subject: those unmarked on this node, then (when
+// lookup is set) those with a marker. The unmarked are looked at first: an event leaves them
+// only once its marker is stored.
+func (l *Log) usedKeys(ctx context.Context, w *roomWriter, ops []*appendOp, lookup bool) (map[string]keyUse, error) {
+	used := map[string]keyUse{}
+	var unknown []string
+	for _, op := range ops {
+		if op.req.Key == "" {
+			continue
+		}
+		subj := l.subj.key(op.req.Room, op.req.User, op.req.Key)
+		if _, seen := used[subj]; seen {
+			continue
+		}
+		if ke, ok := w.keys.unmarkedEvent(subj); ok {
+			used[subj] = keyUse{event: &ke.ev}
+			continue
+		}
+		used[subj] = keyUse{}
+		unknown = append(unknown, subj)
 	}
-	if len(m.data) != 8+16 {
-		return nil, 0, fmt.Errorf("%w: key marker %d is %d bytes", eventlog.ErrCorrupt, m.seq, len(m.data))
+	if !lookup {
+		return used, nil
 	}
-	at := time.UnixMilli(int64(binary.BigEndian.Uint64(m.data)))
-	if l.opts.Now().Sub(at) >= l.opts.KeyRetention {
-		return nil, m.seq, nil
+	found, err := l.findKeys(ctx, w.room, unknown)
+	for subj, u := range found {
+		used[subj] = u
 	}
-	id := eventlog.ID(m.data[8:])
-	ev, err := l.leader(ctx, getRequest{Seq: m.seq + 1})
-	if err == nil && ev != nil && ev.id() == id {
-		e, err := ev.event(room)
-		return &e, 0, err
+	return used, err
+}
+
+// compacting reports whether ops hold a compaction.
+func compacting(ops []*appendOp) bool {
+	for _, op := range ops {
+		if op.compaction != nil {
+			return true
+		}
 	}
-	// Not where the batch put it: removed by a compaction. The key still dedupes; the event it
-	// names is gone, so only its id comes back.
-	return &eventlog.Event{ID: id, Room: room}, 0, nil
+	return false
 }
 
 // leaderHead reads the room's head from the stream leader.
@@ -346,14 +380,27 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 	l.ids.seen(last)
 	l.watch.sawSeq(last)
 	events := false
+	var keyed []keyedEvent
 	for _, p := range plan {
 		if p.msg >= 0 {
 			w.head = &roomHead{Head: eventlog.Head{ID: p.ev.ID, Hash: p.ev.Hash, Count: w.head.Count + 1}, seq: first + uint64(p.msg)}
 			events = true
+			if p.ev.Key != "" {
+				keyed = append(keyed, keyedEvent{ev: p.ev, seq: w.head.seq})
+			}
 		}
 		if p.left != "" {
 			l.forgets.forget(leftMarker{subject: p.left, seq: first + uint64(p.leftMsg)})
 		}
+	}
+	// The batch followed the head the keys were known to, with nothing between.
+	if l.markersInBatch() {
+		l.addUnmarked(w, nil, w.head.seq)
+		if len(keyed) > 0 {
+			l.marks.add(w) // for the watermark
+		}
+	} else {
+		l.addUnmarked(w, keyed, w.head.seq)
 	}
 	if events {
 		l.watch.appended(w.room, w.head.seq, &w.head.Head)

@@ -11,6 +11,7 @@ import (
 	"github.com/roomlog/roomlog/eventlog"
 	"github.com/roomlog/roomlog/eventlog/jetstream"
 	"github.com/roomlog/roomlog/internal/natstest"
+	"github.com/roomlog/roomlog/internal/servertest"
 )
 
 // BenchmarkReadAfter reads pages of 128 events after cursors spread over a room of 10,000 events
@@ -112,4 +113,59 @@ func benchRoom(b *testing.B, n int) (*jetstream.Log, []eventlog.ID) {
 		ids = append(ids, r.Event.ID)
 	}
 	return l, ids
+}
+
+// BenchmarkAppend appends 200-byte events to one room, keyed (as clients publish) and unkeyed,
+// with 1 and 64 appends outstanding, on one in-process server (R1) and on a three-server
+// cluster (R3): what the write path costs per event. The events/s metric is the figure to
+// compare.
+func BenchmarkAppend(b *testing.B) {
+	body := []byte(`{"text":"` + strings.Repeat("x", 180) + `"}`)
+	for _, replicas := range []int{1, 3} {
+		b.Run(fmt.Sprint("R", replicas), func(b *testing.B) {
+			var l *jetstream.Log
+			var err error
+			if replicas == 1 {
+				l, err = jetstream.Open(context.Background(), natstest.Connect(b, natstest.Start(b)), jetstream.Options{Replicas: 1})
+			} else {
+				servertest.Long(b, "a three-server cluster")
+				c := natstest.StartCluster(b, 3)
+				l, err = jetstream.Open(context.Background(), natstest.Connect(b, c.Servers...), jetstream.Options{Replicas: 3})
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { l.Close() })
+			var run atomic.Int64
+			for _, keyed := range []bool{true, false} {
+				for _, inFlight := range []int{1, 64} {
+					b.Run(fmt.Sprintf("keyed=%v/in_flight=%d", keyed, inFlight), func(b *testing.B) {
+						room := fmt.Sprint("bench-", run.Add(1))
+						window := make(chan *eventlog.Pending, inFlight)
+						done := make(chan struct{})
+						go func() {
+							defer close(done)
+							for p := range window {
+								if _, err := p.Wait(context.Background()); err != nil {
+									b.Error(err)
+								}
+							}
+						}()
+						i := 0
+						for b.Loop() {
+							req := eventlog.AppendRequest{Room: room, User: "u", Body: body}
+							if keyed {
+								req.Key = fmt.Sprint(i)
+							}
+							window <- l.AppendAsync(req)
+							i++
+						}
+						close(window)
+						<-done
+						b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "events/s")
+					})
+				}
+			}
+		})
+	}
 }

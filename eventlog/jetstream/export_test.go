@@ -12,3 +12,7 @@ func SetPlacementSettle(t interface{ Cleanup(func()) }, d time.Duration) {
 	placementSettle = d
 	t.Cleanup(func() { placementSettle = was })
 }
+
+// DropKeyMarkers has the log write no key marker and no watermark from now on, as a node that
+// died after its keyed events were acked (and before their markers) would not.
+func (l *Log) DropKeyMarkers() { l.marks.off.Store(true) }

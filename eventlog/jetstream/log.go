@@ -48,7 +48,9 @@ type Options struct {
 	KeyRetention time.Duration
 	// Timeout bounds each request to JetStream that has no deadline of its own. Default 10 s.
 	Timeout time.Duration
-	// MaxBatch bounds the events of one room appended in one atomic batch. Default 64.
+	// MaxBatch bounds the events of one room appended in one atomic batch. Default 64 on a
+	// replicated stream, and 1 on a stream of one replica, where nats-server stages every atomic
+	// batch on disk and a batch costs more than the publishes it saves.
 	MaxBatch int
 	// Backstop is how often the node checks that no stored event went unannounced to its
 	// watchers (a republished notice can be lost like any core NATS message). Default 1 s.
@@ -86,7 +88,6 @@ func (o Options) withDefaults() Options {
 	defaults.Positive(&o.MaxBody, eventlog.DefaultMaxBody)
 	defaults.Positive(&o.KeyRetention, eventlog.DefaultKeyRetention)
 	defaults.Positive(&o.Timeout, DefaultTimeout)
-	defaults.Positive(&o.MaxBatch, DefaultMaxBatch)
 	defaults.Positive(&o.Backstop, DefaultBackstop)
 	if o.Now == nil {
 		o.Now = time.Now
@@ -115,14 +116,15 @@ const recordOverhead = 2048
 // Log is the event log on a JetStream stream. It is safe for concurrent use; many Logs, in many
 // processes, may share one stream.
 type Log struct {
-	opts   Options
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	acks   jetstream.KeyValue
-	subj   subjects
-	ids    ids
-	node   string
+	opts     Options
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	acks     jetstream.KeyValue
+	subj     subjects
+	ids      ids
+	node     string
+	replicas int // the stream's
 
 	mu      sync.Mutex
 	closed  bool
@@ -132,6 +134,7 @@ type Log struct {
 	watch   *watchers
 	nodes   *nodes
 	forgets *forgetter // nil on a read-only log
+	marks   *marker    // nil on a read-only log
 	answers *responses
 
 	// stopping ends the appends still queued when Close has waited Options.Timeout for them
@@ -193,6 +196,13 @@ func (l *Log) start(ctx context.Context) error {
 		return fmt.Errorf("eventlog/jetstream: stream %s: %w", l.opts.Stream, err)
 	}
 	l.ids.seen(info.State.LastSeq)
+	l.replicas = info.Config.Replicas
+	if l.opts.MaxBatch <= 0 {
+		l.opts.MaxBatch = DefaultMaxBatch
+		if l.replicas == 1 {
+			l.opts.MaxBatch = 1
+		}
+	}
 	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
 		return err
 	}
@@ -200,8 +210,10 @@ func (l *Log) start(ctx context.Context) error {
 		return nil // not a node: no heartbeat, no sweep
 	}
 	l.forgets = startForgetter(l)
+	l.marks = startMarker(l)
 	if l.nodes, err = startNodes(ctx, l, info.Config.Replicas); err != nil {
 		l.forgets.close()
+		l.marks.close()
 	}
 	return err
 }
@@ -217,6 +229,7 @@ func (l *Log) setup(ctx context.Context) error {
 		AllowDirect:        true,
 		AllowMsgTTL:        true,
 		AllowAtomicPublish: true,
+		AllowRollup:        true, // the key watermarks: one message per room
 		DenyDelete:         true,
 		Discard:            jetstream.DiscardNew,
 		RePublish:          &jetstream.RePublish{Source: l.subj.allEvents(), Destination: l.subj.live(), HeadersOnly: true},
@@ -242,6 +255,13 @@ func (l *Log) setup(ctx context.Context) error {
 	have := stream.CachedInfo().Config
 	if !have.AllowDirect || !have.AllowAtomicPublish || !have.AllowMsgTTL || have.RePublish == nil {
 		return fmt.Errorf("eventlog/jetstream: stream %s exists without direct gets, atomic batches, message TTLs or republishing: not a roomlog stream", l.opts.Stream)
+	}
+	if !have.AllowRollup && !l.opts.ReadOnly {
+		// A stream made by an earlier roomlog, before the key watermarks.
+		have.AllowRollup = true
+		if stream, err = l.js.UpdateStream(ctx, have); err != nil {
+			return fmt.Errorf("eventlog/jetstream: stream %s: allowing rollups: %w", l.opts.Stream, err)
+		}
 	}
 	l.stream = stream
 	if err := l.waitReady(ctx); err != nil {
@@ -386,6 +406,7 @@ func (l *Log) shutdown(gone bool) {
 		<-written
 	}
 	l.stopNow()
+	l.marks.close()
 	l.forgets.close()
 	l.watch.stop()
 	l.answers.stop()

@@ -29,8 +29,12 @@ func (s subjects) allEvents() string         { return s.prefix + ".ev.>" }
 func (s subjects) key(room, user, key string) string {
 	return s.prefix + ".key." + hashToken(room, user, key)
 }
-func (s subjects) snapshot(room string) string { return s.prefix + ".snap." + roomToken(room) }
-func (s subjects) floor(room string) string    { return s.prefix + ".floor." + roomToken(room) }
+
+// watermark is the room's key watermark (keys.go): a token more than a key marker's, so the two
+// never meet.
+func (s subjects) watermark(room string) string { return s.prefix + ".key.w." + roomToken(room) }
+func (s subjects) snapshot(room string) string  { return s.prefix + ".snap." + roomToken(room) }
+func (s subjects) floor(room string) string     { return s.prefix + ".floor." + roomToken(room) }
 func (s subjects) session(room, user, session string) string {
 	return s.prefix + ".sess." + roomToken(room) + "." + hashToken(user, session)
 }
