@@ -18,6 +18,11 @@ import (
 // maxBatchBytes bounds the data of one atomic batch, well inside JetStream's limits.
 const maxBatchBytes = 1 << 20
 
+// minDiskBatch is how many appends a room must have waiting before a node appends them in one
+// atomic batch on a stream of one replica, where nats-server stages the batch in a store of its
+// own on disk (a directory, a file, fsyncs): below it one by one costs less.
+var minDiskBatch = 16
+
 // Error codes of JetStream's publish answers that mean "another append came first".
 const (
 	errWrongLastSequence           = 10071
@@ -120,7 +125,11 @@ func (l *Log) runWriter(w *roomWriter) {
 	for {
 		l.mu.Lock()
 		n, bytes := 0, 0
-		for n < min(len(w.queue), l.opts.MaxBatch) && (n == 0 || bytes+len(w.queue[n].req.Body) <= maxBatchBytes) {
+		limit := min(len(w.queue), l.opts.MaxBatch)
+		if l.replicas == 1 && len(w.queue) < minDiskBatch {
+			limit = min(limit, 1)
+		}
+		for n < limit && (n == 0 || bytes+len(w.queue[n].req.Body) <= maxBatchBytes) {
 			bytes += len(w.queue[n].req.Body)
 			n++
 		}
@@ -175,7 +184,7 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 		// With markers in the batch, the first attempt takes keys not unmarked here to be new
 		// (their markers expect no message before them), which saves a lookup per key; a
 		// refused batch looks them up when it tries again.
-		if plan, msgs, err = l.plan(ctx, w, ops, !l.markersInBatch() || attempt > 0); err != nil {
+		if plan, msgs, err = l.plan(ctx, w, ops, !l.markersInBatch(len(ops)) || attempt > 0); err != nil {
 			break
 		}
 		if len(msgs) == 0 {
@@ -277,7 +286,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 			msgs = append(msgs, member.marker(id))
 		}
 		msgs = append(msgs, l.markers(op, id)...)
-		if req.Key != "" && l.markersInBatch() {
+		if req.Key != "" && l.markersInBatch(len(ops)) {
 			msgs = append(msgs, l.keyMarkerExpecting(keyedEvent{ev: p.ev, seq: 0}, used[l.subj.key(req.Room, req.User, req.Key)].expired))
 		}
 		ev := nats.NewMsg(l.subj.events(req.Room))
@@ -394,7 +403,7 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 		}
 	}
 	// The batch followed the head the keys were known to, with nothing between.
-	if l.markersInBatch() {
+	if l.markersInBatch(len(plan)) {
 		l.addUnmarked(w, nil, w.head.seq)
 		if len(keyed) > 0 {
 			l.marks.add(w) // for the watermark

@@ -26,9 +26,9 @@
 //	                  leave, and then removed (forget.go).
 //
 // Markers are published in one atomic batch (nats-server 2.12's allow_atomic) with the event they
-// belong to, so no crash separates them; except key markers on a stream of one replica, written
-// after their events, where an atomic batch is staged on disk and costs more than the publish
-// (keys.go says how a key whose marker a crash lost is found again). Client cursors (Cursors) live in the key-value bucket
+// belong to, so no crash separates them; except the key marker of a lone keyed append on a stream
+// of one replica, written after its event: there an atomic batch is staged on disk and costs more
+// than the publish (keys.go says how a key whose marker a crash lost is found again). Client cursors (Cursors) live in the key-value bucket
 // <Stream>_ACKS: they change often, and apart from the events. Nodes tell each other they are
 // alive in <Stream>_NODES, and the survivors write the leaves of a dead node's sessions
 // (nodes.go). Leases (eventlog.Leaser: which node delivers a webhook, and its cursor) live in
@@ -40,10 +40,9 @@
 // Node clocks differ, so a node's clock cannot order a room. Every append is conditional on the
 // room's head (Nats-Expected-Last-Subject-Sequence): the room's order, its hash chain and
 // eventlog.AppendRequest.Expect are decided by the stream, never by a node. A node that loses the
-// race reads the new head and tries again (a bounded number of times). On a replicated stream a
-// node appends a room's waiting requests in one batch, so a busy room costs one round trip per
-// batch, not per event; on a stream of one replica it appends them one by one, each cheaper
-// than a batch there (Options.MaxBatch).
+// race reads the new head and tries again (a bounded number of times). A node appends a room's
+// waiting requests in one batch, so a busy room costs one round trip per batch, not per event;
+// on a stream of one replica only from minDiskBatch waiting requests, one by one below.
 //
 // An id is a ULID whose 48-bit time is the node's clock, raised to the room head's time when
 // that is ahead; its next 56 bits are a stream sequence already assigned when the id was made,

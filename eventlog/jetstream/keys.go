@@ -169,10 +169,12 @@ func (l *Log) publishWatermark(ctx context.Context, room string, at uint64, firs
 	return l.publish(ctx, []*nats.Msg{m})
 }
 
-// markersInBatch reports whether key markers go with their events in one atomic batch: on a
-// replicated stream, where nats-server stages batches in memory and a batch of an event and its
-// marker costs less than the lookup and the marker written after it (BenchmarkAppend).
-func (l *Log) markersInBatch() bool { return l.replicas > 1 }
+// markersInBatch reports whether the key markers of a batch of n appends go with their events in
+// one atomic batch: on a replicated stream, where nats-server stages batches in memory and a
+// batch of an event and its marker costs less than the lookup and the marker written after it
+// (BenchmarkAppend); and on any stream when a batch is made anyway (several appends waiting).
+// Only a lone append to a stream of one replica is published alone, its marker after it.
+func (l *Log) markersInBatch(n int) bool { return l.replicas > 1 || n > 1 }
 
 // keyMarker is the marker of a keyed event written after it: the event's time (its key is
 // remembered for KeyRetention from it), id and stream sequence.

@@ -48,9 +48,9 @@ type Options struct {
 	KeyRetention time.Duration
 	// Timeout bounds each request to JetStream that has no deadline of its own. Default 10 s.
 	Timeout time.Duration
-	// MaxBatch bounds the events of one room appended in one atomic batch. Default 64 on a
-	// replicated stream, and 1 on a stream of one replica, where nats-server stages every atomic
-	// batch on disk and a batch costs more than the publishes it saves.
+	// MaxBatch bounds the events of one room appended in one atomic batch. Default 64. On a
+	// stream of one replica, where nats-server stages every atomic batch on disk, a room's
+	// queued events go one by one until minDiskBatch of them wait.
 	MaxBatch int
 	// Backstop is how often the node checks that no stored event went unannounced to its
 	// watchers (a republished notice can be lost like any core NATS message). Default 1 s.
@@ -88,6 +88,7 @@ func (o Options) withDefaults() Options {
 	defaults.Positive(&o.MaxBody, eventlog.DefaultMaxBody)
 	defaults.Positive(&o.KeyRetention, eventlog.DefaultKeyRetention)
 	defaults.Positive(&o.Timeout, DefaultTimeout)
+	defaults.Positive(&o.MaxBatch, DefaultMaxBatch)
 	defaults.Positive(&o.Backstop, DefaultBackstop)
 	if o.Now == nil {
 		o.Now = time.Now
@@ -197,12 +198,6 @@ func (l *Log) start(ctx context.Context) error {
 	}
 	l.ids.seen(info.State.LastSeq)
 	l.replicas = info.Config.Replicas
-	if l.opts.MaxBatch <= 0 {
-		l.opts.MaxBatch = DefaultMaxBatch
-		if l.replicas == 1 {
-			l.opts.MaxBatch = 1
-		}
-	}
 	if l.watch, err = startWatchers(l, info.State.LastSeq); err != nil {
 		return err
 	}
