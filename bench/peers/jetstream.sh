@@ -72,7 +72,7 @@ for step in $STEPS; do
 		resume) args=(resume --clients 10 --missed 10000 --server "$servers") ;;
 		*) echo "jetstream.sh: unknown step $step" >&2; exit 2 ;;
 		esac
-		out=$(taskset -c 1 "$ROOMLOG" bench "${args[@]}" --secret "$secret" --json)
+		out=$(taskset -c 1 "$ROOMLOG" bench "${args[@]}" --secret "$secret" --json | tr -d "\n\t")
 		echo "$step run $run: $out"
 		stop
 	done

@@ -141,7 +141,17 @@ func (l *Log) runWriter(w *roomWriter) {
 		ops := w.queue[:n:n]
 		w.queue = w.queue[n:]
 		l.mu.Unlock()
-		l.appendBatch(w, ops)
+		if err := l.appendBatch(w, ops); err != nil && notAnswering(err) {
+			// JetStream does not answer: what waits behind would each wait as long for the
+			// same answer. Their clients retry, with their keys.
+			l.mu.Lock()
+			rest := w.queue
+			w.queue = nil
+			l.mu.Unlock()
+			for _, op := range rest {
+				op.p.Complete(eventlog.AppendResult{}, err)
+			}
+		}
 	}
 }
 
@@ -159,8 +169,8 @@ type planned struct {
 }
 
 // appendBatch appends ops, conditional on the room's head, retrying when another append came
-// first, and completes every op.
-func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
+// first, and completes every op; it returns the error that failed them all, if one did.
+func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) error {
 	ctx, cancel := context.WithTimeout(l.stopping, l.opts.Timeout)
 	defer cancel()
 	var err error
@@ -189,7 +199,7 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 		}
 		if len(msgs) == 0 {
 			complete(plan)
-			return
+			return nil
 		}
 		start := time.Now()
 		var last uint64
@@ -200,7 +210,7 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 		}
 		if err == nil {
 			l.committed(w, plan, last, len(msgs))
-			return
+			return nil
 		}
 		w.head = nil
 		if !conflict || attempt >= maxRetries {
@@ -210,16 +220,18 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) {
 				err = nil
 				if w.head, err = l.leaderHead(ctx, w.room); err == nil {
 					l.committedAt(plan, w.head)
-					return
+					return nil
 				}
 			}
 			break
 		}
 		time.Sleep(time.Duration(attempt) * time.Millisecond) // let the other append finish
 	}
+	err = fmt.Errorf("eventlog/jetstream: append to %q: %w", w.room, err)
 	for _, op := range ops {
-		op.p.Complete(eventlog.AppendResult{}, fmt.Errorf("eventlog/jetstream: append to %q: %w", w.room, err))
+		op.p.Complete(eventlog.AppendResult{}, err)
 	}
+	return err
 }
 
 // plan decides each op's outcome against the room's head as w knows it: a duplicate of a key

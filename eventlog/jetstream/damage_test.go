@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +107,39 @@ func TestBodiesMustFitMaxPayload(t *testing.T) {
 	_, err := jetstream.Open(context.Background(), natstest.Connect(t, s), jetstream.Options{MaxBody: 4 << 20})
 	if err == nil || !strings.Contains(err.Error(), "max_payload") {
 		t.Fatalf("Open with 4 MiB bodies on a 1 MiB server: %v", err)
+	}
+}
+
+// Appends queued behind one that JetStream did not answer fail with it, instead of each waiting
+// out its own timeout in turn (on one replica a room's few waiting appends go one by one): a
+// server draining its clients' publishes at shutdown with JetStream gone would otherwise take
+// the timeout times the queue.
+func TestQueuedAppendsFailTogether(t *testing.T) {
+	s := natstest.Start(t)
+	l, err := jetstream.Open(context.Background(), natstest.Connect(t, s), jetstream.Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	if _, err := l.Append(context.Background(), text("r", "u", "before")); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	var pending []*eventlog.Pending
+	for i := range 15 { // below the 16 from which they would go in one batch
+		req := text("r", "u", "after")
+		req.Key = fmt.Sprint("k", i)
+		pending = append(pending, l.AppendAsync(req))
+	}
+	deadline := time.After(3 * time.Second) // one by one: 15 timeouts, 4.5 s
+	for i, p := range pending {
+		select {
+		case <-p.Done():
+			if _, err := p.Result(); err == nil {
+				t.Fatalf("append %d succeeded with JetStream gone", i)
+			}
+		case <-deadline:
+			t.Fatalf("append %d still pending 3 s after JetStream went", i)
+		}
 	}
 }
