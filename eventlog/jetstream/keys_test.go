@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -193,4 +194,42 @@ func keyMarkers(t *testing.T, s *natstest.Server) int {
 		t.Fatal(err)
 	}
 	return len(info.State.Subjects)
+}
+
+// A compaction purges no keyed event whose marker is not stored: a node that cannot write its
+// markers cannot compact the room, and a node that picks the room up writes them first, after
+// which the keys of the purged events still dedupe.
+func TestCompactionWaitsForKeyMarkers(t *testing.T) {
+	s := natstest.Start(t)
+	servers := []*natstest.Server{s}
+	a := openNode(t, servers, jetstream.Options{Timeout: 2 * time.Second})
+	a.DropKeyMarkers()
+	const room = "doc:compact"
+	ids := keyed(t, a, room, "k", 5, false)
+	head, err := a.Head(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"covers": head.ID.String(), "state": "s"})
+	if _, err := a.Append(context.Background(), eventlog.AppendRequest{Room: room, User: "snapper", Kind: eventlog.KindSnapshot, Body: body, Expect: &head.ID}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := a.Compact(ctx, room, "ops"); err == nil {
+		t.Fatal("compacted a room whose key markers were not stored")
+	}
+	if floor, err := a.Floor(context.Background(), room); err != nil || !floor.ID.IsZero() {
+		t.Fatalf("the floor moved to %s (%v) without the markers", floor.ID, err)
+	}
+	a.Kill()
+
+	b := openNode(t, servers, jetstream.Options{})
+	res, err := b.Compact(context.Background(), room, "ops")
+	if err != nil || res.Removed != 5 {
+		t.Fatalf("compact on another node: removed %d, %v; want 5", res.Removed, err)
+	}
+	if again := keyed(t, b, room, "k", 5, true); !sameIDs(again, ids) {
+		t.Fatalf("after the compaction: retries answered %v, want %v", again, ids)
+	}
 }
