@@ -21,7 +21,7 @@ const maxBatchBytes = 1 << 20
 // minDiskBatch is how many appends a room must have waiting before a node appends them in one
 // atomic batch on a stream of one replica, where nats-server stages the batch in a store of its
 // own on disk (a directory, a file, fsyncs): below it one by one costs less.
-var minDiskBatch = 16
+const minDiskBatch = 16
 
 // Error codes of JetStream's publish answers that mean "another append came first".
 const (
@@ -31,8 +31,9 @@ const (
 
 // appendOp is an append waiting in its room's queue.
 type appendOp struct {
-	req eventlog.AppendRequest // normalized
-	p   *eventlog.Pending
+	req     eventlog.AppendRequest // normalized
+	keySubj string                 // the subject of req's key marker, when it has a key
+	p       *eventlog.Pending
 	// compaction, for Compact's record only: the floor it moves the room to, published with the
 	// record, conditional on the floor marker's sequence as Compact read it.
 	compaction *compaction
@@ -85,6 +86,9 @@ func (l *Log) AppendAsync(req eventlog.AppendRequest) *eventlog.Pending {
 
 // enqueue queues op in its room's writer, starting it if it is not running.
 func (l *Log) enqueue(op *appendOp) *eventlog.Pending {
+	if op.req.Key != "" {
+		op.keySubj = l.subj.key(op.req.Room, op.req.User, op.req.Key) // once: a hash
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -183,8 +187,9 @@ func (l *Log) appendBatch(w *roomWriter, ops []*appendOp) error {
 		if err = l.catchUpKeys(ctx, w); err != nil {
 			break
 		}
-		if compacting(ops) {
-			// No event the compaction purges may take its key along: every marker first.
+		if compacting(ops) || w.keys.unmarkedCount() >= maxUnmarked {
+			// No event the compaction purges may take its key along: every marker first. And
+			// markers JetStream keeps refusing hold up the room's appends rather than memory.
 			if err = l.waitSettled(ctx, w); err != nil {
 				break
 			}
@@ -252,8 +257,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		p := &planned{op: op, msg: -1}
 		plan = append(plan, p)
 		req := &op.req
-		if req.Key != "" {
-			subj := l.subj.key(req.Room, req.User, req.Key)
+		if subj := op.keySubj; subj != "" {
 			if first := byKey[subj]; first != nil {
 				p.dupOf = first
 				continue
@@ -299,7 +303,7 @@ func (l *Log) plan(ctx context.Context, w *roomWriter, ops []*appendOp, lookup b
 		}
 		msgs = append(msgs, l.markers(op, id)...)
 		if req.Key != "" && l.markersInBatch(len(ops)) {
-			msgs = append(msgs, l.keyMarkerExpecting(keyedEvent{ev: p.ev, seq: 0}, used[l.subj.key(req.Room, req.User, req.Key)].expired))
+			msgs = append(msgs, l.keyMarkerExpecting(keyedEvent{ev: p.ev, subj: op.keySubj}, used[op.keySubj].expired))
 		}
 		ev := nats.NewMsg(l.subj.events(req.Room))
 		ev.Header.Set(hdrID, id.String())
@@ -345,10 +349,10 @@ func (l *Log) usedKeys(ctx context.Context, w *roomWriter, ops []*appendOp, look
 	used := map[string]keyUse{}
 	var unknown []string
 	for _, op := range ops {
-		if op.req.Key == "" {
+		subj := op.keySubj
+		if subj == "" {
 			continue
 		}
-		subj := l.subj.key(op.req.Room, op.req.User, op.req.Key)
 		if _, seen := used[subj]; seen {
 			continue
 		}
@@ -407,7 +411,7 @@ func (l *Log) committed(w *roomWriter, plan []*planned, last uint64, n int) {
 			w.head = &roomHead{Head: eventlog.Head{ID: p.ev.ID, Hash: p.ev.Hash, Count: w.head.Count + 1}, seq: first + uint64(p.msg)}
 			events = true
 			if p.ev.Key != "" {
-				keyed = append(keyed, keyedEvent{ev: p.ev, seq: w.head.seq})
+				keyed = append(keyed, keyedEvent{ev: p.ev, seq: w.head.seq, subj: p.op.keySubj})
 			}
 		}
 		if p.left != "" {

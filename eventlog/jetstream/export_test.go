@@ -16,3 +16,11 @@ func SetPlacementSettle(t interface{ Cleanup(func()) }, d time.Duration) {
 // DropKeyMarkers has the log write no key marker and no watermark from now on, as a node that
 // died after its keyed events were acked (and before their markers) would not.
 func (l *Log) DropKeyMarkers() { l.marks.off.Store(true) }
+
+// SetMaxUnmarked sets how many keyed events of a room may wait for their markers, and restores it
+// when the test ends.
+func SetMaxUnmarked(t interface{ Cleanup(func()) }, n int) {
+	was := maxUnmarked
+	maxUnmarked = n
+	t.Cleanup(func() { maxUnmarked = was })
+}

@@ -44,14 +44,21 @@ import (
 // the room up after a crash reads the events of about this long.
 const watermarkEvery = time.Second
 
+// maxUnmarked bounds the keyed events of a room waiting for their markers on a node: past it the
+// room's appends wait until the markers are stored (and fail after Options.Timeout if they are
+// not), so a JetStream refusing markers while it takes events costs no unbounded memory. A
+// variable for tests.
+var maxUnmarked = 1 << 14
+
 // maxIdleWriters bounds the rooms whose writer (with its head and keys) a node keeps while no
 // append is queued; past it, idle rooms without unmarked keys are forgotten.
 const maxIdleWriters = 4096
 
-// keyedEvent is a keyed event of the room and its stream sequence.
+// keyedEvent is a keyed event of the room, its stream sequence and its key marker's subject.
 type keyedEvent struct {
-	ev  eventlog.Event
-	seq uint64
+	ev   eventlog.Event
+	seq  uint64
+	subj string
 }
 
 // roomKeys is what a node knows of one room's keys beyond their markers.
@@ -75,6 +82,13 @@ func (k *roomKeys) unmarkedEvent(subj string) (keyedEvent, bool) {
 	defer k.mu.Unlock()
 	ke, ok := k.unmarked[subj]
 	return ke, ok
+}
+
+// unmarkedCount is how many keyed events of the room wait for their markers.
+func (k *roomKeys) unmarkedCount() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.unmarked)
 }
 
 // settled reports whether every keyed event the room's writer knows of has its marker.
@@ -104,7 +118,7 @@ func (l *Log) catchUpKeys(ctx context.Context, w *roomWriter) error {
 			if err != nil || ev.Key == "" {
 				return err
 			}
-			found = append(found, keyedEvent{ev: ev, seq: m.seq})
+			found = append(found, keyedEvent{ev: ev, seq: m.seq, subj: l.subj.key(w.room, ev.User, ev.Key)})
 			return nil
 		})
 		if err != nil {
@@ -112,9 +126,11 @@ func (l *Log) catchUpKeys(ctx context.Context, w *roomWriter) error {
 		}
 		l.addUnmarked(w, found, w.head.seq)
 	}
-	k.mu.Lock()
-	k.ready = true
-	k.mu.Unlock()
+	if !k.ready {
+		k.mu.Lock()
+		k.ready = true
+		k.mu.Unlock()
+	}
 	return nil
 }
 
@@ -128,7 +144,7 @@ func (l *Log) addUnmarked(w *roomWriter, evs []keyedEvent, known uint64) {
 		k.unmarked = map[string]keyedEvent{}
 	}
 	for _, ke := range evs {
-		k.unmarked[l.subj.key(w.room, ke.ev.User, ke.ev.Key)] = ke
+		k.unmarked[ke.subj] = ke
 	}
 	k.known = max(k.known, known)
 	k.mu.Unlock()
@@ -179,7 +195,7 @@ func (l *Log) markersInBatch(n int) bool { return l.replicas > 1 || n > 1 }
 // keyMarker is the marker of a keyed event written after it: the event's time (its key is
 // remembered for KeyRetention from it), id and stream sequence.
 func (l *Log) keyMarker(ke keyedEvent) *nats.Msg {
-	m := nats.NewMsg(l.subj.key(ke.ev.Room, ke.ev.User, ke.ev.Key))
+	m := nats.NewMsg(ke.subj)
 	m.Header.Set("Nats-TTL", (l.opts.KeyRetention + time.Hour).Round(time.Second).String())
 	m.Data = binary.BigEndian.AppendUint64(nil, ke.ev.ID.Millis())
 	m.Data = append(m.Data, ke.ev.ID[:]...)

@@ -233,3 +233,22 @@ func TestCompactionWaitsForKeyMarkers(t *testing.T) {
 		t.Fatalf("after the compaction: retries answered %v, want %v", again, ids)
 	}
 }
+
+// Keyed events waiting for their markers are bounded per room: past the bound the room's appends
+// wait for the markers, and fail when they do not come, instead of holding ever more in memory.
+func TestUnmarkedKeysAreBounded(t *testing.T) {
+	jetstream.SetMaxUnmarked(t, 4)
+	s := natstest.Start(t)
+	a := openNode(t, []*natstest.Server{s}, jetstream.Options{Timeout: 300 * time.Millisecond})
+	a.DropKeyMarkers()
+	keyed(t, a, "doc:bound", "k", 4, false)
+	req := text("doc:bound", "alice", "one too many")
+	req.Key = "k-4"
+	if _, err := a.Append(context.Background(), req); err == nil {
+		t.Fatal("a fifth keyed event was appended while four waited for their markers")
+	}
+	evs, err := a.ReadAfter(context.Background(), "doc:bound", eventlog.ID{}, 10)
+	if err != nil || len(evs) != 4 {
+		t.Fatalf("the room holds %d events (%v), want 4", len(evs), err)
+	}
+}
