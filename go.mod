@@ -36,3 +36,8 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// bbolt v1.5.0 with one patch: the freelist forgets which transaction allocated a page once no
+// reader can need it, so its memory no longer grows with the data file. third_party/bbolt/PATCHES.md
+// says what differs and how to drop the copy.
+replace go.etcd.io/bbolt => ./third_party/bbolt
