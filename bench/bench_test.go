@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,23 @@ func TestScenarios(t *testing.T) {
 			return Publish(ctx, target, PublishConfig{InFlight: 16, Duration: time.Second})
 		},
 		func() (*Result, error) { return Resume(ctx, target, ResumeConfig{Clients: 5, Missed: 500}) },
+		func() (*Result, error) {
+			res, err := Connections(ctx, target, ConnectionsConfig{
+				Conns: 60, Rooms: 3, BigRoom: 20, Sources: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2)},
+				Publishes: 3, Interval: 50 * time.Millisecond, Churn: 5, Dialers: 8,
+			})
+			if err == nil {
+				for _, figure := range []string{"big_room_p99_ms", "resume_p99_ms", "kib_per_conn", "rss_mib_at_12"} {
+					if _, ok := res.Figures[figure]; !ok {
+						t.Errorf("connections: no %s in %v", figure, res.Figures)
+					}
+				}
+				if res.Figures["resumed"] != 5 {
+					t.Errorf("connections: %v of 5 resumed", res.Figures["resumed"])
+				}
+			}
+			return res, err
+		},
 	}
 	for _, run := range runs {
 		res, err := run()
@@ -98,5 +116,17 @@ func TestFanoutStopsWhenInterrupted(t *testing.T) {
 	_, err = Fanout(ctx, target, FanoutConfig{Rooms: 1, Subscribers: 2, Publishers: 1, Rate: 100, Duration: 10 * time.Minute})
 	if !errors.Is(err, context.Canceled) || time.Since(start) > 5*time.Minute {
 		t.Fatalf("interrupted after a second: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	ips, err := ParseSources("127.0.0.1-127.0.0.3, 127.0.1.9")
+	if err != nil || len(ips) != 4 || !ips[2].Equal(net.IPv4(127, 0, 0, 3)) || !ips[3].Equal(net.IPv4(127, 0, 1, 9)) {
+		t.Fatalf("ParseSources: %v %v", ips, err)
+	}
+	for _, bad := range []string{"", "10.0.0.1", "127.0.0.1-10.0.0.2", "127.0.0.5-127.0.0.2", "127.0.0.1-127.0.1.2", "::1", "localhost", "127.0.0.0-127.0.0.255,127.0.1.1"} {
+		if ips, err := ParseSources(bad); err == nil {
+			t.Errorf("ParseSources(%q) = %v, want an error", bad, ips)
+		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/roomlog/roomlog/bench"
 )
 
-const benchUsage = `Usage: roomlog bench fanout|soak|publish|resume [flags]
+const benchUsage = `Usage: roomlog bench fanout|soak|publish|resume|connections [flags]
 
 Drives a server through the Go client and prints what it measured, checking that nothing was
 lost or duplicated (exit 1 if something was). Without --server it starts a server in this
@@ -20,6 +20,12 @@ process on a temporary data file. Run 'roomlog bench SCENARIO --help' for the fl
 soak is fanout for a long time (--duration 1h at half the maximum --rate), sampling each
 server's resident memory, Go heap in use, goroutines and open files (its /metrics) and the
 delivery p99 every --every, and comparing the first samples after --warmup with the last.
+
+connections opens --conns connections to one node (joined --rooms rooms, the first --big-room of
+them one big room too) from the --sources addresses, reads the node's resident memory, then
+publishes to the big room while closing and resuming --churn others. For more connections than
+one address has ports (about 28,000), give several: --sources 127.0.0.1-127.0.0.8. The node needs
+--max-conns-per-ip 0 and a file limit above --conns (ulimit -n), as this process does.
 `
 
 func benchCmd(args []string) int {
@@ -79,8 +85,10 @@ func benchCmd(args []string) int {
 			}
 			return bench.Resume(ctx, t, bench.ResumeConfig{Clients: *clients, Missed: *missed})
 		}
+	case "connections":
+		run = addConnectionsFlags(c)
 	default:
-		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, soak, publish or resume)\n", scenario)
+		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, soak, publish, resume or connections)\n", scenario)
 		return 2
 	}
 	if code, ok := c.parse(args[1:]); !ok {
@@ -137,5 +145,30 @@ func addFanoutFlags(c *command, duration *time.Duration, rate int) func() (bench
 			return bench.FanoutConfig{}, fmt.Errorf("--rooms, --subscribers, --publishers and --rate must be positive")
 		}
 		return bench.FanoutConfig{Rooms: *rooms, Subscribers: *subs, Publishers: *pubs, Rate: *perSecond, Duration: *duration}, nil
+	}
+}
+
+// addConnectionsFlags adds the connections scenario's flags; the returned function runs it.
+func addConnectionsFlags(c *command) func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+	conns := c.Int("conns", "ROOMLOG_BENCH_CONNS", 10000, "connections to open, each authenticated and joined")
+	rooms := c.Int("rooms", "ROOMLOG_BENCH_ROOMS", 0, "rooms they are spread over (default: --conns/100)")
+	big := c.Int("big-room", "ROOMLOG_BENCH_BIG_ROOM", 10000, "connections that also join the big room")
+	sources := c.String("sources", "ROOMLOG_BENCH_SOURCES", "127.0.0.1", "loopback addresses to connect from, in turn: a list (127.0.0.1,127.0.0.2) or a range (127.0.0.1-127.0.0.8)")
+	publishes := c.Int("publishes", "ROOMLOG_BENCH_PUBLISHES", 20, "events published to the big room")
+	interval := c.Duration("interval", "ROOMLOG_BENCH_INTERVAL", 500*time.Millisecond, "time between them")
+	churn := c.Int("churn", "ROOMLOG_BENCH_CHURN", 100, "connections closed and resumed meanwhile (-1: none)")
+	dialers := c.Int("dialers", "ROOMLOG_BENCH_DIALERS", 64, "connections being opened at once")
+	return func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
+		if *conns <= 0 || *rooms < 0 || *big <= 0 || *publishes <= 0 || *interval <= 0 || *dialers <= 0 {
+			return nil, fmt.Errorf("--conns, --big-room, --publishes, --interval and --dialers must be positive, --rooms not negative")
+		}
+		ips, err := bench.ParseSources(*sources)
+		if err != nil {
+			return nil, fmt.Errorf("--sources: %v", err)
+		}
+		return bench.Connections(ctx, t, bench.ConnectionsConfig{
+			Conns: *conns, Rooms: *rooms, BigRoom: *big, Sources: ips,
+			Publishes: *publishes, Interval: *interval, Churn: *churn, Dialers: *dialers,
+		})
 	}
 }

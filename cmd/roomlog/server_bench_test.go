@@ -27,7 +27,8 @@ import (
 //	ROOMLOG_BENCH_SERVER_CPU=0 taskset -c 1 go test -run '^$' -bench BenchmarkServer -benchtime 1x ./cmd/roomlog/
 //
 // pins the server to CPU 0 (taskset) and this process to CPU 1. Payloads are 200-byte JSON
-// bodies; every ack is after fsync.
+// bodies; every ack is after fsync. ROOMLOG_BENCH_SERVER_PROFILE=FILE saves a CPU profile of the
+// fan-out benchmarks' server while it publishes.
 
 // startBenchProc starts roomlog serve on a fresh data file, pinned when ROOMLOG_BENCH_SERVER_CPU
 // is set.
@@ -151,6 +152,10 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutE
 	if len(extra) > 0 {
 		x = extra[0]
 	}
+	profile := os.Getenv("ROOMLOG_BENCH_SERVER_PROFILE")
+	if profile != "" {
+		x.serverFlags = append(x.serverFlags, "--debug-addr", benchDebugAddr)
+	}
 	p := startBenchProc(b, b.TempDir()+"/fan.db", x.serverFlags...)
 	defer func() { p.cmd.Process.Kill(); <-p.done }()
 	if x.beforeStop != nil {
@@ -205,7 +210,11 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutE
 	}
 	ready.Wait()
 	start := time.Now()
+	cpuBefore := cpuTime(b, p.cmd.Process.Pid)
 	var pubs sync.WaitGroup
+	if profile != "" {
+		pubs.Go(func() { saveProfile(b, profile, seconds-1) })
+	}
 	for r := range rooms {
 		c := dialLean(b, p.addr, tok, fmt.Sprint("pub-", r))
 		pubs.Add(2)
@@ -234,15 +243,43 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutE
 	pubs.Wait()
 	done.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime(b, p.cmd.Process.Pid) - cpuBefore
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "deliveries/s")
+	if delivered.Load() > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(delivered.Load()), "server-µs/delivery")
+	}
 	if len(all) > 0 {
 		b.ReportMetric(float64(all[len(all)/2])/1000, "p50-ms")
 		b.ReportMetric(float64(all[len(all)*99/100])/1000, "p99-ms")
 	}
 	if want := int64(rooms * members * perRoom); delivered.Load() != want {
 		b.Errorf("delivered %d of %d", delivered.Load(), want)
+	}
+}
+
+// benchDebugAddr is where a benchmark's server serves its profiles when
+// ROOMLOG_BENCH_SERVER_PROFILE names a file for one.
+const benchDebugAddr = "127.0.0.1:17199"
+
+// saveProfile writes a CPU profile of the benchmark's server, taken over the next seconds, to
+// path: where the server's time goes under the benchmark's load (go tool pprof path).
+func saveProfile(b *testing.B, path string, seconds int) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", benchDebugAddr, max(seconds, 1)))
+	if err != nil {
+		b.Errorf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Errorf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Errorf("profile: %v", err)
 	}
 }
 
