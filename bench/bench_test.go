@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,38 @@ func TestParseSources(t *testing.T) {
 		if ips, err := ParseSources(bad); err == nil {
 			t.Errorf("ParseSources(%q) = %v, want an error", bad, ips)
 		}
+	}
+}
+
+// A short soak samples the node and compares the samples after the warmup with the last.
+func TestSoakSamples(t *testing.T) {
+	target, err := InProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var log strings.Builder
+	res, err := Soak(ctx, target, SoakConfig{
+		Fanout: FanoutConfig{Rooms: 2, Subscribers: 3, Publishers: 2, Rate: 200, Duration: 3 * time.Second, Every: 500 * time.Millisecond},
+		Warmup: time.Second, Log: &log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK() {
+		t.Fatalf("%s", res.Text())
+	}
+	for _, f := range []string{"node0_heap_mib_start", "node0_heap_mib_end", "node0_goroutines_end", "node0_open_files_end", "node0_rss_mib_end"} {
+		if res.Figures[f] <= 0 {
+			t.Errorf("%s = %v", f, res.Figures[f])
+		}
+	}
+	if runtime.GOOS == "linux" && res.Figures["node0_anon_rss_mib_end"] <= 0 {
+		t.Errorf("no anonymous resident memory read on Linux: %v", res.Figures)
+	}
+	if strings.Count(log.String(), "\n") < 4 {
+		t.Errorf("a sample every 500ms for 3s logged %q", log.String())
 	}
 }

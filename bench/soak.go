@@ -15,8 +15,9 @@ import (
 
 // SoakConfig runs the fan-out scenario for a long time (an hour at half the maximum rate), and
 // samples the servers' resources and the delivery latency every Fanout.Every, so that growth
-// shows: the Go heap in use, goroutines and open files should stay flat after Warmup (resident
-// memory follows the data file's mapping too, which the kernel reclaims as it needs).
+// shows: the Go heap in use, anonymous resident memory, goroutines and open files should stay
+// flat after Warmup (all resident memory follows the data file's mapping too, which the kernel
+// reclaims as it needs).
 type SoakConfig struct {
 	Fanout FanoutConfig // its Every is the sampling period (default 10 s)
 	// Warmup is left out of the comparison: the first samples after it are compared with the
@@ -31,6 +32,7 @@ type Sample struct {
 	Node       string // the node's address
 	At         time.Duration
 	RSS        float64 // bytes, the file-backed pages of a mapped data file included
+	AnonRSS    float64 // bytes of resident memory not backed by a file (Linux); 0: not known
 	Heap       float64 // bytes of Go heap in use: what grows if the server keeps what it should not
 	Goroutines float64
 	OpenFiles  float64
@@ -61,8 +63,8 @@ func Soak(ctx context.Context, t *Target, cfg SoakConfig) (*Result, error) {
 			s.At, s.Delivered, s.P99 = w.End, w.Delivered, w.P99
 			samples = append(samples, s)
 			if cfg.Log != nil {
-				fmt.Fprintf(cfg.Log, "%8s %s rss %6.1f MiB  heap %6.1f MiB  goroutines %6.0f  open files %5.0f  delivered %8d  p99 %7.1f ms\n",
-					w.End.Round(time.Second), s.Node, s.RSS/(1<<20), s.Heap/(1<<20), s.Goroutines, s.OpenFiles, s.Delivered, float64(w.P99.Microseconds())/1000)
+				fmt.Fprintf(cfg.Log, "%8s %s rss %6.1f MiB (anon %6.1f)  heap %6.1f MiB  goroutines %6.0f  open files %5.0f  delivered %8d  p99 %7.1f ms\n",
+					w.End.Round(time.Second), s.Node, s.RSS/(1<<20), s.AnonRSS/(1<<20), s.Heap/(1<<20), s.Goroutines, s.OpenFiles, s.Delivered, float64(w.P99.Microseconds())/1000)
 			}
 		}
 	}
@@ -102,6 +104,7 @@ func compare(res *Result, samples []Sample, warmup time.Duration) {
 			of   func(Sample) float64
 		}{
 			{"rss_mib", func(s Sample) float64 { return s.RSS / (1 << 20) }},
+			{"anon_rss_mib", func(s Sample) float64 { return s.AnonRSS / (1 << 20) }},
 			{"heap_mib", func(s Sample) float64 { return s.Heap / (1 << 20) }},
 			{"goroutines", func(s Sample) float64 { return s.Goroutines }},
 			{"open_files", func(s Sample) float64 { return s.OpenFiles }},
@@ -156,6 +159,10 @@ func probe(ctx context.Context, wsURL string) (Sample, error) {
 	sc := bufio.NewScanner(io.LimitReader(res.Body, 4<<20))
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
+		if name == "roomlog_process_anon_resident_bytes" { // optional: Linux only
+			s.AnonRSS, _ = strconv.ParseFloat(value, 64)
+			continue
+		}
 		if dst := want[name]; ok && dst != nil {
 			if v, err := strconv.ParseFloat(value, 64); err == nil {
 				*dst = v

@@ -1,6 +1,9 @@
 package transport
 
 import (
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,7 +79,39 @@ func NewMetrics() *Metrics {
 		m.deliveries, m.replayed, m.slowConsumers, m.authFailures, m.badFrames, m.refusedConns, m.errorReplies,
 		m.signals, m.jsRequests, m.jsConflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if _, ok := anonResident(); ok {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomlog_process_anon_resident_bytes",
+			Help: "Resident memory not backed by a file (Linux's RssAnon): process_resident_memory_bytes less the data file's mapped pages, which grow with the file and which the kernel reclaims as it needs.",
+		}, func() float64 {
+			b, _ := anonResident()
+			return float64(b)
+		}))
+	}
 	return m
+}
+
+// anonResident reads the process's anonymous resident memory (RssAnon in /proc/self/status);
+// ok is false where there is none to read.
+func anonResident() (bytes int64, ok bool) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, found := strings.CutPrefix(line, "RssAnon:"); found {
+			f := strings.Fields(v) // "1234 kB"
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, false
+			}
+			kib, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			return kib << 10, true
+		}
+	}
+	return 0, false
 }
 
 // ObserveJetStream is a jetstream.Options.OnRequest hook.
