@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roomlog/roomlog/wire"
 )
 
 // ConnectionsConfig holds many connections open on one node: each authenticated and joined to
@@ -39,7 +40,8 @@ type ConnectionsConfig struct {
 	// Dialers is how many connections are being opened at once. Default 64.
 	Dialers int
 	// Timeout bounds each step: opening the connections, each publish's delivery, each resume.
-	// Default 2 minutes.
+	// Default 10 minutes. (Filling the big room is quadratic: each join event goes to every
+	// member already in it, 50 million deliveries for 10,000 members.)
 	Timeout time.Duration
 }
 
@@ -73,7 +75,7 @@ func (c *ConnectionsConfig) withDefaults() {
 		c.Dialers = 64
 	}
 	if c.Timeout <= 0 {
-		c.Timeout = 2 * time.Minute
+		c.Timeout = 10 * time.Minute
 	}
 }
 
@@ -319,11 +321,21 @@ type frame struct {
 	Code string          `json:"code"`
 }
 
-func (c *leanConn) read(deadline time.Time) (frame, error) {
+// read returns the next frame, waiting at most idle for it (0: no bound). Event frames are read
+// in place (wire.ParseEventFrame): joining a room of 10,000 sends each member up to 10,000 join
+// events, and this process reads them all.
+func (c *leanConn) read(idle time.Duration) (frame, error) {
+	var deadline time.Time
+	if idle > 0 {
+		deadline = time.Now().Add(idle)
+	}
 	c.ws.SetReadDeadline(deadline)
 	_, b, err := c.ws.ReadMessage()
 	if err != nil {
 		return frame{}, err
+	}
+	if e, ok := wire.ParseEventFrame(b); ok {
+		return frame{Type: "event", Room: e.Room, ID: e.ID, Kind: e.Kind, Body: e.Body}, nil
 	}
 	var f frame
 	if err := json.Unmarshal(b, &f); err != nil {
@@ -343,7 +355,7 @@ func (c *leanConn) handshake(ctx context.Context, t *Target, i int) error {
 	if err := c.ws.WriteJSON(map[string]string{"type": "hello", "token": tok, "session": fmt.Sprint("s", i)}); err != nil {
 		return err
 	}
-	f, err := c.read(time.Now().Add(time.Minute))
+	f, err := c.read(time.Minute)
 	if err != nil {
 		return err
 	}
@@ -364,9 +376,8 @@ func (c *leanConn) join(room, after string) error {
 	if err := c.ws.WriteJSON(req); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(time.Minute)
 	for {
-		f, err := c.read(deadline)
+		f, err := c.read(time.Minute) // while frames keep coming
 		if err != nil {
 			return fmt.Errorf("join %s: %w", room, err)
 		}
@@ -380,7 +391,7 @@ func (c *leanConn) join(room, after string) error {
 func (c *leanConn) readLoop() {
 	defer close(c.done)
 	for {
-		f, err := c.read(time.Time{})
+		f, err := c.read(0)
 		if err != nil {
 			c.mu.Lock()
 			c.cond.Broadcast()
@@ -399,7 +410,7 @@ func (c *leanConn) note(f frame) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cursors[f.Room] = f.ID
+	c.cursors[f.Room] = strings.Clone(f.ID) // f shares the frame's memory
 	if f.Kind != "message" {
 		return
 	}

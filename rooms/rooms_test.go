@@ -417,3 +417,26 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("leave after removal: %v, want ErrNotJoined", err)
 	}
 }
+
+// BenchmarkMembers lists the members of a room of n, as every join into it does (so filling
+// a room of n lists it n times):
+//
+//	go test -run '^$' -bench BenchmarkMembers ./rooms/
+func BenchmarkMembers(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint("members=", n), func(b *testing.B) {
+			h := rooms.NewHub(memlog.New(memlog.Options{}), rooms.Options{})
+			defer h.Close(context.Background())
+			for i := range n {
+				if _, err := h.Join(context.Background(), "big", fmt.Sprint("u", i), "s", nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for b.Loop() {
+				if got := len(h.Members("big")); got != n {
+					b.Fatalf("%d members, want %d", got, n)
+				}
+			}
+		})
+	}
+}

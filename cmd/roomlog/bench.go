@@ -43,6 +43,7 @@ func benchCmd(args []string) int {
 	duration := c.Duration("duration", "ROOMLOG_BENCH_DURATION", 10*time.Second, "how long to publish")
 	asJSON := c.Bool("json", "ROOMLOG_BENCH_JSON", false, "print the result as JSON")
 	var run func(ctx context.Context, t *bench.Target) (*bench.Result, error)
+	budget := 5 * time.Minute // beyond --duration: every run is bounded
 	switch scenario {
 	case "fanout":
 		fanout := addFanoutFlags(c, duration, 4000)
@@ -87,6 +88,7 @@ func benchCmd(args []string) int {
 		}
 	case "connections":
 		run = addConnectionsFlags(c)
+		budget = 30 * time.Minute // opening is bounded by 10 minutes, each publish's delivery by 10
 	default:
 		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, soak, publish, resume or connections)\n", scenario)
 		return 2
@@ -110,7 +112,7 @@ func benchCmd(args []string) int {
 	defer target.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *duration+5*time.Minute) // every run is bounded
+	ctx, cancel := context.WithTimeout(ctx, *duration+budget)
 	defer cancel()
 	// The machine's raw limits, in the same run, to read the figures against.
 	limits, err := bench.MeasureLimits(2 * time.Second)
