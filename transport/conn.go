@@ -81,8 +81,15 @@ type conn struct {
 	replies replyQueue
 	wakeup  bool // something new to write since the writer last looked
 	writer  worker
-	closing *closeRequest
-	closed  bool // the network connection is closed
+	// Room events and the write interval (Config.WriteInterval): eventsDue says a joined room
+	// may have events the writer has not taken; the writer takes them no earlier than
+	// nextEvents, and eventTimer (when eventTimerArmed) wakes it then.
+	eventsDue       bool
+	nextEvents      time.Time
+	eventTimer      *time.Timer
+	eventTimerArmed bool
+	closing         *closeRequest
+	closed          bool // the network connection is closed
 
 	// Under mu: publishes in flight, answered by their acker, and receipt cursors waiting for
 	// their recorder.
@@ -111,8 +118,68 @@ func newConn(s *Server, subprotocol string, cc *wsio.CorkConn) *conn {
 // Wake implements rooms.Waker: a joined room has new events.
 func (c *conn) Wake() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.eventsDue = true
+	if c.eventTimerArmed {
+		return // the timer wakes the writer
+	}
+	if c.s.cfg.WriteInterval > 0 && !c.writer.running {
+		if wait := time.Until(c.nextEvents); wait > 0 {
+			c.armEventTimerLocked(wait) // no goroutine until then
+			return
+		}
+	}
 	c.wakeWriterLocked()
-	c.mu.Unlock()
+}
+
+// takeEventsLocked reports whether the writer takes the rooms' events now: some are due and
+// the write interval since it last wrote events has passed (see wroteEventsLocked). When it has
+// not, the event timer wakes the writer once it has.
+func (c *conn) takeEventsLocked() bool {
+	if !c.eventsDue {
+		return false
+	}
+	if c.s.cfg.WriteInterval > 0 {
+		if wait := time.Until(c.nextEvents); wait > 0 {
+			c.armEventTimerLocked(wait)
+			return false
+		}
+	}
+	c.eventsDue = false
+	return true
+}
+
+// wroteEventsLocked records a write pass of the rooms' events: more says a room has further
+// events now (a backlog), which go on at once; otherwise, when the pass wrote events, the next
+// ones wait for the write interval.
+func (c *conn) wroteEventsLocked(events int, more bool) {
+	switch {
+	case more:
+		c.wakeup, c.eventsDue, c.nextEvents = true, true, time.Time{}
+	case events > 0 && c.s.cfg.WriteInterval > 0:
+		c.nextEvents = time.Now().Add(c.s.cfg.WriteInterval)
+	}
+}
+
+func (c *conn) armEventTimerLocked(wait time.Duration) {
+	if c.eventTimerArmed || c.closed {
+		return
+	}
+	c.eventTimerArmed = true
+	if c.eventTimer == nil {
+		c.eventTimer = time.AfterFunc(wait, c.eventTimerFired)
+	} else {
+		c.eventTimer.Reset(wait)
+	}
+}
+
+func (c *conn) eventTimerFired() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.eventTimerArmed = false
+	if c.eventsDue && !c.closed {
+		c.wakeWriterLocked()
+	}
 }
 
 func (c *conn) wakeWriterLocked() {

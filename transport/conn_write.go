@@ -32,9 +32,12 @@ func (c *conn) writeLoop() {
 		c.wakeup = false
 		replies := c.replies.take()
 		c.cond.Broadcast()
-		streams := make([]*roomStream, 0, len(c.order))
-		for _, room := range c.order {
-			streams = append(streams, c.streams[room])
+		var streams []*roomStream
+		if c.takeEventsLocked() {
+			streams = make([]*roomStream, 0, len(c.order))
+			for _, room := range c.order {
+				streams = append(streams, c.streams[room])
+			}
 		}
 		var closing *closeRequest
 		if c.closing != nil && c.publishes.emptyLocked() {
@@ -44,14 +47,15 @@ func (c *conn) writeLoop() {
 
 		c.cc.Cork() // its writes time out after StallTimeout without progress
 		err := c.writeReplies(replies)
-		more := false
+		more, events := false, 0
 		for _, rs := range streams {
 			if err != nil || closing != nil {
 				break
 			}
 			var m bool
-			m, err = c.writeRoom(ctx, rs)
-			more = more || m
+			var n int
+			n, m, err = c.writeRoom(ctx, rs)
+			more, events = more || m, events+n
 		}
 		if err == nil && closing != nil {
 			err = c.writeClose(closing)
@@ -63,9 +67,9 @@ func (c *conn) writeLoop() {
 			c.writeFailed(err, closing != nil)
 			return
 		}
-		if more {
+		if more || events > 0 {
 			c.mu.Lock()
-			c.wakeup = true
+			c.wroteEventsLocked(events, more)
 			c.mu.Unlock()
 		}
 	}
@@ -81,12 +85,13 @@ func (c *conn) writeReplies(replies [][]byte) error {
 	return nil
 }
 
-// writeRoom writes the room's next events; more reports that it may have further ones now.
-func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err error) {
+// writeRoom writes the room's next events, n of them; more reports that it may have further
+// ones now.
+func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (n int, more bool, err error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.ended {
-		return false, nil
+		return 0, false, nil
 	}
 	mt := c.codec.MessageType()
 	// Events read from the log for this connection alone are encoded, inside the read, into a
@@ -99,17 +104,17 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	})
 	if err != nil {
 		c.s.logger.Error("cannot read room events", "room", rs.stream.Room(), "err", err)
-		return false, nil // the stream keeps its cursor; the next wake-up retries
+		return 0, false, nil // the stream keeps its cursor; the next wake-up retries
 	}
 	slot := c.codec.slot()
 	for _, e := range shared {
 		if err := c.cc.WriteFrame(e.Encoded(slot, c.frameEvent)); err != nil {
-			return false, err
+			return 0, false, err
 		}
 	}
 	if len(c.frames) > 0 {
 		if err := c.cc.WriteFrame(c.frames); err != nil {
-			return false, err
+			return 0, false, err
 		}
 		c.s.metrics.replayed.Add(float64(n))
 	}
@@ -117,10 +122,10 @@ func (c *conn) writeRoom(ctx context.Context, rs *roomStream) (more bool, err er
 	if synced {
 		b, _ := c.codec.Encode(&wire.Synced{Type: "synced", Room: rs.stream.Room(), Cursor: rs.stream.Cursor().String()})
 		if err := c.writeMessage(mt, b); err != nil {
-			return false, err
+			return 0, false, err
 		}
 	}
-	return n == writeBatch || synced, nil
+	return n, n == writeBatch || synced, nil
 }
 
 // frameEvent encodes an event as a whole WebSocket frame; the room's entry caches it per codec,

@@ -161,6 +161,7 @@ func (c *conn) join(f *wire.ClientFrame) {
 	}
 	c.streams[f.Room] = rs
 	c.order = append(c.order, f.Room)
+	c.eventsDue, c.nextEvents = true, time.Time{} // the room's backlog starts at once
 	c.mu.Unlock()
 	c.s.metrics.joins.Inc()
 }

@@ -25,7 +25,8 @@ connections opens --conns connections to one node (joined --rooms rooms, the fir
 them one big room too) from the --sources addresses, reads the node's resident memory, then
 publishes to the big room while closing and resuming --churn others. For more connections than
 one address has ports (about 28,000), give several: --sources 127.0.0.1-127.0.0.8. The node needs
---max-conns-per-ip 0 and a file limit above --conns (ulimit -n), as this process does.
+--max-conns above --conns (default 50,000) and a file limit above it (ulimit -n), as this process
+does.
 `
 
 func benchCmd(args []string) int {

@@ -76,6 +76,8 @@ func TestCLIBadInput(t *testing.T) {
 		{"tls cert without key", nil, []string{"serve", "--tls-cert", filepath.Join(dir, "cert.pem"), "--data", filepath.Join(dir, "t1.db")}, 2, "--tls-cert and --tls-key go together"},
 		{"tls files missing", nil, []string{"serve", "--tls-cert", filepath.Join(dir, "cert.pem"), "--tls-key", filepath.Join(dir, "key.pem"), "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "t2.db")}, 1, "--tls-cert/--tls-key: stat "},
 		{"negative bound", nil, []string{"serve", "--max-conns", "-1", "--data", filepath.Join(dir, "t3.db")}, 2, "must be 0 (no bound) or positive"},
+		{"negative write interval", nil, []string{"serve", "--write-interval", "-1ms", "--data", filepath.Join(dir, "w1.db")}, 2, "--write-interval may be 0"},
+		{"long write interval", nil, []string{"serve", "--write-interval", "2s", "--data", filepath.Join(dir, "w2.db")}, 2, "--write-interval must be at most 1s"},
 		{"nats replicas", nil, []string{"serve", "--nats-replicas", "9", "--data", filepath.Join(dir, "n2.db")}, 2, "--nats-replicas must be 0 (automatic) or 1-5"},
 		{"nats unreachable", nil, []string{"serve", "--nats", "nats://" + busy, "--jwt-secret", servertest.Secret, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "n3.db")}, 1, "--nats nats://" + busy + ": "},
 	}

@@ -91,3 +91,23 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
+
+// writeCalls is how many write system calls process pid has made (syscw in /proc/PID/io: write,
+// writev and the like, on sockets and files alike).
+func writeCalls(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/io: %q", pid, line)
+			}
+			return n
+		}
+	}
+	b.Fatalf("/proc/%d/io has no syscw", pid)
+	return 0
+}

@@ -38,7 +38,7 @@ type serveFlags struct {
 	maxFrame, sendQueue, natsReplicas                                                    *int
 	maxRoomsPerConn, maxConnsPerUser, maxMembersListed, maxConns, maxConnsPerIP          *int
 	httpRead, httpWrite, httpIdle                                                        *time.Duration
-	jwksRefresh, grace, heartbeat, stall, keyRetention, natsLease                        *time.Duration
+	jwksRefresh, grace, heartbeat, stall, keyRetention, natsLease, writeInterval         *time.Duration
 	publishRate, signalRate                                                              *float64
 	noPoller, dev, anyAudience                                                           *bool
 	maxTokenTTL                                                                          *time.Duration
@@ -85,6 +85,7 @@ func newServeCommand() (*command, *serveFlags) {
 		sendQueue:        c.Int("send-queue", "ROOMLOG_SEND_QUEUE", transport.DefaultSendQueue, "reply frames queued per connection before its reads pause"),
 		heartbeat:        c.Duration("heartbeat", "ROOMLOG_HEARTBEAT", transport.DefaultHeartbeat, "interval of server pings"),
 		stall:            c.Duration("stall-timeout", "ROOMLOG_STALL_TIMEOUT", transport.DefaultStallTimeout, "how long a client may read nothing before it is disconnected"),
+		writeInterval:    c.Duration("write-interval", "ROOMLOG_WRITE_INTERVAL", transport.DefaultWriteInterval, "least time between two writes of room events to a connection: events meanwhile go out together, saving server CPU for at most this much latency (0: none)"),
 		keyRetention:     c.Duration("key-retention", "ROOMLOG_KEY_RETENTION", eventlog.DefaultKeyRetention, "how long idempotency keys are remembered"),
 		logLevel:         c.String("log-level", "ROOMLOG_LOG_LEVEL", "info", "debug, info, warn or error"),
 		noPoller:         c.Bool("no-poller", "ROOMLOG_NO_POLLER", false, "read each connection on a goroutine of its own instead of one epoll poller (Linux): more memory per idle connection"),
@@ -99,8 +100,10 @@ func (f *serveFlags) check() error {
 	switch {
 	case *f.maxFrame < 1024:
 		return errors.New("--max-frame must be at least 1024 bytes")
-	case *f.grace < 0, *f.heartbeat <= 0, *f.stall <= 0, *f.keyRetention <= 0, *f.jwksRefresh <= 0:
-		return errors.New("durations must be positive (--grace may be 0)")
+	case *f.grace < 0, *f.heartbeat <= 0, *f.stall <= 0, *f.keyRetention <= 0, *f.jwksRefresh <= 0, *f.writeInterval < 0:
+		return errors.New("durations must be positive (--grace and --write-interval may be 0)")
+	case *f.writeInterval > time.Second:
+		return errors.New("--write-interval must be at most 1s: it delays deliveries by up to that much")
 	case *f.publishRate < 0:
 		return errors.New("--publish-rate must be 0 (off) or positive")
 	case *f.signalRate < 0:
@@ -262,6 +265,7 @@ type serveConfig struct {
 	SendQueue                                                                   int
 	Heartbeat                                                                   time.Duration
 	Stall                                                                       time.Duration
+	WriteInterval                                                               time.Duration
 	KeyRetention                                                                time.Duration
 	LogLevel                                                                    slog.Level
 	NoPoller                                                                    bool
@@ -276,7 +280,7 @@ func (f *serveFlags) config() (serveConfig, error) {
 		Addr: *f.addr, Data: *f.data, NATS: splitList(*f.natsURLs), NATSStream: *f.natsStream, NATSReplicas: *f.natsReplicas, NATSCreds: *f.natsCreds, NATSNode: *f.natsNode, NATSLease: *f.natsLease,
 		JWKSRefresh: *f.jwksRefresh, Origins: splitList(*f.origins),
 		MaxFrame: *f.maxFrame, Grace: *f.grace, PublishRate: *f.publishRate, SignalRate: *f.signalRate, SendQueue: *f.sendQueue,
-		Heartbeat: *f.heartbeat, Stall: *f.stall, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
+		Heartbeat: *f.heartbeat, Stall: *f.stall, WriteInterval: *f.writeInterval, KeyRetention: *f.keyRetention, NoPoller: *f.noPoller,
 		DebugAddr: *f.debugAddr, TLSCert: *f.tlsCert, TLSKey: *f.tlsKey,
 		MaxRoomsPerConn: *f.maxRoomsPerConn, MaxConnsPerUser: *f.maxConnsPerUser, MaxMembersListed: *f.maxMembersListed,
 		MaxConns: *f.maxConns, MaxConnsPerIP: *f.maxConnsPerIP,
@@ -417,7 +421,8 @@ func (cfg *serveConfig) transportConfig(hub *rooms.Hub, verifier *auth.Verifier,
 	return transport.Config{
 		Hub: hub, Auth: verifier, AllowedOrigins: cfg.Origins, MaxFrame: cfg.MaxFrame, Heartbeat: cfg.Heartbeat,
 		PublishRate: orOff(cfg.PublishRate, transport.NoRateLimit), SignalRate: orOff(cfg.SignalRate, transport.NoRateLimit), SendQueue: cfg.SendQueue, StallTimeout: cfg.Stall,
-		Metrics: metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
+		WriteInterval: orOff(cfg.WriteInterval, transport.NoLimit),
+		Metrics:       metrics, Logger: logger, NoPoller: cfg.NoPoller, KeyRetention: cfg.KeyRetention,
 		MaxRoomsPerConn: orNone(cfg.MaxRoomsPerConn), MaxConnsPerUser: orNone(cfg.MaxConnsPerUser), MaxMembersListed: cfg.MaxMembersListed,
 	}
 }

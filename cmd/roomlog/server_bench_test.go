@@ -210,7 +210,7 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutE
 	}
 	ready.Wait()
 	start := time.Now()
-	cpuBefore := cpuTime(b, p.cmd.Process.Pid)
+	cpuBefore, writesBefore := cpuTime(b, p.cmd.Process.Pid), writeCalls(b, p.cmd.Process.Pid)
 	var pubs sync.WaitGroup
 	if profile != "" {
 		pubs.Go(func() { saveProfile(b, profile, seconds-1) })
@@ -243,12 +243,13 @@ func runFanout(b *testing.B, rooms, members, rate, seconds int, extra ...fanoutE
 	pubs.Wait()
 	done.Wait()
 	elapsed := time.Since(start)
-	cpu := cpuTime(b, p.cmd.Process.Pid) - cpuBefore
+	cpu, writes := cpuTime(b, p.cmd.Process.Pid)-cpuBefore, writeCalls(b, p.cmd.Process.Pid)-writesBefore
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "deliveries/s")
 	if delivered.Load() > 0 {
 		b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(delivered.Load()), "server-µs/delivery")
+		b.ReportMetric(float64(delivered.Load())/float64(max(writes, 1)), "deliveries/write")
 	}
 	if len(all) > 0 {
 		b.ReportMetric(float64(all[len(all)/2])/1000, "p50-ms")
