@@ -173,12 +173,21 @@ func (c *conn) armEventTimerLocked(wait time.Duration) {
 	}
 }
 
+// eventTimerFired runs on the timer's own goroutine, which becomes the writer: a busy
+// connection's every write would otherwise start two goroutines.
 func (c *conn) eventTimerFired() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.eventTimerArmed = false
-	if c.eventsDue && !c.closed {
-		c.wakeWriterLocked()
+	if !c.eventsDue || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.wakeup = true
+	run := c.writer.claimLocked(&c.s.wg)
+	c.mu.Unlock()
+	if run {
+		defer c.s.wg.Done()
+		c.writeLoop()
 	}
 }
 

@@ -33,6 +33,17 @@ func (w *worker) startLocked(wg *sync.WaitGroup, loop func()) {
 	}()
 }
 
+// claimLocked makes the calling goroutine the worker, counted in wg, unless one runs already;
+// it reports whether it did, and the caller then runs the loop and calls wg.Done.
+func (w *worker) claimLocked(wg *sync.WaitGroup) bool {
+	if w.running {
+		return false
+	}
+	w.running = true
+	wg.Add(1)
+	return true
+}
+
 // stopLocked records that the loop is ending.
 func (w *worker) stopLocked() { w.running = false }
 
