@@ -9,6 +9,11 @@
 # Environment: ROOMLOG (a roomlog binary), NATS_SERVER (a nats-server binary), RUNS (runs per
 # step, default 2), STEPS (default "publish1 publish64 fanout500 fanout1000 fanout2000 resume").
 # Prints one line per run: the step, then the figures `roomlog bench --json` gave. Loopback only.
+#
+# A step soakN is `roomlog bench soak --rate N` over the two nodes for SOAK_DURATION (default 1h),
+# its samples (every 10 s, both nodes) on stderr:
+#
+#   STEPS=soak1000 RUNS=1 bash bench/peers/jetstream.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
@@ -70,6 +75,7 @@ for step in $STEPS; do
 		publish*) args=(publish --in-flight "${step#publish}" --server http://127.0.0.1:17071) ;;
 		fanout*) args=(fanout --rate "${step#fanout}" --server "$servers") ;;
 		resume) args=(resume --clients 10 --missed 10000 --server "$servers") ;;
+		soak*) args=(soak --rate "${step#soak}" --duration "${SOAK_DURATION:-1h}" --server "$servers") ;;
 		*) echo "jetstream.sh: unknown step $step" >&2; exit 2 ;;
 		esac
 		out=$(taskset -c 1 "$ROOMLOG" bench "${args[@]}" --secret "$secret" --json | tr -d "\n\t")
