@@ -72,10 +72,10 @@ func TestScenarios(t *testing.T) {
 		func() (*Result, error) {
 			res, err := Connections(ctx, target, ConnectionsConfig{
 				Conns: 60, Rooms: 3, BigRoom: 20, Sources: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2)},
-				Publishes: 3, Interval: 50 * time.Millisecond, Churn: 5, Dialers: 8,
+				Publishes: 3, Interval: 50 * time.Millisecond, Churn: 5, Dialers: 8, Settle: 100 * time.Millisecond,
 			})
 			if err == nil {
-				for _, figure := range []string{"big_room_p99_ms", "resume_p99_ms", "kib_per_conn", "rss_mib_at_12"} {
+				for _, figure := range []string{"big_room_p99_ms", "resume_p99_ms", "kib_per_conn", "rss_mib_at_12", "rss_settled_mib"} {
 					if _, ok := res.Figures[figure]; !ok {
 						t.Errorf("connections: no %s in %v", figure, res.Figures)
 					}

@@ -39,6 +39,10 @@ type ConnectionsConfig struct {
 	Churn int
 	// Dialers is how many connections are being opened at once. Default 64.
 	Dialers int
+	// Settle, when positive, is how long the node is left idle once every connection is open
+	// before its memory is read again (rss_settled_mib): its garbage collected and returned to
+	// the system, which an idle Go process does within about two and a half minutes.
+	Settle time.Duration
 	// Timeout bounds each step: opening the connections, each publish's delivery, each resume.
 	// Default 10 minutes. (Filling the big room is quadratic: each join event goes to every
 	// member already in it, 50 million deliveries for 10,000 members.)
@@ -89,7 +93,7 @@ func Connections(ctx context.Context, t *Target, cfg ConnectionsConfig) (*Result
 	cfg.withDefaults()
 	res := &Result{Scenario: "connections", Figures: map[string]float64{}, Params: map[string]any{
 		"conns": cfg.Conns, "rooms": cfg.Rooms, "big_room": cfg.BigRoom, "sources": len(cfg.Sources),
-		"publishes": cfg.Publishes, "interval": cfg.Interval.String(), "churn": cfg.Churn,
+		"publishes": cfg.Publishes, "interval": cfg.Interval.String(), "churn": cfg.Churn, "settle": cfg.Settle.String(),
 	}}
 	run := time.Now().UnixNano()
 	cs := &connSet{t: t, cfg: cfg, run: run, conns: make([]*leanConn, cfg.Conns)}
@@ -114,6 +118,20 @@ func Connections(ctx context.Context, t *Target, cfg ConnectionsConfig) (*Result
 	res.Figures["heap_mib"] = opened.Heap / (1 << 20)
 	res.Figures["goroutines"] = opened.Goroutines
 	res.Figures["kib_per_conn"] = (opened.RSS - before.RSS) / 1024 / float64(cfg.Conns)
+	if cfg.Settle > 0 {
+		select {
+		case <-time.After(cfg.Settle):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		settled, err := probe(ctx, t.URL)
+		if err != nil {
+			return nil, err
+		}
+		res.Figures["rss_settled_mib"] = settled.RSS / (1 << 20)
+		res.Figures["heap_settled_mib"] = settled.Heap / (1 << 20)
+		res.Figures["kib_per_conn_settled"] = (settled.RSS - before.RSS) / 1024 / float64(cfg.Conns)
+	}
 
 	churn := make(chan latencies, 1)
 	go func() { churn <- cs.churn(ctx, res) }()

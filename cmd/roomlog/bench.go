@@ -89,7 +89,7 @@ func benchCmd(args []string) int {
 		}
 	case "connections":
 		run = addConnectionsFlags(c)
-		budget = 30 * time.Minute // opening is bounded by 10 minutes, each publish's delivery by 10
+		budget = 40 * time.Minute // opening is bounded by 10 minutes, settling by --settle, each publish's delivery by 10
 	default:
 		fmt.Fprintf(os.Stderr, "roomlog bench: unknown scenario %q (fanout, soak, publish, resume or connections)\n", scenario)
 		return 2
@@ -161,9 +161,13 @@ func addConnectionsFlags(c *command) func(ctx context.Context, t *bench.Target) 
 	interval := c.Duration("interval", "ROOMLOG_BENCH_INTERVAL", 500*time.Millisecond, "time between them")
 	churn := c.Int("churn", "ROOMLOG_BENCH_CHURN", 100, "connections closed and resumed meanwhile (-1: none)")
 	dialers := c.Int("dialers", "ROOMLOG_BENCH_DIALERS", 64, "connections being opened at once")
+	settle := c.Duration("settle", "ROOMLOG_BENCH_SETTLE", 0, "how long the node is left idle once all are open before its memory is read again (an idle Go process returns its garbage within about 150s)")
 	return func(ctx context.Context, t *bench.Target) (*bench.Result, error) {
-		if *conns <= 0 || *rooms < 0 || *big <= 0 || *publishes <= 0 || *interval <= 0 || *dialers <= 0 {
-			return nil, fmt.Errorf("--conns, --big-room, --publishes, --interval and --dialers must be positive, --rooms not negative")
+		if *conns <= 0 || *rooms < 0 || *big <= 0 || *publishes <= 0 || *interval <= 0 || *dialers <= 0 || *settle < 0 {
+			return nil, fmt.Errorf("--conns, --big-room, --publishes, --interval and --dialers must be positive, --rooms and --settle not negative")
+		}
+		if *settle > 10*time.Minute {
+			return nil, fmt.Errorf("--settle must be at most 10m")
 		}
 		ips, err := bench.ParseSources(*sources)
 		if err != nil {
@@ -171,7 +175,7 @@ func addConnectionsFlags(c *command) func(ctx context.Context, t *bench.Target) 
 		}
 		return bench.Connections(ctx, t, bench.ConnectionsConfig{
 			Conns: *conns, Rooms: *rooms, BigRoom: *big, Sources: ips,
-			Publishes: *publishes, Interval: *interval, Churn: *churn, Dialers: *dialers,
+			Publishes: *publishes, Interval: *interval, Churn: *churn, Dialers: *dialers, Settle: *settle,
 		})
 	}
 }

@@ -154,6 +154,7 @@ func TestBenchCommand(t *testing.T) {
 		{"bench", "publish", "--duration", "1s", "--in-flight", "8", "--json"},
 		{"bench", "fanout", "--duration", "1s", "--rooms", "2", "--subscribers", "2", "--publishers", "2", "--rate", "100", "--json"},
 		{"bench", "resume", "--clients", "3", "--missed", "300", "--json"},
+		{"bench", "connections", "--conns", "30", "--big-room", "10", "--sources", "127.0.0.1-127.0.0.3", "--publishes", "2", "--interval", "50ms", "--churn", "3", "--json"},
 	} {
 		code, stdout, stderr := roomlog(t, nil, args...)
 		var res map[string]any
@@ -174,7 +175,8 @@ func TestBenchCommand(t *testing.T) {
 		t.Fatalf("bench soak: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	for _, bad := range [][]string{{"bench"}, {"bench", "nope"}, {"bench", "fanout", "--rate", "0"}, {"bench", "soak", "--every", "0"}, {"bench", "publish", "--server", "http://127.0.0.1:1"},
-		{"bench", "publish", "--server", "http://10.0.0.1:7070", "--secret", "s"}} {
+		{"bench", "publish", "--server", "http://10.0.0.1:7070", "--secret", "s"}, {"bench", "connections", "--sources", "10.0.0.1"},
+		{"bench", "connections", "--settle", "11m"}, {"bench", "connections", "--conns", "0"}} {
 		if code, _, _ := roomlog(t, nil, bad...); code == 0 {
 			t.Fatalf("%v succeeded", bad)
 		}
