@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -496,7 +495,7 @@ func ParseSources(s string) ([]net.IP, error) {
 		if !a.IsLoopback() || !b.IsLoopback() {
 			return nil, fmt.Errorf("%q is not on loopback (127.0.0.0/8)", part)
 		}
-		if !bytes.Equal(a[:3], b[:3]) || a[3] > b[3] {
+		if a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] > b[3] {
 			return nil, fmt.Errorf("%q: a range runs over the last byte only, upwards", part)
 		}
 		for x := int(a[3]); x <= int(b[3]); x++ {
