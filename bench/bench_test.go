@@ -164,3 +164,20 @@ func TestSoakSamples(t *testing.T) {
 		t.Errorf("a sample every 500ms for 3s logged %q", log.String())
 	}
 }
+
+// More connections than this process may open files is refused at once, saying why.
+func TestConnectionsWithinTheFileLimit(t *testing.T) {
+	lim := openFileLimit()
+	if lim == 0 {
+		t.Skip("no open-file limit here")
+	}
+	target, err := InProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	_, err = Connections(context.Background(), target, ConnectionsConfig{Conns: lim})
+	if err == nil || !strings.Contains(err.Error(), "open files") {
+		t.Fatalf("%d connections with a limit of %d files: %v", lim, lim, err)
+	}
+}

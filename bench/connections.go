@@ -82,6 +82,10 @@ func (c *ConnectionsConfig) withDefaults() {
 	}
 }
 
+// filesBesides is what the load generator keeps open besides the scenario's connections: the
+// publisher, the probes, the disk measurement, standard streams.
+const filesBesides = 32
+
 // bigRoomName is the connections scenario's big room; each run has its own.
 func bigRoomName(run int64) string { return fmt.Sprintf("bench-big-%d", run) }
 
@@ -90,6 +94,9 @@ func bigRoomName(run int64) string { return fmt.Sprintf("bench-big-%d", run) }
 // end (and per connection), the big room's delivery latency, and the resumes' time to synced.
 func Connections(ctx context.Context, t *Target, cfg ConnectionsConfig) (*Result, error) {
 	cfg.withDefaults()
+	if lim := openFileLimit(); lim > 0 && cfg.Conns+filesBesides > lim {
+		return nil, fmt.Errorf("%d connections need %d open files; this process may open %d (ulimit -n)", cfg.Conns, cfg.Conns+filesBesides, lim)
+	}
 	res := &Result{Scenario: "connections", Figures: map[string]float64{}, Params: map[string]any{
 		"conns": cfg.Conns, "rooms": cfg.Rooms, "big_room": cfg.BigRoom, "sources": len(cfg.Sources),
 		"publishes": cfg.Publishes, "interval": cfg.Interval.String(), "churn": cfg.Churn, "settle": cfg.Settle.String(),
