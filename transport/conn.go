@@ -123,29 +123,33 @@ func (c *conn) Wake() {
 	if c.eventTimerArmed {
 		return // the timer wakes the writer
 	}
-	if c.s.cfg.WriteInterval > 0 && !c.writer.running {
-		if wait := time.Until(c.nextEvents); wait > 0 {
-			c.armEventTimerLocked(wait) // no goroutine until then
-			return
-		}
+	if !c.writer.running && c.holdEventsLocked() {
+		return // no goroutine until the timer fires
 	}
 	c.wakeWriterLocked()
 }
 
 // takeEventsLocked reports whether the writer takes the rooms' events now: some are due and
-// the write interval since it last wrote events has passed (see wroteEventsLocked). When it has
-// not, the event timer wakes the writer once it has.
+// the write interval since it last wrote events has passed (see wroteEventsLocked).
 func (c *conn) takeEventsLocked() bool {
-	if !c.eventsDue {
+	if !c.eventsDue || c.holdEventsLocked() {
 		return false
 	}
-	if c.s.cfg.WriteInterval > 0 {
-		if wait := time.Until(c.nextEvents); wait > 0 {
-			c.armEventTimerLocked(wait)
-			return false
-		}
-	}
 	c.eventsDue = false
+	return true
+}
+
+// holdEventsLocked reports whether the rooms' events must wait for the write interval, and
+// then arms the event timer for when they may go.
+func (c *conn) holdEventsLocked() bool {
+	if c.s.cfg.WriteInterval <= 0 || c.nextEvents.IsZero() { // no interval, or nothing to wait after
+		return false
+	}
+	wait := time.Until(c.nextEvents)
+	if wait <= 0 {
+		return false
+	}
+	c.armEventTimerLocked(wait)
 	return true
 }
 

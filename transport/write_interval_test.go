@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -85,5 +86,34 @@ func TestWriteIntervalHoldsLiveEventsOnly(t *testing.T) {
 	}
 	member.ws.Close()
 	for range frames {
+	}
+}
+
+// Held events go out when the interval has passed, with nothing else to release them, and not
+// before: a busy connection loses nothing to the interval.
+func TestWriteIntervalReleasesHeldEvents(t *testing.T) {
+	const interval = 500 * time.Millisecond
+	ts := startServer(t, serverOpts{cfg: transport.Config{WriteInterval: interval}})
+	defer ts.stop()
+	tok := token(t, "u", []string{"*"})
+	pub := connect(t, ts, tok, "publisher")
+	pub.join("live", nil)
+	member := connect(t, ts, tok, "member")
+	member.join("live", nil)
+
+	start := time.Now() // before the first write, so before the interval it starts
+	pub.publish("live", map[string]any{"n": 1}, nil)
+	member.expect("event")
+	for n := 2; n <= 3; n++ {
+		pub.publish("live", map[string]any{"n": n}, nil)
+	}
+	for n := 2; n <= 3; n++ {
+		e := member.expect("event")
+		if got := fmt.Sprint(e["body"].(map[string]any)["n"]); got != fmt.Sprint(n) {
+			t.Fatalf("event %d: %v", n, e)
+		}
+		if since := time.Since(start); since < interval {
+			t.Fatalf("event %d came %s after the first was published, within the write interval (%s)", n, since, interval)
+		}
 	}
 }
